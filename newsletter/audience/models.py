@@ -1,0 +1,85 @@
+"""Subscribers, mailing lists, subscriptions and suppressions."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Enum, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from newsletter.db import Base, JsonType, UtcDateTime, utcnow
+
+
+class OptIn(enum.StrEnum):
+    single = "single"
+    double = "double"
+
+
+class SubscriptionStatus(enum.StrEnum):
+    unconfirmed = "unconfirmed"
+    confirmed = "confirmed"
+    unsubscribed = "unsubscribed"
+
+
+class Subscriber(Base):
+    __tablename__ = "subscribers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Normalised by audience.addresses.normalise_email: domain case-folded.
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(300), default="")
+    attributes: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    subscriptions: Mapped[list[Subscription]] = relationship(back_populates="subscriber")
+
+
+class MailingList(Base):
+    __tablename__ = "mailing_lists"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(300))
+    description: Mapped[str] = mapped_column(String(2000), default="")
+    opt_in: Mapped[OptIn] = mapped_column(
+        Enum(OptIn, native_enum=False, length=20), default=OptIn.double
+    )
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "list_id"),
+        # The audience scan: confirmed members of a list in subscriber order.
+        Index("ix_subscriptions_list_status_subscriber", "list_id", "status", "subscriber_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    list_id: Mapped[int] = mapped_column(ForeignKey("mailing_lists.id", ondelete="CASCADE"))
+    status: Mapped[SubscriptionStatus] = mapped_column(
+        Enum(SubscriptionStatus, native_enum=False, length=20)
+    )
+    source: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    subscriber: Mapped[Subscriber] = relationship(back_populates="subscriptions")
+    mailing_list: Mapped[MailingList] = relationship()
+
+
+class Suppression(Base):
+    """An address never mailed again (hard bounce, complaint, manual)."""
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    reason: Mapped[str] = mapped_column(String(100))
+    detail: Mapped[str] = mapped_column(String(2000), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

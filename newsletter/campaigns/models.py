@@ -1,0 +1,105 @@
+"""Templates, campaigns and runs: what is sent, to whom, when."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Column, Enum, ForeignKey, Integer, String, Table, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from newsletter.audience.models import MailingList
+from newsletter.db import Base, JsonType, UtcDateTime, utcnow
+
+
+class CampaignStatus(enum.StrEnum):
+    draft = "draft"
+    scheduled = "scheduled"
+    running = "running"
+    paused = "paused"
+    finished = "finished"
+    cancelled = "cancelled"
+
+
+class RunStatus(enum.StrEnum):
+    preparing = "preparing"
+    sending = "sending"
+    paused = "paused"
+    finished = "finished"
+    cancelled = "cancelled"
+
+
+class ContentKind(enum.StrEnum):
+    articles = "articles"  # chosen by hand, by slug
+    latest = "latest"  # the N most recently published
+    series = "series"  # every published article of a series, in order
+
+
+campaign_lists = Table(
+    "campaign_lists",
+    Base.metadata,
+    Column("campaign_id", ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True),
+    Column("list_id", ForeignKey("mailing_lists.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class Template(Base):
+    """A staff-authored template (Jinja2 source for subject, HTML and text)."""
+
+    __tablename__ = "templates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    html: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(300))
+    subject: Mapped[str] = mapped_column(String(998))
+    preheader: Mapped[str] = mapped_column(String(500), default="")
+    template: Mapped[str] = mapped_column(String(200), default="digest")
+    content_kind: Mapped[ContentKind] = mapped_column(
+        Enum(ContentKind, native_enum=False, length=20)
+    )
+    # articles: {"slugs": [...]}, latest: {"count": N}, series: {"series": SLUG}
+    content_args: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    status: Mapped[CampaignStatus] = mapped_column(
+        Enum(CampaignStatus, native_enum=False, length=20), default=CampaignStatus.draft, index=True
+    )
+    send_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+    lists: Mapped[list[MailingList]] = relationship(secondary=campaign_lists)
+    runs: Mapped[list[Run]] = relationship(back_populates="campaign", order_by="Run.id")
+
+
+class Run(Base):
+    """One occurrence of a campaign, with the content frozen when it started."""
+
+    __tablename__ = "runs"
+    __table_args__ = (UniqueConstraint("campaign_id", "occurrence_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    occurrence_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    status: Mapped[RunStatus] = mapped_column(
+        Enum(RunStatus, native_enum=False, length=20), default=RunStatus.preparing, index=True
+    )
+    # The rendered snapshot (rendering.snapshot.Snapshot as JSON); None until prepared.
+    snapshot: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    recipients: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    campaign: Mapped[Campaign] = relationship(back_populates="runs")

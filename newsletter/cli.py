@@ -1,0 +1,474 @@
+"""The `newsletter` command: staff and ops face of the service."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.orm import Session
+
+from newsletter.config import Settings, load_settings
+from newsletter.db import is_migrated, make_engine, make_sessionmaker, session_scope, upgrade
+from newsletter.errors import BrokerUnavailableError, ConfigError, NewsletterError
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    help="Self-hosted newsletters: articles in series, campaigns, Celery delivery.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+articles_app = typer.Typer(help="Articles and series.", no_args_is_help=True)
+lists_app = typer.Typer(help="Mailing lists.", no_args_is_help=True)
+subscribers_app = typer.Typer(help="Subscribers.", no_args_is_help=True)
+campaigns_app = typer.Typer(
+    help="Campaigns: compose, preview, test, schedule.", no_args_is_help=True
+)
+scheduler_app = typer.Typer(help="The scheduler process.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(articles_app, name="articles")
+app.add_typer(lists_app, name="lists")
+app.add_typer(subscribers_app, name="subscribers")
+app.add_typer(campaigns_app, name="campaigns")
+app.add_typer(scheduler_app, name="scheduler")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def settings() -> Settings:
+    return load_settings()
+
+
+@contextmanager
+def open_session(cfg: Settings, require_schema: bool = True) -> Iterator[Session]:
+    engine = make_engine(cfg.database_url)
+    try:
+        if require_schema and not is_migrated(engine):
+            raise ConfigError("the database has no schema yet: run `newsletter db upgrade` first")
+        with session_scope(make_sessionmaker(engine)) as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def report_problems(problems: Sequence[object]) -> None:
+    for problem in problems:
+        err_console.print(f"[yellow]skipped[/] {problem}", highlight=False)
+
+
+# --- db -------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the schema to the latest version."""
+    cfg = settings()
+    engine = make_engine(cfg.database_url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    console.print("database is up to date")
+
+
+# --- articles -------------------------------------------------------------------------
+
+
+@articles_app.command("import")
+def articles_import(
+    paths: Annotated[list[Path], typer.Argument(help="Markdown files or folders.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Import Markdown articles with front matter; the same slug updates, never duplicates."""
+    from newsletter.content.importer import import_articles
+
+    with open_session(settings()) as session:
+        report = import_articles(session, paths)
+    if as_json:
+        print_json(report.as_json())
+    else:
+        report_problems(report.problems)
+        console.print(
+            f"articles: {report.created} created, {report.updated} updated, "
+            f"{report.unchanged} unchanged, {len(report.problems)} problems"
+        )
+    if report.problems and not (report.created or report.updated or report.unchanged):
+        raise typer.Exit(1)
+
+
+@articles_app.command("list")
+def articles_list(as_json: JsonOption = False) -> None:
+    """Articles, newest first, with their series and position."""
+    from sqlalchemy import select
+
+    from newsletter.content.models import Article
+
+    with open_session(settings()) as session:
+        articles = session.scalars(
+            select(Article).order_by(Article.published_at.desc().nulls_first(), Article.id)
+        ).all()
+        rows = [
+            {
+                "slug": a.slug,
+                "title": a.title,
+                "published_at": a.published_at.isoformat() if a.published_at else None,
+                "series": a.series.slug if a.series else None,
+                "position": a.position,
+            }
+            for a in articles
+        ]
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        where = f"  [{r['series']} #{r['position']}]" if r["series"] else ""
+        console.print(
+            f"{r['slug']:<40} {r['published_at'] or 'draft':<26} {r['title']}{where}",
+            highlight=False,
+        )
+
+
+# --- lists and subscribers --------------------------------------------------------------
+
+
+@lists_app.command("create")
+def lists_create(
+    slug: str,
+    name: Annotated[str, typer.Option(help="Name shown to subscribers.")],
+    opt_in: Annotated[str, typer.Option(help="single or double opt-in.")] = "double",
+    description: str = "",
+) -> None:
+    """Create a mailing list."""
+    from newsletter.audience.lists import create_list
+    from newsletter.audience.models import OptIn
+    from newsletter.errors import InvalidInputError
+
+    try:
+        mode = OptIn(opt_in)
+    except ValueError as exc:
+        raise InvalidInputError("--opt-in must be single or double") from exc
+    with open_session(settings()) as session:
+        create_list(session, slug, name, opt_in=mode, description=description)
+    console.print(f"list {slug} created")
+
+
+@lists_app.command("list")
+def lists_list(as_json: JsonOption = False) -> None:
+    """Mailing lists with their confirmed members."""
+    from newsletter.audience.lists import list_lists
+
+    with open_session(settings()) as session:
+        rows = [
+            {"slug": ml.slug, "name": ml.name, "opt_in": ml.opt_in.value, "confirmed": count}
+            for ml, count in list_lists(session)
+        ]
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        console.print(
+            f"{r['slug']:<30} {r['confirmed']:>9} confirmed  {r['name']}", highlight=False
+        )
+
+
+@subscribers_app.command("import")
+def subscribers_import(
+    file: Path,
+    list_slug: Annotated[str, typer.Option("--list", help="The list to subscribe them to.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Import a CSV (email, name, then any columns as attributes) as confirmed members."""
+    from newsletter.audience.importer import import_subscribers_csv
+
+    with open_session(settings()) as session:
+        report = import_subscribers_csv(session, file, list_slug)
+    if as_json:
+        print_json(report.as_json())
+        return
+    report_problems(report.problems)
+    console.print(
+        f"subscribers: {report.created} created, {report.updated} updated, "
+        f"{report.unchanged} unchanged, {len(report.problems)} rows skipped"
+    )
+
+
+# --- campaigns ------------------------------------------------------------------------
+
+
+def _split(values: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (values or "").split(",") if v.strip())
+
+
+@campaigns_app.command("create")
+def campaigns_create(
+    name: Annotated[str, typer.Option(help="An internal name.")],
+    list_slugs: Annotated[list[str], typer.Option("--list", help="List slug (repeatable).")],
+    subject: Annotated[str, typer.Option(help="Subject; Jinja2, e.g. {{ slot('name') }}.")],
+    articles: Annotated[str | None, typer.Option(help="Comma-separated article slugs.")] = None,
+    latest: Annotated[int, typer.Option(help="The N most recent articles.")] = 0,
+    series: Annotated[str | None, typer.Option(help="Every published article of a series.")] = None,
+    template: Annotated[str, typer.Option(help="digest or article.")] = "digest",
+    preheader: str = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Create a draft campaign."""
+    from newsletter.campaigns.service import ContentSpec, create_campaign
+
+    content = ContentSpec(slugs=_split(articles), latest=latest, series=series or "")
+    with open_session(settings()) as session:
+        campaign = create_campaign(
+            session,
+            name=name,
+            list_slugs=[s for value in list_slugs for s in _split(value)],
+            subject=subject,
+            content=content,
+            template=template,
+            preheader=preheader,
+        )
+        campaign_id = campaign.id
+    if as_json:
+        print_json({"id": campaign_id, "status": "draft"})
+    else:
+        console.print(f"campaign {campaign_id} created (draft)")
+
+
+@campaigns_app.command("schedule")
+def campaigns_schedule(
+    campaign_id: int,
+    at: Annotated[str | None, typer.Option(help="ISO time, e.g. 2026-12-01T09:00.")] = None,
+    tz: Annotated[str, typer.Option(help="Time zone of --at.")] = "UTC",
+    now: Annotated[bool, typer.Option("--now", help="Send at the next scheduler tick.")] = False,
+) -> None:
+    """Schedule a campaign for a time (in a time zone) or for now."""
+    from newsletter.campaigns.service import parse_local_time, schedule_campaign
+    from newsletter.db import utcnow
+    from newsletter.errors import InvalidInputError
+
+    if now == (at is not None):
+        raise InvalidInputError("give exactly one of --at TIME or --now")
+    send_at = utcnow() if now else parse_local_time(at or "", tz)
+    with open_session(settings()) as session:
+        schedule_campaign(session, campaign_id, send_at, tz)
+    console.print(f"campaign {campaign_id} scheduled for {send_at.isoformat()} (UTC)")
+
+
+@campaigns_app.command("show")
+def campaigns_show(campaign_id: int, as_json: JsonOption = False) -> None:
+    """A campaign, its content and the progress of its runs."""
+    from newsletter.campaigns.service import describe_campaign, get_campaign
+
+    with open_session(settings()) as session:
+        data = describe_campaign(session, get_campaign(session, campaign_id))
+    if as_json:
+        print_json(data)
+        return
+    console.print(f"campaign {data['id']}: {data['name']} [{data['status']}]", highlight=False)
+    console.print(f"  subject:  {data['subject']}", highlight=False)
+    console.print(f"  lists:    {', '.join(data['lists'])}", highlight=False)
+    console.print(f"  content:  {data['content']}", highlight=False)
+    console.print(f"  articles: {', '.join(data['articles'])}", highlight=False)
+    console.print(f"  send at:  {data['send_at'] or '-'} ({data['timezone']})", highlight=False)
+    for run in data["runs"]:
+        console.print(
+            f"  run {run['run']} [{run['status']}]: {run['recipients']} recipients, "
+            f"{run['sent']} sent, {run['pending']} pending, {run['deferred']} deferred, "
+            f"{run['failed']} failed, {run['suppressed']} suppressed",
+            highlight=False,
+        )
+
+
+@campaigns_app.command("list")
+def campaigns_list(as_json: JsonOption = False) -> None:
+    """Every campaign with its status."""
+    from sqlalchemy import select
+
+    from newsletter.campaigns.models import Campaign
+
+    with open_session(settings()) as session:
+        rows = [
+            {
+                "id": c.id,
+                "name": c.name,
+                "status": c.status.value,
+                "send_at": c.send_at.isoformat() if c.send_at else None,
+            }
+            for c in session.scalars(select(Campaign).order_by(Campaign.id))
+        ]
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        console.print(
+            f"{r['id']:>5}  {r['status']:<10} {r['send_at'] or '-':<26} {r['name']}",
+            highlight=False,
+        )
+
+
+@campaigns_app.command("preview")
+def campaigns_preview(
+    campaign_id: int, out: Annotated[Path, typer.Option(help="HTML file to write.")]
+) -> None:
+    """Render the campaign as it would be sent now, filled with sample values."""
+    from newsletter.delivery.previews import preview_html
+
+    cfg = settings()
+    with open_session(cfg) as session:
+        html = preview_html(session, campaign_id, cfg)
+    out.write_text(html, encoding="utf-8")
+    console.print(f"preview written to {out}")
+
+
+@campaigns_app.command("test")
+def campaigns_test(
+    campaign_id: int, to: Annotated[str, typer.Option(help="Address to send the test to.")]
+) -> None:
+    """Send one test copy (subject prefixed [Test]) through the configured mailer."""
+    from newsletter.delivery.previews import send_test
+
+    cfg = settings()
+    with open_session(cfg) as session:
+        reply = send_test(session, campaign_id, to, cfg)
+    console.print(f"test sent to {to}: {reply}")
+
+
+# --- processes ------------------------------------------------------------------------
+
+
+@app.command("worker", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def worker(
+    ctx: typer.Context,
+    concurrency: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+    loglevel: str = "INFO",
+) -> None:
+    """Start a Celery worker (the same as `celery -A worker worker`); extra args go to Celery."""
+    from newsletter.tasks.app import configure
+
+    cfg = settings()
+    if cfg.embedded_broker:
+        raise BrokerUnavailableError(
+            "NEWSLETTER_BROKER_URL is the in-memory broker, which only works inside one "
+            "process: set it to redis://… to run separate workers, or use "
+            "`newsletter scheduler run`, which runs a worker in-process"
+        )
+    celery_app = configure(cfg)
+    celery_app.worker_main(
+        ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", *ctx.args]
+    )
+
+
+@scheduler_app.command("run")
+def scheduler_run() -> None:
+    """Tick every few seconds until SIGTERM; with the in-memory broker, also run a worker."""
+    from newsletter.tasks.app import configure, embedded_worker, runtime
+    from newsletter.tasks.scheduler import Stopper, run_forever
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    cfg = settings()
+    _check_schema(cfg)
+    configure(cfg)
+    stopper = Stopper()
+    stopper.install()
+    if cfg.embedded_broker:
+        with embedded_worker():
+            run_forever(runtime(), stopper)
+    else:
+        run_forever(runtime(), stopper)
+
+
+@scheduler_app.command("tick")
+def scheduler_tick(
+    at: Annotated[
+        str | None,
+        typer.Option(help="Act as if it were this ISO time (UTC unless an offset is given)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run exactly one scheduler tick; with the in-memory broker also run the work it enqueued."""
+    from newsletter.campaigns.service import parse_local_time
+    from newsletter.tasks.app import configure, runtime
+    from newsletter.tasks.scheduler import tick
+
+    cfg = settings()
+    _check_schema(cfg)
+    celery_app = configure(cfg)
+    if cfg.embedded_broker:
+        # No worker process to hand work to: run what the tick enqueues right here.
+        celery_app.conf.task_always_eager = True
+    now = parse_local_time(at, "UTC") if at else None
+    report = tick(runtime(), now)
+    data = {
+        "started_runs": report.started_runs,
+        "retried_chunks": len(report.retried_chunks),
+        "finished_runs": report.finished_runs,
+    }
+    if as_json:
+        print_json(data)
+    else:
+        console.print(
+            f"tick: started runs {report.started_runs or '-'}, retried chunks "
+            f"{len(report.retried_chunks)}, finished runs {report.finished_runs or '-'}",
+            highlight=False,
+        )
+
+
+def _check_schema(cfg: Settings) -> None:
+    engine = make_engine(cfg.database_url)
+    try:
+        if not is_migrated(engine):
+            raise ConfigError("the database has no schema yet: run `newsletter db upgrade` first")
+    finally:
+        engine.dispose()
+
+
+@app.command("demo")
+def demo(
+    subscribers: Annotated[int, typer.Option(help="Generated subscribers.")] = 1000,
+    folder: Annotated[
+        Path, typer.Option("--dir", help="Folder for the demo's database, outbox and preview.")
+    ] = Path("newsletter-demo"),
+) -> None:
+    """Send the sample series to generated subscribers on the embedded default."""
+    from newsletter.demo import run_demo
+
+    run_demo(folder, subscribers, console)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: every NewsletterError becomes one line on stderr and exit code 1."""
+    try:
+        app(args=list(argv) if argv is not None else None, standalone_mode=False)
+    except NewsletterError as exc:
+        err_console.print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(1)
+    except (OperationalError, ProgrammingError) as exc:
+        err_console.print(f"[red]error:[/] database: {exc.orig}", highlight=False)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(1)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

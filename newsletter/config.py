@@ -1,0 +1,160 @@
+"""Settings, read once at an entry point and passed down as a frozen object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email.utils import parseaddr
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from pydantic import ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from newsletter.errors import ConfigError
+
+ENV_PREFIX = "NEWSLETTER_"
+EMBEDDED_BROKER = "memory://localhost/"
+INSECURE_DEV_KEY = "insecure-development-key-set-NEWSLETTER_SECRET_KEY"
+
+
+@dataclass(frozen=True)
+class OutboxTarget:
+    """Write one .eml file per message into a folder."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    starttls: bool = False
+    ssl: bool = False
+    timeout: float = 30.0
+
+
+MailTarget = OutboxTarget | SmtpTarget
+
+
+def parse_mail_url(url: str) -> MailTarget:
+    """`outbox:PATH`, `smtp://user:pass@host:port?starttls=true` or `smtps://…`."""
+    if url.startswith("outbox:"):
+        path = url.removeprefix("outbox:").removeprefix("//")
+        if not path:
+            raise ValueError("outbox: needs a folder, e.g. outbox:./outbox")
+        return OutboxTarget(Path(path))
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps"):
+        raise ValueError("must start with outbox: or smtp:// or smtps://")
+    if not parts.hostname:
+        raise ValueError("smtp URL has no host")
+    query = {k: v[-1].lower() for k, v in parse_qs(parts.query).items()}
+    ssl = parts.scheme == "smtps"
+    try:
+        port = parts.port or (465 if ssl else 25)
+        timeout = float(query.get("timeout", "30"))
+    except ValueError as exc:
+        raise ValueError(f"bad port or timeout in smtp URL: {exc}") from exc
+    return SmtpTarget(
+        host=parts.hostname,
+        port=port,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        starttls=query.get("starttls", "false") in ("1", "true", "yes"),
+        ssl=ssl,
+        timeout=timeout,
+    )
+
+
+class Settings(BaseSettings):
+    """Everything configurable, from `NEWSLETTER_*` variables (or an optional env file)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    database_url: str = "sqlite:///newsletter.db"
+    broker_url: str = EMBEDDED_BROKER
+    mail_url: str = "outbox:outbox"
+    base_url: str = "http://localhost:8000"
+    secret_key: str = INSECURE_DEV_KEY
+    from_address: str = "Riverside Clinic <newsletter@clinic.example>"
+    list_domain: str = ""
+    chunk_size: int = 500
+    scheduler_interval: float = 5.0
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if "://" not in value:
+            raise ValueError("must be a URL such as sqlite:///newsletter.db or postgresql://…")
+        if value.startswith("postgresql://") or value.startswith("postgres://"):
+            # psycopg 3 is the driver we ship.
+            value = "postgresql+psycopg://" + value.split("://", 1)[1]
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        if "://" not in value:
+            raise ValueError(
+                "must be memory:// (embedded) or a broker URL such as redis://host:6379/0"
+            )
+        return value
+
+    @field_validator("mail_url")
+    @classmethod
+    def _mail_url(cls, value: str) -> str:
+        parse_mail_url(value)
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL such as https://news.example.org")
+        return value.rstrip("/")
+
+    @field_validator("from_address")
+    @classmethod
+    def _from_address(cls, value: str) -> str:
+        _, address = parseaddr(value)
+        if "@" not in address or "\n" in value or "\r" in value:
+            raise ValueError("must be an address such as 'Clinic News <news@clinic.example>'")
+        return value
+
+    @field_validator("chunk_size")
+    @classmethod
+    def _chunk_size(cls, value: int) -> int:
+        if not 1 <= value <= 10_000:
+            raise ValueError("must be between 1 and 10000")
+        return value
+
+    @property
+    def mail_target(self) -> MailTarget:
+        return parse_mail_url(self.mail_url)
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url.startswith("memory://")
+
+    @property
+    def sender_domain(self) -> str:
+        return parseaddr(self.from_address)[1].rsplit("@", 1)[1].lower()
+
+    @property
+    def list_id_domain(self) -> str:
+        """The right-hand side of List-Id headers (RFC 2919)."""
+        return self.list_domain or self.sender_domain
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; a bad value is one line naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{ENV_PREFIX}{field.upper()}: {message}") from exc

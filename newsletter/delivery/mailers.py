@@ -1,0 +1,178 @@
+"""Mailers: the one narrow interface every transport implements.
+
+`SmtpMailer` talks to a relay over a connection kept open between messages;
+`OutboxMailer` writes one `.eml` file per message (development, demo);
+`MemoryMailer` keeps messages in a list (tests, previews).
+Each `send` returns a SendResult or raises TemporaryDeliveryError (retry later) or
+PermanentDeliveryError (never retry this recipient).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import smtplib
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from newsletter.config import MailTarget, OutboxTarget, SmtpTarget
+from newsletter.errors import PermanentDeliveryError, TemporaryDeliveryError
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    sender: str  # envelope MAIL FROM
+    recipient: str  # envelope RCPT TO
+    data: bytes  # the whole RFC 5322 message, CRLF line ends
+    message_id: str
+
+
+@dataclass(frozen=True)
+class SendResult:
+    reply: str = "250 OK"
+
+
+class Mailer(Protocol):
+    def send(self, message: OutgoingMessage) -> SendResult: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class MemoryMailer:
+    """Keeps every message; for tests and previews."""
+
+    messages: list[OutgoingMessage] = field(default_factory=list)
+
+    def send(self, message: OutgoingMessage) -> SendResult:
+        self.messages.append(message)
+        return SendResult("250 stored in memory")
+
+    def close(self) -> None:
+        pass
+
+
+_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class OutboxMailer:
+    """Writes each message to `<folder>/<message-id>.eml` (atomically, via a rename)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def send(self, message: OutgoingMessage) -> SendResult:
+        name = _UNSAFE_FILENAME.sub("_", message.message_id.strip("<>")) + ".eml"
+        path = self.folder / name
+        partial = path.with_suffix(".eml.part")
+        try:
+            partial.write_bytes(message.data)
+            partial.replace(path)
+        except OSError as exc:
+            raise TemporaryDeliveryError(f"cannot write {path}: {exc}") from exc
+        return SendResult(f"250 written to {path.name}")
+
+    def close(self) -> None:
+        pass
+
+
+def _reply_text(code: int, message: bytes | str) -> str:
+    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+    return f"{code} {' '.join(text.split())}"[:1000]
+
+
+def classify_reply(code: int, message: bytes | str) -> None:
+    """Raise the delivery error an SMTP reply code means; return for 2xx."""
+    if 200 <= code < 300:
+        return
+    text = _reply_text(code, message)
+    if 400 <= code < 500:
+        raise TemporaryDeliveryError(text, code)
+    if 500 <= code < 600:
+        raise PermanentDeliveryError(text, code)
+    raise TemporaryDeliveryError(f"unexpected SMTP reply: {text}", code)
+
+
+class SmtpMailer:
+    """One SMTP connection, opened on first use and kept open between messages.
+
+    A dropped connection, timeout or 4xx reply is a TemporaryDeliveryError and the
+    connection is reopened on the next send; a 5xx reply is a PermanentDeliveryError.
+    Not thread-safe: use one per worker process or thread.
+    """
+
+    def __init__(self, target: SmtpTarget) -> None:
+        self.target = target
+        self._smtp: smtplib.SMTP | None = None
+
+    def _connect(self) -> smtplib.SMTP:
+        t = self.target
+        smtp: smtplib.SMTP
+        if t.ssl:
+            smtp = smtplib.SMTP_SSL(
+                t.host, t.port, timeout=t.timeout, context=ssl.create_default_context()
+            )
+        else:
+            smtp = smtplib.SMTP(t.host, t.port, timeout=t.timeout)
+        smtp.ehlo()
+        if t.starttls:
+            smtp.starttls(context=ssl.create_default_context())
+            smtp.ehlo()
+        if t.username:
+            smtp.login(t.username, t.password or "")
+        return smtp
+
+    def _drop(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            with contextlib.suppress(OSError):
+                smtp.close()
+
+    def send(self, message: OutgoingMessage) -> SendResult:
+        try:
+            if self._smtp is None:
+                self._smtp = self._connect()
+            refused = self._smtp.sendmail(message.sender, [message.recipient], message.data)
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, reply = exc.recipients.get(message.recipient, (550, b"recipient refused"))
+            self._after_error(code)
+            classify_reply(code, reply)
+            raise PermanentDeliveryError(_reply_text(code, reply), code) from exc
+        except smtplib.SMTPResponseException as exc:
+            self._after_error(exc.smtp_code)
+            classify_reply(exc.smtp_code, exc.smtp_error)
+            raise TemporaryDeliveryError(_reply_text(exc.smtp_code, exc.smtp_error)) from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            # Dropped connections, timeouts, refused connects: try again later.
+            self._drop()
+            raise TemporaryDeliveryError(f"connection problem: {exc!r}") from exc
+        if refused:
+            code, reply = refused[message.recipient]
+            classify_reply(code, reply)
+        return SendResult("250 accepted")
+
+    def _after_error(self, code: int) -> None:
+        # 421 means the server is closing the connection; after any other error the
+        # session stays usable once reset.
+        if code == 421 or self._smtp is None:
+            self._drop()
+            return
+        try:
+            self._smtp.rset()
+        except (smtplib.SMTPException, OSError):
+            self._drop()
+
+    def close(self) -> None:
+        if self._smtp is not None:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                self._smtp.quit()
+        self._drop()
+
+
+def make_mailer(target: MailTarget) -> Mailer:
+    if isinstance(target, OutboxTarget):
+        return OutboxMailer(target.path)
+    return SmtpMailer(target)

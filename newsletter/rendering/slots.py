@@ -1,0 +1,68 @@
+"""Per-recipient slots: placeholders rendered once per run, filled per recipient.
+
+A template calls `slot("name", "reader")`; the render-once step leaves a sentinel
+(`__slot_name__`) in the output, and the per-recipient step splits the text once into
+literal parts and slot keys, then fills it with a list assignment and one join.
+Filling costs a few microseconds whatever the size of the stylesheet or the number
+of articles.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from newsletter.errors import InvalidInputError
+
+SLOT_PATTERN = re.compile(r"__slot_([a-z][a-z0-9_]*(?:\.[A-Za-z0-9_-]+)?)__")
+
+# Fixed per-recipient keys; `attr.<key>` reads a subscriber attribute.
+RECIPIENT_KEYS = frozenset({"name", "email", "unsubscribe_url", "preferences_url"})
+ATTRIBUTE_PREFIX = "attr."
+
+
+def sentinel(key: str) -> str:
+    """The marker a template leaves where a recipient's value goes."""
+    if not is_known_key(key):
+        raise InvalidInputError(
+            f"unknown slot {key!r}: use one of {sorted(RECIPIENT_KEYS)} or attr.<attribute>"
+        )
+    return f"__slot_{key}__"
+
+
+def is_known_key(key: str) -> bool:
+    if key in RECIPIENT_KEYS:
+        return True
+    return key.startswith(ATTRIBUTE_PREFIX) and bool(
+        re.fullmatch(r"[A-Za-z0-9_-]+", key[len(ATTRIBUTE_PREFIX) :])
+    )
+
+
+@dataclass(frozen=True)
+class SlotTemplate:
+    """Text split at its slots: parts[0], key[0], parts[1], key[1], …, parts[n]."""
+
+    parts: tuple[str, ...]
+    keys: tuple[str, ...]
+
+    @classmethod
+    def compile(cls, text: str) -> SlotTemplate:
+        pieces = SLOT_PATTERN.split(text)
+        return cls(parts=tuple(pieces[0::2]), keys=tuple(pieces[1::2]))
+
+    def map_parts(self, transform: Callable[[str], str]) -> SlotTemplate:
+        """The same slots around transformed literal parts (e.g. pre-encoded)."""
+        return SlotTemplate(tuple(transform(p) for p in self.parts), self.keys)
+
+    def fill(self, values: Mapping[str, str]) -> str:
+        """Every slot replaced by `values[key]`; a missing key raises KeyError."""
+        out = [""] * (2 * len(self.keys) + 1)
+        out[0::2] = self.parts
+        out[1::2] = [values[k] for k in self.keys]
+        return "".join(out)
+
+
+def find_unfilled(text: str) -> list[str]:
+    """Slot keys still present in `text` (a filled message must have none)."""
+    return SLOT_PATTERN.findall(text)

@@ -1,0 +1,132 @@
+"""The Celery app and the per-process runtime (settings, database, mailer).
+
+Entry points call `configure(settings)` once; tasks reach the runtime through
+`runtime()`. The engine and the mailer are created lazily in each process, so
+prefork children never share a connection with their parent.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from celery import Celery
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from newsletter.config import Settings
+from newsletter.db import make_engine, make_sessionmaker
+from newsletter.delivery.mailers import make_mailer
+from newsletter.delivery.sending import ChunkSender
+from newsletter.errors import ConfigError
+
+QUEUE = "newsletter"
+
+app = Celery("newsletter", include=["newsletter.tasks.jobs"])
+
+
+class Runtime:
+    """What tasks need, built from settings once per process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pid = -1
+        self._engine: Engine | None = None
+        self._sessions: sessionmaker[Session] | None = None
+        self._sender: ChunkSender | None = None
+
+    def _ensure_process(self) -> None:
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._engine = make_engine(self.settings.database_url)
+            self._sessions = make_sessionmaker(self._engine)
+            self._sender = None
+
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        self._ensure_process()
+        assert self._sessions is not None
+        return self._sessions
+
+    @property
+    def sender(self) -> ChunkSender:
+        self._ensure_process()
+        if self._sender is None:
+            self._sender = ChunkSender(self.settings, make_mailer(self.settings.mail_target))
+        return self._sender
+
+    def close(self) -> None:
+        if self._sender is not None:
+            self._sender.mailer.close()
+            self._sender = None
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+        self._pid = -1
+
+
+_runtime: Runtime | None = None
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "broker_url": settings.broker_url,
+        "broker_connection_retry_on_startup": True,
+        "task_default_queue": QUEUE,
+        "task_ignore_result": True,
+        # A task is acknowledged after it ran; if the worker dies mid-task the broker
+        # hands it to another worker. Tasks are idempotent, so a repeat is harmless.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_hijack_root_logger": False,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+    }
+    if settings.embedded_broker:
+        config["broker_transport_options"] = {"polling_interval": 0.05}
+    elif settings.broker_url.startswith(("redis://", "rediss://")):
+        # A task not acknowledged within an hour is redelivered (worker killed mid-chunk).
+        config["broker_transport_options"] = {"visibility_timeout": 3600}
+    return config
+
+
+def configure(settings: Settings) -> Celery:
+    """Point the app at the configured broker and set this process's runtime."""
+    global _runtime
+    if _runtime is not None:
+        _runtime.close()
+    _runtime = Runtime(settings)
+    # Reconfiguring (tests, the demo) must not keep producers bound to the old broker.
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+    app.amqp._producer_pool = None
+    app.conf.update(celery_config(settings))
+    return app
+
+
+def runtime() -> Runtime:
+    if _runtime is None:
+        raise ConfigError(
+            "the Celery app is not configured: start workers with `newsletter worker`"
+        )
+    return _runtime
+
+
+@contextmanager
+def embedded_worker(concurrency: int = 1) -> Iterator[None]:
+    """A real Celery worker in a thread of this process, for the in-memory broker."""
+    from celery.contrib.testing.worker import start_worker
+
+    with start_worker(
+        app,
+        pool="solo",
+        concurrency=concurrency,
+        perform_ping_check=False,
+        loglevel="WARNING",
+        shutdown_timeout=60,
+    ):
+        yield

@@ -1,0 +1,32 @@
+"""Celery tasks: thin wrappers that take ids, open a session and call domain code."""
+
+from __future__ import annotations
+
+from newsletter.campaigns.models import Run
+from newsletter.campaigns.runs import freeze_run
+from newsletter.delivery.ledger import Chunk, fan_out
+from newsletter.tasks.app import app, runtime
+
+
+def enqueue_chunk(chunk: Chunk) -> None:
+    send_chunk.delay(chunk.run_id, chunk.first, chunk.last)
+
+
+@app.task(name="newsletter.prepare_run")  # type: ignore[untyped-decorator]
+def prepare_run(run_id: int) -> int:
+    """Freeze the run's content, write its ledger and enqueue its chunks; returns recipients."""
+    rt = runtime()
+    with rt.sessions() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            return 0
+        freeze_run(session, run, rt.settings)
+        session.commit()
+    return fan_out(rt.sessions, run_id, rt.settings.chunk_size, enqueue_chunk)
+
+
+@app.task(name="newsletter.send_chunk")  # type: ignore[untyped-decorator]
+def send_chunk(run_id: int, first: int, last: int) -> dict[str, int]:
+    rt = runtime()
+    with rt.sessions() as session:
+        return rt.sender.send_chunk(session, Chunk(run_id, first, last))

@@ -1,0 +1,86 @@
+"""Test data built through the same domain functions staff use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from newsletter.audience.lists import create_list
+from newsletter.audience.models import (
+    MailingList,
+    OptIn,
+    Subscriber,
+    Subscription,
+    SubscriptionStatus,
+)
+from newsletter.campaigns.models import Campaign
+from newsletter.campaigns.service import ContentSpec, create_campaign
+from newsletter.config import Settings, load_settings
+from newsletter.content.importer import import_articles
+from newsletter.db import utcnow
+
+SAMPLE_ARTICLES = Path(__file__).resolve().parent.parent / "newsletter" / "sample" / "articles"
+SERIES = "understanding-treatment"
+BASE_URL = "https://news.example.org"
+
+
+def settings_for(database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "base_url": BASE_URL,
+        "secret_key": "test-secret",
+        "from_address": "Riverside Clinic <news@clinic.example>",
+        "mail_url": "outbox:/nonexistent-outbox-set-mail_url",
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+def import_sample(session: Session) -> None:
+    report = import_articles(session, [SAMPLE_ARTICLES])
+    assert not report.problems, report.problems
+    session.flush()
+
+
+def make_list(
+    session: Session, slug: str = "clinic-news", name: str = "Clinic news"
+) -> MailingList:
+    mailing_list = create_list(session, slug, name, opt_in=OptIn.double)
+    session.flush()
+    return mailing_list
+
+
+def add_member(
+    session: Session,
+    mailing_list: MailingList,
+    email: str,
+    name: str = "",
+    status: SubscriptionStatus = SubscriptionStatus.confirmed,
+    **attributes: str,
+) -> Subscriber:
+    subscriber = session.query(Subscriber).filter_by(email=email).one_or_none()
+    if subscriber is None:
+        subscriber = Subscriber(email=email, name=name, attributes=attributes)
+        session.add(subscriber)
+        session.flush()
+    session.add(
+        Subscription(
+            subscriber_id=subscriber.id,
+            list_id=mailing_list.id,
+            status=status,
+            confirmed_at=utcnow() if status is SubscriptionStatus.confirmed else None,
+        )
+    )
+    session.flush()
+    return subscriber
+
+
+def series_digest(session: Session, list_slugs: list[str], subject: str = "News") -> Campaign:
+    return create_campaign(
+        session,
+        name="Series digest",
+        list_slugs=list_slugs,
+        subject=subject,
+        content=ContentSpec(series=SERIES),
+    )
