@@ -437,6 +437,21 @@ def _check_schema(cfg: Settings) -> None:
         engine.dispose()
 
 
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the public web app (unsubscribe, preferences, archive, /healthz)."""
+    import uvicorn
+
+    from newsletter.web.app import create_app
+
+    cfg = settings()
+    _check_schema(cfg)
+    uvicorn.run(create_app(cfg), host=host, port=port, log_level="info")
+
+
 @app.command("demo")
 def demo(
     subscribers: Annotated[int, typer.Option(help="Generated subscribers.")] = 1000,

@@ -129,7 +129,11 @@ def fan_out(
 
 
 def pending_in_chunk(session: Session, chunk: Chunk) -> list[Any]:
-    """(delivery id, attempts, email, list_id, subscriber id, name, attributes) to send."""
+    """Pending deliveries with what sending needs, and whether the subscription still holds.
+
+    `still_subscribed` is false for someone who left the list after the run started:
+    the ledger was written at fan-out, but an unsubscribe must stop mail at once.
+    """
     query = (
         select(
             Delivery.id,
@@ -139,8 +143,14 @@ def pending_in_chunk(session: Session, chunk: Chunk) -> list[Any]:
             Delivery.subscriber_id,
             Subscriber.name,
             Subscriber.attributes,
+            (Subscription.status == SubscriptionStatus.confirmed).label("still_subscribed"),
         )
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .join(
+            Subscription,
+            (Subscription.subscriber_id == Delivery.subscriber_id)
+            & (Subscription.list_id == Delivery.list_id),
+        )
         .where(
             Delivery.run_id == chunk.run_id,
             Delivery.status == DeliveryStatus.pending,

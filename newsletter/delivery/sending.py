@@ -114,6 +114,12 @@ class ChunkSender:
         session.commit()
         date = formatdate(usegmt=True)
         for row in pending_in_chunk(session, chunk):
+            if not row.still_subscribed:
+                record_result(
+                    session, row.id, DeliveryStatus.suppressed, "left the list before sending", ""
+                )
+                session.commit()
+                continue
             message_id = f"<nl.{chunk.run_id}.{row.id}@{self.settings.sender_domain}>"
             recipient = Recipient(
                 email=row.email,

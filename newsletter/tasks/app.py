@@ -108,6 +108,18 @@ def configure(settings: Settings) -> Celery:
     return app
 
 
+def broker_problem(broker_url: str) -> str | None:
+    """None when the broker answers within a few seconds, else what went wrong."""
+    from kombu.connection import Connection
+
+    try:
+        with Connection(broker_url, connect_timeout=2) as conn:  # type: ignore[no-untyped-call]
+            conn.ensure_connection(max_retries=1)
+    except Exception as exc:  # kombu raises many kinds; any of them means "not reachable"
+        return type(exc).__name__
+    return None
+
+
 def runtime() -> Runtime:
     if _runtime is None:
         raise ConfigError(
