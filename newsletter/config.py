@@ -68,6 +68,20 @@ def parse_mail_url(url: str) -> MailTarget:
     )
 
 
+def parse_domain_limits(value: str) -> dict[str, float]:
+    """`"gmail.com=50, yahoo.com=20"` → {"gmail.com": 50.0, "yahoo.com": 20.0}."""
+    limits: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        domain, sep, rate = item.partition("=")
+        try:
+            limits[domain.strip().lower()] = float(rate)
+        except ValueError:
+            sep = ""
+        if not sep or not domain.strip() or limits.get(domain.strip().lower(), 0) <= 0:
+            raise ValueError(f"{item!r} is not DOMAIN=MESSAGES_PER_SECOND")
+    return limits
+
+
 class Settings(BaseSettings):
     """Everything configurable, from `NEWSLETTER_*` variables (or an optional env file)."""
 
@@ -82,6 +96,16 @@ class Settings(BaseSettings):
     list_domain: str = ""
     chunk_size: int = 500
     scheduler_interval: float = 5.0
+    # Delivery engine (see delivery/sending.py and delivery/throttle.py).
+    lease_seconds: float = 120.0  # a chunk task's claim on its rows, renewed while it works
+    stall_seconds: float = 60.0  # a run without progress this long is re-enqueued
+    retry_base_seconds: float = 60.0  # first retry delay after a 4xx; doubles each time
+    retry_max_seconds: float = 7200.0
+    retry_lifetime_hours: float = 72.0  # then a deferred delivery is marked failed
+    rate_limit: float = 0.0  # messages per second for all workers together; 0 = no limit
+    domain_rate_limits: str = ""  # e.g. "gmail.com=50,yahoo.com=20" (messages per second)
+    domain_backoff_seconds: float = 60.0  # pause for a domain after a 421 / throttling reply
+    redis_url: str = ""  # shared rate limits; defaults to the broker when that is Redis
 
     @field_validator("database_url")
     @classmethod
@@ -130,6 +154,25 @@ class Settings(BaseSettings):
         if not 1 <= value <= 10_000:
             raise ValueError("must be between 1 and 10000")
         return value
+
+    @field_validator("domain_rate_limits")
+    @classmethod
+    def _domain_rate_limits(cls, value: str) -> str:
+        parse_domain_limits(value)
+        return value
+
+    @property
+    def domain_limits(self) -> dict[str, float]:
+        return parse_domain_limits(self.domain_rate_limits)
+
+    @property
+    def shared_redis_url(self) -> str:
+        """Redis for state shared by all workers (rate limits), if any."""
+        if self.redis_url:
+            return self.redis_url
+        if self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return ""
 
     @property
     def mail_target(self) -> MailTarget:

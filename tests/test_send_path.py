@@ -161,7 +161,7 @@ def _send_run_directly(
     chunks: list[Chunk] = []
     fan_out(make_sessionmaker(session.get_bind()), run_id, 10, chunks.append)  # type: ignore[arg-type]
     for chunk in chunks:
-        sender.send_chunk(session, chunk)
+        sender.send_chunk(session, chunk, "test-claim")
 
 
 def test_sending_the_same_run_twice_sends_nothing_new(database_url: str) -> None:

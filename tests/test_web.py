@@ -116,7 +116,7 @@ def test_no_mail_after_an_unsubscribe_recorded_mid_run(
     assert client.post(f"/unsubscribe/{token}").status_code == 200
     mailer = MemoryMailer()
     for chunk in chunks:
-        ChunkSender(settings, mailer).send_chunk(session, chunk)
+        ChunkSender(settings, mailer).send_chunk(session, chunk, "test-claim")
     assert [m.recipient for m in mailer.messages] == ["staying@example.org"]
     left = session.query(Delivery).filter_by(subscriber_id=leaving.id).one()
     assert left.status is DeliveryStatus.suppressed
@@ -143,7 +143,7 @@ def test_archive_shows_the_frozen_email_of_a_run(
     [run_id] = claim_due_campaigns(session, utcnow())
     session.commit()
     fan_out(make_sessionmaker(session.get_bind()), run_id, 100, lambda c: None)  # type: ignore[arg-type]
-    ChunkSender(settings, MemoryMailer()).send_chunk(session, Chunk(run_id, 0, 10**9))
+    ChunkSender(settings, MemoryMailer()).send_chunk(session, Chunk(run_id, 0, 10**9), "test-claim")
     page = client.get(f"/archive/runs/{run_id}")
     assert page.status_code == 200
     assert "Ketamine infusions" in page.text and "__slot_" not in page.text

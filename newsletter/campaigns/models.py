@@ -101,5 +101,8 @@ class Run(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Bumped by chunk tasks as they work; a sending run with no progress for a while
+    # has lost its queued tasks (broker flushed, workers killed) and is re-enqueued.
+    last_progress_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     campaign: Mapped[Campaign] = relationship(back_populates="runs")

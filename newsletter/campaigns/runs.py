@@ -126,7 +126,9 @@ def finish_run_if_done(session: Session, run_id: int) -> bool:
     """Mark a sending run (and its one-off campaign) finished once nothing is left to send."""
     open_work = exists().where(
         Delivery.run_id == run_id,
-        Delivery.status.in_((DeliveryStatus.pending, DeliveryStatus.deferred)),
+        Delivery.status.in_(
+            (DeliveryStatus.pending, DeliveryStatus.sending, DeliveryStatus.deferred)
+        ),
     )
     if session.scalar(select(open_work)):
         return False

@@ -107,6 +107,12 @@ def fan_out(
             if not page:
                 break
             add_deliveries(session, run_id, page)
+            session.execute(
+                update(Run)
+                .where(Run.id == run_id)
+                .values(last_progress_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
             session.commit()
         chunk = Chunk(run_id, page[0].id, page[-1].id)
         enqueue(chunk)
@@ -128,8 +134,32 @@ def fan_out(
     return total
 
 
-def pending_in_chunk(session: Session, chunk: Chunk) -> list[Any]:
-    """Pending deliveries with what sending needs, and whether the subscription still holds.
+def claim_chunk(session: Session, chunk: Chunk, claim: str, now: datetime, lease: timedelta) -> int:
+    """Claim the chunk's sendable rows for `claim`; returns how many it holds.
+
+    Sendable: pending rows; rows this same claim held before (the task was redelivered
+    after its worker died); rows whose claim expired (their task died). A row claimed
+    by a live task is left alone, so two tasks for one chunk never send one message.
+    """
+    result = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.run_id == chunk.run_id,
+            Delivery.subscriber_id.between(chunk.first, chunk.last),
+            (Delivery.status == DeliveryStatus.pending)
+            | (
+                (Delivery.status == DeliveryStatus.sending)
+                & ((Delivery.claim == claim) | (Delivery.lease_until < now))
+            ),
+        )
+        .values(status=DeliveryStatus.sending, claim=claim, lease_until=now + lease)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def claimed_rows(session: Session, chunk: Chunk, claim: str) -> list[Any]:
+    """The rows `claim` holds, with what sending needs, in subscriber order.
 
     `still_subscribed` is false for someone who left the list after the run started:
     the ledger was written at fan-out, but an unsubscribe must stop mail at once.
@@ -153,8 +183,9 @@ def pending_in_chunk(session: Session, chunk: Chunk) -> list[Any]:
         )
         .where(
             Delivery.run_id == chunk.run_id,
-            Delivery.status == DeliveryStatus.pending,
             Delivery.subscriber_id.between(chunk.first, chunk.last),
+            Delivery.status == DeliveryStatus.sending,
+            Delivery.claim == claim,
         )
         .order_by(Delivery.subscriber_id)
     )
@@ -164,16 +195,21 @@ def pending_in_chunk(session: Session, chunk: Chunk) -> list[Any]:
 def record_result(
     session: Session,
     delivery_id: int,
+    claim: str,
     status: DeliveryStatus,
     reply: str,
     message_id: str,
     next_attempt_at: datetime | None = None,
-) -> None:
-    """Write one delivery's outcome; only a pending row changes (a repeat is a no-op)."""
+) -> bool:
+    """Write one delivery's outcome if `claim` still holds it (a repeat is a no-op)."""
     now = utcnow()
-    session.execute(
+    result = session.execute(
         update(Delivery)
-        .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.pending)
+        .where(
+            Delivery.id == delivery_id,
+            Delivery.status == DeliveryStatus.sending,
+            Delivery.claim == claim,
+        )
         .values(
             status=status,
             attempts=Delivery.attempts + 1,
@@ -181,32 +217,111 @@ def record_result(
             message_id=message_id,
             sent_at=now if status is DeliveryStatus.sent else None,
             next_attempt_at=next_attempt_at,
+            claim="",
+            lease_until=None,
             updated_at=now,
         )
         .execution_options(synchronize_session=False)
     )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def retry_delay(attempts: int, base: timedelta = timedelta(minutes=1)) -> timedelta:
-    """Exponential backoff: 1, 2, 4 … minutes, at most 2 hours."""
-    delay: timedelta = base * (2 ** max(attempts - 1, 0))
-    return min(delay, timedelta(hours=2))
+def renew_claim(session: Session, chunk: Chunk, claim: str, until: datetime) -> None:
+    session.execute(
+        update(Delivery)
+        .where(
+            Delivery.run_id == chunk.run_id,
+            Delivery.subscriber_id.between(chunk.first, chunk.last),
+            Delivery.status == DeliveryStatus.sending,
+            Delivery.claim == claim,
+        )
+        .values(lease_until=until)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Run)
+        .where(Run.id == chunk.run_id)
+        .values(last_progress_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
 
 
-def release_due_retries(session: Session, now: datetime) -> list[Chunk]:
-    """Deferred deliveries whose time has come go back to pending; returns their chunks."""
-    rows = session.execute(
-        select(Delivery.run_id, func.min(Delivery.subscriber_id), func.max(Delivery.subscriber_id))
+def release_claim(session: Session, chunk: Chunk, claim: str, status: DeliveryStatus) -> None:
+    """Give the rows `claim` still holds back (pending on pause, cancelled on cancel)."""
+    session.execute(
+        update(Delivery)
+        .where(
+            Delivery.run_id == chunk.run_id,
+            Delivery.subscriber_id.between(chunk.first, chunk.last),
+            Delivery.status == DeliveryStatus.sending,
+            Delivery.claim == claim,
+        )
+        .values(status=status, claim="", lease_until=None, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def retry_delay(attempts: int, base: float = 60.0, ceiling: float = 7200.0) -> timedelta:
+    """Exponential backoff: base, 2×base, 4×base … seconds, at most `ceiling`."""
+    return timedelta(seconds=min(base * 2 ** max(attempts - 1, 0), ceiling))
+
+
+def open_chunks(session: Session, run_id: int, chunk_size: int, now: datetime) -> list[Chunk]:
+    """Chunks covering every row of the run that still needs a task.
+
+    Pending rows and rows whose claim expired, paged by subscriber id. Used to rebuild
+    the queue from the ledger after a broker flush, a worker crash or a resume.
+    """
+    needs_task = (Delivery.status == DeliveryStatus.pending) | (
+        (Delivery.status == DeliveryStatus.sending) & (Delivery.lease_until < now)
+    )
+    chunks: list[Chunk] = []
+    after = 0
+    while True:
+        ids = session.scalars(
+            select(Delivery.subscriber_id)
+            .where(Delivery.run_id == run_id, Delivery.subscriber_id > after, needs_task)
+            .order_by(Delivery.subscriber_id)
+            .limit(chunk_size)
+        ).all()
+        if not ids:
+            return chunks
+        chunks.append(Chunk(run_id, ids[0], ids[-1]))
+        after = ids[-1]
+
+
+def release_due_retries(
+    session: Session, now: datetime, lifetime: timedelta, chunk_size: int
+) -> list[Chunk]:
+    """Deferred deliveries whose time has come go back to pending; returns their chunks.
+
+    A delivery still deferred `lifetime` after its run started is given up: failed.
+    """
+    expired_runs = select(Run.id).where(
+        Run.status == RunStatus.sending, Run.started_at < now - lifetime
+    )
+    session.execute(
+        update(Delivery)
+        .where(Delivery.status == DeliveryStatus.deferred, Delivery.run_id.in_(expired_runs))
+        .values(
+            status=DeliveryStatus.failed,
+            smtp_reply=func.substr("gave up retrying: " + Delivery.smtp_reply, 1, 1000),
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    run_ids = session.scalars(
+        select(Delivery.run_id)
         .join(Run, Run.id == Delivery.run_id)
         .where(
             Delivery.status == DeliveryStatus.deferred,
             Delivery.next_attempt_at <= now,
             Run.status == RunStatus.sending,
         )
-        .group_by(Delivery.run_id)
+        .distinct()
     ).all()
     chunks = []
-    for run_id, first, last in rows:
+    for run_id in run_ids:
         session.execute(
             update(Delivery)
             .where(
@@ -217,5 +332,5 @@ def release_due_retries(session: Session, now: datetime) -> list[Chunk]:
             .values(status=DeliveryStatus.pending, updated_at=now)
             .execution_options(synchronize_session=False)
         )
-        chunks.append(Chunk(run_id, first, last))
+        chunks.extend(open_chunks(session, run_id, chunk_size, now))
     return chunks

@@ -12,11 +12,13 @@ from newsletter.db import Base, UtcDateTime, utcnow
 
 
 class DeliveryStatus(enum.StrEnum):
-    pending = "pending"
+    pending = "pending"  # waiting for a chunk task to claim it
+    sending = "sending"  # claimed by a task (see claim, lease_until)
     sent = "sent"
     deferred = "deferred"
     failed = "failed"
     suppressed = "suppressed"
+    cancelled = "cancelled"  # the run was cancelled before it was sent
 
 
 class Delivery(Base):
@@ -36,6 +38,10 @@ class Delivery(Base):
         Enum(DeliveryStatus, native_enum=False, length=20), default=DeliveryStatus.pending
     )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # While sending: who claimed the row (the chunk task's id) and until when the
+    # claim holds unless renewed. An expired claim means the task died.
+    claim: Mapped[str] = mapped_column(String(64), default="")
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     smtp_reply: Mapped[str] = mapped_column(String(1000), default="")
     message_id: Mapped[str] = mapped_column(String(300), default="")

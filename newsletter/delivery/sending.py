@@ -1,31 +1,55 @@
-"""Sending a chunk: fill each recipient's slots, build the MIME bytes, hand over, record.
+"""Sending a chunk: claim its rows, fill each recipient's slots, hand over, record.
 
 Each result is committed as soon as the mailer returns, so a killed worker leaves at
-most the one message it was handing over unrecorded (it may go twice; nobody is
-skipped). The run's email was encoded once (`MessageTemplate`); per recipient we
-only sign two tokens and splice short values.
+most the one message it was handing over unrecorded; that row keeps the dead task's
+claim, and when the claim expires (or the task is redelivered) it is sent again:
+at most one duplicate per killed process, nobody skipped. The run's email was encoded
+once (`MessageTemplate`); per recipient we only sign two tokens and splice values.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from email.utils import formatdate, parseaddr
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import text, update
 from sqlalchemy.orm import Session
 
+from newsletter.audience.models import Suppression
 from newsletter.audience.tokens import Purpose, TokenSigner
 from newsletter.campaigns.models import Campaign, Run, RunStatus
 from newsletter.campaigns.runs import finish_run_if_done, freeze_run
 from newsletter.config import Settings
 from newsletter.db import utcnow
-from newsletter.delivery.ledger import Chunk, pending_in_chunk, record_result, retry_delay
+from newsletter.delivery.ledger import (
+    Chunk,
+    claim_chunk,
+    claimed_rows,
+    record_result,
+    release_claim,
+    renew_claim,
+    retry_delay,
+)
 from newsletter.delivery.mailers import Mailer, OutgoingMessage
 from newsletter.delivery.models import DeliveryStatus
+from newsletter.delivery.throttle import LocalThrottle, Throttle
 from newsletter.errors import PermanentDeliveryError, TemporaryDeliveryError
 from newsletter.rendering.mime import ListHeaders, MessageTemplate, Recipient
 from newsletter.rendering.slots import ATTRIBUTE_PREFIX
+
+log = logging.getLogger(__name__)
+
+# Replies that mean the server wants us to slow down rather than that this one
+# recipient has a problem: pause the whole domain. 450/451 alone are often
+# greylisting of one recipient, so they count only when their text says so.
+THROTTLING_WORDS = ("rate", "throttl", "too many", "slow down", "try again later")
+# Permanent replies that say the mailbox does not exist or cannot take mail.
+HARD_BOUNCE_CODES = frozenset({550, 551, 553})
+CHECK_EVERY_SECONDS = 1.0  # how often a chunk looks at pause/cancel and renews its claim
 
 
 def subscriber_links(
@@ -65,6 +89,19 @@ def list_headers(settings: Settings, campaign: Campaign, occurrence: str) -> Lis
     )
 
 
+def suppress_address(session: Session, email: str, reason: str, detail: str) -> None:
+    if session.query(Suppression.id).filter_by(email=email).first() is None:
+        session.add(Suppression(email=email, reason=reason, detail=detail[:2000]))
+        session.flush()
+
+
+def is_throttling(error: TemporaryDeliveryError) -> bool:
+    if error.code == 421:
+        return True
+    text = str(error).lower()
+    return error.code is not None and any(word in text for word in THROTTLING_WORDS)
+
+
 @dataclass
 class CompiledRun:
     template: MessageTemplate
@@ -73,15 +110,17 @@ class CompiledRun:
 
 @dataclass
 class ChunkSender:
-    """Sends chunks for one worker process: keeps compiled runs and the mailer."""
+    """Sends chunks for one worker process: keeps compiled runs, the mailer, the throttle."""
 
     settings: Settings
     mailer: Mailer
+    throttle: Throttle = field(default_factory=LocalThrottle)
     compiled: dict[int, CompiledRun] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.signer = TokenSigner(self.settings.secret_key)
         self.envelope_from = parseaddr(self.settings.from_address)[1]
+        self.lease = timedelta(seconds=self.settings.lease_seconds)
 
     def _compile(self, session: Session, run: Run) -> CompiledRun:
         compiled = self.compiled.get(run.id)
@@ -100,55 +139,108 @@ class ChunkSender:
             compiled = self.compiled[run.id] = CompiledRun(template, keys)
         return compiled
 
-    def send_chunk(self, session: Session, chunk: Chunk) -> dict[str, int]:
-        """Send every pending delivery of the chunk; returns counts by outcome."""
-        counts = {"sent": 0, "deferred": 0, "failed": 0}
+    def _run_status(self, session: Session, run_id: int) -> RunStatus | None:
+        status = session.scalar(text("SELECT status FROM runs WHERE id = :id"), {"id": run_id})
+        return RunStatus(status) if status else None
+
+    def send_chunk(self, session: Session, chunk: Chunk, claim: str) -> dict[str, int]:
+        """Send every sendable delivery of the chunk under `claim`; returns counts."""
+        counts = {"sent": 0, "deferred": 0, "failed": 0, "suppressed": 0}
         run = session.get(Run, chunk.run_id)
         if run is None or run.status not in (RunStatus.sending, RunStatus.preparing):
             return counts
         if session.get_bind().dialect.name == "postgresql":
-            # A commit per message must be cheap; losing the last few milliseconds of
-            # commits is only possible if PostgreSQL itself crashes, not a worker.
+            # A commit per message must be cheap. Turning off the wait for the WAL flush
+            # risks the last few milliseconds of commits only if PostgreSQL itself
+            # crashes; a killed worker loses nothing it committed.
             session.execute(text("SET synchronous_commit = off"))
         compiled = self._compile(session, run)
+        claim_chunk(session, chunk, claim, utcnow(), self.lease)
         session.commit()
         date = formatdate(usegmt=True)
-        for row in pending_in_chunk(session, chunk):
-            if not row.still_subscribed:
-                record_result(
-                    session, row.id, DeliveryStatus.suppressed, "left the list before sending", ""
-                )
+        next_check = time.monotonic() + CHECK_EVERY_SECONDS
+        for row in claimed_rows(session, chunk, claim):
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + CHECK_EVERY_SECONDS
+                status = self._run_status(session, chunk.run_id)
+                if status is not RunStatus.sending and status is not RunStatus.preparing:
+                    # Paused: hand the rest back. Cancelled: the rest will never go.
+                    released = (
+                        DeliveryStatus.pending
+                        if status is RunStatus.paused
+                        else DeliveryStatus.cancelled
+                    )
+                    release_claim(session, chunk, claim, released)
+                    session.commit()
+                    return counts
+                renew_claim(session, chunk, claim, utcnow() + self.lease)
                 session.commit()
-                continue
-            message_id = f"<nl.{chunk.run_id}.{row.id}@{self.settings.sender_domain}>"
-            recipient = Recipient(
-                email=row.email,
-                name=row.name or "",
-                values=recipient_values(self.settings, self.signer, row, compiled.attribute_keys),
-                message_id=message_id,
-            )
-            outgoing = OutgoingMessage(
-                self.envelope_from, row.email, compiled.template.build(recipient, date), message_id
-            )
-            try:
-                result = self.mailer.send(outgoing)
-            except TemporaryDeliveryError as exc:
-                record_result(
-                    session,
-                    row.id,
-                    DeliveryStatus.deferred,
-                    str(exc),
-                    message_id,
-                    next_attempt_at=utcnow() + retry_delay(row.attempts + 1),
-                )
-                counts["deferred"] += 1
-            except PermanentDeliveryError as exc:
-                record_result(session, row.id, DeliveryStatus.failed, str(exc), message_id)
-                counts["failed"] += 1
-            else:
-                record_result(session, row.id, DeliveryStatus.sent, result.reply, message_id)
-                counts["sent"] += 1
+            outcome = self._send_one(session, row, claim, compiled, date)
+            counts[outcome.value] += 1
             session.commit()
+        session.execute(
+            update(Run)
+            .where(Run.id == chunk.run_id)
+            .values(last_progress_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
         finish_run_if_done(session, chunk.run_id)
         session.commit()
         return counts
+
+    def _send_one(
+        self, session: Session, row: Any, claim: str, compiled: CompiledRun, date: str
+    ) -> DeliveryStatus:
+        """Send one claimed row and record the outcome (not yet committed)."""
+        if not row.still_subscribed:
+            record_result(session, row.id, claim, DeliveryStatus.suppressed, "left the list", "")
+            return DeliveryStatus.suppressed
+        domain = row.email.rpartition("@")[2].lower()
+        message_id = f"<nl.{row.id}.{row.attempts + 1}@{self.settings.sender_domain}>"
+        paused = self.throttle.paused_for(domain)
+        if paused > 0:
+            self._defer(
+                session, row, claim, message_id, f"domain {domain} asked us to slow down", paused
+            )
+            return DeliveryStatus.deferred
+        self.throttle.wait_turn(domain)
+        recipient = Recipient(
+            email=row.email,
+            name=row.name or "",
+            values=recipient_values(self.settings, self.signer, row, compiled.attribute_keys),
+            message_id=message_id,
+        )
+        outgoing = OutgoingMessage(
+            self.envelope_from, row.email, compiled.template.build(recipient, date), message_id
+        )
+        try:
+            result = self.mailer.send(outgoing)
+        except TemporaryDeliveryError as exc:
+            if is_throttling(exc):
+                self.throttle.slow_down(domain, self.settings.domain_backoff_seconds)
+            self._defer(session, row, claim, message_id, str(exc), 0.0)
+            return DeliveryStatus.deferred
+        except PermanentDeliveryError as exc:
+            record_result(session, row.id, claim, DeliveryStatus.failed, str(exc), message_id)
+            if exc.code in HARD_BOUNCE_CODES:
+                suppress_address(session, row.email, "hard-bounce", str(exc))
+            return DeliveryStatus.failed
+        record_result(session, row.id, claim, DeliveryStatus.sent, result.reply, message_id)
+        return DeliveryStatus.sent
+
+    def _defer(
+        self, session: Session, row: Any, claim: str, message_id: str, reply: str, at_least: float
+    ) -> None:
+        delay = retry_delay(
+            row.attempts + 1, self.settings.retry_base_seconds, self.settings.retry_max_seconds
+        )
+        delay = max(delay, timedelta(seconds=at_least))
+        record_result(
+            session,
+            row.id,
+            claim,
+            DeliveryStatus.deferred,
+            reply,
+            message_id,
+            next_attempt_at=utcnow() + delay,
+        )

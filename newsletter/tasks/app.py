@@ -20,6 +20,7 @@ from newsletter.config import Settings
 from newsletter.db import make_engine, make_sessionmaker
 from newsletter.delivery.mailers import make_mailer
 from newsletter.delivery.sending import ChunkSender
+from newsletter.delivery.throttle import make_throttle
 from newsletter.errors import ConfigError
 
 QUEUE = "newsletter"
@@ -54,7 +55,12 @@ class Runtime:
     def sender(self) -> ChunkSender:
         self._ensure_process()
         if self._sender is None:
-            self._sender = ChunkSender(self.settings, make_mailer(self.settings.mail_target))
+            cfg = self.settings
+            self._sender = ChunkSender(
+                cfg,
+                make_mailer(cfg.mail_target),
+                make_throttle(cfg.shared_redis_url, cfg.rate_limit, cfg.domain_limits),
+            )
         return self._sender
 
     def close(self) -> None:

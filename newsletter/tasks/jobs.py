@@ -1,6 +1,11 @@
-"""Celery tasks: thin wrappers that take ids, open a session and call domain code."""
+"""Celery tasks: thin wrappers that take ids, open a session and call domain code.
+
+Every task is safe to run twice: the ledger decides what is left to do.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from newsletter.campaigns.models import Run
 from newsletter.campaigns.runs import freeze_run
@@ -25,8 +30,10 @@ def prepare_run(run_id: int) -> int:
     return fan_out(rt.sessions, run_id, rt.settings.chunk_size, enqueue_chunk)
 
 
-@app.task(name="newsletter.send_chunk")  # type: ignore[untyped-decorator]
-def send_chunk(run_id: int, first: int, last: int) -> dict[str, int]:
+@app.task(name="newsletter.send_chunk", bind=True)  # type: ignore[untyped-decorator]
+def send_chunk(self: Any, run_id: int, first: int, last: int) -> dict[str, int]:
+    """Send one chunk. The task id is the claim: a redelivered task resumes its own rows."""
     rt = runtime()
+    claim = str(self.request.id or f"local-{run_id}-{first}-{last}")
     with rt.sessions() as session:
-        return rt.sender.send_chunk(session, Chunk(run_id, first, last))
+        return rt.sender.send_chunk(session, Chunk(run_id, first, last), claim)

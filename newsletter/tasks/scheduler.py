@@ -6,15 +6,16 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import FrameType
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
 
 from newsletter.campaigns.models import Run, RunStatus
 from newsletter.campaigns.runs import claim_due_campaigns, finish_run_if_done
 from newsletter.db import utcnow
-from newsletter.delivery.ledger import Chunk, release_due_retries
+from newsletter.delivery.ledger import Chunk, open_chunks, release_due_retries
 from newsletter.tasks.app import Runtime
 from newsletter.tasks.jobs import enqueue_chunk, prepare_run
 
@@ -25,24 +26,55 @@ log = logging.getLogger(__name__)
 class TickReport:
     started_runs: list[int] = field(default_factory=list)
     retried_chunks: list[Chunk] = field(default_factory=list)
+    requeued_chunks: list[Chunk] = field(default_factory=list)
+    reprepared_runs: list[int] = field(default_factory=list)
     finished_runs: list[int] = field(default_factory=list)
 
 
+def recover_stalled_runs(
+    session: Session, now: datetime, stall: timedelta, chunk_size: int
+) -> tuple[list[int], list[Chunk]]:
+    """Runs with no progress for `stall`: their queued tasks were lost (Redis flushed,
+    workers killed). Returns runs to prepare again and chunks to enqueue again, rebuilt
+    from the ledger; repeats are harmless because rows are claimed, never re-sent."""
+    stalled = session.scalars(
+        select(Run).where(
+            Run.status.in_((RunStatus.preparing, RunStatus.sending)),
+            or_(Run.last_progress_at.is_(None), Run.last_progress_at < now - stall),
+        )
+    ).all()
+    prepare, chunks = [], []
+    for run in stalled:
+        run.last_progress_at = now
+        if run.status is RunStatus.preparing:
+            prepare.append(run.id)
+        else:
+            chunks.extend(open_chunks(session, run.id, chunk_size, now))
+    return prepare, chunks
+
+
 def tick(rt: Runtime, now: datetime | None = None) -> TickReport:
-    """One pass: claim due campaigns, release due retries, close finished runs.
+    """One pass: claim due campaigns, release due retries, recover stalled runs,
+    close finished runs.
 
     Claims are committed before anything is enqueued, so a task never sees an
     uncommitted row, and a second scheduler never claims the same work.
     """
     now = now or utcnow()
+    cfg = rt.settings
     report = TickReport()
     with rt.sessions() as session:
         report.started_runs = claim_due_campaigns(session, now)
-        report.retried_chunks = release_due_retries(session, now)
+        report.retried_chunks = release_due_retries(
+            session, now, timedelta(hours=cfg.retry_lifetime_hours), cfg.chunk_size
+        )
+        report.reprepared_runs, report.requeued_chunks = recover_stalled_runs(
+            session, now, timedelta(seconds=cfg.stall_seconds), cfg.chunk_size
+        )
         session.commit()
-    for run_id in report.started_runs:
+    for run_id in (*report.started_runs, *report.reprepared_runs):
         prepare_run.delay(run_id)
-    for chunk in report.retried_chunks:
+    for chunk in (*report.retried_chunks, *report.requeued_chunks):
         enqueue_chunk(chunk)
     with rt.sessions() as session:
         sending = session.scalars(select(Run.id).where(Run.status == RunStatus.sending)).all()
