@@ -346,6 +346,71 @@ def campaigns_test(
     console.print(f"test sent to {to}: {reply}")
 
 
+def _control(action: str, campaign_id: int) -> None:
+    from newsletter.campaigns import control
+
+    change = {
+        "pause": control.pause_campaign,
+        "resume": control.resume_campaign,
+        "cancel": control.cancel_campaign,
+    }[action]
+    with open_session(settings()) as session:
+        campaign = change(session, campaign_id)
+        status = campaign.status.value
+    console.print(f"campaign {campaign_id} is {status}")
+
+
+@campaigns_app.command("pause")
+def campaigns_pause(campaign_id: int) -> None:
+    """Stop sending within a second or two; `resume` continues where it stopped."""
+    _control("pause", campaign_id)
+
+
+@campaigns_app.command("resume")
+def campaigns_resume(campaign_id: int) -> None:
+    """Continue a paused campaign (the scheduler re-enqueues what is left)."""
+    _control("resume", campaign_id)
+
+
+@campaigns_app.command("cancel")
+def campaigns_cancel(campaign_id: int) -> None:
+    """Stop for good; what was sent stays recorded, the rest is marked cancelled."""
+    _control("cancel", campaign_id)
+
+
+# --- ops ------------------------------------------------------------------------------
+
+
+@app.command("status")
+def status(as_json: JsonOption = False) -> None:
+    """Queues, workers and every active run: sent, deferred, failed, pending, rate, ETA."""
+    from newsletter.tasks.app import configure
+    from newsletter.tasks.status import collect_status
+
+    cfg = settings()
+    configure(cfg)
+    with open_session(cfg) as session:
+        report = collect_status(session, cfg)
+    if as_json:
+        print_json(report.as_json())
+        return
+    console.print(f"broker:  {report.broker}", highlight=False)
+    for queue, depth in report.queues.items():
+        console.print(f"queue {queue}: {'?' if depth is None else depth} waiting", highlight=False)
+    if report.workers is not None:
+        console.print(f"workers: {', '.join(report.workers) or 'none answering'}", highlight=False)
+    if not report.runs:
+        console.print("no active runs")
+    for r in report.runs:
+        eta = f"{r.eta_seconds:.0f}s" if r.eta_seconds is not None else "-"
+        console.print(
+            f"run {r.run} ({r.name}) [{r.status}]: {r.sent}/{r.recipients} sent, "
+            f"{r.deferred} deferred, {r.failed} failed, {r.pending} pending, "
+            f"{r.rate_per_second}/s, ETA {eta}",
+            highlight=False,
+        )
+
+
 # --- processes ------------------------------------------------------------------------
 
 

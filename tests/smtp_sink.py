@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import socket
@@ -13,6 +14,8 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+DROP = "DROP"
 
 
 def free_port() -> int:
@@ -39,7 +42,9 @@ class SinkHandler:
 
     received: list[Received] = field(default_factory=list)
     rcpt_reply: Callable[[str], str | None] = lambda address: None
+    # Return a reply such as "451 try later", or DROP to cut the connection mid-DATA.
     data_reply: Callable[[list[str]], str | None] = lambda rcpts: None
+    delay: float = 0.0  # seconds to wait before answering DATA (a slow relay)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(
@@ -52,7 +57,12 @@ class SinkHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         reply = self.data_reply(list(envelope.rcpt_tos))
+        if reply == DROP:
+            server.transport.close()
+            return "421 connection dropped"
         if reply:
             return reply
         data = envelope.original_content or b""
@@ -64,6 +74,10 @@ class SinkHandler:
     def recipients(self) -> list[str]:
         with self.lock:
             return [r.recipient for r in self.received]
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.received)
 
 
 class SmtpSink:

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -27,9 +24,9 @@ from newsletter.delivery.sending import ChunkSender
 from newsletter.tasks.app import configure, embedded_worker, runtime
 from newsletter.tasks.scheduler import tick
 from tests.factories import add_member, import_sample, make_list, series_digest, settings_for
+from tests.processes import WorkerProcess
 from tests.smtp_sink import SmtpSink
 
-ROOT = Path(__file__).resolve().parent.parent
 CONFIRMED = 25
 
 
@@ -110,39 +107,12 @@ def redis_broker_url() -> str:
 def celery_worker_process(
     pg_url: str, redis_broker_url: str, smtp_sink: SmtpSink
 ) -> Iterator[Settings]:
-    """`celery -A worker worker` in its own process group, as production runs it."""
     settings = settings_for(pg_url, mail_url=smtp_sink.url, broker_url=redis_broker_url)
-    env = {
-        **os.environ,
-        "NEWSLETTER_DATABASE_URL": settings.database_url,
-        "NEWSLETTER_BROKER_URL": settings.broker_url,
-        "NEWSLETTER_MAIL_URL": settings.mail_url,
-        "NEWSLETTER_BASE_URL": settings.base_url,
-        "NEWSLETTER_SECRET_KEY": settings.secret_key,
-        "NEWSLETTER_FROM_ADDRESS": settings.from_address,
-    }
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker",
-            "worker",
-            "--concurrency=2",
-            "--loglevel=WARNING",
-            "--without-gossip",
-            "--without-mingle",
-        ],
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-    )
+    worker = WorkerProcess(settings).start()
     try:
         yield settings
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        worker.stop()
 
 
 def test_full_path_on_postgresql_with_redis_and_a_celery_worker(

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 # Replies that mean the server wants us to slow down rather than that this one
 # recipient has a problem: pause the whole domain. 450/451 alone are often
 # greylisting of one recipient, so they count only when their text says so.
-THROTTLING_WORDS = ("rate", "throttl", "too many", "slow down", "try again later")
+THROTTLING_WORDS = ("rate limit", "rate-limit", "ratelimit", "throttl", "too many", "slow down")
 # Permanent replies that say the mailbox does not exist or cannot take mail.
 HARD_BOUNCE_CODES = frozenset({550, 551, 553})
 CHECK_EVERY_SECONDS = 1.0  # how often a chunk looks at pause/cancel and renews its claim

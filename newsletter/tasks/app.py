@@ -81,6 +81,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_url": settings.broker_url,
         "broker_connection_retry_on_startup": True,
         "task_default_queue": QUEUE,
+        # Publish straight to the queue (the broker's default exchange), not through a
+        # binding: with Redis, bindings are keys that a FLUSHALL would erase, and
+        # messages routed through a missing binding are silently dropped.
+        "task_routes": {"newsletter.*": {"queue": QUEUE, "exchange": "", "routing_key": QUEUE}},
         "task_ignore_result": True,
         # A task is acknowledged after it ran; if the worker dies mid-task the broker
         # hands it to another worker. Tasks are idempotent, so a repeat is harmless.

@@ -1,0 +1,662 @@
+"""The `newsletter` command, run as a user runs it: the console script in a subprocess.
+
+Every test talks to the installed entry point with a clean environment (no NEWSLETTER_*
+variables but the ones set here), a SQLite file and an outbox folder of its own, and
+checks what a user sees: exit codes, the lines on stdout and stderr, the files written,
+and the database through later commands with --json.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.factories import SAMPLE_ARTICLES, SERIES
+from tests.smtp_sink import SmtpSink
+
+NEWSLETTER = Path(sys.executable).parent / "newsletter"
+REDIS_BROKER = os.environ.get("NEWSLETTER_TEST_REDIS_URL", "redis://127.0.0.1:6379") + "/12"
+# Rich sizes its output from these; without them, as under cron, systemd or `docker logs`,
+# it assumes 80 columns, which keeps what the tests see the same on every machine.
+TERMINAL_VARIABLES = frozenset({"COLUMNS", "LINES", "FORCE_COLOR", "TTY_COMPATIBLE"})
+
+# Line 1 is the header; line 3 has a bad address and line 5 a missing column.
+READERS_CSV = """\
+email,name,city
+ann@example.org,Ann,Berlin
+not-an-address,Bob,Paris
+cat@example.org,Cat,Oslo
+dan@example.org,Dan
+eve@example.org,Eve,Rome
+"""
+CONFIRMED = 3
+SAMPLE_SLUGS = [
+    "ketamine-infusions",
+    "infusion-appointment",
+    "continuing-care",
+    "tms",
+    "after-treatment",
+]
+
+pytestmark = pytest.mark.slow
+
+
+def cli_env(folder: Path) -> dict[str, str]:
+    """The caller's environment without NEWSLETTER_* settings, pointed into `folder`."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("NEWSLETTER_") and name not in TERMINAL_VARIABLES
+    }
+    env.update(
+        NEWSLETTER_DATABASE_URL=f"sqlite:///{folder / 'nl.db'}",
+        NEWSLETTER_MAIL_URL=f"outbox:{folder / 'outbox'}",
+        NEWSLETTER_BASE_URL="https://news.example.org",
+        NEWSLETTER_SECRET_KEY="test",
+    )
+    return env
+
+
+class Cli:
+    """The `newsletter` console script, run in `folder` with its database and outbox."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.env = cli_env(folder)
+
+    @property
+    def outbox(self) -> Path:
+        return self.folder / "outbox"
+
+    def eml_files(self) -> list[Path]:
+        return sorted(self.outbox.glob("*.eml")) if self.outbox.exists() else []
+
+    def run(self, *args: str | Path, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(NEWSLETTER), *map(str, args)],
+            cwd=self.folder,
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def ok(self, *args: str | Path, **env: str) -> subprocess.CompletedProcess[str]:
+        result = self.run(*args, **env)
+        assert result.returncode == 0, f"{args}: {result.stderr}"
+        assert "Traceback" not in result.stderr
+        return result
+
+    def json(self, *args: str | Path, **env: str) -> Any:
+        return json.loads(self.ok(*args, "--json", **env).stdout)
+
+    def start(self, *args: str, log: Path, **env: str) -> subprocess.Popen[bytes]:
+        """Start a long-running command with stdout and stderr going to `log`."""
+        with log.open("wb") as out:
+            return subprocess.Popen(
+                [str(NEWSLETTER), *args],
+                cwd=self.folder,
+                env={**self.env, **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+
+def one_line(text: str) -> str:
+    """The text with its whitespace (and Rich's line wrapping) collapsed."""
+    return " ".join(text.split())
+
+
+def assert_clean_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    """Exit code 1, one `error:` message containing every fragment, and no traceback."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    message = one_line(result.stderr)
+    assert message.startswith("error: ")
+    assert message.count("error:") == 1
+    for fragment in fragments:
+        assert fragment in message
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def copy_database(source: Path, target: Path) -> None:
+    for file in source.glob("nl.db*"):
+        shutil.copy(file, target / file.name)
+
+
+def parse_eml(path: Path) -> EmailMessage:
+    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+@dataclass
+class Stopped:
+    """How a long-running command ended after SIGTERM."""
+
+    returncode: int | None
+    seconds_to_stop: float
+    log: str
+
+
+def stop_with_sigterm(process: subprocess.Popen[bytes], log: Path, timeout: float) -> Stopped:
+    process.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    try:
+        returncode: int | None = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        returncode = None
+    stopped = Stopped(returncode, time.monotonic() - sent, log.read_text(errors="replace"))
+    if returncode is None:
+        process.kill()
+        process.wait()
+    return stopped
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    """A folder with no database yet."""
+    return Cli(tmp_path)
+
+
+# --- newsletter demo ------------------------------------------------------------------
+
+
+@dataclass
+class Demo:
+    result: subprocess.CompletedProcess[str]
+    folder: Path
+
+    def messages(self) -> list[EmailMessage]:
+        return [parse_eml(path) for path in sorted((self.folder / "outbox").glob("*.eml"))]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    """`newsletter demo --subscribers 40`, run once for the tests that read its output."""
+    home = tmp_path_factory.mktemp("demo")
+    result = Cli(home).run("demo", "--subscribers", "40", "--dir", home / "d")
+    return Demo(result, home / "d")
+
+
+def test_demo_sends_to_every_generated_subscriber(demo: Demo) -> None:
+    assert demo.result.returncode == 0, demo.result.stderr
+    assert "Traceback" not in demo.result.stderr
+    assert len(list((demo.folder / "outbox").glob("*.eml"))) == 40
+    assert (demo.folder / "preview.html").is_file()
+    last_line = demo.result.stdout.strip().splitlines()[-1]
+    assert "sent 40" in last_line
+    assert "failed 0" in last_line
+
+
+def test_demo_messages_have_a_text_part_and_an_inlined_html_part(demo: Demo) -> None:
+    messages = demo.messages()
+    assert len(messages) == 40
+    for message in messages:
+        assert message.get_content_type() == "multipart/alternative"
+        assert [part.get_content_type() for part in message.iter_parts()] == [
+            "text/plain",
+            "text/html",
+        ]
+        html_part = message.get_body(("html",))
+        assert html_part is not None
+        html = html_part.get_content()
+        assert 'style="' in html
+        assert "Next:" in html
+
+
+def test_demo_messages_carry_list_headers_and_unique_ids(demo: Demo) -> None:
+    messages = demo.messages()
+    required = [
+        "From",
+        "To",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "List-Id",
+        "List-Unsubscribe",
+        "List-Unsubscribe-Post",
+    ]
+    for message in messages:
+        missing = [name for name in required if not message[name]]
+        assert not missing, f"{message['To']} lacks {missing}"
+    assert len({message["Message-ID"] for message in messages}) == 40
+    assert len({message["To"].addresses[0].addr_spec for message in messages}) == 40
+
+
+# --- the staff workflow on SQLite -----------------------------------------------------
+
+
+@dataclass
+class ClinicSetup:
+    """A database after the staff's first steps, and what each step printed."""
+
+    folder: Path
+    upgrade: subprocess.CompletedProcess[str]
+    articles_import: subprocess.CompletedProcess[str]
+    lists_create: subprocess.CompletedProcess[str]
+    subscribers_import: subprocess.CompletedProcess[str]
+    campaign_id: int
+
+
+@pytest.fixture(scope="module")
+def clinic_setup(tmp_path_factory: pytest.TempPathFactory) -> ClinicSetup:
+    """db upgrade, the sample articles, a list of readers and a draft series campaign."""
+    folder = tmp_path_factory.mktemp("clinic")
+    (folder / "readers.csv").write_text(READERS_CSV, encoding="utf-8")
+    staff = Cli(folder)
+    upgrade = staff.run("db", "upgrade")
+    articles_import = staff.run("articles", "import", SAMPLE_ARTICLES)
+    lists_create = staff.run("lists", "create", "clinic-news", "--name", "Clinic news")
+    subscribers_import = staff.run("subscribers", "import", "readers.csv", "--list", "clinic-news")
+    created = staff.json(
+        "campaigns",
+        "create",
+        "--name",
+        "Understanding treatment",
+        "--list",
+        "clinic-news",
+        "--subject",
+        "{{ slot('name') }}, new articles",
+        "--series",
+        SERIES,
+    )
+    return ClinicSetup(
+        folder, upgrade, articles_import, lists_create, subscribers_import, int(created["id"])
+    )
+
+
+@pytest.fixture
+def clinic(clinic_setup: ClinicSetup, tmp_path: Path) -> Cli:
+    """A copy of the set-up clinic database (and its readers.csv) for this test alone."""
+    copy_database(clinic_setup.folder, tmp_path)
+    shutil.copy(clinic_setup.folder / "readers.csv", tmp_path / "readers.csv")
+    return Cli(tmp_path)
+
+
+def test_db_upgrade_and_articles_import_report_what_they_did(clinic_setup: ClinicSetup) -> None:
+    for step in (clinic_setup.upgrade, clinic_setup.articles_import, clinic_setup.lists_create):
+        assert step.returncode == 0, step.stderr
+        assert "Traceback" not in step.stderr
+    assert "database is up to date" in clinic_setup.upgrade.stdout
+    assert "5 created, 0 updated, 0 unchanged, 0 problems" in clinic_setup.articles_import.stdout
+    assert "clinic-news created" in clinic_setup.lists_create.stdout
+
+
+def test_articles_list_json_shows_the_series_in_order(clinic: Cli) -> None:
+    articles = clinic.json("articles", "list")
+    by_position = sorted(articles, key=lambda article: article["position"])
+    assert [article["slug"] for article in by_position] == SAMPLE_SLUGS
+    assert {article["series"] for article in articles} == {SERIES}
+    assert all(article["published_at"] for article in articles)
+
+
+def test_articles_reimport_updates_nothing(clinic: Cli) -> None:
+    result = clinic.ok("articles", "import", SAMPLE_ARTICLES)
+    assert "0 created, 0 updated, 5 unchanged" in result.stdout
+    assert len(clinic.json("articles", "list")) == 5
+
+
+def test_subscribers_import_skips_bad_rows_and_names_them(
+    clinic_setup: ClinicSetup, clinic: Cli
+) -> None:
+    result = clinic_setup.subscribers_import
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "3 created, 0 updated, 0 unchanged, 2 rows skipped" in result.stdout
+    skipped = one_line(result.stderr)
+    assert "row 3: not an email address: 'not-an-address'" in skipped
+    assert "row 5: expected 3 columns, found 2" in skipped
+    assert "row 2" not in skipped
+    assert clinic.json("lists", "list") == [
+        {"slug": "clinic-news", "name": "Clinic news", "opt_in": "double", "confirmed": CONFIRMED}
+    ]
+
+
+def test_subscribers_reimport_creates_nobody(clinic: Cli) -> None:
+    report = clinic.json("subscribers", "import", "readers.csv", "--list", "clinic-news")
+    assert (report["created"], report["updated"], report["unchanged"]) == (0, 0, CONFIRMED)
+    assert [problem["where"] for problem in report["problems"]] == ["row 3", "row 5"]
+    assert clinic.json("lists", "list")[0]["confirmed"] == CONFIRMED
+
+
+def test_campaigns_show_json_describes_the_draft(clinic_setup: ClinicSetup, clinic: Cli) -> None:
+    shown = clinic.json("campaigns", "show", str(clinic_setup.campaign_id))
+    assert shown["id"] == clinic_setup.campaign_id
+    assert shown["status"] == "draft"
+    assert shown["lists"] == ["clinic-news"]
+    assert shown["content"] == {"kind": "series", "series": SERIES}
+    assert shown["articles"] == SAMPLE_SLUGS
+    assert shown["runs"] == []
+
+
+def test_campaigns_preview_writes_inlined_html(clinic_setup: ClinicSetup, clinic: Cli) -> None:
+    result = clinic.ok("campaigns", "preview", str(clinic_setup.campaign_id), "--out", "p.html")
+    assert "p.html" in result.stdout
+    html = (clinic.folder / "p.html").read_text(encoding="utf-8")
+    assert html.lstrip().lower().startswith(("<!doctype html", "<html"))
+    assert 'style="' in html
+    assert "Ketamine infusions" in html
+    assert not clinic.eml_files(), "a preview must not send anything"
+
+
+def test_campaigns_test_sends_one_copy_marked_test(
+    clinic_setup: ClinicSetup, clinic: Cli, smtp_sink: SmtpSink
+) -> None:
+    result = clinic.ok(
+        "campaigns",
+        "test",
+        str(clinic_setup.campaign_id),
+        "--to",
+        "me@example.org",
+        NEWSLETTER_MAIL_URL=smtp_sink.url,
+    )
+    assert "test sent to me@example.org" in result.stdout
+    assert [received.recipient for received in smtp_sink.handler.received] == ["me@example.org"]
+    message = smtp_sink.handler.received[0].message
+    assert message["Subject"].startswith("[Test]")
+    assert message.get_body(("html",)) is not None
+    assert clinic.json("campaigns", "show", str(clinic_setup.campaign_id))["runs"] == []
+
+
+def test_scheduled_campaign_is_sent_once_to_every_confirmed_subscriber(
+    clinic_setup: ClinicSetup, clinic: Cli
+) -> None:
+    campaign = str(clinic_setup.campaign_id)
+    scheduled = clinic.ok("campaigns", "schedule", campaign, "--now")
+    assert f"campaign {campaign} scheduled for" in scheduled.stdout
+
+    first = clinic.json("scheduler", "tick")
+
+    assert len(first["started_runs"]) == 1
+    recipients = sorted(parse_eml(path)["To"].addresses[0].addr_spec for path in clinic.eml_files())
+    assert recipients == ["ann@example.org", "cat@example.org", "eve@example.org"]
+    shown = clinic.json("campaigns", "show", campaign)
+    assert shown["status"] == "finished"
+    [run] = shown["runs"]
+    assert run["status"] == "finished"
+    assert (run["recipients"], run["sent"], run["pending"], run["failed"]) == (
+        CONFIRMED,
+        CONFIRMED,
+        0,
+        0,
+    )
+
+    second = clinic.json("scheduler", "tick")
+
+    assert second == {"started_runs": [], "retried_chunks": 0, "finished_runs": []}
+    assert len(clinic.eml_files()) == CONFIRMED
+    assert clinic.json("campaigns", "show", campaign)["runs"][0]["sent"] == CONFIRMED
+
+
+# --- errors: one line, exit code 1, never a traceback ---------------------------------
+
+
+def test_command_before_db_upgrade_asks_for_it(cli: Cli) -> None:
+    assert_clean_error(cli.run("lists", "list"), "no schema", "newsletter db upgrade")
+
+
+def test_malformed_mail_url_is_named(cli: Cli) -> None:
+    result = cli.run("lists", "list", NEWSLETTER_MAIL_URL="ftp://x")
+    assert_clean_error(result, "NEWSLETTER_MAIL_URL")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        pytest.param(
+            ["subscribers", "import", "readers.csv", "--list", "no-such-list"],
+            ["no list 'no-such-list'"],
+            id="unknown-list",
+        ),
+        pytest.param(["campaigns", "show", "999"], ["no campaign 999"], id="unknown-campaign"),
+        pytest.param(
+            [
+                "campaigns",
+                "create",
+                "--name",
+                "Both",
+                "--list",
+                "clinic-news",
+                "--subject",
+                "Hi",
+                "--latest",
+                "2",
+                "--series",
+                SERIES,
+            ],
+            ["exactly one of --articles, --latest, --series"],
+            id="latest-and-series",
+        ),
+        pytest.param(
+            ["campaigns", "schedule", "1", "--at", "2026-12-07T09:00", "--tz", "Mars/Olympus"],
+            ["--tz", "Mars/Olympus"],
+            id="bad-tz",
+        ),
+        pytest.param(
+            ["campaigns", "schedule", "1", "--at", "next tuesday"],
+            ["--at", "'next tuesday'"],
+            id="bad-at",
+        ),
+    ],
+)
+def test_bad_input_is_one_error_line(clinic: Cli, args: list[str], fragments: list[str]) -> None:
+    assert_clean_error(clinic.run(*args), *fragments)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="`campaigns show` prints the status as '[draft]' through Rich markup, "
+    "which takes it for a style tag and drops it (also '[sending]' on runs)",
+)
+def test_campaigns_show_prints_the_status(clinic_setup: ClinicSetup, clinic: Cli) -> None:
+    result = clinic.ok("campaigns", "show", str(clinic_setup.campaign_id))
+    assert "draft" in result.stdout
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="create_campaign never renders the subject, so a subject whose slot fallback "
+    "differs from the template's ('there') is accepted; preview and test then fail, and "
+    "`scheduler tick` leaves the run in 'preparing' forever and still exits 0",
+)
+def test_campaign_that_cannot_render_is_refused_when_created(clinic: Cli) -> None:
+    result = clinic.run(
+        "campaigns",
+        "create",
+        "--name",
+        "Fallbacks",
+        "--list",
+        "clinic-news",
+        "--subject",
+        "{{ slot('name', 'Hello') }}, new articles",
+        "--series",
+        SERIES,
+    )
+    assert_clean_error(result, "two fallbacks")
+
+
+def test_rejected_schedule_leaves_the_campaign_a_draft(
+    clinic_setup: ClinicSetup, clinic: Cli
+) -> None:
+    clinic.run("campaigns", "schedule", str(clinic_setup.campaign_id), "--at", "next tuesday")
+    campaigns = clinic.json("campaigns", "list")
+    assert [(c["id"], c["status"]) for c in campaigns] == [(clinic_setup.campaign_id, "draft")]
+
+
+def test_csv_without_email_column_is_rejected_whole(clinic: Cli) -> None:
+    (clinic.folder / "no-email.csv").write_text("name,mail\nAnn,ann@example.org\n")
+    result = clinic.run("subscribers", "import", "no-email.csv", "--list", "clinic-news")
+    assert_clean_error(result, "no-email.csv", "no 'email' column")
+    assert clinic.json("lists", "list")[0]["confirmed"] == CONFIRMED
+
+
+def test_articles_import_skips_a_file_with_broken_front_matter(cli: Cli) -> None:
+    content = cli.folder / "content"
+    content.mkdir()
+    for path in sorted(SAMPLE_ARTICLES.glob("*.md"))[:2]:
+        shutil.copy(path, content / path.name)
+    (content / "broken.md").write_text('---\ntitle: "Unclosed\nslug: [oops\n---\nBody.\n')
+    cli.ok("db", "upgrade")
+
+    result = cli.run("articles", "import", "content")
+
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "2 created, 0 updated, 0 unchanged, 1 problems" in result.stdout
+    assert "content/broken.md" in result.stderr
+    assert "YAML error" in result.stderr
+    slugs = {article["slug"] for article in cli.json("articles", "list")}
+    assert slugs == {"ketamine-infusions", "infusion-appointment"}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="cli.main catches typer.Exit, but typer 0.29 returns the code of an Exit "
+    "raised in a command instead of raising it when standalone_mode=False, so "
+    "`articles import` of nothing but rejected files exits 0",
+)
+def test_articles_import_of_only_broken_files_fails(cli: Cli) -> None:
+    content = cli.folder / "content"
+    content.mkdir()
+    (content / "broken.md").write_text('---\ntitle: "Unclosed\n---\nBody.\n')
+    cli.ok("db", "upgrade")
+
+    result = cli.run("articles", "import", "content")
+
+    assert "0 created" in result.stdout
+    assert result.returncode == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="cli.main tests isinstance(exc, click.ClickException), but typer 0.29 raises "
+    "the exceptions of its vendored typer._click, so usage errors end in a traceback",
+)
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["campaigns", "show", "not-a-number"], id="bad-integer"),
+        pytest.param(["campaigns", "show"], id="missing-argument"),
+        pytest.param(["lists", "list", "--bogus"], id="unknown-option"),
+        pytest.param(["bogus"], id="unknown-command"),
+    ],
+)
+def test_usage_error_is_a_message_not_a_traceback(clinic: Cli, args: list[str]) -> None:
+    result = clinic.run(*args)
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="report_problems and main print user text through Rich markup, so '[/]' in "
+    "a CSV cell raises rich.errors.MarkupError (traceback) instead of being shown",
+)
+def test_csv_cell_that_looks_like_markup_is_reported_verbatim(clinic: Cli) -> None:
+    (clinic.folder / "markup.csv").write_text("email,name\n[/],Bracket\nzoe@example.org,Zoe\n")
+
+    result = clinic.run("subscribers", "import", "markup.csv", "--list", "clinic-news")
+
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 0
+    assert "row 2: not an email address: '[/]'" in one_line(result.stderr)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="err_console is a Rich Console that wraps at 80 columns when stderr is not a "
+    "terminal (cron, systemd, docker logs), so a long error takes several lines",
+)
+def test_long_error_message_stays_on_one_line(cli: Cli) -> None:
+    result = cli.run("worker")
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+# --- processes --------------------------------------------------------------------------
+
+
+def test_worker_refuses_the_in_memory_broker(cli: Cli) -> None:
+    assert_clean_error(
+        cli.run("worker"),
+        "NEWSLETTER_BROKER_URL",
+        "in-memory broker",
+        "redis://",
+        "`newsletter scheduler run`",
+    )
+
+
+@pytest.fixture(scope="module")
+def embedded_scheduler(
+    clinic_setup: ClinicSetup, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Cli, Stopped]]:
+    """`scheduler run` on the embedded default with a campaign due: started, then SIGTERM."""
+    staff = Cli(tmp_path_factory.mktemp("scheduler"))
+    copy_database(clinic_setup.folder, staff.folder)
+    staff.ok("campaigns", "schedule", str(clinic_setup.campaign_id), "--now")
+    log = staff.folder / "scheduler.log"
+    process = staff.start("scheduler", "run", log=log)
+    try:
+        # Sent mail is the proof that the scheduler ticked and its worker is running.
+        wait_for(lambda: len(staff.eml_files()) >= CONFIRMED, 30, "the due campaign")
+    finally:
+        stopped = stop_with_sigterm(process, log, timeout=15)
+    yield staff, stopped
+
+
+def test_scheduler_run_sends_due_campaigns_and_stops_on_sigterm(
+    embedded_scheduler: tuple[Cli, Stopped],
+) -> None:
+    staff, stopped = embedded_scheduler
+    assert stopped.returncode == 0, stopped.log
+    assert stopped.seconds_to_stop < 15
+    assert "Traceback" not in stopped.log
+    assert len(staff.eml_files()) == CONFIRMED
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="embedded_worker() starts Celery's test worker with loglevel WARNING, which "
+    "resets the root logger set up by `scheduler run`, so its INFO lines never appear",
+)
+def test_scheduler_run_logs_start_and_stop(embedded_scheduler: tuple[Cli, Stopped]) -> None:
+    _staff, stopped = embedded_scheduler
+    assert "scheduler started" in stopped.log
+    assert "scheduler stopped" in stopped.log
+
+
+def test_worker_on_redis_stops_cleanly_on_sigterm(cli: Cli) -> None:
+    log = cli.folder / "worker.log"
+    process = cli.start("worker", "--concurrency", "1", log=log, NEWSLETTER_BROKER_URL=REDIS_BROKER)
+    try:
+        wait_for(lambda: " ready." in log.read_text(errors="replace"), 30, "the worker")
+    finally:
+        stopped = stop_with_sigterm(process, log, timeout=30)
+
+    assert stopped.returncode == 0, stopped.log
+    assert stopped.seconds_to_stop < 30
+    assert "Traceback" not in stopped.log
+    assert "Warm shutdown" in stopped.log

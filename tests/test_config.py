@@ -1,0 +1,232 @@
+"""Settings from NEWSLETTER_* variables: defaults, rewriting, and one-line errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from newsletter.config import (
+    EMBEDDED_BROKER,
+    INSECURE_DEV_KEY,
+    OutboxTarget,
+    SmtpTarget,
+    load_settings,
+    parse_mail_url,
+)
+from newsletter.errors import ConfigError, NewsletterError
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No NEWSLETTER_* variable of the machine running the tests leaks in."""
+    for name in list(os.environ):
+        if name.upper().startswith("NEWSLETTER_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_run_locally_without_any_variable() -> None:
+    settings = load_settings()
+
+    assert settings.database_url == "sqlite:///newsletter.db"
+    assert settings.broker_url == EMBEDDED_BROKER
+    assert settings.embedded_broker
+    assert settings.mail_target == OutboxTarget(Path("outbox"))
+    assert settings.base_url == "http://localhost:8000"
+    assert settings.secret_key == INSECURE_DEV_KEY
+    assert settings.from_address == "Riverside Clinic <newsletter@clinic.example>"
+    assert settings.sender_domain == "clinic.example"
+    assert settings.list_id_domain == "clinic.example"
+    assert settings.chunk_size == 500
+
+
+def test_settings_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", "sqlite:////var/lib/newsletter.db")
+    monkeypatch.setenv("NEWSLETTER_BROKER_URL", "redis://redis:6379/0")
+    monkeypatch.setenv("NEWSLETTER_MAIL_URL", "smtp://mail.example.org:2525")
+    monkeypatch.setenv("NEWSLETTER_BASE_URL", "https://news.example.org/")
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "s3cret")
+    monkeypatch.setenv("NEWSLETTER_FROM_ADDRESS", "Clinic News <News@Clinic.Example>")
+    monkeypatch.setenv("NEWSLETTER_LIST_DOMAIN", "lists.clinic.example")
+    monkeypatch.setenv("NEWSLETTER_CHUNK_SIZE", "250")
+
+    settings = load_settings()
+
+    assert settings.database_url == "sqlite:////var/lib/newsletter.db"
+    assert settings.broker_url == "redis://redis:6379/0"
+    assert not settings.embedded_broker
+    assert settings.mail_target == SmtpTarget(host="mail.example.org", port=2525)
+    assert settings.base_url == "https://news.example.org"  # trailing slash dropped
+    assert settings.secret_key == "s3cret"
+    assert settings.sender_domain == "clinic.example"
+    assert settings.list_id_domain == "lists.clinic.example"
+    assert settings.chunk_size == 250
+
+
+def test_keyword_overrides_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEWSLETTER_CHUNK_SIZE", "250")
+
+    assert load_settings(chunk_size=7).chunk_size == 7
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgresql://news:pw@db:5432/news", "postgresql+psycopg://news:pw@db:5432/news"),
+        ("postgres://news@db/news", "postgresql+psycopg://news@db/news"),
+        ("postgresql+psycopg://news@db/news", "postgresql+psycopg://news@db/news"),
+        ("sqlite:///newsletter.db", "sqlite:///newsletter.db"),
+    ],
+)
+def test_postgresql_urls_use_the_psycopg_driver(
+    monkeypatch: pytest.MonkeyPatch, given: str, expected: str
+) -> None:
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", given)
+
+    assert load_settings().database_url == expected
+
+
+BAD_VALUES = [
+    ("DATABASE_URL", "newsletter.db"),
+    ("DATABASE_URL", ""),
+    ("BROKER_URL", "redis"),
+    ("BROKER_URL", "localhost:6379"),
+    ("MAIL_URL", "mail.example.org"),
+    ("MAIL_URL", "http://mail.example.org"),
+    ("MAIL_URL", "smtp://"),
+    ("MAIL_URL", "smtp:/mail.example.org"),
+    ("MAIL_URL", "outbox:"),
+    ("MAIL_URL", "smtp://mail.example.org:99999"),
+    ("MAIL_URL", "smtp://mail.example.org:abc"),
+    ("MAIL_URL", "smtp://mail.example.org?timeout=soon"),
+    ("MAIL_URL", "smtp://[::1"),
+    ("BASE_URL", "news.example.org"),
+    ("BASE_URL", "ftp://news.example.org"),
+    ("BASE_URL", "https://"),
+    ("BASE_URL", "http://[::1"),
+    ("FROM_ADDRESS", "nobody"),
+    ("FROM_ADDRESS", ""),
+    ("FROM_ADDRESS", "Clinic <news@clinic.example>\nBcc: all@example.org"),
+    ("FROM_ADDRESS", "Clinic <news@clinic.example>\rBcc: all@example.org"),
+    ("CHUNK_SIZE", "0"),
+    ("CHUNK_SIZE", "-1"),
+    ("CHUNK_SIZE", "10001"),
+    ("CHUNK_SIZE", "abc"),
+    ("CHUNK_SIZE", "1.5"),
+    ("CHUNK_SIZE", ""),
+]
+
+
+@pytest.mark.parametrize(("variable", "value"), BAD_VALUES)
+def test_bad_value_is_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(f"NEWSLETTER_{variable}", value)
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+
+    message = str(caught.value)
+    assert message.splitlines() == [message]
+    assert message.startswith(f"NEWSLETTER_{variable}: ")
+    assert message.removeprefix(f"NEWSLETTER_{variable}: ").strip()
+
+
+def test_bad_keyword_override_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"^NEWSLETTER_CHUNK_SIZE: must be between"):
+        load_settings(chunk_size=0)
+
+
+def test_config_error_is_a_newsletter_error() -> None:
+    # The CLI prints any NewsletterError as one line; anything else is a traceback.
+    assert issubclass(ConfigError, NewsletterError)
+
+
+def test_plain_smtp_url_uses_port_25_without_tls() -> None:
+    assert parse_mail_url("smtp://mail.example.org") == SmtpTarget(
+        host="mail.example.org",
+        port=25,
+        username=None,
+        password=None,
+        starttls=False,
+        ssl=False,
+        timeout=30.0,
+    )
+
+
+def test_smtp_url_with_user_percent_escaped_password_port_and_starttls() -> None:
+    target = parse_mail_url(
+        "smtp://news%40clinic.example:p%40ss%3Aw%2Fd%25@mail.example.org:587?starttls=true"
+    )
+
+    assert target == SmtpTarget(
+        host="mail.example.org",
+        port=587,
+        username="news@clinic.example",
+        password="p@ss:w/d%",
+        starttls=True,
+        ssl=False,
+    )
+
+
+def test_plus_in_smtp_password_is_kept_not_read_as_space() -> None:
+    target = parse_mail_url("smtp://user:a+b@mail.example.org")
+
+    assert isinstance(target, SmtpTarget)
+    assert target.password == "a+b"
+
+
+@pytest.mark.parametrize(
+    ("query", "starttls"),
+    [
+        ("starttls=true", True),
+        ("starttls=TRUE", True),
+        ("starttls=1", True),
+        ("starttls=yes", True),
+        ("starttls=false", False),
+        ("starttls=0", False),
+        ("", False),
+    ],
+)
+def test_starttls_is_read_from_the_query(query: str, starttls: bool) -> None:
+    target = parse_mail_url(f"smtp://mail.example.org?{query}")
+
+    assert isinstance(target, SmtpTarget)
+    assert target.starttls is starttls
+
+
+def test_smtps_defaults_to_port_465_with_tls() -> None:
+    target = parse_mail_url("smtps://user:pw@mail.example.org")
+
+    assert isinstance(target, SmtpTarget)
+    assert (target.port, target.ssl, target.starttls) == (465, True, False)
+    assert (target.username, target.password) == ("user", "pw")
+
+
+def test_smtps_keeps_an_explicit_port() -> None:
+    target = parse_mail_url("smtps://mail.example.org:2465")
+
+    assert isinstance(target, SmtpTarget)
+    assert (target.port, target.ssl) == (2465, True)
+
+
+def test_smtp_timeout_is_read_from_the_query() -> None:
+    target = parse_mail_url("smtp://mail.example.org?timeout=5.5")
+
+    assert isinstance(target, SmtpTarget)
+    assert target.timeout == 5.5
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [("outbox:./outbox", "./outbox"), ("outbox://outbox", "outbox"), ("outbox:/tmp/o", "/tmp/o")],
+)
+def test_outbox_url_names_a_folder(url: str, path: str) -> None:
+    assert parse_mail_url(url) == OutboxTarget(Path(path))
+
+
+@pytest.mark.parametrize("url", ["outbox:", "ftp://mail.example.org", "smtp://", ""])
+def test_bad_mail_url_raises_value_error(url: str) -> None:
+    with pytest.raises(ValueError):
+        parse_mail_url(url)

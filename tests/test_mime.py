@@ -1,0 +1,568 @@
+"""MIME built once per run and spliced per recipient equals a full render, on the wire."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import html
+import re
+import secrets
+from collections.abc import Iterator
+from email.message import EmailMessage
+from email.utils import parsedate_to_datetime
+
+import pytest
+
+from newsletter.errors import InvalidInputError, NewsletterError
+from newsletter.rendering.mime import (
+    HeaderInjectionError,
+    ListHeaders,
+    MessageTemplate,
+    Recipient,
+    encode_header,
+    safe_header_value,
+)
+from newsletter.rendering.render import ArticleView, EmailContent, Link, Snapshot, render_email
+from newsletter.rendering.slots import SlotTemplate, find_unfilled
+
+SUBJECT = "{{ slot('name') }}, news for {{ slot('attr.city', 'your area') }}"
+HEADERS = ListHeaders(
+    from_address="Riverside Clinic <news@clinic.example>",
+    list_id='"Clinic news" <clinic-news.clinic.example>',
+    feedback_id="7:42:newsletter:clinic.example",
+)
+VALUES = {
+    "name": "Zoë",
+    "email": "zoe@example.org",
+    "unsubscribe_url": "https://news.example.org/unsubscribe/abc.def",
+    "preferences_url": "https://news.example.org/preferences/ghi.jkl",
+    "attr.city": "Köln",
+}
+REQUIRED_HEADERS = {
+    "Date",
+    "Message-ID",
+    "To",
+    "Subject",
+    "From",
+    "MIME-Version",
+    "Content-Type",
+    "List-Id",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+    "Feedback-ID",
+    "Precedence",
+    "Auto-Submitted",
+}
+
+
+def make_snapshot(subject: str = SUBJECT) -> Snapshot:
+    first = ArticleView(
+        title="Why treatment helps",
+        url="https://news.example.org/articles/why",
+        summary="The short answer, and the long one.",
+        series_title="Treatment basics",
+        part=1,
+        parts=2,
+        next=Link("Choosing together", "https://news.example.org/articles/choosing"),
+    )
+    other = ArticleView(
+        title="Flu season — what to do",
+        url="https://news.example.org/articles/flu",
+        summary="Get your shot in autumn; it takes two weeks to work.",
+    )
+    return render_email(
+        "digest",
+        EmailContent(
+            subject=subject,
+            preheader="This month at the clinic",
+            articles=(first, other),
+            list_name="Clinic news",
+            sender_name="Riverside Clinic",
+            web_url="https://news.example.org/archive/runs/1",
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def snapshot() -> Snapshot:
+    return make_snapshot()
+
+
+@pytest.fixture(scope="module")
+def template(snapshot: Snapshot) -> MessageTemplate:
+    return MessageTemplate(snapshot, HEADERS)
+
+
+def recipient(
+    values: dict[str, str] | None = None,
+    name: str = "Zoë Example",
+    address: str = "zoe@example.org",
+    message_id: str = "<nl.7.1@clinic.example>",
+) -> Recipient:
+    return Recipient(address, name, VALUES if values is None else values, message_id)
+
+
+def parse(data: bytes) -> EmailMessage:
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def parts(message: EmailMessage) -> tuple[EmailMessage, EmailMessage]:
+    text, html_part = message.iter_parts()
+    assert isinstance(text, EmailMessage) and isinstance(html_part, EmailMessage)
+    return text, html_part
+
+
+def expected_bodies(snapshot: Snapshot, values: dict[str, str]) -> tuple[bytes, bytes]:
+    """What a full render would send: raw values in text, escaped in HTML, CRLF, UTF-8."""
+    merged = {**snapshot.fallbacks, **{k: v for k, v in values.items() if v}}
+    text = SlotTemplate.compile(snapshot.text).fill(merged)
+    escaped = {k: html.escape(v) for k, v in merged.items()}
+    html_body = SlotTemplate.compile(snapshot.html).fill(escaped)
+    return (
+        text.replace("\n", "\r\n").encode("utf-8"),
+        html_body.replace("\n", "\r\n").encode("utf-8"),
+    )
+
+
+def decoded_bodies(data: bytes) -> tuple[bytes, bytes]:
+    text, html_part = parts(parse(data))
+    text_bytes = text.get_payload(decode=True)
+    html_bytes = html_part.get_payload(decode=True)
+    assert isinstance(text_bytes, bytes) and isinstance(html_bytes, bytes)
+    return text_bytes, html_bytes
+
+
+def header_lines(data: bytes) -> Iterator[bytes]:
+    head = data.split(b"\r\n\r\n", 1)[0]
+    yield from head.split(b"\r\n")
+
+
+def body_lines(data: bytes) -> list[bytes]:
+    return data.split(b"\r\n\r\n", 1)[1].split(b"\r\n")
+
+
+def unfolded_header(data: bytes, field: str) -> str:
+    head = data.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    match = re.search(rf"^{field}: ([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", head, re.MULTILINE)
+    assert match, field
+    return re.sub(r"\r\n[ \t]", " ", match.group(1))
+
+
+# --- structure -------------------------------------------------------------------------
+
+
+def test_message_is_multipart_alternative_text_then_html(template: MessageTemplate) -> None:
+    message = parse(template.build(recipient()))
+
+    assert message.get_content_type() == "multipart/alternative"
+    text, html_part = parts(message)
+    assert text.get_content_type() == "text/plain"
+    assert html_part.get_content_type() == "text/html"
+    for part in (text, html_part):
+        assert part.get_content_charset() == "utf-8"
+        assert part["Content-Transfer-Encoding"] == "quoted-printable"
+
+
+def test_message_parses_without_defects(template: MessageTemplate) -> None:
+    message = parse(template.build(recipient()))
+
+    assert [part.defects for part in message.walk()] == [[], [], []]
+    for field in ("To", "Subject", "From", "List-Id"):
+        assert not message[field].defects, field
+
+
+def test_bodies_equal_a_full_fill_of_the_snapshot(
+    snapshot: Snapshot, template: MessageTemplate
+) -> None:
+    data = template.build(recipient())
+
+    assert decoded_bodies(data) == expected_bodies(snapshot, VALUES)
+    text, html_part = parts(parse(data))
+    assert "Hello Zoë," in text.get_content()
+    assert "Hello Zoë," in html_part.get_content()
+    assert find_unfilled(data.decode("ascii")) == []
+
+
+def test_empty_values_fall_back(snapshot: Snapshot, template: MessageTemplate) -> None:
+    values = {**VALUES, "name": "", "attr.city": ""}
+
+    data = template.build(recipient(values))
+
+    text, _ = parts(parse(data))
+    assert "Hello there," in text.get_content()
+    assert parse(data)["Subject"] == "there, news for your area"
+    assert decoded_bodies(data) == expected_bodies(snapshot, values)
+
+
+TRICKY_VALUES = [
+    "=",
+    "==",
+    "=3D",
+    "a=b&c",
+    "<b>bold</b> & 'quotes' \"too\"",
+    "trailing spaces  ",
+    "trailing tab\t",
+    "  leading spaces",
+    ".",
+    ".starts with a dot",
+    "From the start",
+    "__slot_email__",
+    "Zoë",
+    "東京",
+    "emoji 🙂 here",
+    "é" * 40,
+    "=" * 80,
+    "x" * 75 + "é",
+    "https://news.example.org/unsubscribe/" + "a=1&b=2;" * 58,  # ~500 characters
+    "https://news.example.org/u/" + "z" * 473,
+]
+
+
+@pytest.mark.parametrize("value", TRICKY_VALUES)
+def test_slot_values_decode_exactly(
+    snapshot: Snapshot, template: MessageTemplate, value: str
+) -> None:
+    values = {
+        "name": value,
+        "email": value,
+        "unsubscribe_url": "https://news.example.org/unsubscribe/abc.def",
+        "preferences_url": value,
+        "attr.city": value,
+    }
+
+    data = template.build(recipient(values))
+
+    assert decoded_bodies(data) == expected_bodies(snapshot, values)
+
+
+@pytest.mark.parametrize("length", range(60, 84))
+@pytest.mark.parametrize("filler", ["a", "é", "=", " "])
+def test_values_near_the_line_limit_decode_exactly(
+    snapshot: Snapshot, template: MessageTemplate, length: int, filler: str
+) -> None:
+    # Quoted-printable lines are at most 76 characters; escapes ("=C3") must not be cut.
+    value = "b" + filler * (length - 2) + "é"
+    values = {**VALUES, "name": value, "preferences_url": value}
+
+    data = template.build(recipient(values))
+
+    assert decoded_bodies(data) == expected_bodies(snapshot, values)
+    assert max(len(line) for line in body_lines(data)) <= 76
+
+
+def test_long_snapshot_lines_decode_exactly() -> None:
+    long_summary = "A long summary line with = signs and é accents. " * 30
+    article = ArticleView(
+        title="T" * 200, url="https://x.example/" + "p" * 300, summary=long_summary
+    )
+    snapshot = render_email(
+        "digest",
+        EmailContent("S", "", (article,), "Clinic news", "Riverside", "https://x.example/w"),
+    )
+
+    data = MessageTemplate(snapshot, HEADERS).build(recipient())
+
+    assert decoded_bodies(data) == expected_bodies(snapshot, VALUES)
+
+
+# --- headers -------------------------------------------------------------------------
+
+
+def test_all_required_headers_are_present(template: MessageTemplate) -> None:
+    message = parse(template.build(recipient()))
+
+    assert set(message.keys()) == REQUIRED_HEADERS
+    assert len(message.keys()) == len(REQUIRED_HEADERS)  # none twice
+    assert message["From"] == "Riverside Clinic <news@clinic.example>"
+    assert message["To"].addresses[0].addr_spec == "zoe@example.org"
+    assert message["Subject"] == "Zoë, news for Köln"
+    assert message["Message-ID"] == "<nl.7.1@clinic.example>"
+    assert message["MIME-Version"] == "1.0"
+    assert message["List-Id"] == '"Clinic news" <clinic-news.clinic.example>'
+    assert message["List-Unsubscribe"] == "<https://news.example.org/unsubscribe/abc.def>"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message["Precedence"] == "bulk"
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert message["Feedback-ID"] == "7:42:newsletter:clinic.example"
+    assert parsedate_to_datetime(message["Date"]).tzinfo is not None
+
+
+def test_list_unsubscribe_is_an_https_url_in_angle_brackets(template: MessageTemplate) -> None:
+    message = parse(template.build(recipient()))
+
+    assert re.fullmatch(r"<https://[^<>\s]+>", message["List-Unsubscribe"])
+
+
+def test_list_unsubscribe_offers_mailto_when_configured(snapshot: Snapshot) -> None:
+    headers = ListHeaders(
+        HEADERS.from_address,
+        HEADERS.list_id,
+        HEADERS.feedback_id,
+        unsubscribe_mailto="leave@clinic.example",
+    )
+
+    message = parse(MessageTemplate(snapshot, headers).build(recipient()))
+
+    assert message["List-Unsubscribe"] == (
+        "<https://news.example.org/unsubscribe/abc.def>, "
+        "<mailto:leave@clinic.example?subject=unsubscribe>"
+    )
+
+
+def test_given_date_is_used(template: MessageTemplate) -> None:
+    date = "Mon, 07 Sep 2026 09:00:00 GMT"
+
+    assert unfolded_header(template.build(recipient(), date), "Date") == date
+
+
+def test_lines_are_short_and_end_in_crlf(template: MessageTemplate) -> None:
+    long_values = {**VALUES, "unsubscribe_url": "https://news.example.org/u/" + "a" * 473}
+
+    data = template.build(recipient(long_values, name="Zoë " * 40))
+
+    assert data.endswith(b"\r\n")
+    assert not re.search(rb"[^\r]\n", data), "bare LF"
+    assert not re.search(rb"\r[^\n]", data), "bare CR"
+    assert max(len(line) for line in data.split(b"\r\n")) <= 998
+    assert max(len(line) for line in body_lines(data)) <= 76
+
+
+def test_message_is_seven_bit_ascii(template: MessageTemplate) -> None:
+    values = {**VALUES, "name": "東京 🙂", "attr.city": "Zürich"}
+
+    data = template.build(recipient(values, name="Zoë 東京"))
+
+    assert data.isascii()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Zoë",
+        "東京",
+        "Zoë Müller-Łukasiewicz",
+        "Ann O'Neil",
+        "Smith, John",
+        'Dr "Doc" Brown',
+        "back\\slash",
+        "Bcc: evil@example.org",
+        "a <b@c.d>",
+        "東京 " * 30 + "end",
+        "x" * 120,
+    ],
+)
+def test_display_name_and_subject_round_trip(template: MessageTemplate, name: str) -> None:
+    values = {**VALUES, "name": name}
+
+    message = parse(template.build(recipient(values, name=name)))
+
+    assert [address.display_name for address in message["To"].addresses] == [name]
+    assert [address.addr_spec for address in message["To"].addresses] == ["zoe@example.org"]
+    assert message["Subject"] == f"{name}, news for Köln"
+    assert set(message.keys()) == REQUIRED_HEADERS
+
+
+def test_long_ascii_subject_is_folded_and_round_trips(snapshot: Snapshot) -> None:
+    subject = "A rather long subject line about flu shots, " * 5 + "{{ slot('name') }}"
+    template = MessageTemplate(make_snapshot(subject), HEADERS)
+
+    data = template.build(recipient())
+
+    assert parse(data)["Subject"] == " ".join(subject.split()[:-3]) + " Zoë"
+    assert max(len(line) for line in header_lines(data)) <= 78
+
+
+def test_non_ascii_subject_is_rfc2047_encoded(template: MessageTemplate) -> None:
+    data = template.build(recipient({**VALUES, "name": "東京"}))
+
+    subject = unfolded_header(data, "Subject")
+    assert subject.startswith("=?utf-8?")
+    assert parse(data)["Subject"] == "東京, news for Köln"
+
+
+# --- header injection ----------------------------------------------------------------
+
+LINE_BREAKS = [
+    "\r",
+    "\n",
+    "\r\n",
+    "Zoë\r\nBcc: evil@example.org",
+    "Zoë\nBcc: evil@example.org",
+    "Zoë\rBcc: evil@example.org",
+    "trailing\n",
+    "\nleading",
+    "folded\r\n continuation",
+    "東京\r\n",
+]
+
+
+@pytest.mark.parametrize("evil", LINE_BREAKS)
+def test_line_break_in_recipient_name_is_refused(template: MessageTemplate, evil: str) -> None:
+    with pytest.raises(HeaderInjectionError):
+        template.build(recipient(name=evil))
+
+
+@pytest.mark.parametrize("evil", LINE_BREAKS)
+def test_line_break_in_recipient_address_is_refused(template: MessageTemplate, evil: str) -> None:
+    with pytest.raises(HeaderInjectionError):
+        template.build(recipient(address="zoe@example.org" + evil))
+
+
+@pytest.mark.parametrize("evil", LINE_BREAKS)
+def test_line_break_in_unsubscribe_url_is_refused(template: MessageTemplate, evil: str) -> None:
+    values = {**VALUES, "unsubscribe_url": "https://news.example.org/u/x" + evil}
+
+    with pytest.raises(HeaderInjectionError):
+        template.build(recipient(values))
+
+
+@pytest.mark.parametrize("evil", LINE_BREAKS)
+def test_line_break_in_a_subject_slot_is_refused(template: MessageTemplate, evil: str) -> None:
+    with pytest.raises(HeaderInjectionError):
+        template.build(recipient({**VALUES, "attr.city": evil}))
+
+
+@pytest.mark.parametrize("evil", LINE_BREAKS)
+def test_line_break_in_message_id_is_refused(template: MessageTemplate, evil: str) -> None:
+    with pytest.raises(HeaderInjectionError):
+        template.build(recipient(message_id="<1@clinic.example>" + evil))
+
+
+@pytest.mark.parametrize("field", ["from_address", "list_id", "feedback_id"])
+@pytest.mark.parametrize("evil", ["\r\nBcc: evil@example.org", "\n", "\r"])
+def test_line_break_in_list_headers_is_refused(snapshot: Snapshot, field: str, evil: str) -> None:
+    values = {
+        "from_address": HEADERS.from_address,
+        "list_id": HEADERS.list_id,
+        "feedback_id": HEADERS.feedback_id,
+    }
+    values[field] += evil
+
+    with pytest.raises(HeaderInjectionError):
+        MessageTemplate(snapshot, ListHeaders(**values))
+
+
+@pytest.mark.parametrize("evil", LINE_BREAKS)
+def test_header_helpers_refuse_line_breaks(evil: str) -> None:
+    with pytest.raises(HeaderInjectionError):
+        safe_header_value(evil, "X-Test")
+    with pytest.raises(HeaderInjectionError):
+        encode_header(evil, "X-Test")
+
+
+def test_header_injection_error_is_invalid_input() -> None:
+    assert issubclass(HeaderInjectionError, InvalidInputError)
+
+
+@pytest.mark.parametrize("line_break", ["\u2028", "\u2029", "\x85", "\x0c"])
+def test_unicode_line_separators_cannot_add_headers(
+    template: MessageTemplate, line_break: str
+) -> None:
+    name = f"Zoë{line_break}Bcc: evil@example.org"
+
+    data = template.build(recipient({**VALUES, "name": name}, name=name))
+
+    message = parse(data)
+    assert set(message.keys()) == REQUIRED_HEADERS
+    assert [a.addr_spec for a in message["To"].addresses] == ["zoe@example.org"]
+    assert not any(line.lower().startswith(b"bcc:") for line in header_lines(data))
+
+
+# --- the boundary --------------------------------------------------------------------
+
+
+def test_boundary_occurs_only_as_delimiters(template: MessageTemplate) -> None:
+    data = template.build(recipient())
+    boundary = parse(data).get_boundary()
+
+    assert boundary is not None
+    text, html_body = decoded_bodies(data)
+    assert boundary.encode() not in text and boundary.encode() not in html_body
+    assert data.count(boundary.encode()) == 4  # Content-Type, two parts, the close
+    assert data.count(b"--" + boundary.encode() + b"--") == 1
+
+
+def test_boundary_that_occurs_in_the_content_is_not_chosen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    taken = "0" * 24
+    snapshot = make_snapshot(subject=f"News =_nl_{taken}")
+    snapshot = Snapshot(
+        snapshot.subject, snapshot.html, snapshot.text + f"=_nl_{taken}\n", snapshot.fallbacks
+    )
+    candidates = iter([taken, "1" * 24])
+    monkeypatch.setattr(secrets, "token_hex", lambda nbytes: next(candidates))
+
+    template = MessageTemplate(snapshot, HEADERS)
+
+    assert template.boundary == "=_nl_" + "1" * 24
+    data = template.build(recipient())
+    assert parse(data).get_boundary() == template.boundary
+    assert decoded_bodies(data) == expected_bodies(snapshot, VALUES)
+
+
+# --- bugs ----------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=UnicodeEncodeError,
+    reason="mime.py MessageTemplate.__init__ writes From unencoded and then "
+    ".encode('ascii'): a non-ASCII display name in NEWSLETTER_FROM_ADDRESS "
+    "raises UnicodeEncodeError",
+)
+def test_non_ascii_sender_name_is_rfc2047_encoded(snapshot: Snapshot) -> None:
+    headers = ListHeaders(
+        "Clínica Riverside <news@clinic.example>", HEADERS.list_id, HEADERS.feedback_id
+    )
+
+    data = MessageTemplate(snapshot, headers).build(recipient())
+
+    assert data.isascii()
+    assert parse(data)["From"] == "Clínica Riverside <news@clinic.example>"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="mime.py encode_header encodes the whole List-Id value, so for a non-ASCII "
+    "list name the <list-id> itself ends up inside RFC 2047 encoded-words (RFC 2919 "
+    "needs it in plain text)",
+)
+def test_non_ascii_list_name_keeps_the_list_id_readable(snapshot: Snapshot) -> None:
+    headers = ListHeaders(
+        HEADERS.from_address,
+        '"Noticias de la clínica" <noticias.clinic.example>',
+        HEADERS.feedback_id,
+    )
+
+    data = MessageTemplate(snapshot, headers).build(recipient())
+
+    assert parse(data)["List-Id"] == '"Noticias de la clínica" <noticias.clinic.example>'
+    assert unfolded_header(data, "List-Id").endswith("<noticias.clinic.example>")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="mime.py encode_address uses formataddr, which never folds: a 300-character "
+    "CJK name (the importer's maximum) makes a 1232-byte To line, over RFC 5322's 998",
+)
+def test_longest_allowed_name_keeps_lines_within_998_bytes(template: MessageTemplate) -> None:
+    name = "東" * 300
+
+    data = template.build(recipient(name=name))
+
+    assert max(len(line) for line in header_lines(data)) <= 998
+    assert parse(data)["To"].addresses[0].display_name == name
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=UnicodeEncodeError,
+    reason="mime.py encode_address: formataddr raises UnicodeEncodeError for a non-ASCII "
+    "local part, which normalise_email accepts (RFC 6531); not a NewsletterError",
+)
+def test_non_ascii_address_is_refused_with_a_newsletter_error(template: MessageTemplate) -> None:
+    with pytest.raises(NewsletterError):
+        template.build(recipient(address="zoë@example.org"))
