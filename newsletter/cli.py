@@ -19,8 +19,10 @@ from newsletter.config import Settings, load_settings
 from newsletter.db import is_migrated, make_engine, make_sessionmaker, session_scope, upgrade
 from newsletter.errors import BrokerUnavailableError, ConfigError, NewsletterError
 
-console = Console()
-err_console = Console(stderr=True)
+# User text (CSV cells, names, subjects) is printed as it is: no Rich markup, and no
+# wrapping, so an error stays one line in logs too.
+console = Console(markup=False, highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 
 app = typer.Typer(
     help="Self-hosted newsletters: articles in series, campaigns, Celery delivery.",
@@ -68,7 +70,7 @@ def print_json(data: Any) -> None:
 
 def report_problems(problems: Sequence[object]) -> None:
     for problem in problems:
-        err_console.print(f"[yellow]skipped[/] {problem}", highlight=False)
+        err_console.print(f"skipped {problem}", style="yellow")
 
 
 # --- db -------------------------------------------------------------------------------
@@ -139,7 +141,6 @@ def articles_list(as_json: JsonOption = False) -> None:
         where = f"  [{r['series']} #{r['position']}]" if r["series"] else ""
         console.print(
             f"{r['slug']:<40} {r['published_at'] or 'draft':<26} {r['title']}{where}",
-            highlight=False,
         )
 
 
@@ -181,9 +182,7 @@ def lists_list(as_json: JsonOption = False) -> None:
         print_json(rows)
         return
     for r in rows:
-        console.print(
-            f"{r['slug']:<30} {r['confirmed']:>9} confirmed  {r['name']}", highlight=False
-        )
+        console.print(f"{r['slug']:<30} {r['confirmed']:>9} confirmed  {r['name']}")
 
 
 @subscribers_app.command("import")
@@ -277,18 +276,20 @@ def campaigns_show(campaign_id: int, as_json: JsonOption = False) -> None:
     if as_json:
         print_json(data)
         return
-    console.print(f"campaign {data['id']}: {data['name']} [{data['status']}]", highlight=False)
-    console.print(f"  subject:  {data['subject']}", highlight=False)
-    console.print(f"  lists:    {', '.join(data['lists'])}", highlight=False)
-    console.print(f"  content:  {data['content']}", highlight=False)
-    console.print(f"  articles: {', '.join(data['articles'])}", highlight=False)
-    console.print(f"  send at:  {data['send_at'] or '-'} ({data['timezone']})", highlight=False)
+    console.print(f"campaign {data['id']}: {data['name']} [{data['status']}]")
+    console.print(f"  subject:  {data['subject']}")
+    console.print(f"  lists:    {', '.join(data['lists'])}")
+    console.print(f"  content:  {data['content']}")
+    console.print(f"  articles: {', '.join(data['articles'])}")
+    console.print(f"  send at:  {data['send_at'] or '-'} ({data['timezone']})")
     for run in data["runs"]:
+        if run["error"]:
+            console.print(f"  run {run['run']} [{run['status']}]: {run['error']}")
+            continue
         console.print(
             f"  run {run['run']} [{run['status']}]: {run['recipients']} recipients, "
             f"{run['sent']} sent, {run['pending']} pending, {run['deferred']} deferred, "
             f"{run['failed']} failed, {run['suppressed']} suppressed",
-            highlight=False,
         )
 
 
@@ -315,7 +316,6 @@ def campaigns_list(as_json: JsonOption = False) -> None:
     for r in rows:
         console.print(
             f"{r['id']:>5}  {r['status']:<10} {r['send_at'] or '-':<26} {r['name']}",
-            highlight=False,
         )
 
 
@@ -394,11 +394,11 @@ def status(as_json: JsonOption = False) -> None:
     if as_json:
         print_json(report.as_json())
         return
-    console.print(f"broker:  {report.broker}", highlight=False)
+    console.print(f"broker:  {report.broker}")
     for queue, depth in report.queues.items():
-        console.print(f"queue {queue}: {'?' if depth is None else depth} waiting", highlight=False)
+        console.print(f"queue {queue}: {'?' if depth is None else depth} waiting")
     if report.workers is not None:
-        console.print(f"workers: {', '.join(report.workers) or 'none answering'}", highlight=False)
+        console.print(f"workers: {', '.join(report.workers) or 'none answering'}")
     if not report.runs:
         console.print("no active runs")
     for r in report.runs:
@@ -407,7 +407,6 @@ def status(as_json: JsonOption = False) -> None:
             f"run {r.run} ({r.name}) [{r.status}]: {r.sent}/{r.recipients} sent, "
             f"{r.deferred} deferred, {r.failed} failed, {r.pending} pending, "
             f"{r.rate_per_second}/s, ETA {eta}",
-            highlight=False,
         )
 
 
@@ -452,6 +451,8 @@ def scheduler_run() -> None:
     stopper.install()
     if cfg.embedded_broker:
         with embedded_worker():
+            # Celery's worker set-up lowers the root logger to WARNING; keep ours.
+            logging.getLogger("newsletter").setLevel(logging.INFO)
             run_forever(runtime(), stopper)
     else:
         run_forever(runtime(), stopper)
@@ -489,7 +490,6 @@ def scheduler_tick(
         console.print(
             f"tick: started runs {report.started_runs or '-'}, retried chunks "
             f"{len(report.retried_chunks)}, finished runs {report.finished_runs or '-'}",
-            highlight=False,
         )
 
 
@@ -531,24 +531,18 @@ def demo(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point: every NewsletterError becomes one line on stderr and exit code 1."""
-    try:
-        app(args=list(argv) if argv is not None else None, standalone_mode=False)
-    except NewsletterError as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False)
-        sys.exit(1)
-    except (OperationalError, ProgrammingError) as exc:
-        err_console.print(f"[red]error:[/] database: {exc.orig}", highlight=False)
-        sys.exit(1)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(1)
-    except Exception as exc:  # click usage errors
-        import click
+    """Entry point: every NewsletterError becomes one line on stderr and exit code 1.
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    Click handles usage errors itself (a message and exit code 2).
+    """
+    try:
+        app(args=list(argv) if argv is not None else None, prog_name="newsletter")
+    except NewsletterError as exc:
+        fail(str(exc))
+    except (OperationalError, ProgrammingError) as exc:
+        fail(f"database: {' '.join(str(exc.orig).split())}")
+
+
+def fail(message: str) -> None:
+    err_console.print(f"error: {message}", style="red")
+    sys.exit(1)

@@ -466,22 +466,11 @@ def test_bad_input_is_one_error_line(clinic: Cli, args: list[str], fragments: li
     assert_clean_error(clinic.run(*args), *fragments)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`campaigns show` prints the status as '[draft]' through Rich markup, "
-    "which takes it for a style tag and drops it (also '[sending]' on runs)",
-)
 def test_campaigns_show_prints_the_status(clinic_setup: ClinicSetup, clinic: Cli) -> None:
     result = clinic.ok("campaigns", "show", str(clinic_setup.campaign_id))
     assert "draft" in result.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="create_campaign never renders the subject, so a subject whose slot fallback "
-    "differs from the template's ('there') is accepted; preview and test then fail, and "
-    "`scheduler tick` leaves the run in 'preparing' forever and still exits 0",
-)
 def test_campaign_that_cannot_render_is_refused_when_created(clinic: Cli) -> None:
     result = clinic.run(
         "campaigns",
@@ -532,12 +521,6 @@ def test_articles_import_skips_a_file_with_broken_front_matter(cli: Cli) -> None
     assert slugs == {"ketamine-infusions", "infusion-appointment"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.main catches typer.Exit, but typer 0.29 returns the code of an Exit "
-    "raised in a command instead of raising it when standalone_mode=False, so "
-    "`articles import` of nothing but rejected files exits 0",
-)
 def test_articles_import_of_only_broken_files_fails(cli: Cli) -> None:
     content = cli.folder / "content"
     content.mkdir()
@@ -550,11 +533,6 @@ def test_articles_import_of_only_broken_files_fails(cli: Cli) -> None:
     assert result.returncode == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.main tests isinstance(exc, click.ClickException), but typer 0.29 raises "
-    "the exceptions of its vendored typer._click, so usage errors end in a traceback",
-)
 @pytest.mark.parametrize(
     "args",
     [
@@ -570,11 +548,6 @@ def test_usage_error_is_a_message_not_a_traceback(clinic: Cli, args: list[str]) 
     assert result.returncode == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="report_problems and main print user text through Rich markup, so '[/]' in "
-    "a CSV cell raises rich.errors.MarkupError (traceback) instead of being shown",
-)
 def test_csv_cell_that_looks_like_markup_is_reported_verbatim(clinic: Cli) -> None:
     (clinic.folder / "markup.csv").write_text("email,name\n[/],Bracket\nzoe@example.org,Zoe\n")
 
@@ -585,11 +558,6 @@ def test_csv_cell_that_looks_like_markup_is_reported_verbatim(clinic: Cli) -> No
     assert "row 2: not an email address: '[/]'" in one_line(result.stderr)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="err_console is a Rich Console that wraps at 80 columns when stderr is not a "
-    "terminal (cron, systemd, docker logs), so a long error takes several lines",
-)
 def test_long_error_message_stays_on_one_line(cli: Cli) -> None:
     result = cli.run("worker")
     assert result.returncode == 1
@@ -637,11 +605,6 @@ def test_scheduler_run_sends_due_campaigns_and_stops_on_sigterm(
     assert len(staff.eml_files()) == CONFIRMED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="embedded_worker() starts Celery's test worker with loglevel WARNING, which "
-    "resets the root logger set up by `scheduler run`, so its INFO lines never appear",
-)
 def test_scheduler_run_logs_start_and_stop(embedded_scheduler: tuple[Cli, Stopped]) -> None:
     _staff, stopped = embedded_scheduler
     assert "scheduler started" in stopped.log

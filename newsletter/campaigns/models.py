@@ -28,6 +28,7 @@ class RunStatus(enum.StrEnum):
     paused = "paused"
     finished = "finished"
     cancelled = "cancelled"
+    failed = "failed"  # could not be prepared (see error); nothing was sent
 
 
 class ContentKind(enum.StrEnum):
@@ -104,5 +105,6 @@ class Run(Base):
     # Bumped by chunk tasks as they work; a sending run with no progress for a while
     # has lost its queued tasks (broker flushed, workers killed) and is re-enqueued.
     last_progress_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    error: Mapped[str] = mapped_column(Text, default="")
 
     campaign: Mapped[Campaign] = relationship(back_populates="runs")

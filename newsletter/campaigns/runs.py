@@ -122,6 +122,17 @@ def freeze_run(session: Session, run: Run, settings: Settings) -> Snapshot:
     return snapshot
 
 
+def fail_run(session: Session, run_id: int, error: str) -> None:
+    """A run that cannot be prepared: record why, and put its campaign back to draft
+    so staff can fix it and schedule it again."""
+    run = session.get_one(Run, run_id)
+    run.status = RunStatus.failed
+    run.error = error[:5000]
+    run.finished_at = utcnow()
+    run.campaign.status = CampaignStatus.draft
+    session.flush()
+
+
 def finish_run_if_done(session: Session, run_id: int) -> bool:
     """Mark a sending run (and its one-off campaign) finished once nothing is left to send."""
     open_work = exists().where(

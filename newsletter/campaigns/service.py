@@ -17,7 +17,7 @@ from newsletter.content.series import get_article, get_series, published_in_orde
 from newsletter.db import utcnow
 from newsletter.delivery.models import Delivery, DeliveryStatus
 from newsletter.errors import InvalidInputError, NotFoundError
-from newsletter.rendering.render import EMAIL_TEMPLATES
+from newsletter.rendering.render import EMAIL_TEMPLATES, check_templates
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,7 @@ def create_campaign(
     )
     if not select_articles(session, campaign):
         raise InvalidInputError("the chosen content has no published article")
+    check_templates(template, campaign.subject, preheader)
     session.add(campaign)
     session.flush()
     return campaign
@@ -147,6 +148,7 @@ class RunCounts:
     occurrence_at: datetime
     recipients: int
     by_status: dict[str, int]
+    error: str
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -154,6 +156,7 @@ class RunCounts:
             "status": self.status,
             "occurrence_at": self.occurrence_at.isoformat(),
             "recipients": self.recipients,
+            "error": self.error,
             **{s.value: self.by_status.get(s.value, 0) for s in DeliveryStatus},
         }
 
@@ -170,6 +173,7 @@ def run_counts(session: Session, run: Run) -> RunCounts:
         occurrence_at=run.occurrence_at,
         recipients=run.recipients,
         by_status={status.value: count for status, count in rows},
+        error=run.error,
     )
 
 

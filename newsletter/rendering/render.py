@@ -164,3 +164,20 @@ def render_email(template: str, content: EmailContent) -> Snapshot:
     except jinja2.TemplateError as exc:
         raise InvalidInputError(f"email template {template!r}: {exc}") from exc
     return Snapshot(subject=subject, html=inline_css(html), text=text, fallbacks=slot.fallbacks)
+
+
+def check_templates(template: str, subject: str, preheader: str = "") -> None:
+    """Render once with placeholder content so a broken subject or slot use is refused
+    when a campaign is created, not when its run starts."""
+    sample = ArticleView(title="Sample", url="https://example.org/sample")
+    render_email(
+        template,
+        EmailContent(
+            subject=subject,
+            preheader=preheader,
+            articles=(sample,),
+            list_name="List",
+            sender_name="Sender",
+            web_url="https://example.org/archive",
+        ),
+    )

@@ -93,6 +93,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "worker_hijack_root_logger": False,
         "task_serializer": "json",
+        # `scheduler tick` with the embedded broker runs tasks inline: let their errors
+        # reach the command instead of vanishing into a result nobody reads.
+        "task_eager_propagates": True,
         "accept_content": ["json"],
     }
     if settings.embedded_broker:

@@ -8,8 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from newsletter.campaigns.models import Run
-from newsletter.campaigns.runs import freeze_run
+from newsletter.campaigns.runs import fail_run, freeze_run
 from newsletter.delivery.ledger import Chunk, fan_out
+from newsletter.errors import NewsletterError
 from newsletter.tasks.app import app, runtime
 
 
@@ -25,7 +26,13 @@ def prepare_run(run_id: int) -> int:
         run = session.get(Run, run_id)
         if run is None:
             return 0
-        freeze_run(session, run, rt.settings)
+        try:
+            freeze_run(session, run, rt.settings)
+        except NewsletterError as exc:
+            session.rollback()
+            fail_run(session, run_id, str(exc))
+            session.commit()
+            raise
         session.commit()
     return fan_out(rt.sessions, run_id, rt.settings.chunk_size, enqueue_chunk)
 
