@@ -1,6 +1,5 @@
 """The Celery app for `celery -A worker worker` (the same as `newsletter worker`)."""
 
-from newsletter.config import load_settings
-from newsletter.tasks.app import configure
+from newsletter.tasks.entry import app
 
-app = configure(load_settings())
+__all__ = ["app"]

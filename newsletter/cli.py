@@ -517,6 +517,46 @@ def serve(
     uvicorn.run(create_app(cfg), host=host, port=port, log_level="info")
 
 
+@app.command("bench")
+def bench(
+    subscribers: Annotated[int, typer.Option(help="Recipients of the benchmark digest.")] = 100_000,
+    smtp: Annotated[
+        str | None, typer.Option(help="SMTP URL to send to; default: start a local sink.")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Worker processes (Redis broker).")] = 2,
+    as_json: JsonOption = False,
+) -> None:
+    """Send a digest to N generated subscribers through the configured database, broker
+    and workers, and print end-to-end and per-stage figures."""
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from newsletter.bench import as_rows, result_json, run_bench
+    from newsletter.config import parse_mail_url
+
+    cfg = settings()
+    if smtp is not None:
+        parse_mail_url(smtp)
+    with Progress(console=err_console, transient=True, disable=as_json) as bar:
+        task = bar.add_task("sending", total=subscribers)
+        result = run_bench(
+            cfg,
+            subscribers,
+            smtp,
+            concurrency,
+            lambda done, total: bar.update(task, completed=done),
+        )
+    if as_json:
+        print_json(result_json(result))
+        return
+    table = Table(title="newsletter bench", show_header=True)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for label, value in as_rows(result):
+        table.add_row(label, value)
+    console.print(table)
+
+
 @app.command("demo")
 def demo(
     subscribers: Annotated[int, typer.Option(help="Generated subscribers.")] = 1000,

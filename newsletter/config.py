@@ -52,11 +52,19 @@ def parse_mail_url(url: str) -> MailTarget:
         raise ValueError("smtp URL has no host")
     query = {k: v[-1].lower() for k, v in parse_qs(parts.query).items()}
     ssl = parts.scheme == "smtps"
+    bad_port = "smtp URL port must be a number from 1 to 65535"
     try:
-        port = parts.port or (465 if ssl else 25)
+        port = parts.port  # raises for a non-number or one over 65535
+    except ValueError as exc:
+        raise ValueError(bad_port) from exc
+    if port is None:
+        port = 465 if ssl else 25
+    elif port == 0:  # urlsplit accepts it; it is no port to connect to
+        raise ValueError(bad_port)
+    try:
         timeout = float(query.get("timeout", "30"))
     except ValueError as exc:
-        raise ValueError(f"bad port or timeout in smtp URL: {exc}") from exc
+        raise ValueError(f"bad timeout in smtp URL: {exc}") from exc
     return SmtpTarget(
         host=parts.hostname,
         port=port,

@@ -98,6 +98,10 @@ BAD_VALUES = [
     ("MAIL_URL", "smtp:/mail.example.org"),
     ("MAIL_URL", "outbox:"),
     ("MAIL_URL", "smtp://mail.example.org:99999"),
+    ("MAIL_URL", "smtp://mail.example.org:65536"),
+    ("MAIL_URL", "smtp://mail.example.org:0"),
+    ("MAIL_URL", "smtps://mail.example.org:0"),
+    ("MAIL_URL", "smtp://mail.example.org:-25"),
     ("MAIL_URL", "smtp://mail.example.org:abc"),
     ("MAIL_URL", "smtp://mail.example.org?timeout=soon"),
     ("MAIL_URL", "smtp://[::1"),
@@ -230,3 +234,24 @@ def test_outbox_url_names_a_folder(url: str, path: str) -> None:
 def test_bad_mail_url_raises_value_error(url: str) -> None:
     with pytest.raises(ValueError):
         parse_mail_url(url)
+
+
+@pytest.mark.parametrize("port", ["0", "00", "65536", "99999", "-1", "abc"])
+def test_smtp_port_outside_1_to_65535_is_refused(port: str) -> None:
+    with pytest.raises(ValueError, match="port must be a number from 1 to 65535"):
+        parse_mail_url(f"smtp://mail.example.org:{port}")
+
+
+def test_smtp_port_zero_is_a_config_error_not_port_25(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEWSLETTER_MAIL_URL", "smtp://mail.example.org:0")
+
+    with pytest.raises(ConfigError, match=r"^NEWSLETTER_MAIL_URL: smtp URL port must be"):
+        load_settings()
+
+
+@pytest.mark.parametrize("port", [1, 25, 65535])
+def test_smtp_port_limits_are_accepted(port: int) -> None:
+    target = parse_mail_url(f"smtp://mail.example.org:{port}")
+
+    assert isinstance(target, SmtpTarget)
+    assert target.port == port

@@ -18,7 +18,14 @@ from newsletter.rendering.render import (
     Snapshot,
     render_email,
 )
-from newsletter.rendering.slots import SlotTemplate, find_unfilled, sentinel
+from newsletter.rendering.slots import (
+    SLOT_PATTERN,
+    SlotTemplate,
+    find_unfilled,
+    is_known_key,
+    sentinel,
+    slot_values,
+)
 from newsletter.rendering.text import html_to_text
 
 BASE = "https://news.example.org/articles"
@@ -399,6 +406,9 @@ def test_fill_with_a_missing_key_raises_key_error() -> None:
         "{{ slot('attr.') }}",
         "{{ slot('attr.has space') }}",
         "{{ slot('attr.a.b') }}",
+        "{{ slot('attr.first__name') }}",
+        "{{ slot('attr.city_') }}",
+        "{{ slot('attr._city') }}",
     ],
 )
 def test_unknown_slot_key_is_refused_at_render_time(subject: str) -> None:
@@ -469,24 +479,13 @@ def test_slot_values_are_not_read_as_slots() -> None:
     assert template.fill({"name": sentinel("email"), "email": "z@x"}) == "__slot_email__ <z@x>"
 
 
-ADJACENT_SLOTS_BUG = (
-    "slots.py SLOT_PATTERN is greedy and allows '__' inside a key: "
-    "'__slot_name____slot_email__' compiles to the single key 'name____slot_email'"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=ADJACENT_SLOTS_BUG)
 def test_adjacent_slots_are_two_slots() -> None:
     template = SlotTemplate.compile(sentinel("name") + sentinel("email"))
 
     assert template.keys == ("name", "email")
+    assert template.parts == ("", "", "")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="slots.py SLOT_PATTERN is greedy: '__slot_email___' (a slot then '_') "
-    "compiles to key 'email_' instead of 'email' followed by '_'",
-)
 def test_slot_followed_by_an_underscore_keeps_its_key() -> None:
     template = SlotTemplate.compile(sentinel("email") + "_2026")
 
@@ -494,7 +493,52 @@ def test_slot_followed_by_an_underscore_keeps_its_key() -> None:
     assert template.parts == ("", "_2026")
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason=ADJACENT_SLOTS_BUG)
+@pytest.mark.parametrize("key", ["name", "unsubscribe_url", "attr.city", "attr.first_name"])
+@pytest.mark.parametrize("before", ["", "_", "__", "x", sentinel("email")])
+@pytest.mark.parametrize("after", ["", "_", "__", "_2026", "x", sentinel("name")])
+def test_a_sentinel_reads_back_as_its_key_whatever_surrounds_it(
+    key: str, before: str, after: str
+) -> None:
+    template = SlotTemplate.compile(before + sentinel(key) + after)
+
+    assert key in template.keys
+    assert template.fill(dict.fromkeys(template.keys, "<v>")).count("<v>") == len(template.keys)
+    assert "__slot_" not in template.fill(dict.fromkeys(template.keys, "<v>"))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "name",
+        "email",
+        "unsubscribe_url",
+        "preferences_url",
+        "attr.city",
+        "attr.Zip-Code",
+        "attr.first_name",
+        "attr.a_b_c",
+        "attr.-x",
+        "attr.2026",
+    ],
+)
+def test_every_known_key_is_matched_whole_by_the_slot_pattern(key: str) -> None:
+    match = SLOT_PATTERN.fullmatch(sentinel(key))
+
+    assert is_known_key(key)
+    assert match is not None
+    assert match.group(1) == key
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["attr.", "attr.a__b", "attr._a", "attr.a_", "attr.a.b", "attr.a b", "attr", "nickname"],
+)
+def test_keys_the_slot_pattern_cannot_read_back_are_unknown(key: str) -> None:
+    assert not is_known_key(key)
+    with pytest.raises(InvalidInputError, match="unknown slot"):
+        sentinel(key)
+
+
 def test_subject_with_adjacent_slots_can_be_filled() -> None:
     snapshot = render_email(
         "digest", content(STANDALONE, subject="{{ slot('name') }}{{ slot('email') }}")
@@ -531,26 +575,44 @@ def test_html_to_text_wraps_paragraphs_at_72_columns() -> None:
     assert text.split() == ["word"] * 60
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="text.py _flush: textwrap.fill breaks long words and at hyphens, "
-    "so a link target in the text part is split across lines and unusable",
-)
 def test_html_to_text_never_splits_a_url() -> None:
     url = "https://news.example.org/articles/understanding-treatment-options-part-one"
 
     text = html_to_text(f'<p>Read the earlier part, <a href="{url}">what the options are</a>.</p>')
 
     assert f"({url})" in text
+    assert text.splitlines() == ["Read the earlier part, what the options are", f"({url})."]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="text.py: <br> appends '\\n' but _flush collapses all whitespace, "
-    "so line breaks inside a paragraph are lost",
-)
+def test_html_to_text_never_splits_a_hyphenated_word() -> None:
+    # textwrap's default would end the first line with "evidence-".
+    text = html_to_text("<p>" + "word " * 12 + "evidence-based well-being</p>")
+
+    assert all(len(line) <= 72 for line in text.splitlines())
+    assert "evidence-based" in text.split()
+    assert "well-being" in text.split()
+
+
 def test_html_to_text_keeps_line_breaks() -> None:
     assert html_to_text("<p>12 River Road<br>Riverside</p>") == "12 River Road\nRiverside"
+
+
+def test_html_to_text_keeps_each_line_within_72_columns() -> None:
+    text = html_to_text("<p>" + "word " * 20 + "<br/>\n  second   line<br></p><p>next</p>")
+
+    assert all(len(line) <= 72 for line in text.splitlines())
+    assert text.split("\n")[-3:] == ["second line", "", "next"]
+    assert text.split() == ["word"] * 20 + ["second", "line", "next"]
+
+
+def test_html_to_text_line_breaks_in_a_list_item_are_indented() -> None:
+    text = html_to_text("<ul><li>Riverside Clinic<br>12 River Road</li></ul>")
+
+    assert text == "- Riverside Clinic\n  12 River Road"
+
+
+def test_html_to_text_keeps_a_blank_line_from_two_breaks() -> None:
+    assert html_to_text("<p><br>a<br><br>b<br></p>") == "a\n\nb"
 
 
 # --- previews --------------------------------------------------------------------------
@@ -589,14 +651,25 @@ def test_preview_uses_fallbacks_then_empty_for_missing_values() -> None:
     assert find_unfilled(html) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="preview.py fill_html: an empty value overrides the fallback, so the web "
-    "archive (which passes name='') shows 'Hello ,' where the email said 'Hello there,'",
-)
 def test_preview_treats_an_empty_value_like_the_email_does() -> None:
     snapshot = render_email("digest", content(STANDALONE))
 
     html = fill_html(snapshot, {"name": "", "email": "", "unsubscribe_url": "#"})
 
     assert "Hello there," in html
+    assert "Hello ," not in html
+    assert find_unfilled(html) == []
+
+
+def test_slot_values_take_the_fallback_for_empty_or_missing_values() -> None:
+    fallbacks = {"name": "there", "attr.city": "your area", "email": ""}
+
+    values = slot_values(fallbacks, {"name": "", "email": "z@example.org", "attr.x": "1"})
+
+    assert values == {
+        "name": "there",
+        "attr.city": "your area",
+        "email": "z@example.org",
+        "attr.x": "1",
+    }
+    assert fallbacks == {"name": "there", "attr.city": "your area", "email": ""}

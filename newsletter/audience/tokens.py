@@ -57,6 +57,10 @@ class TokenSigner:
 
     def verify(self, token: str, purpose: Purpose, now: float | None = None) -> TokenClaims:
         """The claims of a genuine, unexpired token of this purpose, else InvalidTokenError."""
+        # A token comes from a URL: anything but ASCII is not ours (and would make the
+        # ASCII encoding of the payload and compare_digest on str raise).
+        if not token.isascii():
+            raise InvalidTokenError("this link is not valid (it may be incomplete)")
         payload, _, signature = token.partition(".")
         if not payload or not hmac.compare_digest(signature, self._signature(payload)):
             raise InvalidTokenError("this link is not valid (it may be incomplete)")

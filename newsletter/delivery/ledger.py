@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Engine, bindparam, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.audience.models import Subscriber, Subscription, SubscriptionStatus, Suppression
 from newsletter.campaigns.models import Run, RunStatus, campaign_lists
-from newsletter.db import utcnow
+from newsletter.db import UtcDateTime, utcnow
 from newsletter.delivery.models import Delivery, DeliveryStatus
 
 
@@ -192,38 +192,61 @@ def claimed_rows(session: Session, chunk: Chunk, claim: str) -> list[Any]:
     return list(session.execute(query).all())
 
 
-def record_result(
-    session: Session,
-    delivery_id: int,
-    claim: str,
-    status: DeliveryStatus,
-    reply: str,
-    message_id: str,
-    next_attempt_at: datetime | None = None,
-) -> bool:
-    """Write one delivery's outcome if `claim` still holds it (a repeat is a no-op)."""
-    now = utcnow()
-    result = session.execute(
-        update(Delivery)
-        .where(
-            Delivery.id == delivery_id,
-            Delivery.status == DeliveryStatus.sending,
-            Delivery.claim == claim,
+_RECORD_RESULT = text(
+    "UPDATE deliveries SET status = :status, attempts = attempts + 1, smtp_reply = :reply,"
+    " message_id = :message_id, sent_at = :sent_at, next_attempt_at = :next_attempt_at,"
+    " claim = '', lease_until = NULL, updated_at = :now"
+    " WHERE id = :id AND status = 'sending' AND claim = :claim"
+).bindparams(
+    bindparam("sent_at", type_=UtcDateTime()),
+    bindparam("next_attempt_at", type_=UtcDateTime()),
+    bindparam("now", type_=UtcDateTime()),
+)
+
+
+class ResultRecorder:
+    """Writes each delivery's outcome, durably, the moment the mailer returns.
+
+    One statement in its own transaction on a connection of its own (autocommit):
+    a single round trip per message, which is what lets a killed worker leave at most
+    the one message it was handing over unrecorded.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        if engine.dialect.name == "postgresql":
+            # Not waiting for the WAL flush risks the last few milliseconds of commits
+            # only if PostgreSQL itself crashes; a killed worker loses nothing.
+            self.connection.exec_driver_sql("SET synchronous_commit = off")
+
+    def record(
+        self,
+        delivery_id: int,
+        claim: str,
+        status: DeliveryStatus,
+        reply: str,
+        message_id: str,
+        next_attempt_at: datetime | None = None,
+    ) -> bool:
+        """Write one outcome if `claim` still holds the row (a repeat is a no-op)."""
+        now = utcnow()
+        result = self.connection.execute(
+            _RECORD_RESULT,
+            {
+                "status": status.value,
+                "reply": reply[:1000],
+                "message_id": message_id,
+                "sent_at": now if status is DeliveryStatus.sent else None,
+                "next_attempt_at": next_attempt_at,
+                "now": now,
+                "id": delivery_id,
+                "claim": claim,
+            },
         )
-        .values(
-            status=status,
-            attempts=Delivery.attempts + 1,
-            smtp_reply=reply[:1000],
-            message_id=message_id,
-            sent_at=now if status is DeliveryStatus.sent else None,
-            next_attempt_at=next_attempt_at,
-            claim="",
-            lease_until=None,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(result.rowcount)
+
+    def close(self) -> None:
+        self.connection.close()
 
 
 def renew_claim(session: Session, chunk: Chunk, claim: str, until: datetime) -> None:

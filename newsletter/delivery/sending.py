@@ -9,6 +9,7 @@ once (`MessageTemplate`); per recipient we only sign two tokens and splice value
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -27,9 +28,9 @@ from newsletter.config import Settings
 from newsletter.db import utcnow
 from newsletter.delivery.ledger import (
     Chunk,
+    ResultRecorder,
     claim_chunk,
     claimed_rows,
-    record_result,
     release_claim,
     renew_claim,
     retry_delay,
@@ -37,7 +38,7 @@ from newsletter.delivery.ledger import (
 from newsletter.delivery.mailers import Mailer, OutgoingMessage
 from newsletter.delivery.models import DeliveryStatus
 from newsletter.delivery.throttle import LocalThrottle, Throttle
-from newsletter.errors import PermanentDeliveryError, TemporaryDeliveryError
+from newsletter.errors import InvalidInputError, PermanentDeliveryError, TemporaryDeliveryError
 from newsletter.rendering.mime import ListHeaders, MessageTemplate, Recipient
 from newsletter.rendering.slots import ATTRIBUTE_PREFIX
 
@@ -84,7 +85,8 @@ def list_headers(settings: Settings, campaign: Campaign, occurrence: str) -> Lis
     first = min(campaign.lists, key=lambda ml: ml.id)
     return ListHeaders(
         from_address=settings.from_address,
-        list_id=f'"{first.name}" <{first.slug}.{settings.list_id_domain}>',
+        list_name=first.name,
+        list_id=f"{first.slug}.{settings.list_id_domain}",
         feedback_id=f"{occurrence}:{campaign.id}:newsletter:{settings.sender_domain}",
     )
 
@@ -106,6 +108,7 @@ def is_throttling(error: TemporaryDeliveryError) -> bool:
 class CompiledRun:
     template: MessageTemplate
     attribute_keys: tuple[str, ...]
+    salt: str  # the same in every worker for one run; differs between runs and databases
 
 
 @dataclass
@@ -136,7 +139,8 @@ class ChunkSender:
                     if k.startswith(ATTRIBUTE_PREFIX)
                 )
             )
-            compiled = self.compiled[run.id] = CompiledRun(template, keys)
+            salt = hashlib.sha256(f"{run.id}:{run.created_at.isoformat()}".encode()).hexdigest()
+            compiled = self.compiled[run.id] = CompiledRun(template, keys, salt[:10])
         return compiled
 
     def _run_status(self, session: Session, run_id: int) -> RunStatus | None:
@@ -149,17 +153,44 @@ class ChunkSender:
         run = session.get(Run, chunk.run_id)
         if run is None or run.status not in (RunStatus.sending, RunStatus.preparing):
             return counts
-        if session.get_bind().dialect.name == "postgresql":
-            # A commit per message must be cheap. Turning off the wait for the WAL flush
-            # risks the last few milliseconds of commits only if PostgreSQL itself
-            # crashes; a killed worker loses nothing it committed.
-            session.execute(text("SET synchronous_commit = off"))
         compiled = self._compile(session, run)
         claim_chunk(session, chunk, claim, utcnow(), self.lease)
         session.commit()
+        rows = claimed_rows(session, chunk, claim)
+        # End the session's transaction before sending: results are written by the
+        # recorder's own connection, and on SQLite a read transaction left open here
+        # could not later turn into a write.
+        session.commit()
+        recorder = ResultRecorder(session.get_bind())  # type: ignore[arg-type]
+        try:
+            stopped = self._send_rows(session, chunk, claim, rows, compiled, recorder, counts)
+        finally:
+            recorder.close()
+        if not stopped:
+            session.execute(
+                update(Run)
+                .where(Run.id == chunk.run_id)
+                .values(last_progress_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            finish_run_if_done(session, chunk.run_id)
+            session.commit()
+        return counts
+
+    def _send_rows(
+        self,
+        session: Session,
+        chunk: Chunk,
+        claim: str,
+        rows: list[Any],
+        compiled: CompiledRun,
+        recorder: ResultRecorder,
+        counts: dict[str, int],
+    ) -> bool:
+        """Send the claimed rows in order; returns True if a pause or cancel stopped it."""
         date = formatdate(usegmt=True)
         next_check = time.monotonic() + CHECK_EVERY_SECONDS
-        for row in claimed_rows(session, chunk, claim):
+        for row in rows:
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + CHECK_EVERY_SECONDS
                 status = self._run_status(session, chunk.run_id)
@@ -172,36 +203,36 @@ class ChunkSender:
                     )
                     release_claim(session, chunk, claim, released)
                     session.commit()
-                    return counts
+                    return True
                 renew_claim(session, chunk, claim, utcnow() + self.lease)
                 session.commit()
-            outcome = self._send_one(session, row, claim, compiled, date)
+            outcome = self._send_one(session, recorder, row, claim, compiled, date)
             counts[outcome.value] += 1
-            session.commit()
-        session.execute(
-            update(Run)
-            .where(Run.id == chunk.run_id)
-            .values(last_progress_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
-        finish_run_if_done(session, chunk.run_id)
-        session.commit()
-        return counts
+        return False
 
     def _send_one(
-        self, session: Session, row: Any, claim: str, compiled: CompiledRun, date: str
+        self,
+        session: Session,
+        recorder: ResultRecorder,
+        row: Any,
+        claim: str,
+        compiled: CompiledRun,
+        date: str,
     ) -> DeliveryStatus:
-        """Send one claimed row and record the outcome (not yet committed)."""
+        """Send one claimed row and record the outcome at once."""
         if not row.still_subscribed:
-            record_result(session, row.id, claim, DeliveryStatus.suppressed, "left the list", "")
+            recorder.record(row.id, claim, DeliveryStatus.suppressed, "left the list", "")
             return DeliveryStatus.suppressed
         domain = row.email.rpartition("@")[2].lower()
-        message_id = f"<nl.{row.id}.{row.attempts + 1}@{self.settings.sender_domain}>"
+        # Stable for a delivery and attempt (a duplicate after a crash carries the same
+        # id, so mail clients can fold it), unique across databases through the salt.
+        message_id = (
+            f"<nl.{row.id}.{row.attempts + 1}.{compiled.salt}@{self.settings.sender_domain}>"
+        )
         paused = self.throttle.paused_for(domain)
         if paused > 0:
-            self._defer(
-                session, row, claim, message_id, f"domain {domain} asked us to slow down", paused
-            )
+            reason = f"domain {domain} asked us to slow down"
+            self._defer(recorder, row, claim, message_id, reason, paused)
             return DeliveryStatus.deferred
         self.throttle.wait_turn(domain)
         recipient = Recipient(
@@ -210,33 +241,44 @@ class ChunkSender:
             values=recipient_values(self.settings, self.signer, row, compiled.attribute_keys),
             message_id=message_id,
         )
-        outgoing = OutgoingMessage(
-            self.envelope_from, row.email, compiled.template.build(recipient, date), message_id
-        )
+        try:
+            data = compiled.template.build(recipient, date)
+        except InvalidInputError as exc:
+            # This one address or name cannot be put in a message (e.g. it needs
+            # SMTPUTF8); the rest of the chunk goes on.
+            recorder.record(row.id, claim, DeliveryStatus.failed, str(exc), message_id)
+            return DeliveryStatus.failed
+        outgoing = OutgoingMessage(self.envelope_from, row.email, data, message_id)
         try:
             result = self.mailer.send(outgoing)
         except TemporaryDeliveryError as exc:
             if is_throttling(exc):
                 self.throttle.slow_down(domain, self.settings.domain_backoff_seconds)
-            self._defer(session, row, claim, message_id, str(exc), 0.0)
+            self._defer(recorder, row, claim, message_id, str(exc), 0.0)
             return DeliveryStatus.deferred
         except PermanentDeliveryError as exc:
-            record_result(session, row.id, claim, DeliveryStatus.failed, str(exc), message_id)
+            recorder.record(row.id, claim, DeliveryStatus.failed, str(exc), message_id)
             if exc.code in HARD_BOUNCE_CODES:
                 suppress_address(session, row.email, "hard-bounce", str(exc))
+                session.commit()
             return DeliveryStatus.failed
-        record_result(session, row.id, claim, DeliveryStatus.sent, result.reply, message_id)
+        recorder.record(row.id, claim, DeliveryStatus.sent, result.reply, message_id)
         return DeliveryStatus.sent
 
     def _defer(
-        self, session: Session, row: Any, claim: str, message_id: str, reply: str, at_least: float
+        self,
+        recorder: ResultRecorder,
+        row: Any,
+        claim: str,
+        message_id: str,
+        reply: str,
+        at_least: float,
     ) -> None:
         delay = retry_delay(
             row.attempts + 1, self.settings.retry_base_seconds, self.settings.retry_max_seconds
         )
         delay = max(delay, timedelta(seconds=at_least))
-        record_result(
-            session,
+        recorder.record(
             row.id,
             claim,
             DeliveryStatus.deferred,

@@ -10,22 +10,43 @@ from __future__ import annotations
 
 import binascii
 import html
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.header import Header
-from email.utils import formataddr, formatdate, make_msgid
+from email.utils import formatdate, make_msgid, parseaddr
 
 from newsletter.errors import InvalidInputError
 from newsletter.rendering.render import Snapshot
-from newsletter.rendering.slots import SlotTemplate
+from newsletter.rendering.slots import SlotTemplate, slot_values
 
 CRLF = b"\r\n"
 SOFT_BREAK = b"=\r\n"
+MAX_LINE = 78  # RFC 5322 2.1.1 (998 is the hard limit)
+MAX_ENCODED_LINE = 76  # RFC 2047 2: a line holding an encoded-word
+# 39 UTF-8 bytes are 52 base64 characters, so an encoded-word ("=?utf-8?b?…?=") is at
+# most 64 characters and fits after "List-Id: " within MAX_ENCODED_LINE.
+_WORD_BYTES = 39
+# A plain phrase folds only at its spaces; a longer one is encoded, so that no line
+# can pass RFC 5322's 998 characters.
+_MAX_PLAIN = 900
+_SPECIALS = re.compile(r'[][\\()<>@,:;".]')  # as email.utils.formataddr
+_ESCAPES = re.compile(r'([\\"])')
+# RFC 2919 list-id: dot-atom-text with at least one dot, e.g. clinic-news.clinic.example
+_LIST_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)+")
 
 
 class HeaderInjectionError(InvalidInputError):
     """A header value contained CR or LF."""
+
+
+class UnsupportedAddressError(InvalidInputError):
+    """An address we cannot write into a header: not printable ASCII.
+
+    Such an address needs SMTPUTF8 (RFC 6531), which we do not support; the caller
+    records the delivery as failed.
+    """
 
 
 def safe_header_value(value: str, field: str) -> str:
@@ -42,10 +63,104 @@ def encode_header(value: str, field: str) -> str:
     return Header(value, "utf-8", header_name=field).encode(linesep="\r\n")
 
 
-def encode_address(name: str, address: str) -> str:
-    safe_header_value(name, "To")
-    safe_header_value(address, "To")
-    return formataddr((name, address), charset="utf-8")
+def encoded_words(text: str) -> list[str]:
+    """`text` as RFC 2047 encoded-words (UTF-8, base64) of at most 64 characters each.
+
+    A word never splits a character, so each decodes on its own (RFC 2047 5).
+    """
+    data = text.encode("utf-8")
+    words = []
+    start = 0
+    while start < len(data):
+        end = min(start + _WORD_BYTES, len(data))
+        while end < len(data) and data[end] & 0xC0 == 0x80:  # a continuation byte
+            end -= 1
+        encoded = binascii.b2a_base64(data[start:end], newline=False).decode("ascii")
+        words.append(f"=?utf-8?b?{encoded}?=")
+        start = end
+    return words
+
+
+def _fold(field: str, tokens: list[str], width: int) -> str:
+    """Tokens joined by spaces; a token that would pass `width` starts a new line.
+
+    The first token always stays on the header's first line, and a line is never
+    only whitespace; a token longer than `width` gets a line of its own.
+    """
+    out = [tokens[0]]
+    column = len(field) + 2 + len(tokens[0])
+    for token in tokens[1:]:
+        if token and column + 1 + len(token) > width:
+            out.append("\r\n " + token)
+            column = 1 + len(token)
+        else:
+            out.append(" " + token)
+            column += 1 + len(token)
+    return "".join(out)
+
+
+def _with_phrase(field: str, phrase: str, angle: str, quote: bool) -> str:
+    """`phrase <angle>` folded to short lines; only the phrase is ever encoded.
+
+    Printable ASCII stays readable, quoted when `quote` or when it holds specials,
+    and folds at its spaces. Anything else becomes RFC 2047 encoded-words, which
+    fold between words on lines of at most 76 characters.
+    """
+    if phrase.isascii() and phrase.isprintable() and "=?" not in phrase:
+        # ("=?" would be read back as an encoded-word, even inside quotes.)
+        plain = _quoted(phrase) if quote or _SPECIALS.search(phrase) else phrase
+        value = f"{plain} <{angle}>"
+        if len(field) + 2 + len(value) <= MAX_LINE:
+            return value
+        if len(plain) <= _MAX_PLAIN:
+            return _fold(field, [*plain.split(" "), f"<{angle}>"], MAX_LINE)
+    return _fold(field, [*encoded_words(phrase), f"<{angle}>"], MAX_ENCODED_LINE)
+
+
+def _quoted(text: str) -> str:
+    return '"' + _ESCAPES.sub(r"\\\1", text) + '"'
+
+
+def encode_address(name: str, address: str, field: str = "To") -> str:
+    """`name <address>` for an address header, folded to short lines.
+
+    A name that is not printable ASCII is RFC 2047 encoded. An address that is not
+    printable ASCII raises UnsupportedAddressError.
+    """
+    safe_header_value(name, field)
+    safe_header_value(address, field)
+    if not (address.isascii() and address.isprintable()):
+        raise UnsupportedAddressError(
+            f"{field}: address {address!r} is not plain ASCII "
+            "(it needs SMTPUTF8, which we do not support)"
+        )
+    if not name:
+        return address
+    return _with_phrase(field, name, address, quote=False)
+
+
+def encode_list_id(list_name: str, list_id: str) -> str:
+    """An RFC 2919 List-Id value, `"List name" <list-id>`; only the name may be encoded."""
+    safe_header_value(list_name, "List-Id")
+    safe_header_value(list_id, "List-Id")
+    if not _LIST_ID.fullmatch(list_id):
+        raise InvalidInputError(
+            f"List-Id: {list_id!r} is not a list-id such as clinic-news.clinic.example"
+        )
+    if not list_name:
+        return f"<{list_id}>"
+    return _with_phrase("List-Id", list_name, list_id, quote=True)
+
+
+def encode_from(from_address: str) -> str:
+    """The From value for a configured sender such as 'Clínica Riverside <news@x.example>'."""
+    safe_header_value(from_address, "From")
+    name, address = parseaddr(from_address)
+    if "@" not in address:
+        raise InvalidInputError(
+            f"From: {from_address!r} is not an address such as 'Clinic <news@clinic.example>'"
+        )
+    return encode_address(name, address, "From")
 
 
 def _qp(text: str) -> str:
@@ -86,8 +201,9 @@ class Recipient:
 class ListHeaders:
     """Values of the list headers that are the same for every recipient."""
 
-    from_address: str
-    list_id: str  # e.g. '"Clinic news" <clinic-news.clinic.example>'
+    from_address: str  # e.g. "Riverside Clinic <news@clinic.example>"; any display name
+    list_name: str  # List-Id's phrase, e.g. "Clinic news"; any text, or ""
+    list_id: str  # RFC 2919 list-id, no angle brackets: "clinic-news.clinic.example"
     feedback_id: str  # e.g. "42:7:newsletter:clinic.example"
     unsubscribe_mailto: str = ""
 
@@ -102,8 +218,8 @@ class MessageTemplate:
         self.text = SlotTemplate.compile(snapshot.text).map_parts(_qp)
         self.html = SlotTemplate.compile(snapshot.html).map_parts(_qp)
         self.fixed_headers = (
-            f"From: {safe_header_value(headers.from_address, 'From')}\r\n"
-            f"List-Id: {encode_header(headers.list_id, 'List-Id')}\r\n"
+            f"From: {encode_from(headers.from_address)}\r\n"
+            f"List-Id: {encode_list_id(headers.list_name, headers.list_id)}\r\n"
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
             f"Feedback-ID: {safe_header_value(headers.feedback_id, 'Feedback-ID')}\r\n"
             "Precedence: bulk\r\n"
@@ -125,14 +241,12 @@ class MessageTemplate:
             if boundary not in snapshot.html and boundary not in snapshot.text:
                 return boundary
 
-    def _values(self, recipient: Recipient) -> dict[str, str]:
-        values = dict(self.fallbacks)
-        values.update({k: v for k, v in recipient.values.items() if v})
-        return values
-
     def build(self, recipient: Recipient, date: str | None = None) -> bytes:
-        """The whole RFC 5322 message for one recipient, as bytes with CRLF line ends."""
-        values = self._values(recipient)
+        """The whole RFC 5322 message for one recipient, as bytes with CRLF line ends.
+
+        Raises UnsupportedAddressError for an address we cannot send to (not ASCII).
+        """
+        values = slot_values(self.fallbacks, recipient.values)
         unsubscribe = safe_header_value(values["unsubscribe_url"], "List-Unsubscribe")
         list_unsubscribe = f"<{unsubscribe}>"
         if self.unsubscribe_mailto:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 
 from newsletter.rendering.render import Snapshot
-from newsletter.rendering.slots import SlotTemplate
+from newsletter.rendering.slots import SlotTemplate, slot_values
 
 SAMPLE_VALUES = {
     "name": "Alex",
@@ -16,9 +16,12 @@ SAMPLE_VALUES = {
 
 
 def fill_html(snapshot: Snapshot, values: dict[str, str] | None = None) -> str:
-    """The snapshot's HTML with every slot filled (sample values, then fallbacks, then "")."""
+    """The snapshot's HTML with every slot filled as the email fills it.
+
+    A slot takes its value (sample values when none are given), or its fallback when
+    that value is empty or missing, or "" when it has neither.
+    """
     template = SlotTemplate.compile(snapshot.html)
-    merged = {key: "" for key in template.keys}
-    merged.update({k: v for k, v in snapshot.fallbacks.items() if v})
-    merged.update(values if values is not None else SAMPLE_VALUES)
+    merged = dict.fromkeys(template.keys, "")
+    merged.update(slot_values(snapshot.fallbacks, SAMPLE_VALUES if values is None else values))
     return template.fill({k: html.escape(v) for k, v in merged.items()})

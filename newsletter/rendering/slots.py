@@ -15,7 +15,14 @@ from dataclasses import dataclass
 
 from newsletter.errors import InvalidInputError
 
-SLOT_PATTERN = re.compile(r"__slot_([a-z][a-z0-9_]*(?:\.[A-Za-z0-9_-]+)?)__")
+# A key is lowercase words joined by single underscores, optionally followed by
+# ".attribute" (words of letters, digits and "-", joined the same way). No key holds
+# "__" or ends in "_", so a sentinel's closing "__" is never read as part of its key:
+# "__slot_name____slot_email__" is two slots and "__slot_email___2026" is one slot
+# followed by "_2026".
+_KEY = r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*(?:\.[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*)?"
+KEY_PATTERN = re.compile(_KEY)
+SLOT_PATTERN = re.compile(rf"__slot_({_KEY})__")
 
 # Fixed per-recipient keys; `attr.<key>` reads a subscriber attribute.
 RECIPIENT_KEYS = frozenset({"name", "email", "unsubscribe_url", "preferences_url"})
@@ -26,17 +33,27 @@ def sentinel(key: str) -> str:
     """The marker a template leaves where a recipient's value goes."""
     if not is_known_key(key):
         raise InvalidInputError(
-            f"unknown slot {key!r}: use one of {sorted(RECIPIENT_KEYS)} or attr.<attribute>"
+            f"unknown slot {key!r}: use one of {sorted(RECIPIENT_KEYS)} or attr.<attribute> "
+            "(letters, digits and '-', with single '_' between them)"
         )
     return f"__slot_{key}__"
 
 
 def is_known_key(key: str) -> bool:
+    """A recipient key or `attr.<attribute>` that SLOT_PATTERN reads back whole."""
     if key in RECIPIENT_KEYS:
         return True
-    return key.startswith(ATTRIBUTE_PREFIX) and bool(
-        re.fullmatch(r"[A-Za-z0-9_-]+", key[len(ATTRIBUTE_PREFIX) :])
-    )
+    return key.startswith(ATTRIBUTE_PREFIX) and KEY_PATTERN.fullmatch(key) is not None
+
+
+def slot_values(fallbacks: Mapping[str, str], values: Mapping[str, str]) -> dict[str, str]:
+    """Each slot's value: the given one, or the slot's fallback when it is empty or missing.
+
+    The one rule for email and web alike, so the archive shows what the email said.
+    """
+    merged = dict(fallbacks)
+    merged.update({k: v for k, v in values.items() if v})
+    return merged
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,27 @@ from html.parser import HTMLParser
 
 _BLOCKS = {"p", "div", "blockquote", "pre", "table", "tr", "ul", "ol", "h1", "h2", "h3", "h4"}
 _HEADINGS = {"h1", "h2", "h3", "h4"}
+WIDTH = 72
+
+
+def _wrap(line: str, first_indent: str, indent: str) -> list[str]:
+    # Never split a word: a link target or a hyphenated word cut across lines is
+    # unusable, so an overlong one stands on a line of its own.
+    return textwrap.wrap(
+        line,
+        width=WIDTH,
+        initial_indent=first_indent,
+        subsequent_indent=indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
 
 
 class _TextBuilder(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.blocks: list[str] = []
+        self.lines: list[str] = []  # the block's lines ended by <br> so far
         self.current: list[str] = []
         self.href: str | None = None
         self.link_text: list[str] = []
@@ -20,18 +35,25 @@ class _TextBuilder(HTMLParser):
         self.heading = False
 
     def _flush(self) -> None:
-        text = " ".join("".join(self.current).split())
-        if text:
+        # Whitespace in the source is one space; only <br> ends a line.
+        lines = [" ".join(line.split()) for line in (*self.lines, "".join(self.current))]
+        while lines and not lines[-1]:
+            lines.pop()
+        while lines and not lines[0]:
+            lines.pop(0)
+        if lines:
             if self.heading:
-                text = f"{text}\n{'-' * min(len(text), 72)}"
+                title = " ".join(lines)
+                text = f"{title}\n{'-' * min(len(title), WIDTH)}"
             else:
-                text = textwrap.fill(
-                    text,
-                    width=72,
-                    initial_indent=self.prefix,
-                    subsequent_indent=" " * len(self.prefix),
-                )
+                indent = " " * len(self.prefix)
+                wrapped: list[str] = []
+                for line in lines:
+                    first = indent if wrapped else self.prefix
+                    wrapped.extend(_wrap(line, first, indent) if line else [""])
+                text = "\n".join(wrapped)
             self.blocks.append(text)
+        self.lines = []
         self.current = []
         self.prefix = ""
 
@@ -42,7 +64,8 @@ class _TextBuilder(HTMLParser):
             if tag == "li":
                 self.prefix = "- "
         elif tag == "br":
-            self.current.append("\n")
+            self.lines.append("".join(self.current))
+            self.current = []
         elif tag == "a":
             self.href = dict(attrs).get("href")
             self.link_text = []
@@ -68,7 +91,10 @@ class _TextBuilder(HTMLParser):
 
 
 def html_to_text(html: str) -> str:
-    """Paragraphs, headings, list items and link targets, wrapped at 72 columns."""
+    """Paragraphs, headings, list items, line breaks and link targets, wrapped at 72 columns.
+
+    Words (and so URLs) are never split; one longer than 72 columns gets a line of its own.
+    """
     builder = _TextBuilder()
     builder.feed(html)
     builder.close()

@@ -1,0 +1,351 @@
+"""`newsletter bench`: a digest to N subscribers through the configured database,
+broker and workers into an SMTP sink, timed end to end and stage by stage."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from newsletter.audience.generate import generate_subscribers
+from newsletter.audience.lists import create_list, get_list
+from newsletter.audience.models import Subscription, SubscriptionStatus
+from newsletter.audience.tokens import TokenSigner
+from newsletter.campaigns.models import Campaign, CampaignStatus, Run
+from newsletter.campaigns.runs import email_content
+from newsletter.campaigns.service import ContentSpec, create_campaign, schedule_campaign
+from newsletter.config import Settings
+from newsletter.content.importer import import_articles
+from newsletter.db import make_engine, make_sessionmaker, session_scope, upgrade, utcnow
+from newsletter.delivery.mailers import OutgoingMessage, SmtpMailer
+from newsletter.delivery.models import Delivery, DeliveryStatus
+from newsletter.delivery.sending import list_headers, subscriber_links
+from newsletter.errors import NewsletterError, NotFoundError
+from newsletter.rendering.mime import MessageTemplate, Recipient
+from newsletter.rendering.render import Snapshot, render_email
+from newsletter.rendering.slots import SlotTemplate
+from newsletter.tasks.app import configure, embedded_worker, runtime
+from newsletter.tasks.scheduler import tick
+
+SAMPLE = Path(__file__).resolve().parent.parent / "sample" / "articles"
+SERIES = "understanding-treatment"
+
+
+def as_rows(result: BenchResult) -> list[tuple[str, str]]:
+    """The figures as (label, value) rows for the table."""
+    r = result
+    return [
+        ("database / broker", f"{r.database} / {r.broker}"),
+        ("SMTP sink", r.sink),
+        ("worker processes", str(r.worker_processes)),
+        ("recipients", f"{r.recipients:,}"),
+        ("sent / failed", f"{r.sent:,} / {r.failed:,}"),
+        ("wall time", f"{r.wall_seconds:.1f} s"),
+        ("messages/s end to end", f"{r.messages_per_second:,.0f}"),
+        ("render once (per run)", f"{r.render_once_ms:.1f} ms"),
+        ("sign tokens (per recipient)", f"{r.tokens_us:.1f} µs"),
+        ("fill slots (per recipient)", f"{r.fill_slots_us:.1f} µs"),
+        ("MIME build incl. slots (per recipient)", f"{r.mime_us:.1f} µs"),
+        ("CPU outside SMTP (per recipient)", f"{r.cpu_outside_smtp_us:.1f} µs"),
+        ("SMTP, one connection (per message)", f"{r.smtp_us:.0f} µs"),
+        ("peak worker RSS", f"{r.peak_worker_rss_mb:.0f} MB" if r.peak_worker_rss_mb else "-"),
+    ]
+
+
+def result_json(result: BenchResult) -> dict[str, object]:
+    return asdict(result)
+
+
+@dataclass
+class BenchResult:
+    recipients: int
+    sent: int
+    failed: int
+    wall_seconds: float
+    messages_per_second: float
+    render_once_ms: float
+    tokens_us: float
+    fill_slots_us: float
+    mime_us: float
+    smtp_us: float
+    cpu_outside_smtp_us: float
+    peak_worker_rss_mb: float | None
+    database: str
+    broker: str
+    sink: str
+    worker_processes: int
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for_port(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise NewsletterError(f"the local SMTP sink did not start on port {port}")
+
+
+@contextmanager
+def local_sink() -> Iterator[tuple[str, str]]:
+    """Postfix's smtp-sink when installed (fastest), else our Python sink."""
+    port = _free_port()
+    binary = shutil.which("smtp-sink") or (
+        "/usr/sbin/smtp-sink" if os.path.exists("/usr/sbin/smtp-sink") else None
+    )
+    if binary:
+        command = [binary, "-u", "nobody", f"127.0.0.1:{port}", "1000"]
+        name = "postfix smtp-sink"
+    else:
+        command = [sys.executable, "-m", "newsletter.bench.sink", str(port)]
+        name = "python sink (install postfix for smtp-sink)"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_port(port)
+        yield f"smtp://127.0.0.1:{port}", name
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _process_tree(pid: int) -> list[int]:
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return pids
+    for child in children:
+        pids.extend(_process_tree(int(child)))
+    return pids
+
+
+def _rss_mb(pid: int, field: str = "VmHWM") -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _prepare_audience(settings: Settings, count: int) -> str:
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    slug = f"bench-{count}"
+    with session_scope(make_sessionmaker(engine)) as session:
+        report = import_articles(session, [SAMPLE])
+        if report.problems:
+            raise NewsletterError(f"sample articles: {report.problems[0]}")
+        try:
+            mailing_list = get_list(session, slug)
+        except NotFoundError:
+            mailing_list = create_list(session, slug, f"Benchmark list of {count}")
+            session.flush()
+        have = (
+            session.scalar(
+                select(func.count())
+                .select_from(Subscription)
+                .where(
+                    Subscription.list_id == mailing_list.id,
+                    Subscription.status == SubscriptionStatus.confirmed,
+                )
+            )
+            or 0
+        )
+        if have < count:
+            generate_subscribers(session, mailing_list, count - have, domain="bench.example")
+    engine.dispose()
+    return slug
+
+
+def _start_campaign(settings: Settings, list_slug: str) -> int:
+    engine = make_engine(settings.database_url)
+    with session_scope(make_sessionmaker(engine)) as session:
+        campaign = create_campaign(
+            session,
+            name=f"Benchmark {utcnow():%Y-%m-%d %H:%M:%S}",
+            list_slugs=[list_slug],
+            subject="{{ slot('name') }}, a series on treatment options",
+            content=ContentSpec(series=SERIES),
+        )
+        schedule_campaign(session, campaign.id, utcnow())
+        campaign_id = campaign.id
+    engine.dispose()
+    return campaign_id
+
+
+def _time_per_call(fn: Callable[[], object], seconds: float = 0.5) -> float:
+    """Microseconds per call, over about `seconds`."""
+    calls, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds:
+        for _ in range(100):
+            fn()
+        calls += 100
+    return elapsed / calls * 1e6
+
+
+def _stage_costs(settings: Settings, campaign_id: int, smtp_url: str) -> dict[str, float]:
+    """Each step of the send path on this run's real content, in this process."""
+    rt = runtime()
+    with rt.sessions() as session:
+        campaign = session.get_one(Campaign, campaign_id)
+        run = campaign.runs[-1]
+        assert run.snapshot is not None
+        snapshot = Snapshot.from_json(run.snapshot)
+        started = time.perf_counter()
+        render_email(campaign.template, email_content(session, campaign, settings, "https://x"))
+        render_ms = (time.perf_counter() - started) * 1000
+        template = MessageTemplate(snapshot, list_headers(settings, campaign, "bench"))
+    signer = TokenSigner(settings.secret_key)
+    values = {"name": "Alex Meyer", "email": "reader0000001@bench.example"}
+    values.update(subscriber_links(settings, signer, 1, 1))
+    html = SlotTemplate.compile(snapshot.html)
+    text = SlotTemplate.compile(snapshot.text)
+    recipient = Recipient("reader0000001@bench.example", "Alex Meyer", values, "<bench@x>")
+    data = template.build(recipient)
+    mailer = SmtpMailer(settings.mail_target)  # type: ignore[arg-type]
+    message = OutgoingMessage("bench@bench.example", "reader@bench.example", data, "<b@x>")
+    mailer.send(message)
+    smtp_us = _time_per_call(lambda: mailer.send(message), seconds=1.0)
+    mailer.close()
+    return {
+        "render_once_ms": render_ms,
+        "tokens_us": _time_per_call(lambda: subscriber_links(settings, signer, 1, 1)),
+        "fill_slots_us": _time_per_call(lambda: (html.fill(values), text.fill(values))),
+        "mime_us": _time_per_call(lambda: template.build(recipient)),
+        "smtp_us": smtp_us,
+    }
+
+
+def run_bench(
+    settings: Settings,
+    subscribers: int,
+    smtp_url: str | None,
+    concurrency: int,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> BenchResult:
+    list_slug = _prepare_audience(settings, subscribers)
+    with local_sink() if smtp_url is None else _given(smtp_url) as (url, sink_name):
+        bench = settings.model_copy(update={"mail_url": url})
+        configure(bench)
+        campaign_id = _start_campaign(bench, list_slug)
+        with _workers(bench, concurrency) as worker_pids:
+            started = time.monotonic()
+            peak = _drive(campaign_id, subscribers, worker_pids, progress)
+            wall = time.monotonic() - started
+        costs = _stage_costs(bench, campaign_id, url)
+    with runtime().sessions() as session:
+        counts = dict(
+            session.execute(
+                select(Delivery.status, func.count())
+                .join(Run, Run.id == Delivery.run_id)
+                .where(Run.campaign_id == campaign_id)
+                .group_by(Delivery.status)
+            ).all()
+        )
+    runtime().close()
+    sent = counts.get(DeliveryStatus.sent, 0)
+    return BenchResult(
+        recipients=subscribers,
+        sent=sent,
+        failed=counts.get(DeliveryStatus.failed, 0),
+        wall_seconds=round(wall, 2),
+        messages_per_second=round(sent / wall, 1) if wall else 0.0,
+        render_once_ms=round(costs["render_once_ms"], 1),
+        tokens_us=round(costs["tokens_us"], 1),
+        fill_slots_us=round(costs["fill_slots_us"], 1),
+        mime_us=round(costs["mime_us"], 1),
+        smtp_us=round(costs["smtp_us"], 1),
+        cpu_outside_smtp_us=round(costs["tokens_us"] + costs["mime_us"], 1),
+        peak_worker_rss_mb=round(peak, 1) if peak else None,
+        database=make_engine(settings.database_url).dialect.name,
+        broker="embedded (in-process)" if settings.embedded_broker else settings.broker_url,
+        sink=sink_name,
+        worker_processes=1 if settings.embedded_broker else concurrency,
+    )
+
+
+@contextmanager
+def _given(url: str) -> Iterator[tuple[str, str]]:
+    yield url, url
+
+
+@contextmanager
+def _workers(settings: Settings, concurrency: int) -> Iterator[list[int]]:
+    """Celery workers for the run: in-process with the embedded broker, else processes."""
+    if settings.embedded_broker:
+        with embedded_worker():
+            yield [os.getpid()]
+        return
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update({f"NEWSLETTER_{k.upper()}": str(v) for k, v in settings.model_dump().items()})
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "newsletter.tasks.entry",
+            "worker",
+            f"--concurrency={concurrency}",
+            "--loglevel=WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        yield [process.pid]
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+def _drive(
+    campaign_id: int, total: int, worker_pids: list[int], progress: Callable[[int, int], None]
+) -> float:
+    """Tick until the campaign is finished; returns the peak worker RSS in MB."""
+    rt = runtime()
+    peak = 0.0
+    while True:
+        tick(rt)
+        with rt.sessions() as session:
+            status = session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
+            done = (
+                session.scalar(
+                    select(func.count())
+                    .select_from(Delivery)
+                    .join(Run, Run.id == Delivery.run_id)
+                    .where(
+                        Run.campaign_id == campaign_id,
+                        Delivery.status.not_in((DeliveryStatus.pending, DeliveryStatus.sending)),
+                    )
+                )
+                or 0
+            )
+        progress(done, total)
+        pids = [p for root in worker_pids for p in _process_tree(root)]
+        peak = max([peak, *(_rss_mb(p) for p in pids)])
+        if status is CampaignStatus.finished:
+            return peak
+        time.sleep(1.0)
