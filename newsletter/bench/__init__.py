@@ -56,8 +56,9 @@ def as_rows(result: BenchResult) -> list[tuple[str, str]]:
         ("sign tokens (per recipient)", f"{r.tokens_us:.1f} µs"),
         ("fill slots (per recipient)", f"{r.fill_slots_us:.1f} µs"),
         ("MIME build incl. slots (per recipient)", f"{r.mime_us:.1f} µs"),
-        ("CPU outside SMTP (per recipient)", f"{r.cpu_outside_smtp_us:.1f} µs"),
-        ("SMTP, one connection (per message)", f"{r.smtp_us:.0f} µs"),
+        ("SMTP, one connection: wall / client CPU", f"{r.smtp_us:.0f} / {r.smtp_cpu_us:.0f} µs"),
+        ("worker CPU, everything (per recipient)", f"{r.worker_cpu_us:.0f} µs"),
+        ("worker CPU outside SMTP (per recipient)", f"{r.cpu_outside_smtp_us:.0f} µs"),
         ("peak worker RSS", f"{r.peak_worker_rss_mb:.0f} MB" if r.peak_worker_rss_mb else "-"),
     ]
 
@@ -78,6 +79,8 @@ class BenchResult:
     fill_slots_us: float
     mime_us: float
     smtp_us: float
+    smtp_cpu_us: float
+    worker_cpu_us: float
     cpu_outside_smtp_us: float
     peak_worker_rss_mb: float | None
     database: str
@@ -133,6 +136,10 @@ def _process_tree(pid: int) -> list[int]:
     for child in children:
         pids.extend(_process_tree(int(child)))
     return pids
+
+
+def _tree_cpu(roots: list[int]) -> float:
+    return sum(_cpu_seconds(p) for root in roots for p in _process_tree(root))
 
 
 def _rss_mb(pid: int, field: str = "VmHWM") -> float:
@@ -191,14 +198,25 @@ def _start_campaign(settings: Settings, list_slug: str) -> int:
     return campaign_id
 
 
-def _time_per_call(fn: Callable[[], object], seconds: float = 0.5) -> float:
-    """Microseconds per call, over about `seconds`."""
-    calls, started = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < seconds:
+def _time_per_call(
+    fn: Callable[[], object], seconds: float = 0.5, clock: Callable[[], float] = time.perf_counter
+) -> float:
+    """Microseconds per call (of `clock`: wall time, or CPU time), over about `seconds`."""
+    calls, started, wall = 0, clock(), time.perf_counter()
+    while time.perf_counter() - wall < seconds:
         for _ in range(100):
             fn()
         calls += 100
-    return elapsed / calls * 1e6
+    return (clock() - started) / calls * 1e6
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _stage_costs(settings: Settings, campaign_id: int, smtp_url: str) -> dict[str, float]:
@@ -224,6 +242,7 @@ def _stage_costs(settings: Settings, campaign_id: int, smtp_url: str) -> dict[st
     message = OutgoingMessage("bench@bench.example", "reader@bench.example", data, "<b@x>")
     mailer.send(message)
     smtp_us = _time_per_call(lambda: mailer.send(message), seconds=1.0)
+    smtp_cpu_us = _time_per_call(lambda: mailer.send(message), seconds=1.0, clock=time.process_time)
     mailer.close()
     return {
         "render_once_ms": render_ms,
@@ -231,6 +250,7 @@ def _stage_costs(settings: Settings, campaign_id: int, smtp_url: str) -> dict[st
         "fill_slots_us": _time_per_call(lambda: (html.fill(values), text.fill(values))),
         "mime_us": _time_per_call(lambda: template.build(recipient)),
         "smtp_us": smtp_us,
+        "smtp_cpu_us": smtp_cpu_us,
     }
 
 
@@ -248,8 +268,10 @@ def run_bench(
         campaign_id = _start_campaign(bench, list_slug)
         with _workers(bench, concurrency) as worker_pids:
             started = time.monotonic()
+            cpu_before = _tree_cpu(worker_pids)
             peak = _drive(campaign_id, subscribers, worker_pids, progress)
             wall = time.monotonic() - started
+            worker_cpu = _tree_cpu(worker_pids) - cpu_before
         costs = _stage_costs(bench, campaign_id, url)
     with runtime().sessions() as session:
         counts = dict(
@@ -262,6 +284,7 @@ def run_bench(
         )
     runtime().close()
     sent = counts.get(DeliveryStatus.sent, 0)
+    worker_cpu_us = worker_cpu / sent * 1e6 if sent else 0.0
     return BenchResult(
         recipients=subscribers,
         sent=sent,
@@ -273,7 +296,9 @@ def run_bench(
         fill_slots_us=round(costs["fill_slots_us"], 1),
         mime_us=round(costs["mime_us"], 1),
         smtp_us=round(costs["smtp_us"], 1),
-        cpu_outside_smtp_us=round(costs["tokens_us"] + costs["mime_us"], 1),
+        smtp_cpu_us=round(costs["smtp_cpu_us"], 1),
+        worker_cpu_us=round(worker_cpu_us, 1),
+        cpu_outside_smtp_us=round(max(0.0, worker_cpu_us - costs["smtp_cpu_us"]), 1),
         peak_worker_rss_mb=round(peak, 1) if peak else None,
         database=make_engine(settings.database_url).dialect.name,
         broker="embedded (in-process)" if settings.embedded_broker else settings.broker_url,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, func, select, text, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -192,32 +192,36 @@ def claimed_rows(session: Session, chunk: Chunk, claim: str) -> list[Any]:
     return list(session.execute(query).all())
 
 
-_RECORD_RESULT = text(
-    "UPDATE deliveries SET status = :status, attempts = attempts + 1, smtp_reply = :reply,"
-    " message_id = :message_id, sent_at = :sent_at, next_attempt_at = :next_attempt_at,"
-    " claim = '', lease_until = NULL, updated_at = :now"
-    " WHERE id = :id AND status = 'sending' AND claim = :claim"
-).bindparams(
-    bindparam("sent_at", type_=UtcDateTime()),
-    bindparam("next_attempt_at", type_=UtcDateTime()),
-    bindparam("now", type_=UtcDateTime()),
+_RECORD_RESULT = (
+    "UPDATE deliveries SET status = {p}, attempts = attempts + 1, smtp_reply = {p},"
+    " message_id = {p}, sent_at = {p}, next_attempt_at = {p}, claim = '', lease_until = NULL,"
+    " updated_at = {p} WHERE id = {p} AND status = 'sending' AND claim = {p}"
 )
+_PLACEHOLDERS = {"format": "%s", "pyformat": "%s", "qmark": "?"}
 
 
 class ResultRecorder:
     """Writes each delivery's outcome, durably, the moment the mailer returns.
 
-    One statement in its own transaction on a connection of its own (autocommit):
-    a single round trip per message, which is what lets a killed worker leave at most
-    the one message it was handing over unrecorded.
+    One statement in its own transaction on a connection of its own (autocommit): a
+    single round trip per message, which is what lets a killed worker leave at most the
+    one message it was handing over unrecorded. This is the hottest statement of the
+    service, so it goes straight to the driver's cursor (half the CPU of a SQLAlchemy
+    execute), with datetimes converted by the column type's own bind processor.
     """
 
     def __init__(self, engine: Engine) -> None:
         self.connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        if engine.dialect.name == "postgresql":
+        dialect = engine.dialect
+        if dialect.name == "postgresql":
             # Not waiting for the WAL flush risks the last few milliseconds of commits
             # only if PostgreSQL itself crashes; a killed worker loses nothing.
             self.connection.exec_driver_sql("SET synchronous_commit = off")
+        placeholder = _PLACEHOLDERS[dialect.paramstyle]
+        self.sql = _RECORD_RESULT.format(p=placeholder)
+        self.cursor = self.connection.connection.cursor()
+        processor = UtcDateTime().bind_processor(dialect)
+        self.to_db: Callable[[datetime | None], Any] = processor or (lambda value: value)
 
     def record(
         self,
@@ -229,23 +233,24 @@ class ResultRecorder:
         next_attempt_at: datetime | None = None,
     ) -> bool:
         """Write one outcome if `claim` still holds the row (a repeat is a no-op)."""
-        now = utcnow()
-        result = self.connection.execute(
-            _RECORD_RESULT,
-            {
-                "status": status.value,
-                "reply": reply[:1000],
-                "message_id": message_id,
-                "sent_at": now if status is DeliveryStatus.sent else None,
-                "next_attempt_at": next_attempt_at,
-                "now": now,
-                "id": delivery_id,
-                "claim": claim,
-            },
+        now = self.to_db(utcnow())
+        self.cursor.execute(
+            self.sql,
+            (
+                status.value,
+                reply[:1000],
+                message_id,
+                now if status is DeliveryStatus.sent else None,
+                self.to_db(next_attempt_at),
+                now,
+                delivery_id,
+                claim,
+            ),
         )
-        return bool(result.rowcount)
+        return bool(self.cursor.rowcount)
 
     def close(self) -> None:
+        self.cursor.close()
         self.connection.close()
 
 

@@ -123,6 +123,7 @@ class ChunkSender:
     def __post_init__(self) -> None:
         self.signer = TokenSigner(self.settings.secret_key)
         self.envelope_from = parseaddr(self.settings.from_address)[1]
+        self.sender_domain = self.settings.sender_domain  # parsed once, used per message
         self.lease = timedelta(seconds=self.settings.lease_seconds)
 
     def _compile(self, session: Session, run: Run) -> CompiledRun:
@@ -226,9 +227,7 @@ class ChunkSender:
         domain = row.email.rpartition("@")[2].lower()
         # Stable for a delivery and attempt (a duplicate after a crash carries the same
         # id, so mail clients can fold it), unique across databases through the salt.
-        message_id = (
-            f"<nl.{row.id}.{row.attempts + 1}.{compiled.salt}@{self.settings.sender_domain}>"
-        )
+        message_id = f"<nl.{row.id}.{row.attempts + 1}.{compiled.salt}@{self.sender_domain}>"
         paused = self.throttle.paused_for(domain)
         if paused > 0:
             reason = f"domain {domain} asked us to slow down"
