@@ -107,12 +107,7 @@ def fan_out(
             if not page:
                 break
             add_deliveries(session, run_id, page)
-            session.execute(
-                update(Run)
-                .where(Run.id == run_id)
-                .values(last_progress_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
+            mark_progress(session, run_id)
             session.commit()
         chunk = Chunk(run_id, page[0].id, page[-1].id)
         enqueue(chunk)
@@ -254,8 +249,9 @@ class ResultRecorder:
         self.connection.close()
 
 
-def renew_claim(session: Session, chunk: Chunk, claim: str, until: datetime) -> None:
-    session.execute(
+def _held_by(chunk: Chunk, claim: str) -> Any:
+    """The chunk's rows that `claim` holds."""
+    return (
         update(Delivery)
         .where(
             Delivery.run_id == chunk.run_id,
@@ -263,29 +259,31 @@ def renew_claim(session: Session, chunk: Chunk, claim: str, until: datetime) -> 
             Delivery.status == DeliveryStatus.sending,
             Delivery.claim == claim,
         )
-        .values(lease_until=until)
         .execution_options(synchronize_session=False)
     )
+
+
+def mark_progress(session: Session, run_id: int) -> None:
+    """Note that the run moved on (see scheduler.recover_stalled_runs)."""
     session.execute(
         update(Run)
-        .where(Run.id == chunk.run_id)
+        .where(Run.id == run_id)
         .values(last_progress_at=utcnow())
         .execution_options(synchronize_session=False)
     )
 
 
+def renew_claim(session: Session, chunk: Chunk, claim: str, until: datetime) -> None:
+    session.execute(_held_by(chunk, claim).values(lease_until=until))
+    mark_progress(session, chunk.run_id)
+
+
 def release_claim(session: Session, chunk: Chunk, claim: str, status: DeliveryStatus) -> None:
     """Give the rows `claim` still holds back (pending on pause, cancelled on cancel)."""
     session.execute(
-        update(Delivery)
-        .where(
-            Delivery.run_id == chunk.run_id,
-            Delivery.subscriber_id.between(chunk.first, chunk.last),
-            Delivery.status == DeliveryStatus.sending,
-            Delivery.claim == claim,
+        _held_by(chunk, claim).values(
+            status=status, claim="", lease_until=None, updated_at=utcnow()
         )
-        .values(status=status, claim="", lease_until=None, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
     )
 
 

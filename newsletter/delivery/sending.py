@@ -17,7 +17,7 @@ from datetime import timedelta
 from email.utils import formatdate, parseaddr
 from typing import Any
 
-from sqlalchemy import text, update
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from newsletter.audience.models import Suppression
@@ -31,6 +31,7 @@ from newsletter.delivery.ledger import (
     ResultRecorder,
     claim_chunk,
     claimed_rows,
+    mark_progress,
     release_claim,
     renew_claim,
     retry_delay,
@@ -168,12 +169,7 @@ class ChunkSender:
         finally:
             recorder.close()
         if not stopped:
-            session.execute(
-                update(Run)
-                .where(Run.id == chunk.run_id)
-                .values(last_progress_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
+            mark_progress(session, chunk.run_id)
             finish_run_if_done(session, chunk.run_id)
             session.commit()
         return counts
