@@ -221,6 +221,10 @@ def campaigns_create(
     articles: Annotated[str | None, typer.Option(help="Comma-separated article slugs.")] = None,
     latest: Annotated[int, typer.Option(help="The N most recent articles.")] = 0,
     series: Annotated[str | None, typer.Option(help="Every published article of a series.")] = None,
+    since_last: Annotated[
+        bool, typer.Option("--since-last", help="Articles published since the previous run.")
+    ] = False,
+    tag: Annotated[str | None, typer.Option(help="The most recent articles with this tag.")] = None,
     template: Annotated[str, typer.Option(help="digest or article.")] = "digest",
     preheader: str = "",
     as_json: JsonOption = False,
@@ -228,7 +232,13 @@ def campaigns_create(
     """Create a draft campaign."""
     from newsletter.campaigns.service import ContentSpec, create_campaign
 
-    content = ContentSpec(slugs=_split(articles), latest=latest, series=series or "")
+    content = ContentSpec(
+        slugs=_split(articles),
+        latest=latest,
+        series=series or "",
+        since_last=since_last,
+        tag=tag or "",
+    )
     with open_session(settings()) as session:
         campaign = create_campaign(
             session,
@@ -250,16 +260,40 @@ def campaigns_create(
 def campaigns_schedule(
     campaign_id: int,
     at: Annotated[str | None, typer.Option(help="ISO time, e.g. 2026-12-01T09:00.")] = None,
-    tz: Annotated[str, typer.Option(help="Time zone of --at.")] = "UTC",
+    tz: Annotated[str, typer.Option(help="Time zone of --at and --cron.")] = "UTC",
     now: Annotated[bool, typer.Option("--now", help="Send at the next scheduler tick.")] = False,
+    cron: Annotated[
+        str | None, typer.Option(help='Recurring, e.g. "0 9 * * MON" (read in --tz).')
+    ] = None,
+    skip_if_empty: Annotated[
+        bool, typer.Option("--skip-if-empty", help="Recurring: skip a run with nothing new.")
+    ] = False,
 ) -> None:
-    """Schedule a campaign for a time (in a time zone) or for now."""
-    from newsletter.campaigns.service import parse_local_time, schedule_campaign
+    """Schedule a campaign once (--at TIME in --tz, or --now) or recurring (--cron)."""
+    from newsletter.campaigns.recurrence import next_occurrence
+    from newsletter.campaigns.service import (
+        parse_local_time,
+        schedule_campaign,
+        schedule_recurring,
+    )
     from newsletter.db import utcnow
     from newsletter.errors import InvalidInputError
 
+    if cron is not None:
+        if now:
+            raise InvalidInputError("--cron and --now do not go together")
+        starting = parse_local_time(at, tz) if at else utcnow()
+        with open_session(settings()) as session:
+            schedule_recurring(
+                session, campaign_id, cron, tz, skip_if_empty=skip_if_empty, starting=starting
+            )
+        first = next_occurrence(cron, tz, starting)
+        console.print(
+            f"campaign {campaign_id} recurs at {cron!r} in {tz}; next {first.isoformat()} (UTC)"
+        )
+        return
     if now == (at is not None):
-        raise InvalidInputError("give exactly one of --at TIME or --now")
+        raise InvalidInputError("give exactly one of --at TIME, --now or --cron EXPR")
     send_at = utcnow() if now else parse_local_time(at or "", tz)
     with open_session(settings()) as session:
         schedule_campaign(session, campaign_id, send_at, tz)

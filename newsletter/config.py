@@ -114,6 +114,8 @@ class Settings(BaseSettings):
     domain_rate_limits: str = ""  # e.g. "gmail.com=50,yahoo.com=20" (messages per second)
     domain_backoff_seconds: float = 60.0  # pause for a domain after a 421 / throttling reply
     redis_url: str = ""  # shared rate limits; defaults to the broker when that is Redis
+    # A recurring occurrence missed (scheduler down) is sent late once, unless older.
+    catch_up_hours: float = 6.0
 
     @field_validator("database_url")
     @classmethod

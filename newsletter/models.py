@@ -17,9 +17,10 @@ from newsletter.campaigns.models import (
     Template,
     campaign_lists,
 )
-from newsletter.content.models import Article, Series
+from newsletter.content.models import Article, Feed, Series
 from newsletter.db import Base
 from newsletter.delivery.models import Delivery, DeliveryStatus
+from newsletter.sequences.models import Enrollment, EnrollmentStatus, Sequence, SequenceStatus
 
 __all__ = [
     "Article",
@@ -29,10 +30,15 @@ __all__ = [
     "ContentKind",
     "Delivery",
     "DeliveryStatus",
+    "Enrollment",
+    "EnrollmentStatus",
+    "Feed",
     "MailingList",
     "OptIn",
     "Run",
     "RunStatus",
+    "Sequence",
+    "SequenceStatus",
     "Series",
     "Subscriber",
     "Subscription",

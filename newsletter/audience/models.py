@@ -44,6 +44,8 @@ class MailingList(Base):
     slug: Mapped[str] = mapped_column(String(200), unique=True)
     name: Mapped[str] = mapped_column(String(300))
     description: Mapped[str] = mapped_column(String(2000), default="")
+    # Subscribers without a time zone of their own get this one (local-time sending).
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     opt_in: Mapped[OptIn] = mapped_column(
         Enum(OptIn, native_enum=False, length=20), default=OptIn.double
     )

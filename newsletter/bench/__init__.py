@@ -230,7 +230,9 @@ def _stage_costs(settings: Settings, campaign_id: int, smtp_url: str) -> dict[st
         started = time.perf_counter()
         render_email(campaign.template, email_content(session, campaign, settings, "https://x"))
         render_ms = (time.perf_counter() - started) * 1000
-        template = MessageTemplate(snapshot, list_headers(settings, campaign, "bench"))
+        template = MessageTemplate(
+            snapshot, list_headers(settings, campaign.lists, f"c{campaign.id}", "bench")
+        )
     signer = TokenSigner(settings.secret_key)
     values = {"name": "Alex Meyer", "email": "reader0000001@bench.example"}
     values.update(subscriber_links(settings, signer, 1, 1))

@@ -6,7 +6,17 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Enum, ForeignKey, Integer, String, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Enum,
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from newsletter.audience.models import MailingList
@@ -29,12 +39,15 @@ class RunStatus(enum.StrEnum):
     finished = "finished"
     cancelled = "cancelled"
     failed = "failed"  # could not be prepared (see error); nothing was sent
+    skipped = "skipped"  # nothing new to send and the campaign skips empty runs
 
 
 class ContentKind(enum.StrEnum):
     articles = "articles"  # chosen by hand, by slug
     latest = "latest"  # the N most recently published
     series = "series"  # every published article of a series, in order
+    since_last = "since_last"  # published since the previous run (recurring digests)
+    tag = "tag"  # the N most recent articles with a tag
 
 
 campaign_lists = Table(
@@ -77,6 +90,11 @@ class Campaign(Base):
     )
     send_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    # Recurring: a cron expression read in `timezone`; each occurrence is one run.
+    cron: Mapped[str | None] = mapped_column(String(100))
+    skip_if_empty: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Deliver at the occurrence's wall-clock time in each subscriber's own time zone.
+    local_time: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
@@ -88,10 +106,17 @@ class Run(Base):
     """One occurrence of a campaign, with the content frozen when it started."""
 
     __tablename__ = "runs"
-    __table_args__ = (UniqueConstraint("campaign_id", "occurrence_at"),)
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "occurrence_at"),
+        UniqueConstraint("sequence_id", "article_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    # A campaign occurrence, or a step of a drip sequence (sequence, article): the
+    # same ledger, render-once and sending machinery serve both.
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    sequence_id: Mapped[int | None] = mapped_column(ForeignKey("sequences.id", ondelete="CASCADE"))
+    article_id: Mapped[int | None] = mapped_column(ForeignKey("articles.id", ondelete="CASCADE"))
     occurrence_at: Mapped[datetime] = mapped_column(UtcDateTime)
     status: Mapped[RunStatus] = mapped_column(
         Enum(RunStatus, native_enum=False, length=20), default=RunStatus.preparing, index=True
@@ -107,4 +132,4 @@ class Run(Base):
     last_progress_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     error: Mapped[str] = mapped_column(Text, default="")
 
-    campaign: Mapped[Campaign] = relationship(back_populates="runs")
+    campaign: Mapped[Campaign | None] = relationship(back_populates="runs")

@@ -39,7 +39,9 @@ def send_test(session: Session, campaign_id: int, to: str, settings: Settings) -
         text=snapshot.text,
         fallbacks=snapshot.fallbacks,
     )
-    template = MessageTemplate(snapshot, list_headers(settings, campaign, "test"))
+    template = MessageTemplate(
+        snapshot, list_headers(settings, campaign.lists, f"c{campaign.id}", "test")
+    )
     message_id = new_message_id(settings.sender_domain)
     values = {
         **SAMPLE_VALUES,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from email.utils import formatdate, parseaddr
@@ -20,10 +21,10 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from newsletter.audience.models import Suppression
+from newsletter.audience.models import MailingList, Suppression
 from newsletter.audience.tokens import Purpose, TokenSigner
-from newsletter.campaigns.models import Campaign, Run, RunStatus
-from newsletter.campaigns.runs import finish_run_if_done, freeze_run
+from newsletter.campaigns.models import Run, RunStatus
+from newsletter.campaigns.runs import finish_run_if_done, freeze_run, run_lists
 from newsletter.config import Settings
 from newsletter.db import utcnow
 from newsletter.delivery.ledger import (
@@ -81,15 +82,22 @@ def recipient_values(
     return values
 
 
-def list_headers(settings: Settings, campaign: Campaign, occurrence: str) -> ListHeaders:
-    """List-Id names the campaign's first list; Feedback-ID tags campaign and occurrence."""
-    first = min(campaign.lists, key=lambda ml: ml.id)
+def list_headers(
+    settings: Settings, lists: Sequence[MailingList], tag: str, occurrence: str
+) -> ListHeaders:
+    """List-Id names the first list; Feedback-ID tags the campaign (or sequence) and
+    the occurrence, so a provider's feedback loop reports them apart."""
+    first = min(lists, key=lambda ml: ml.id)
     return ListHeaders(
         from_address=settings.from_address,
         list_name=first.name,
         list_id=f"{first.slug}.{settings.list_id_domain}",
-        feedback_id=f"{occurrence}:{campaign.id}:newsletter:{settings.sender_domain}",
+        feedback_id=f"{occurrence}:{tag}:newsletter:{settings.sender_domain}",
     )
+
+
+def run_tag(run: Run) -> str:
+    return f"c{run.campaign_id}" if run.campaign_id else f"s{run.sequence_id}"
 
 
 def suppress_address(session: Session, email: str, reason: str, detail: str) -> None:
@@ -132,7 +140,7 @@ class ChunkSender:
         if compiled is None:
             template = MessageTemplate(
                 freeze_run(session, run, self.settings),
-                list_headers(self.settings, run.campaign, str(run.id)),
+                list_headers(self.settings, run_lists(session, run), run_tag(run), str(run.id)),
             )
             keys = tuple(
                 dict.fromkeys(

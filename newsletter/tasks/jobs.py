@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from newsletter.campaigns.models import Run
-from newsletter.campaigns.runs import fail_run, freeze_run
+from newsletter.campaigns.runs import NothingToSend, fail_run, freeze_run, skip_run
 from newsletter.delivery.ledger import Chunk, fan_out
 from newsletter.errors import NewsletterError
 from newsletter.tasks.app import app, runtime
@@ -28,6 +28,11 @@ def prepare_run(run_id: int) -> int:
             return 0
         try:
             freeze_run(session, run, rt.settings)
+        except NothingToSend as exc:
+            session.rollback()
+            skip_run(session, run_id, str(exc))
+            session.commit()
+            return 0
         except NewsletterError as exc:
             session.rollback()
             fail_run(session, run_id, str(exc))

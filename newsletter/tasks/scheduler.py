@@ -64,7 +64,7 @@ def tick(rt: Runtime, now: datetime | None = None) -> TickReport:
     cfg = rt.settings
     report = TickReport()
     with rt.sessions() as session:
-        report.started_runs = claim_due_campaigns(session, now)
+        report.started_runs = claim_due_campaigns(session, now, timedelta(hours=cfg.catch_up_hours))
         report.retried_chunks = release_due_retries(
             session, now, timedelta(hours=cfg.retry_lifetime_hours), cfg.chunk_size
         )

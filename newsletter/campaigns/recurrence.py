@@ -1,0 +1,84 @@
+"""Cron maths in a time zone, correct across daylight-saving changes.
+
+Cron expressions are read in local wall-clock time: we iterate naive local times and
+only then attach the zone. A time that does not exist (the spring gap) maps to the
+instant just after the gap; a time that exists twice (the autumn overlap) is taken
+once, the first time. So every local occurrence is sent exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import CroniterBadCronError, CroniterBadDateError, croniter
+
+from newsletter.errors import InvalidInputError
+
+
+def zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise InvalidInputError(f"unknown time zone {name!r} (use e.g. Europe/Berlin)") from exc
+
+
+def check_cron(expression: str) -> str:
+    """The expression if croniter accepts it (5 fields), else InvalidInputError."""
+    if len(expression.split()) != 5:
+        raise InvalidInputError(
+            f"cron {expression!r}: needs 5 fields (minute hour day month weekday), "
+            'e.g. "0 9 * * MON"'
+        )
+    try:
+        croniter(expression)
+    except (CroniterBadCronError, ValueError, KeyError) as exc:
+        raise InvalidInputError(f"cron {expression!r}: {exc}") from exc
+    return expression
+
+
+def occurrences(expression: str, tz: str, after: datetime) -> Iterator[datetime]:
+    """UTC instants of the cron's local occurrences strictly after `after`, in order."""
+    local_zone = zone(tz)
+    start = after.astimezone(local_zone).replace(tzinfo=None)
+    iterator = croniter(expression, start - timedelta(hours=3))
+    previous = after
+    while True:
+        try:
+            naive = iterator.get_next(datetime)
+        except CroniterBadDateError:
+            return
+        instant = naive.replace(tzinfo=local_zone).astimezone(UTC)
+        if instant > previous:
+            previous = instant
+            yield instant
+
+
+def next_occurrence(expression: str, tz: str, after: datetime) -> datetime:
+    return next(occurrences(expression, tz, after))
+
+
+def latest_due(expression: str, tz: str, after: datetime, now: datetime) -> datetime | None:
+    """The last occurrence in (after, now], or None; older missed ones are folded into it."""
+    latest = None
+    for instant in occurrences(expression, tz, after):
+        if instant > now:
+            break
+        latest = instant
+    return latest
+
+
+def previous_occurrence(expression: str, tz: str, before: datetime) -> datetime | None:
+    """The last local occurrence strictly before `before`, as UTC."""
+    local_zone = zone(tz)
+    iterator = croniter(expression, before.astimezone(local_zone).replace(tzinfo=None))
+    for _ in range(3):  # at most a DST-doubled instant or two to step over
+        try:
+            naive = iterator.get_prev(datetime)
+        except CroniterBadDateError:
+            return None
+        instant = naive.replace(tzinfo=local_zone).astimezone(UTC)
+        if instant < before:
+            return instant
+    return None
