@@ -38,12 +38,16 @@ campaigns_app = typer.Typer(
     help="Campaigns: compose, preview, test, schedule.", no_args_is_help=True
 )
 scheduler_app = typer.Typer(help="The scheduler process.", no_args_is_help=True)
+sequences_app = typer.Typer(
+    help="Drip sequences: a series, one article at a time.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(articles_app, name="articles")
 app.add_typer(lists_app, name="lists")
 app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(campaigns_app, name="campaigns")
 app.add_typer(scheduler_app, name="scheduler")
+app.add_typer(sequences_app, name="sequences")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -412,6 +416,101 @@ def campaigns_cancel(campaign_id: int) -> None:
     _control("cancel", campaign_id)
 
 
+# --- sequences and the schedule -------------------------------------------------------
+
+
+@sequences_app.command("create")
+def sequences_create(
+    series: Annotated[str, typer.Option(help="The series to send, article by article.")],
+    list_slug: Annotated[str, typer.Option("--list", help="Its confirmed members are enrolled.")],
+    every: Annotated[str | None, typer.Option(help="Period between articles, e.g. 7d.")] = None,
+    cron: Annotated[
+        str | None, typer.Option(help='Or a cron, e.g. "0 9 * * MON", in each reader\'s zone.')
+    ] = None,
+    tz: Annotated[str, typer.Option(help="Zone for readers without one of their own.")] = "UTC",
+    delay: Annotated[str | None, typer.Option(help="Wait before article 1, e.g. 1d.")] = None,
+    restart_on_rejoin: Annotated[
+        bool, typer.Option("--restart-on-rejoin", help="Rejoining starts again at article 1.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a drip sequence; the scheduler enrols the list's confirmed members."""
+    from newsletter.sequences.service import create_sequence
+
+    with open_session(settings()) as session:
+        sequence = create_sequence(
+            session,
+            series_slug=series,
+            list_slug=list_slug,
+            every=every,
+            cron=cron,
+            timezone=tz,
+            initial_delay=delay,
+            restart_on_rejoin=restart_on_rejoin,
+        )
+        sequence_id = sequence.id
+    if as_json:
+        print_json({"id": sequence_id})
+    else:
+        console.print(f"sequence {sequence_id} created")
+
+
+@sequences_app.command("list")
+def sequences_list(as_json: JsonOption = False) -> None:
+    """Every sequence with its enrollments by status."""
+    from sqlalchemy import select
+
+    from newsletter.sequences.models import Sequence
+    from newsletter.sequences.service import describe_sequence
+
+    with open_session(settings()) as session:
+        rows = [
+            describe_sequence(session, s)
+            for s in session.scalars(select(Sequence).order_by(Sequence.id))
+        ]
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        period = f"every {r['every_seconds']}s" if r["every_seconds"] else f"cron {r['cron']}"
+        console.print(f"{r['id']:>4}  {r['series']} → {r['list']}  {period}  {r['enrollments']}")
+
+
+@sequences_app.command("show")
+def sequences_show(sequence_id: int, as_json: JsonOption = False) -> None:
+    """One sequence and its enrollments by status."""
+    from newsletter.sequences.service import describe_sequence, get_sequence
+
+    with open_session(settings()) as session:
+        data = describe_sequence(session, get_sequence(session, sequence_id))
+    if as_json:
+        print_json(data)
+        return
+    for key, value in data.items():
+        console.print(f"{key:>22}: {value}")
+
+
+@app.command("schedule")
+def schedule(
+    days: Annotated[int, typer.Option(help="How far ahead to look.")] = 14,
+    as_json: JsonOption = False,
+) -> None:
+    """Every upcoming send: campaign occurrences, and sequence steps due per day."""
+    from newsletter.campaigns.upcoming import upcoming
+    from newsletter.db import utcnow
+
+    with open_session(settings()) as session:
+        items = upcoming(session, utcnow(), days)
+    if as_json:
+        print_json([item.as_json() for item in items])
+        return
+    if not items:
+        console.print(f"nothing scheduled in the next {days} days")
+    for item in items:
+        what = f"{item.count} step(s) of" if item.kind == "sequence" else ""
+        console.print(f"{item.when:<26} {item.kind:<9} {item.id:>4}  {what} {item.name}".rstrip())
+
+
 # --- ops ------------------------------------------------------------------------------
 
 
@@ -515,6 +614,7 @@ def scheduler_tick(
     report = tick(runtime(), now)
     data = {
         "started_runs": report.started_runs,
+        "sequence_steps": report.sequence_steps,
         "retried_chunks": len(report.retried_chunks),
         "finished_runs": report.finished_runs,
     }
@@ -522,7 +622,8 @@ def scheduler_tick(
         print_json(data)
     else:
         console.print(
-            f"tick: started runs {report.started_runs or '-'}, retried chunks "
+            f"tick: started runs {report.started_runs or '-'}, "
+            f"sequence steps {report.sequence_steps}, retried chunks "
             f"{len(report.retried_chunks)}, finished runs {report.finished_runs or '-'}",
         )
 

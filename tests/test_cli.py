@@ -406,7 +406,12 @@ def test_scheduled_campaign_is_sent_once_to_every_confirmed_subscriber(
 
     second = clinic.json("scheduler", "tick")
 
-    assert second == {"started_runs": [], "retried_chunks": 0, "finished_runs": []}
+    assert second == {
+        "started_runs": [],
+        "sequence_steps": 0,
+        "retried_chunks": 0,
+        "finished_runs": [],
+    }
     assert len(clinic.eml_files()) == CONFIRMED
     assert clinic.json("campaigns", "show", campaign)["runs"][0]["sent"] == CONFIRMED
 

@@ -21,6 +21,7 @@ class Purpose(StrEnum):
     confirm = "c"
     unsubscribe = "u"
     preferences = "p"
+    next_step = "n"  # "send me the next one now" (the scope is a sequence id)
 
 
 class InvalidTokenError(InvalidInputError):

@@ -72,9 +72,13 @@ def recipient_values(
     signer: TokenSigner,
     row: Any,
     attribute_keys: tuple[str, ...],
+    sequence_id: int | None = None,
 ) -> dict[str, str]:
     values = {"name": row.name or "", "email": row.email}
     values.update(subscriber_links(settings, signer, row.subscriber_id, row.list_id))
+    if sequence_id is not None:
+        token = signer.sign(Purpose.next_step, row.subscriber_id, sequence_id)
+        values["next_url"] = f"{settings.base_url}/next/{token}"
     attributes = row.attributes or {}
     for key in attribute_keys:
         value = attributes.get(key.removeprefix(ATTRIBUTE_PREFIX))
@@ -118,6 +122,7 @@ class CompiledRun:
     template: MessageTemplate
     attribute_keys: tuple[str, ...]
     salt: str  # the same in every worker for one run; differs between runs and databases
+    sequence_id: int | None
 
 
 @dataclass
@@ -150,7 +155,9 @@ class ChunkSender:
                 )
             )
             salt = hashlib.sha256(f"{run.id}:{run.created_at.isoformat()}".encode()).hexdigest()
-            compiled = self.compiled[run.id] = CompiledRun(template, keys, salt[:10])
+            compiled = self.compiled[run.id] = CompiledRun(
+                template, keys, salt[:10], run.sequence_id
+            )
         return compiled
 
     def _run_status(self, session: Session, run_id: int) -> RunStatus | None:
@@ -241,7 +248,9 @@ class ChunkSender:
         recipient = Recipient(
             email=row.email,
             name=row.name or "",
-            values=recipient_values(self.settings, self.signer, row, compiled.attribute_keys),
+            values=recipient_values(
+                self.settings, self.signer, row, compiled.attribute_keys, compiled.sequence_id
+            ),
             message_id=message_id,
         )
         try:

@@ -25,7 +25,7 @@ KEY_PATTERN = re.compile(_KEY)
 SLOT_PATTERN = re.compile(rf"__slot_({_KEY})__")
 
 # Fixed per-recipient keys; `attr.<key>` reads a subscriber attribute.
-RECIPIENT_KEYS = frozenset({"name", "email", "unsubscribe_url", "preferences_url"})
+RECIPIENT_KEYS = frozenset({"name", "email", "unsubscribe_url", "preferences_url", "next_url"})
 ATTRIBUTE_PREFIX = "attr."
 
 

@@ -112,11 +112,15 @@ def configure(settings: Settings) -> Celery:
     if _runtime is not None:
         _runtime.close()
     _runtime = Runtime(settings)
-    # Reconfiguring (tests, the demo) must not keep producers bound to the old broker.
+    # Reconfiguring (tests, the demo) must not keep producers bound to the old broker;
+    # kombu's pools are global and keyed by broker URL, so reset them too.
+    from kombu import pools
+
     if app._pool is not None:
         app._pool.force_close_all()
         app._pool = None
     app.amqp._producer_pool = None
+    pools.reset()  # type: ignore[no-untyped-call]
     app.conf.update(celery_config(settings))
     return app
 

@@ -16,6 +16,7 @@ from newsletter.campaigns.models import Run, RunStatus
 from newsletter.campaigns.runs import claim_due_campaigns, finish_run_if_done
 from newsletter.db import utcnow
 from newsletter.delivery.ledger import Chunk, open_chunks, release_due_retries
+from newsletter.sequences.engine import run_sequences
 from newsletter.tasks.app import Runtime
 from newsletter.tasks.jobs import enqueue_chunk, prepare_run
 
@@ -28,6 +29,7 @@ class TickReport:
     retried_chunks: list[Chunk] = field(default_factory=list)
     requeued_chunks: list[Chunk] = field(default_factory=list)
     reprepared_runs: list[int] = field(default_factory=list)
+    sequence_steps: int = 0
     finished_runs: list[int] = field(default_factory=list)
 
 
@@ -72,6 +74,10 @@ def tick(rt: Runtime, now: datetime | None = None) -> TickReport:
             session, now, timedelta(seconds=cfg.stall_seconds), cfg.chunk_size
         )
         session.commit()
+        steps = run_sequences(session, now, cfg.chunk_size)
+        session.commit()
+        report.sequence_steps = steps.steps_sent
+        report.requeued_chunks.extend(steps.chunks)
     for run_id in (*report.started_runs, *report.reprepared_runs):
         prepare_run.delay(run_id)
     for chunk in (*report.retried_chunks, *report.requeued_chunks):

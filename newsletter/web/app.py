@@ -24,10 +24,11 @@ from newsletter.campaigns.runs import article_view
 from newsletter.config import Settings
 from newsletter.content.models import Article
 from newsletter.content.series import is_published
-from newsletter.db import make_engine, make_sessionmaker
+from newsletter.db import make_engine, make_sessionmaker, utcnow
 from newsletter.errors import NotFoundError
 from newsletter.rendering.preview import fill_html
 from newsletter.rendering.render import Snapshot
+from newsletter.sequences.engine import send_next_now
 from newsletter.tasks.app import broker_problem
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "web"
@@ -104,6 +105,31 @@ def create_app(settings: Settings) -> FastAPI:
             title="You are unsubscribed",
             message=f"You will receive no more emails from {mailing_list.name}.",
         )
+
+    @app.get("/next/{token}", response_class=HTMLResponse)
+    def next_step_page(request: Request, token: str) -> HTMLResponse:
+        try:
+            signer.verify(token, Purpose.next_step)
+        except InvalidTokenError as exc:
+            return invalid_link(request, str(exc))
+        return page(request, "next.html", token=token)
+
+    @app.post("/next/{token}", response_class=HTMLResponse)
+    def next_step_now(request: Request, token: str, session: SessionDep) -> HTMLResponse:
+        # A POST, like unsubscribing: a mail scanner following the link changes nothing.
+        try:
+            claims = signer.verify(token, Purpose.next_step)
+        except InvalidTokenError as exc:
+            return invalid_link(request, str(exc))
+        moved = send_next_now(session, claims.subscriber_id, claims.list_id, utcnow())
+        session.commit()
+        message = (
+            "The next article is on its way; it should arrive within a few minutes."
+            if moved
+            else "You have every article of this series so far; the next one will come "
+            "when it is published."
+        )
+        return page(request, "message.html", title="Next article", message=message)
 
     @app.get("/preferences/{token}", response_class=HTMLResponse)
     def preferences(request: Request, token: str, session: SessionDep) -> HTMLResponse:

@@ -1,0 +1,252 @@
+"""The scheduler's work for drip sequences: enrol, stop, wake, and send due steps.
+
+Each step of a sequence (sequence, article) is a Run: rendered once, with one ledger
+row per subscriber, unique, so a step is never sent twice to one subscriber even when
+two schedulers tick at once. An enrollment moves on by a conditional update of its
+own position (the claim), in the same transaction as its ledger row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, exists, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from newsletter.audience.models import Subscriber, Subscription, SubscriptionStatus, Suppression
+from newsletter.campaigns.models import Run, RunStatus
+from newsletter.campaigns.recurrence import next_occurrence
+from newsletter.content.models import Article
+from newsletter.content.series import published_in_order
+from newsletter.delivery.ledger import Chunk, open_chunks
+from newsletter.delivery.models import Delivery, DeliveryStatus
+from newsletter.sequences.models import Enrollment, EnrollmentStatus, Sequence, SequenceStatus
+
+BATCH = 1000
+
+
+@dataclass
+class SequenceReport:
+    steps_sent: int = 0
+    chunks: list[Chunk] = field(default_factory=list)
+
+
+def _insert(session: Session, table: object) -> object:
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)  # type: ignore[arg-type]
+
+
+def _confirmed(sequence: Sequence) -> object:
+    return select(Subscription.subscriber_id).where(
+        Subscription.list_id == sequence.list_id,
+        Subscription.status == SubscriptionStatus.confirmed,
+    )
+
+
+def sync_enrollments(session: Session, sequence: Sequence, now: datetime) -> None:
+    """Enrol new confirmed members, stop those who left, take back those who rejoined."""
+    due = now + timedelta(seconds=sequence.initial_delay_seconds)
+    already = exists().where(
+        Enrollment.sequence_id == sequence.id,
+        Enrollment.subscriber_id == Subscription.subscriber_id,
+    )
+    newcomers = session.scalars(
+        select(Subscription.subscriber_id).where(
+            Subscription.list_id == sequence.list_id,
+            Subscription.status == SubscriptionStatus.confirmed,
+            ~already,
+        )
+    ).all()
+    if newcomers:
+        session.execute(
+            _insert(session, Enrollment).on_conflict_do_nothing(),  # type: ignore[attr-defined]
+            [
+                {
+                    "sequence_id": sequence.id,
+                    "subscriber_id": subscriber_id,
+                    "sent_count": 0,
+                    "next_due_at": due,
+                    "status": EnrollmentStatus.active,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for subscriber_id in newcomers
+            ],
+        )
+    session.execute(
+        update(Enrollment)
+        .where(
+            Enrollment.sequence_id == sequence.id,
+            Enrollment.status != EnrollmentStatus.stopped,
+            Enrollment.subscriber_id.not_in(_confirmed(sequence)),  # type: ignore[arg-type]
+        )
+        .values(status=EnrollmentStatus.stopped, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    rejoined = {"status": EnrollmentStatus.active, "next_due_at": now, "updated_at": now}
+    if sequence.restart_on_rejoin:
+        rejoined["sent_count"] = 0
+    session.execute(
+        update(Enrollment)
+        .where(
+            Enrollment.sequence_id == sequence.id,
+            Enrollment.status == EnrollmentStatus.stopped,
+            Enrollment.subscriber_id.in_(_confirmed(sequence)),  # type: ignore[arg-type]
+        )
+        .values(**rejoined)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def wake_caught_up(session: Session, sequence: Sequence, published: int, now: datetime) -> None:
+    """Subscribers who had every article get the next one as soon as it is published."""
+    session.execute(
+        update(Enrollment)
+        .where(
+            Enrollment.sequence_id == sequence.id,
+            Enrollment.status == EnrollmentStatus.caught_up,
+            Enrollment.sent_count < published,
+        )
+        .values(status=EnrollmentStatus.active, next_due_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def next_due(sequence: Sequence, subscriber_timezone: str | None, now: datetime) -> datetime:
+    if sequence.every_seconds:
+        return now + timedelta(seconds=sequence.every_seconds)
+    assert sequence.cron
+    return next_occurrence(sequence.cron, subscriber_timezone or sequence.timezone, now)
+
+
+def step_run(session: Session, sequence: Sequence, article: Article, now: datetime) -> int:
+    """The run of this (sequence, article) step, created on first need."""
+    session.execute(
+        _insert(session, Run)  # type: ignore[attr-defined]
+        .values(
+            sequence_id=sequence.id,
+            article_id=article.id,
+            occurrence_at=now,
+            status=RunStatus.sending,
+            recipients=0,
+            error="",
+            created_at=now,
+            last_progress_at=now,
+        )
+        .on_conflict_do_nothing()
+    )
+    run_id = session.scalar(
+        select(Run.id).where(Run.sequence_id == sequence.id, Run.article_id == article.id)
+    )
+    assert run_id is not None
+    return run_id
+
+
+def send_due_steps(
+    session: Session, sequence: Sequence, now: datetime, chunk_size: int
+) -> SequenceReport:
+    """Give every due enrollment its next article (a ledger row) and move it on."""
+    report = SequenceReport()
+    articles = published_in_order(session, sequence.series_id, now=now)
+    wake_caught_up(session, sequence, len(articles), now)
+    rows = session.execute(
+        select(
+            Enrollment.id,
+            Enrollment.subscriber_id,
+            Enrollment.sent_count,
+            Subscriber.email,
+            Subscriber.timezone,
+            exists().where(Suppression.email == Subscriber.email).label("suppressed"),
+        )
+        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+        .where(
+            Enrollment.sequence_id == sequence.id,
+            Enrollment.status == EnrollmentStatus.active,
+            Enrollment.next_due_at <= now,
+        )
+        .order_by(Enrollment.next_due_at, Enrollment.id)
+        .limit(BATCH)
+    ).all()
+    touched: set[int] = set()
+    for enrollment_id, subscriber_id, sent, email, tz, suppressed in rows:
+        position = and_(
+            Enrollment.id == enrollment_id,
+            Enrollment.sent_count == sent,
+            Enrollment.status == EnrollmentStatus.active,
+        )
+        if sent >= len(articles):
+            session.execute(
+                update(Enrollment)
+                .where(position)
+                .values(status=EnrollmentStatus.caught_up, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            continue
+        moved = session.execute(
+            update(Enrollment)
+            .where(position)
+            .values(sent_count=sent + 1, next_due_at=next_due(sequence, tz, now), updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if moved.rowcount != 1:  # type: ignore[attr-defined]
+            continue  # another scheduler moved it on first
+        run_id = step_run(session, sequence, articles[sent], now)
+        session.execute(
+            _insert(session, Delivery)  # type: ignore[attr-defined]
+            .values(
+                run_id=run_id,
+                subscriber_id=subscriber_id,
+                list_id=sequence.list_id,
+                email=email,
+                status=DeliveryStatus.suppressed if suppressed else DeliveryStatus.pending,
+                attempts=0,
+                claim="",
+                smtp_reply="",
+                message_id="",
+                updated_at=now,
+            )
+            .on_conflict_do_nothing()
+        )
+        touched.add(run_id)
+        report.steps_sent += 1
+    for run_id in sorted(touched):
+        # A step run that had finished opens again for its new recipients.
+        session.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(status=RunStatus.sending, finished_at=None, last_progress_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        report.chunks.extend(open_chunks(session, run_id, chunk_size, now))
+    return report
+
+
+def run_sequences(session: Session, now: datetime, chunk_size: int) -> SequenceReport:
+    """One scheduler pass over every active sequence."""
+    total = SequenceReport()
+    sequences = session.scalars(
+        select(Sequence).where(Sequence.status == SequenceStatus.active).order_by(Sequence.id)
+    ).all()
+    for sequence in sequences:
+        sync_enrollments(session, sequence, now)
+        report = send_due_steps(session, sequence, now, chunk_size)
+        total.steps_sent += report.steps_sent
+        total.chunks.extend(report.chunks)
+    return total
+
+
+def send_next_now(session: Session, subscriber_id: int, sequence_id: int, now: datetime) -> bool:
+    """The subscriber asked for the next article now; False if they have them all."""
+    result = session.execute(
+        update(Enrollment)
+        .where(
+            Enrollment.sequence_id == sequence_id,
+            Enrollment.subscriber_id == subscriber_id,
+            Enrollment.status == EnrollmentStatus.active,
+        )
+        .values(next_due_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

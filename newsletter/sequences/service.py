@@ -1,0 +1,96 @@
+"""Creating and describing drip sequences."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from newsletter.audience.lists import get_list
+from newsletter.campaigns.recurrence import check_cron, zone
+from newsletter.content.series import get_series
+from newsletter.errors import InvalidInputError, NotFoundError
+from newsletter.sequences.models import Enrollment, Sequence
+
+_PERIOD = re.compile(r"(\d+)\s*([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_period(value: str, option: str = "--every") -> int:
+    """'7d', '12h', '1w', '90m', '30s' (or combinations like '1d12h') → seconds."""
+    text = value.strip().lower()
+    parts = _PERIOD.findall(text)
+    if not parts or _PERIOD.sub("", text).strip():
+        raise InvalidInputError(f"{option} {value!r}: use a period such as 7d, 12h, 1w or 90m")
+    return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in parts)
+
+
+def create_sequence(
+    session: Session,
+    *,
+    series_slug: str,
+    list_slug: str,
+    every: str | None = None,
+    cron: str | None = None,
+    timezone: str = "UTC",
+    initial_delay: str | None = None,
+    restart_on_rejoin: bool = False,
+) -> Sequence:
+    """A sequence sending `series` to the members of `list`, one article per period."""
+    if (every is None) == (cron is None):
+        raise InvalidInputError("give exactly one of --every PERIOD or --cron EXPR")
+    every_seconds = parse_period(every) if every else None
+    if every_seconds is not None and every_seconds < 60:
+        raise InvalidInputError("--every must be at least one minute")
+    zone(timezone)
+    series = get_series(session, series_slug)
+    mailing_list = get_list(session, list_slug)
+    exists = session.scalar(
+        select(Sequence.id).where(
+            Sequence.series_id == series.id, Sequence.list_id == mailing_list.id
+        )
+    )
+    if exists:
+        raise InvalidInputError(f"sequence {exists} already sends {series_slug} to {list_slug}")
+    sequence = Sequence(
+        series_id=series.id,
+        list_id=mailing_list.id,
+        every_seconds=every_seconds,
+        cron=check_cron(cron) if cron else None,
+        timezone=timezone,
+        initial_delay_seconds=parse_period(initial_delay, "--delay") if initial_delay else 0,
+        restart_on_rejoin=restart_on_rejoin,
+    )
+    session.add(sequence)
+    session.flush()
+    return sequence
+
+
+def get_sequence(session: Session, sequence_id: int) -> Sequence:
+    sequence = session.get(Sequence, sequence_id)
+    if sequence is None:
+        raise NotFoundError(f"no sequence {sequence_id}")
+    return sequence
+
+
+def describe_sequence(session: Session, sequence: Sequence) -> dict[str, Any]:
+    counts = dict(
+        session.execute(
+            select(Enrollment.status, func.count())
+            .where(Enrollment.sequence_id == sequence.id)
+            .group_by(Enrollment.status)
+        ).all()
+    )
+    return {
+        "id": sequence.id,
+        "series": sequence.series.slug,
+        "list": sequence.mailing_list.slug,
+        "every_seconds": sequence.every_seconds,
+        "cron": sequence.cron,
+        "timezone": sequence.timezone,
+        "initial_delay_seconds": sequence.initial_delay_seconds,
+        "status": sequence.status.value,
+        "enrollments": {status.value: n for status, n in counts.items()},
+    }
