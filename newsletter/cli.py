@@ -38,6 +38,7 @@ campaigns_app = typer.Typer(
     help="Campaigns: compose, preview, test, schedule.", no_args_is_help=True
 )
 scheduler_app = typer.Typer(help="The scheduler process.", no_args_is_help=True)
+feeds_app = typer.Typer(help="RSS/Atom feeds polled for new articles.", no_args_is_help=True)
 sequences_app = typer.Typer(
     help="Drip sequences: a series, one article at a time.", no_args_is_help=True
 )
@@ -48,6 +49,7 @@ app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(campaigns_app, name="campaigns")
 app.add_typer(scheduler_app, name="scheduler")
 app.add_typer(sequences_app, name="sequences")
+app.add_typer(feeds_app, name="feeds")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -97,14 +99,27 @@ def db_upgrade() -> None:
 
 @articles_app.command("import")
 def articles_import(
-    paths: Annotated[list[Path], typer.Argument(help="Markdown files or folders.")],
+    sources: Annotated[
+        list[str], typer.Argument(help="Markdown files or folders, RSS/Atom files or URLs.")
+    ],
+    series: Annotated[
+        str | None, typer.Option(help="Put the articles of a feed into this series.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Import Markdown articles with front matter; the same slug updates, never duplicates."""
+    """Import articles: Markdown with front matter (the same slug updates, never
+    duplicates) or RSS/Atom feeds (the same entry id updates, never duplicates)."""
+    from newsletter.content.feeds import import_feed, is_feed_source
     from newsletter.content.importer import import_articles
+    from newsletter.importing import ImportReport
 
+    report = ImportReport()
     with open_session(settings()) as session:
-        report = import_articles(session, paths)
+        markdown = [Path(s) for s in sources if not is_feed_source(s)]
+        for source in (s for s in sources if is_feed_source(s)):
+            report.merge(import_feed(session, source, series_slug=series))
+        if markdown:
+            report.merge(import_articles(session, markdown))
     if as_json:
         print_json(report.as_json())
     else:
@@ -115,6 +130,47 @@ def articles_import(
         )
     if report.problems and not (report.created or report.updated or report.unchanged):
         raise typer.Exit(1)
+
+
+@feeds_app.command("add")
+def feeds_add(
+    url: str,
+    series: Annotated[str | None, typer.Option(help="Series for the feed's articles.")] = None,
+    every: Annotated[str, typer.Option(help="How often to poll, e.g. 30m, 1h, 1d.")] = "1h",
+) -> None:
+    """Poll a feed for new entries (the scheduler imports them; RSS-to-email)."""
+    from newsletter.content.feeds import add_feed, parse_every
+
+    with open_session(settings()) as session:
+        feed = add_feed(session, url, series_slug=series, every_seconds=parse_every(every))
+        feed_id = feed.id
+    console.print(f"feed {feed_id} added; the scheduler polls it every {every}")
+
+
+@feeds_app.command("list")
+def feeds_list(as_json: JsonOption = False) -> None:
+    """Polled feeds with their last poll and error."""
+    from newsletter.content.feeds import list_feeds
+
+    with open_session(settings()) as session:
+        rows = [
+            {
+                "id": f.id,
+                "url": f.url,
+                "series": f.series.slug if f.series else None,
+                "every_seconds": f.every_seconds,
+                "last_polled_at": f.last_polled_at.isoformat() if f.last_polled_at else None,
+                "next_poll_at": f.next_poll_at.isoformat() if f.next_poll_at else None,
+                "last_error": f.last_error,
+            }
+            for f in list_feeds(session)
+        ]
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        state = f"error: {r['last_error']}" if r["last_error"] else f"polled {r['last_polled_at']}"
+        console.print(f"{r['id']:>4}  {r['url']}  every {r['every_seconds']}s  {state}")
 
 
 @articles_app.command("list")
@@ -272,6 +328,12 @@ def campaigns_schedule(
     skip_if_empty: Annotated[
         bool, typer.Option("--skip-if-empty", help="Recurring: skip a run with nothing new.")
     ] = False,
+    local_time: Annotated[
+        bool,
+        typer.Option(
+            "--local-time", help="Deliver at this wall-clock time in each subscriber's zone."
+        ),
+    ] = False,
 ) -> None:
     """Schedule a campaign once (--at TIME in --tz, or --now) or recurring (--cron)."""
     from newsletter.campaigns.recurrence import next_occurrence
@@ -289,7 +351,13 @@ def campaigns_schedule(
         starting = parse_local_time(at, tz) if at else utcnow()
         with open_session(settings()) as session:
             schedule_recurring(
-                session, campaign_id, cron, tz, skip_if_empty=skip_if_empty, starting=starting
+                session,
+                campaign_id,
+                cron,
+                tz,
+                skip_if_empty=skip_if_empty,
+                starting=starting,
+                local_time=local_time,
             )
         first = next_occurrence(cron, tz, starting)
         console.print(
@@ -300,8 +368,9 @@ def campaigns_schedule(
         raise InvalidInputError("give exactly one of --at TIME, --now or --cron EXPR")
     send_at = utcnow() if now else parse_local_time(at or "", tz)
     with open_session(settings()) as session:
-        schedule_campaign(session, campaign_id, send_at, tz)
-    console.print(f"campaign {campaign_id} scheduled for {send_at.isoformat()} (UTC)")
+        schedule_campaign(session, campaign_id, send_at, tz, local_time=local_time)
+    where = " in each subscriber's time zone" if local_time else " (UTC)"
+    console.print(f"campaign {campaign_id} scheduled for {send_at.isoformat()}{where}")
 
 
 @campaigns_app.command("show")

@@ -32,6 +32,13 @@ class ImportReport:
             f"{self.unchanged} unchanged, {problems} {noun}"
         )
 
+    def merge(self, other: ImportReport) -> None:
+        """Add another import's counts and problems to this one."""
+        self.created += other.created
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.problems.extend(other.problems)
+
     def as_json(self) -> dict[str, Any]:
         return {
             "created": self.created,

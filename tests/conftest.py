@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
 from newsletter.db import Base, make_engine, make_sessionmaker, upgrade
+from tests.feed_server import FeedServer
 from tests.smtp_sink import SmtpSink
 
 PG_ADMIN_URL = os.environ.get(
@@ -95,3 +97,15 @@ def session(engine: Engine) -> Iterator[Session]:
 def smtp_sink() -> Iterator[SmtpSink]:
     with SmtpSink() as sink:
         yield sink
+
+
+@pytest.fixture
+def feed_server() -> Iterator[FeedServer]:
+    """A real HTTP server on 127.0.0.1 for feed documents (see tests/feed_server.py)."""
+    server = FeedServer()
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join()

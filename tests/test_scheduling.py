@@ -9,6 +9,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -17,7 +18,12 @@ import redis
 from sqlalchemy import func, select
 
 from newsletter.campaigns.models import Run
-from newsletter.campaigns.service import ContentSpec, create_campaign, schedule_recurring
+from newsletter.campaigns.service import (
+    ContentSpec,
+    create_campaign,
+    schedule_campaign,
+    schedule_recurring,
+)
 from newsletter.config import Settings
 from newsletter.db import make_engine, make_sessionmaker
 from newsletter.delivery.models import Delivery, DeliveryStatus
@@ -26,6 +32,7 @@ from newsletter.sequences.service import create_sequence
 from newsletter.tasks.app import app, configure, runtime
 from newsletter.tasks.scheduler import tick
 from tests.factories import SAMPLE_ARTICLES, add_member, import_sample, make_list, settings_for
+from tests.feed_server import FeedServer, Route
 from tests.processes import settings_env
 from tests.test_cli import Cli, parse_eml
 
@@ -304,3 +311,117 @@ def test_two_schedulers_start_no_run_and_no_sequence_step_twice(
         assert len(steps) == 40 * 3 and set(steps.values()) == {1}
         assert set(session.scalars(select(Enrollment.sent_count))) == {3}
     engine.dispose()
+
+
+def test_local_time_sending_reaches_each_reader_at_9_in_their_own_zone(
+    embedded: Settings,
+) -> None:
+    zones = {
+        "tokyo@example.org": "Asia/Tokyo",
+        "berlin@example.org": "Europe/Berlin",
+        "newyork@example.org": "America/New_York",
+        "nozone@example.org": None,  # falls back to the list's zone (UTC)
+    }
+    engine = make_engine(embedded.database_url)
+    with make_sessionmaker(engine)() as session:
+        import_sample(session)
+        news = make_list(session)
+        for email, tz in zones.items():
+            add_member(session, news, email).timezone = tz
+        campaign = create_campaign(
+            session,
+            name="Morning",
+            list_slugs=["clinic-news"],
+            subject="Good morning",
+            content=ContentSpec(latest=1),
+        )
+        schedule_campaign(
+            session, campaign.id, datetime(2026, 12, 7, 9, 0, tzinfo=UTC), "UTC", local_time=True
+        )
+        session.commit()
+    engine.dispose()
+    sent_at: dict[str, datetime] = {}
+    first = datetime(2026, 12, 6, 12, 3, tzinfo=UTC)
+    for hour in range(36):
+        now = first + timedelta(hours=hour)
+        tick(runtime(), now)
+        with runtime().sessions() as session:
+            for email in session.scalars(
+                select(Delivery.email).where(Delivery.status == DeliveryStatus.sent)
+            ):
+                sent_at.setdefault(email, now)
+    for email, tz in zones.items():
+        nine = datetime(2026, 12, 7, 9, 0, tzinfo=ZoneInfo(tz or "UTC"))
+        assert nine <= sent_at[email] < nine + timedelta(hours=1), email
+
+
+def clinic_rss(items: list[tuple[str, str, datetime]]) -> bytes:
+    entries = "".join(
+        f"<item><guid>{guid}</guid><title>{title}</title>"
+        f"<link>https://clinic.example/blog/{guid}</link>"
+        f"<description>A short note from the clinic. Talk to your clinician.</description>"
+        f"<pubDate>{format_datetime(published)}</pubDate></item>"
+        for guid, title, published in items
+    )
+    return (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>Clinic blog</title>'
+        f"<link>https://clinic.example/blog/</link>{entries}</channel></rss>"
+    ).encode()
+
+
+def test_rss_to_email_a_polled_feed_feeds_a_weekly_digest_of_whats_new(
+    tmp_path: Path, feed_server: FeedServer
+) -> None:
+    monday = datetime(2027, 1, 4, 9, 0, tzinfo=UTC)
+    feed_server.routes["/blog.rss"] = Route(
+        clinic_rss([("a1", "Sleep and recovery", monday - timedelta(days=3))])
+    )
+    cli = Cli(tmp_path)
+    cli.ok("db", "upgrade")
+    cli.ok("lists", "create", "clinic-news", "--name", "Clinic news")
+    (tmp_path / "readers.csv").write_text("email,name\nreader@example.org,Reader\n")
+    cli.ok("subscribers", "import", "readers.csv", "--list", "clinic-news")
+    cli.ok("feeds", "add", feed_server.url("/blog.rss"), "--series", "blog", "--every", "1h")
+    cli.ok("scheduler", "tick", "--at", (monday - timedelta(days=2)).isoformat())
+    campaign = cli.json(
+        "campaigns",
+        "create",
+        "--name",
+        "Weekly",
+        "--list",
+        "clinic-news",
+        "--subject",
+        "This week at the clinic",
+        "--since-last",
+    )["id"]
+    cli.ok(
+        "campaigns",
+        "schedule",
+        str(campaign),
+        "--cron",
+        "0 9 * * MON",
+        "--tz",
+        "UTC",
+        "--skip-if-empty",
+        "--at",
+        (monday - timedelta(days=1)).isoformat(),
+    )
+    # A second entry appears on the feed before Monday's digest.
+    feed_server.routes["/blog.rss"] = Route(
+        clinic_rss(
+            [
+                ("a1", "Sleep and recovery", monday - timedelta(days=3)),
+                ("a2", "Staying active with chronic pain", monday - timedelta(hours=2)),
+            ]
+        )
+    )
+    cli.ok("scheduler", "tick", "--at", (monday + timedelta(minutes=5)).isoformat())
+    [digest] = [parse_eml(p) for p in cli.eml_files()]
+    text = digest.get_body(("plain",)).get_content()
+    assert "Staying active with chronic pain" in text and "Sleep and recovery" in text
+    # The next Monday nothing new was published: the digest is skipped.
+    next_monday = monday + timedelta(weeks=1, minutes=5)
+    cli.ok("scheduler", "tick", "--at", next_monday.isoformat())
+    assert len(cli.eml_files()) == 1
+    runs = cli.json("campaigns", "show", str(campaign))["runs"]
+    assert [r["status"] for r in runs] == ["finished", "skipped"]

@@ -82,3 +82,27 @@ def previous_occurrence(expression: str, tz: str, before: datetime) -> datetime 
         if instant < before:
             return instant
     return None
+
+
+# The first zone to reach a wall-clock time is UTC+14 (Kiritimati), the last UTC-12.
+EARLIEST_ZONE = ZoneInfo("Etc/GMT-14")
+LOCAL_TIME_LEAD = timedelta(hours=26)
+
+
+def wall_clock(instant: datetime, tz: str) -> datetime:
+    """The naive local time of `instant` in `tz`."""
+    return instant.astimezone(zone(tz)).replace(tzinfo=None)
+
+
+def at_wall_clock(wall: datetime, tz: str | None, fallback: str) -> datetime:
+    """That wall-clock time in `tz` (or `fallback` when tz is missing or unknown), as UTC."""
+    try:
+        local = zone(tz) if tz else zone(fallback)
+    except InvalidInputError:
+        local = zone(fallback)
+    return wall.replace(tzinfo=local).astimezone(UTC)
+
+
+def earliest_local(instant: datetime, tz: str) -> datetime:
+    """When the first time zone on Earth reaches the wall-clock time of `instant` in `tz`."""
+    return wall_clock(instant, tz).replace(tzinfo=EARLIEST_ZONE).astimezone(UTC)

@@ -6,13 +6,19 @@ from datetime import datetime, timedelta
 from email.utils import parseaddr
 from typing import Any
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from newsletter.audience.models import MailingList
 from newsletter.campaigns.models import Campaign, CampaignStatus, Run, RunStatus
-from newsletter.campaigns.recurrence import latest_due, previous_occurrence
+from newsletter.campaigns.recurrence import (
+    LOCAL_TIME_LEAD,
+    earliest_local,
+    latest_due,
+    occurrences,
+    previous_occurrence,
+)
 from newsletter.campaigns.service import select_articles
 from newsletter.config import Settings
 from newsletter.content.models import Article
@@ -36,17 +42,25 @@ def claim_due_campaigns(
     into the latest one, which is sent once, or skipped when older than `catch_up`.
     """
     due = session.execute(
-        select(Campaign.id, Campaign.cron).where(
-            Campaign.status == CampaignStatus.scheduled, Campaign.send_at <= now
+        select(
+            Campaign.id, Campaign.cron, Campaign.local_time, Campaign.send_at, Campaign.timezone
+        ).where(
+            Campaign.status == CampaignStatus.scheduled,
+            or_(
+                Campaign.send_at <= now,
+                # Local-time sends start when the first time zone reaches them.
+                and_(Campaign.local_time, Campaign.send_at <= now + LOCAL_TIME_LEAD),
+            ),
         )
     ).all()
     run_ids = []
-    for campaign_id, cron in due:
-        run_id = (
-            _claim_recurring(session, campaign_id, now, catch_up)
-            if cron
-            else _claim_one_off(session, campaign_id, now)
-        )
+    for campaign_id, cron, local_time, send_at, tz in due:
+        if cron:
+            run_id = _claim_recurring(session, campaign_id, now, catch_up)
+        elif local_time and send_at is not None and earliest_local(send_at, tz) > now:
+            continue
+        else:
+            run_id = _claim_one_off(session, campaign_id, now)
         if run_id is not None:
             run_ids.append(run_id)
     return run_ids
@@ -83,7 +97,10 @@ def _claim_recurring(
     last = session.scalar(select(func.max(Run.occurrence_at)).where(Run.campaign_id == campaign_id))
     # Occurrences at or after the start time, after the last run, not older than catch_up.
     after = max(last or (campaign.send_at - timedelta(microseconds=1)), now - catch_up)
-    occurrence = latest_due(campaign.cron, campaign.timezone, after, now)
+    if campaign.local_time:
+        occurrence = _local_time_due(campaign.cron, campaign.timezone, after, now)
+    else:
+        occurrence = latest_due(campaign.cron, campaign.timezone, after, now)
     if occurrence is None:
         return None
     inserted = session.execute(
@@ -101,6 +118,16 @@ def _claim_recurring(
         .returning(Run.id)
     ).scalar()
     return inserted
+
+
+def _local_time_due(cron: str, tz: str, after: datetime, now: datetime) -> datetime | None:
+    """The latest occurrence whose wall-clock time some time zone has already reached."""
+    latest = None
+    for instant in occurrences(cron, tz, after):
+        if earliest_local(instant, tz) > now:
+            break
+        latest = instant
+    return latest
 
 
 def _insert_for(session: Session, table: Any) -> Any:

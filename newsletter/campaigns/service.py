@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from newsletter.audience.lists import get_list
@@ -119,7 +119,9 @@ def select_articles(
             .order_by(Article.published_at.desc(), Article.id.desc())
         )
         if campaign.content_kind is ContentKind.since_last and since is not None:
-            query = query.where(Article.published_at > since)
+            # New since the previous run: published since then, or imported since then
+            # (a feed polled a little late must not lose an entry between two runs).
+            query = query.where(or_(Article.published_at > since, Article.created_at > since))
         if campaign.content_kind is ContentKind.tag:
             # Tags are a JSON list; filtering in Python keeps this portable and the
             # scan is bounded to recent articles.
@@ -162,6 +164,7 @@ def schedule_recurring(
     *,
     skip_if_empty: bool = False,
     starting: datetime | None = None,
+    local_time: bool = False,
 ) -> Campaign:
     """Send the campaign at every occurrence of `cron` in `timezone`, from `starting` on."""
     campaign = get_campaign(session, campaign_id)
@@ -174,6 +177,7 @@ def schedule_recurring(
     campaign.cron = check_cron(cron)
     campaign.timezone = timezone
     campaign.skip_if_empty = skip_if_empty
+    campaign.local_time = local_time
     campaign.send_at = starting or utcnow()
     campaign.status = CampaignStatus.scheduled
     session.flush()
@@ -181,9 +185,17 @@ def schedule_recurring(
 
 
 def schedule_campaign(
-    session: Session, campaign_id: int, send_at: datetime, timezone: str = "UTC"
+    session: Session,
+    campaign_id: int,
+    send_at: datetime,
+    timezone: str = "UTC",
+    *,
+    local_time: bool = False,
 ) -> Campaign:
-    """Mark a draft (or rescheduled) campaign to start at `send_at` (UTC)."""
+    """Mark a draft (or rescheduled) campaign to start at `send_at` (UTC).
+
+    With `local_time`, each subscriber gets it at send_at's wall-clock time (read in
+    `timezone`) in their own time zone, over the 26 hours the zones span."""
     campaign = get_campaign(session, campaign_id)
     if campaign.status not in (CampaignStatus.draft, CampaignStatus.scheduled):
         raise InvalidInputError(
@@ -193,6 +205,7 @@ def schedule_campaign(
     campaign.send_at = send_at
     campaign.timezone = timezone
     campaign.cron = None
+    campaign.local_time = local_time
     campaign.status = CampaignStatus.scheduled
     session.flush()
     return campaign
@@ -248,6 +261,7 @@ def describe_campaign(session: Session, campaign: Campaign) -> dict[str, Any]:
         "cron": campaign.cron,
         "timezone": campaign.timezone,
         "skip_if_empty": campaign.skip_if_empty,
+        "local_time": campaign.local_time,
         "articles": [a.slug for a in select_articles(session, campaign)],
         "runs": [run_counts(session, run).as_json() for run in campaign.runs],
     }

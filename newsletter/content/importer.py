@@ -22,7 +22,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -157,7 +157,7 @@ def import_articles(session: Session, paths: Sequence[Path]) -> ImportReport:
             # A concurrent import of the same slug, or a value the database refuses.
             report.problems.append(Problem(str(path), f"could not be saved: {exc.orig}"))
             continue
-        _count(report, outcome)
+        count_outcome(report, outcome)
     session.commit()
     return report
 
@@ -227,7 +227,16 @@ def markdown_to_safe_html(body: str) -> str:
     removed; every link gets rel="noopener noreferrer".
     """
     rendered = markdown.markdown(body, extensions=["extra", "sane_lists"], output_format="html")
-    return str(_ARTICLE_HTML.clean(rendered)).strip()
+    return sanitize_html(rendered)
+
+
+def sanitize_html(value: str) -> str:
+    """Article HTML reduced to what `markdown_to_safe_html` allows, whatever its origin.
+
+    Used for HTML that arrives as HTML (feed entries), so every article body passes
+    the same sanitiser.
+    """
+    return str(_ARTICLE_HTML.clean(value)).strip()
 
 
 def plain_text(value: str) -> str:
@@ -248,8 +257,13 @@ def save_article(session: Session, parsed: ParsedArticle) -> Outcome:
     gives a different series_title.
     """
     article = session.scalar(select(Article).where(Article.slug == parsed.slug))
-    series = _ensure_series(session, parsed) if parsed.series_slug is not None else None
+    series = (
+        ensure_series(session, parsed.series_slug, parsed.series_title)
+        if parsed.series_slug is not None
+        else None
+    )
     values: dict[str, Any] = {
+        "slug": parsed.slug,
         "title": parsed.title,
         "summary": parsed.summary,
         "body_html": parsed.body_html,
@@ -262,8 +276,19 @@ def save_article(session: Session, parsed: ParsedArticle) -> Outcome:
         "position": _position(session, parsed, series, article),
         "source": str(parsed.path.resolve()),
     }
+    return upsert_article(session, article, values)
+
+
+def upsert_article(session: Session, article: Article | None, values: Mapping[str, Any]) -> Outcome:
+    """Insert a new article from `values` when `article` is None, else set the values
+    that differ from it; flush, and say which.
+
+    The step shared by every importer: the caller finds the article (by slug, by feed
+    guid…) and decides the values; an article whose values all match is left untouched,
+    so its `updated_at` does not move.
+    """
     if article is None:
-        session.add(Article(slug=parsed.slug, **values))
+        session.add(Article(**values))
         session.flush()
         return Outcome.created
     changed = {key: value for key, value in values.items() if getattr(article, key) != value}
@@ -273,17 +298,23 @@ def save_article(session: Session, parsed: ParsedArticle) -> Outcome:
     return Outcome.updated if changed else Outcome.unchanged
 
 
-def _ensure_series(session: Session, parsed: ParsedArticle) -> Series:
-    assert parsed.series_slug is not None
-    series = session.scalar(select(Series).where(Series.slug == parsed.series_slug))
+def ensure_series(session: Session, slug: str, title: str | None = None) -> Series:
+    """The series with this slug, created when missing (titled from the slug unless
+    `title` is given) and retitled when `title` differs."""
+    series = session.scalar(select(Series).where(Series.slug == slug))
     if series is None:
-        title = parsed.series_title or parsed.series_slug.replace("-", " ").title()
-        series = Series(slug=parsed.series_slug, title=title)
+        series = Series(slug=slug, title=title or slug.replace("-", " ").title())
         session.add(series)
         session.flush()
-    elif parsed.series_title and series.title != parsed.series_title:
-        series.title = parsed.series_title
+    elif title and series.title != title:
+        series.title = title
     return series
+
+
+def next_position(session: Session, series: Series) -> int:
+    """The position after the last article of the series (1 for an empty series)."""
+    last = session.scalar(select(func.max(Article.position)).where(Article.series_id == series.id))
+    return (last or 0) + 1
 
 
 def _position(
@@ -296,11 +327,11 @@ def _position(
         return parsed.position
     if article is not None and article.series_id == series.id and article.position is not None:
         return article.position
-    last = session.scalar(select(func.max(Article.position)).where(Article.series_id == series.id))
-    return (last or 0) + 1
+    return next_position(session, series)
 
 
-def _count(report: ImportReport, outcome: Outcome) -> None:
+def count_outcome(report: ImportReport, outcome: Outcome) -> None:
+    """Add one item with this outcome to the report's counts."""
     if outcome is Outcome.created:
         report.created += 1
     elif outcome is Outcome.updated:

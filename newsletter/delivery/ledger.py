@@ -17,7 +17,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.audience.models import Subscriber, Subscription, SubscriptionStatus, Suppression
-from newsletter.campaigns.models import Run, RunStatus, campaign_lists
+from newsletter.campaigns.models import Run, RunStatus
+from newsletter.campaigns.recurrence import at_wall_clock, wall_clock
 from newsletter.db import UtcDateTime, utcnow
 from newsletter.delivery.models import Delivery, DeliveryStatus
 
@@ -38,6 +39,7 @@ def audience_page(session: Session, list_ids: Sequence[int], after: int, limit: 
         select(
             Subscriber.id,
             Subscriber.email,
+            Subscriber.timezone,
             func.min(Subscription.list_id).label("list_id"),
             suppressed.label("suppressed"),
         )
@@ -47,7 +49,7 @@ def audience_page(session: Session, list_ids: Sequence[int], after: int, limit: 
             Subscription.status == SubscriptionStatus.confirmed,
             Subscriber.id > after,
         )
-        .group_by(Subscriber.id, Subscriber.email)
+        .group_by(Subscriber.id, Subscriber.email, Subscriber.timezone)
         .order_by(Subscriber.id)
         .limit(limit)
     )
@@ -60,25 +62,55 @@ def _insert(session: Session) -> Any:
     )(Delivery)
 
 
-def add_deliveries(session: Session, run_id: int, page: Sequence[Any]) -> None:
-    """Ledger rows for a page of the audience; rows that exist already are left alone."""
+def add_deliveries(
+    session: Session,
+    run_id: int,
+    page: Sequence[Any],
+    deliver_at: Callable[[Any], datetime] | None = None,
+) -> None:
+    """Ledger rows for a page of the audience; rows that exist already are left alone.
+
+    With `deliver_at` (local-time sending) a row due later waits as deferred until its
+    time; the retry release then hands it to a chunk like any other deferred row.
+    """
     now = utcnow()
-    rows = [
-        {
-            "run_id": run_id,
-            "subscriber_id": r.id,
-            "list_id": r.list_id,
-            "email": r.email,
-            "status": DeliveryStatus.suppressed if r.suppressed else DeliveryStatus.pending,
-            "attempts": 0,
-            "smtp_reply": "",
-            "message_id": "",
-            "updated_at": now,
-        }
-        for r in page
-    ]
+    rows = []
+    for r in page:
+        status, later = DeliveryStatus.pending, None
+        if r.suppressed:
+            status = DeliveryStatus.suppressed
+        elif deliver_at is not None and (at := deliver_at(r)) > now:
+            status, later = DeliveryStatus.deferred, at
+        rows.append(
+            {
+                "run_id": run_id,
+                "subscriber_id": r.id,
+                "list_id": r.list_id,
+                "email": r.email,
+                "status": status,
+                "next_attempt_at": later,
+                "attempts": 0,
+                "smtp_reply": "",
+                "message_id": "",
+                "updated_at": now,
+            }
+        )
     if rows:
         session.execute(_insert(session).on_conflict_do_nothing(), rows)
+
+
+def local_time_schedule(run: Run) -> Callable[[Any], datetime]:
+    """For each audience row, the run's wall-clock time in the subscriber's own zone
+    (else their list's, else the campaign's)."""
+    campaign = run.campaign
+    assert campaign is not None
+    wall = wall_clock(run.occurrence_at, campaign.timezone)
+    list_zones = {ml.id: ml.timezone for ml in campaign.lists}
+
+    def deliver_at(row: Any) -> datetime:
+        return at_wall_clock(wall, row.timezone or list_zones.get(row.list_id), campaign.timezone)
+
+    return deliver_at
 
 
 def fan_out(
@@ -93,20 +125,17 @@ def fan_out(
     new. Ends by moving the run from preparing to sending; returns the recipient count.
     """
     with sessions() as session:
-        list_ids = list(
-            session.scalars(
-                select(campaign_lists.c.list_id)
-                .join(Run, Run.campaign_id == campaign_lists.c.campaign_id)
-                .where(Run.id == run_id)
-            )
-        )
+        run = session.get_one(Run, run_id)
+        assert run.campaign is not None
+        list_ids = [ml.id for ml in run.campaign.lists]
+        deliver_at = local_time_schedule(run) if run.campaign.local_time else None
     after = 0
     while True:
         with sessions() as session:
             page = audience_page(session, list_ids, after, chunk_size)
             if not page:
                 break
-            add_deliveries(session, run_id, page)
+            add_deliveries(session, run_id, page, deliver_at)
             mark_progress(session, run_id)
             session.commit()
         chunk = Chunk(run_id, page[0].id, page[-1].id)
@@ -321,14 +350,19 @@ def release_due_retries(
 ) -> list[Chunk]:
     """Deferred deliveries whose time has come go back to pending; returns their chunks.
 
-    A delivery still deferred `lifetime` after its run started is given up: failed.
+    A delivery tried and still deferred `lifetime` after its run's occurrence is given
+    up: failed. (Rows waiting for a subscriber's local time have not been tried yet.)
     """
     expired_runs = select(Run.id).where(
-        Run.status == RunStatus.sending, Run.started_at < now - lifetime
+        Run.status == RunStatus.sending, Run.occurrence_at < now - lifetime
     )
     session.execute(
         update(Delivery)
-        .where(Delivery.status == DeliveryStatus.deferred, Delivery.run_id.in_(expired_runs))
+        .where(
+            Delivery.status == DeliveryStatus.deferred,
+            Delivery.attempts > 0,
+            Delivery.run_id.in_(expired_runs),
+        )
         .values(
             status=DeliveryStatus.failed,
             smtp_reply=func.substr("gave up retrying: " + Delivery.smtp_reply, 1, 1000),

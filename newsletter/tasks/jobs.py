@@ -5,10 +5,12 @@ Every task is safe to run twice: the ledger decides what is left to do.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from newsletter.campaigns.models import Run
 from newsletter.campaigns.runs import NothingToSend, fail_run, freeze_run, skip_run
+from newsletter.content.feeds import poll_due_feeds
 from newsletter.delivery.ledger import Chunk, fan_out
 from newsletter.errors import NewsletterError
 from newsletter.tasks.app import app, runtime
@@ -49,3 +51,12 @@ def send_chunk(self: Any, run_id: int, first: int, last: int) -> dict[str, int]:
     claim = str(self.request.id or f"local-{run_id}-{first}-{last}")
     with rt.sessions() as session:
         return rt.sender.send_chunk(session, Chunk(run_id, first, last), claim)
+
+
+@app.task(name="newsletter.poll_feeds")  # type: ignore[untyped-decorator]
+def poll_feeds(at: str) -> int:
+    """Import new entries of every feed due at `at` (ISO time); returns how many were
+    polled. Safe to run twice at once: each feed is taken by a conditional update."""
+    rt = runtime()
+    with rt.sessions() as session:
+        return len(poll_due_feeds(session, datetime.fromisoformat(at)))

@@ -9,16 +9,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import FrameType
 
-from sqlalchemy import or_, select
+from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 
 from newsletter.campaigns.models import Run, RunStatus
 from newsletter.campaigns.runs import claim_due_campaigns, finish_run_if_done
+from newsletter.content.models import Feed
 from newsletter.db import utcnow
 from newsletter.delivery.ledger import Chunk, open_chunks, release_due_retries
 from newsletter.sequences.engine import run_sequences
 from newsletter.tasks.app import Runtime
-from newsletter.tasks.jobs import enqueue_chunk, prepare_run
+from newsletter.tasks.jobs import enqueue_chunk, poll_feeds, prepare_run
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,15 @@ def tick(rt: Runtime, now: datetime | None = None) -> TickReport:
     now = now or utcnow()
     cfg = rt.settings
     report = TickReport()
+    with rt.sessions() as session:
+        feeds_due = session.scalar(
+            select(exists().where(or_(Feed.next_poll_at.is_(None), Feed.next_poll_at <= now)))
+        )
+    if feeds_due:
+        # First, so a digest claimed below can include what the feeds bring (with the
+        # embedded broker this runs inline; with workers, "since the last run" digests
+        # also count articles imported late, see campaigns.service.select_articles).
+        poll_feeds.delay(now.isoformat())
     with rt.sessions() as session:
         report.started_runs = claim_due_campaigns(session, now, timedelta(hours=cfg.catch_up_hours))
         report.retried_chunks = release_due_retries(
