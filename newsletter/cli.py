@@ -38,6 +38,9 @@ campaigns_app = typer.Typer(
     help="Campaigns: compose, preview, test, schedule.", no_args_is_help=True
 )
 scheduler_app = typer.Typer(help="The scheduler process.", no_args_is_help=True)
+series_app = typer.Typer(
+    help="Series: articles in order, with previous and next.", no_args_is_help=True
+)
 feeds_app = typer.Typer(help="RSS/Atom feeds polled for new articles.", no_args_is_help=True)
 sequences_app = typer.Typer(
     help="Drip sequences: a series, one article at a time.", no_args_is_help=True
@@ -50,6 +53,7 @@ app.add_typer(campaigns_app, name="campaigns")
 app.add_typer(scheduler_app, name="scheduler")
 app.add_typer(sequences_app, name="sequences")
 app.add_typer(feeds_app, name="feeds")
+app.add_typer(series_app, name="series")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -130,6 +134,100 @@ def articles_import(
         )
     if report.problems and not (report.created or report.updated or report.unchanged):
         raise typer.Exit(1)
+
+
+def _print_series(data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(data)
+        return
+    console.print(f"{data['slug']}: {data['title']}")
+    for a in data["articles"]:
+        state = "" if a["published"] else "  (not published)"
+        console.print(f"  {a['position']:>3}. {a['slug']:<36} {a['title']}{state}")
+
+
+@series_app.command("create")
+def series_create(
+    slug: str,
+    title: Annotated[str, typer.Option(help="Shown in emails as the series name.")],
+    description: str = "",
+) -> None:
+    """Create an empty series."""
+    from newsletter.content.editing import create_series
+
+    with open_session(settings()) as session:
+        create_series(session, slug, title, description)
+    console.print(f"series {slug} created")
+
+
+@series_app.command("list")
+def series_list(as_json: JsonOption = False) -> None:
+    """Every series with its number of articles."""
+    from newsletter.content.editing import list_series
+
+    with open_session(settings()) as session:
+        rows = list_series(session)
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        console.print(f"{r['slug']:<36} {r['articles']:>4} articles  {r['title']}")
+
+
+@series_app.command("show")
+def series_show(slug: str, as_json: JsonOption = False) -> None:
+    """The series' articles in order (drafts and future ones marked)."""
+    from newsletter.content.editing import describe
+    from newsletter.content.series import get_series
+
+    with open_session(settings()) as session:
+        data = describe(session, get_series(session, slug))
+    _print_series(data, as_json)
+
+
+@series_app.command("reorder")
+def series_reorder(
+    slug: str,
+    articles: Annotated[str, typer.Argument(help="Every article slug, comma-separated.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Set the order of the whole series."""
+    from newsletter.content.editing import describe, reorder
+    from newsletter.content.series import get_series
+
+    with open_session(settings()) as session:
+        reorder(session, slug, list(_split(articles)))
+        data = describe(session, get_series(session, slug))
+    _print_series(data, as_json)
+
+
+@series_app.command("insert")
+def series_insert(
+    slug: str,
+    article: str,
+    at: Annotated[int, typer.Option(help="Position, 1 = first.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Put an article into the series at a position (it leaves any other series)."""
+    from newsletter.content.editing import describe, insert
+    from newsletter.content.series import get_series
+
+    with open_session(settings()) as session:
+        insert(session, slug, article, at)
+        data = describe(session, get_series(session, slug))
+    _print_series(data, as_json)
+
+
+@series_app.command("remove")
+def series_remove(slug: str, article: str, as_json: JsonOption = False) -> None:
+    """Move an article out of the series; the others close the gap."""
+    from newsletter.content.editing import describe, move_out
+    from newsletter.content.series import get_series
+
+    with open_session(settings()) as session:
+        move_out(session, slug, article)
+        data = describe(session, get_series(session, slug))
+    _print_series(data, as_json)
 
 
 @feeds_app.command("add")

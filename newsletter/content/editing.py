@@ -1,0 +1,121 @@
+"""Editing series: create, reorder, insert an article at a position, move one out.
+
+Positions are kept contiguous (1..n) after every change, so "Part k of n" and the
+previous/next links, derived from the order, always follow what staff see here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from newsletter.content.models import Article, Series
+from newsletter.content.series import get_article, get_series, is_published
+from newsletter.errors import InvalidInputError
+
+SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+
+
+def in_order(session: Session, series: Series) -> list[Article]:
+    """Every article of the series (drafts too), by position then id."""
+    return list(
+        session.scalars(
+            select(Article)
+            .where(Article.series_id == series.id)
+            .order_by(Article.position.asc().nulls_last(), Article.id)
+        )
+    )
+
+
+def _renumber(articles: list[Article]) -> None:
+    for index, article in enumerate(articles, start=1):
+        article.position = index
+
+
+def create_series(session: Session, slug: str, title: str, description: str = "") -> Series:
+    if not SLUG.fullmatch(slug):
+        raise InvalidInputError(f"series slug {slug!r}: use lowercase letters, digits and -")
+    if session.scalar(select(Series.id).where(Series.slug == slug)):
+        raise InvalidInputError(f"series {slug!r} exists already")
+    if not title.strip():
+        raise InvalidInputError("--title must not be empty")
+    series = Series(slug=slug, title=title.strip(), description=description)
+    session.add(series)
+    session.flush()
+    return series
+
+
+def reorder(session: Session, series_slug: str, article_slugs: list[str]) -> list[Article]:
+    """Put the series' articles in exactly this order (every article, once)."""
+    series = get_series(session, series_slug)
+    current = {a.slug: a for a in in_order(session, series)}
+    if sorted(article_slugs) != sorted(current):
+        missing = sorted(set(current) - set(article_slugs))
+        extra = sorted(set(article_slugs) - set(current))
+        raise InvalidInputError(
+            "list every article of the series exactly once"
+            + (f"; missing: {', '.join(missing)}" if missing else "")
+            + (f"; not in the series: {', '.join(extra)}" if extra else "")
+        )
+    ordered = [current[slug] for slug in article_slugs]
+    _renumber(ordered)
+    session.flush()
+    return ordered
+
+
+def insert(session: Session, series_slug: str, article_slug: str, at: int) -> list[Article]:
+    """Put the article into the series at position `at` (1-based), shifting the rest."""
+    series = get_series(session, series_slug)
+    article = get_article(session, article_slug)
+    articles = [a for a in in_order(session, series) if a.id != article.id]
+    if not 1 <= at <= len(articles) + 1:
+        raise InvalidInputError(f"--at must be between 1 and {len(articles) + 1}")
+    articles.insert(at - 1, article)
+    article.series_id = series.id
+    _renumber(articles)
+    session.flush()
+    return articles
+
+
+def move_out(session: Session, series_slug: str, article_slug: str) -> list[Article]:
+    """Take the article out of the series; the others close the gap."""
+    series = get_series(session, series_slug)
+    article = get_article(session, article_slug)
+    if article.series_id != series.id:
+        raise InvalidInputError(f"article {article_slug!r} is not in series {series_slug!r}")
+    article.series_id = None
+    article.position = None
+    rest = [a for a in in_order(session, series) if a.id != article.id]
+    _renumber(rest)
+    session.flush()
+    return rest
+
+
+def describe(session: Session, series: Series) -> dict[str, Any]:
+    articles = in_order(session, series)
+    return {
+        "slug": series.slug,
+        "title": series.title,
+        "articles": [
+            {
+                "position": a.position,
+                "slug": a.slug,
+                "title": a.title,
+                "published": is_published(a),
+            }
+            for a in articles
+        ],
+    }
+
+
+def list_series(session: Session) -> list[dict[str, Any]]:
+    rows = session.execute(
+        select(Series, func.count(Article.id))
+        .outerjoin(Article, Article.series_id == Series.id)
+        .group_by(Series.id)
+        .order_by(Series.slug)
+    ).all()
+    return [{"slug": s.slug, "title": s.title, "articles": n} for s, n in rows]
