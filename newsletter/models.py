@@ -1,6 +1,7 @@
 """Every mapped class, imported in one place for Alembic and for tests."""
 
 from newsletter.audience.models import (
+    BounceEvent,
     MailingList,
     OptIn,
     Subscriber,
@@ -25,6 +26,7 @@ from newsletter.sequences.models import Enrollment, EnrollmentStatus, Sequence, 
 __all__ = [
     "Article",
     "Base",
+    "BounceEvent",
     "Campaign",
     "CampaignStatus",
     "ContentKind",

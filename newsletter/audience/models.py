@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Enum, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import Enum, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from newsletter.db import Base, JsonType, UtcDateTime, utcnow
@@ -33,6 +33,8 @@ class Subscriber(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
     timezone: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Soft bounces since the last delivered message; past a threshold, suppressed.
+    soft_bounces: Mapped[int] = mapped_column(Integer, default=0)
 
     subscriptions: Mapped[list[Subscription]] = relationship(back_populates="subscriber")
 
@@ -81,7 +83,25 @@ class Suppression(Base):
     __tablename__ = "suppressions"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    email: Mapped[str] = mapped_column(String(320), unique=True)
+    # A forgotten person's entry keeps only a hash of the address (see email_hash).
+    email: Mapped[str | None] = mapped_column(String(320), unique=True)
+    email_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     reason: Mapped[str] = mapped_column(String(100))
     detail: Mapped[str] = mapped_column(String(2000), default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class BounceEvent(Base):
+    """A bounce, complaint or delivery report we acted on; the unique key makes a
+    replayed notification harmless."""
+
+    __tablename__ = "bounce_events"
+    __table_args__ = (UniqueConstraint("source", "event_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(50))  # dsn, ses, sendgrid, mailgun, postmark
+    event_id: Mapped[str] = mapped_column(String(500))
+    email: Mapped[str] = mapped_column(String(320), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # hard, soft, complaint, delayed, other
+    detail: Mapped[str] = mapped_column(String(2000), default="")
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
