@@ -116,6 +116,17 @@ class Settings(BaseSettings):
     redis_url: str = ""  # shared rate limits; defaults to the broker when that is Redis
     # A recurring occurrence missed (scheduler down) is sent late once, unless older.
     catch_up_hours: float = 6.0
+    # Deliverability (see delivery/dkim.py and bounces/).
+    dkim_selector: str = ""
+    dkim_domain: str = ""  # defaults to the From address's domain
+    dkim_private_key_path: str = ""
+    list_unsubscribe_mailto: str = ""  # e.g. unsubscribe@clinic.example
+    soft_bounce_limit: int = 3
+    webhook_mailgun_key: str = ""
+    webhook_sendgrid_public_key: str = ""  # PEM or base64 DER of SendGrid's ECDSA key
+    webhook_postmark_user: str = ""
+    webhook_postmark_password: str = ""
+    webhook_sns_topic_arns: str = ""  # comma-separated SNS topics we accept
 
     @field_validator("database_url")
     @classmethod
