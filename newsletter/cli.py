@@ -872,6 +872,21 @@ def demo(
     run_demo(folder, subscribers, console)
 
 
+def _mount_area_commands() -> None:
+    # Command groups that live beside their domain; imported here, after this module's
+    # helpers exist, because their commands use them.
+    from newsletter.audience.cli import app as data_rights_app
+    from newsletter.bounces.cli import app as bounces_app
+    from newsletter.campaigns.templates_cli import app as templates_app
+
+    app.add_typer(bounces_app, name="bounces")
+    app.add_typer(templates_app, name="templates")
+    subscribers_app.registered_commands.extend(data_rights_app.registered_commands)
+
+
+_mount_area_commands()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: every NewsletterError becomes one line on stderr and exit code 1.
 

@@ -127,6 +127,12 @@ class Settings(BaseSettings):
     webhook_postmark_user: str = ""
     webhook_postmark_password: str = ""
     webhook_sns_topic_arns: str = ""  # comma-separated SNS topics we accept
+    # Public sign-up (see web/app.py and web/ratelimit.py).
+    confirm_ttl_seconds: int = 3 * 86400
+    signup_limit_per_ip: int = 5
+    signup_limit_per_ip_seconds: float = 600.0
+    signup_limit_per_address: int = 3
+    signup_limit_per_address_seconds: float = 86400.0
 
     @field_validator("database_url")
     @classmethod

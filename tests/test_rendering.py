@@ -347,7 +347,7 @@ def test_subject_is_one_line_with_whitespace_collapsed() -> None:
 
 @pytest.mark.parametrize("subject", ["{{ unclosed", "{{ no_such_variable }}"])
 def test_broken_subject_template_is_invalid_input(subject: str) -> None:
-    with pytest.raises(InvalidInputError, match="subject template"):
+    with pytest.raises(InvalidInputError, match="subject"):
         render_email("digest", content(STANDALONE, subject=subject))
 
 

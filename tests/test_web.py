@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from newsletter.audience.models import Subscription, SubscriptionStatus
+from newsletter.audience.models import MailingList, Subscription, SubscriptionStatus
 from newsletter.audience.tokens import Purpose, TokenSigner
+from newsletter.campaigns.models import Run, RunStatus
 from newsletter.campaigns.runs import claim_due_campaigns
 from newsletter.campaigns.service import schedule_campaign
 from newsletter.config import Settings
+from newsletter.content.models import Article
 from newsletter.db import make_engine, make_sessionmaker, utcnow
 from newsletter.delivery.ledger import Chunk, fan_out
 from newsletter.delivery.mailers import MemoryMailer
@@ -153,3 +156,60 @@ def test_healthz_reports_database_and_broker(client: TestClient) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"database": "ok", "broker": "ok"}
+
+
+def sent_run(session: Session, settings: Settings, subject: str) -> int:
+    """A campaign run that went out to one reader."""
+    news = session.query(MailingList).filter_by(slug="clinic-news").one_or_none()
+    if news is None:
+        news = make_list(session)
+        add_member(session, news, "reader@example.org")
+    campaign = series_digest(session, ["clinic-news"], subject=subject)
+    schedule_campaign(session, campaign.id, utcnow())
+    [run_id] = claim_due_campaigns(session, utcnow())
+    session.commit()
+    fan_out(make_sessionmaker(session.get_bind()), run_id, 100, lambda c: None)  # type: ignore[arg-type]
+    ChunkSender(settings, MemoryMailer()).send_chunk(session, Chunk(run_id, 0, 10**9), "test-claim")
+    return run_id
+
+
+def test_archive_lists_sent_runs_newest_first_and_published_articles_in_series_order(
+    client: TestClient, session: Session, settings: Settings
+) -> None:
+    import_sample(session)
+    older = sent_run(session, settings, "September digest")
+    newer = sent_run(session, settings, "News for {{ slot('name', 'there') }}")
+    session.get_one(Run, older).started_at = utcnow() - timedelta(days=30)
+    failed = Run(
+        campaign_id=session.get_one(Run, older).campaign_id,
+        occurrence_at=utcnow(),
+        status=RunStatus.failed,
+        error="could not render",
+    )
+    session.add(failed)
+    draft = session.query(Article).filter_by(slug="after-treatment").one()
+    draft.published_at = None
+    session.commit()
+
+    page = client.get("/archive")
+
+    assert page.status_code == 200
+    text = page.text
+    assert text.index("News for there") < text.index("September digest")
+    assert f"/archive/runs/{newer}" in text and f"/archive/runs/{older}" in text
+    assert f"/archive/runs/{failed.id}" not in text and "__slot_" not in text
+    assert "Understanding treatment options" in text
+    assert "Part 3 of 4" in text and "/articles/continuing-care" in text
+    assert "After a course of treatment" not in text
+
+
+def test_subscribe_page_offers_every_list_and_a_hidden_honeypot(
+    client: TestClient, session: Session
+) -> None:
+    make_list(session, "clinic-news", "Clinic news")
+    make_list(session, "events", "Events")
+    session.commit()
+    page = client.get("/subscribe?list=events").text
+    assert 'value="clinic-news"' in page
+    assert 'value="events" checked' in page and 'value="clinic-news" checked' not in page
+    assert 'name="website"' in page and 'class="hp"' in page

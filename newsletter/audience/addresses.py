@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 
@@ -77,3 +78,9 @@ def _normalise_domain(domain: str) -> str:
     if labels[-1].isdigit():
         raise InvalidInputError("domain is not a valid host name")
     return ascii_domain
+
+
+def email_hash(address: str) -> str:
+    """The hash a forgotten address leaves in Suppression.email_hash: hex SHA-256 of
+    the normalised address's UTF-8."""
+    return hashlib.sha256(address.encode("utf-8")).hexdigest()

@@ -18,9 +18,14 @@ from pathlib import Path
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from newsletter.audience.addresses import normalise_email
+from newsletter.audience.addresses import email_hash, normalise_email
 from newsletter.audience.lists import get_list
-from newsletter.audience.models import Subscriber, Subscription, SubscriptionStatus
+from newsletter.audience.models import (
+    Subscriber,
+    Subscription,
+    SubscriptionStatus,
+    Suppression,
+)
 from newsletter.db import utcnow
 from newsletter.errors import InvalidInputError, Problem
 from newsletter.importing import ImportReport
@@ -60,6 +65,8 @@ def import_subscribers_csv(
         raise InvalidInputError(f"source must be 1 to {MAX_SOURCE} characters")
     mailing_list = get_list(session, list_slug)
     rows, problems = read_subscriber_rows(_read_text(path), str(path))
+    rows, forgotten = _without_forgotten(session, rows)
+    problems.extend(forgotten)
     report = ImportReport()
     for start in range(0, len(rows), BATCH_SIZE):
         batch = rows[start : start + BATCH_SIZE]
@@ -67,6 +74,34 @@ def import_subscribers_csv(
     session.commit()
     report.problems = [problem for _line, problem in sorted(problems, key=lambda p: p[0])]
     return report
+
+
+FORGOTTEN = "this person asked us to forget them; not imported"
+
+
+def _without_forgotten(
+    session: Session, rows: list[SubscriberRow]
+) -> tuple[list[SubscriberRow], list[tuple[int, Problem]]]:
+    """Rows whose address was erased on request (a hashed suppression) are never
+    imported again: that would store and mail them anew."""
+    hashes = {row.email: email_hash(row.email) for row in rows}
+    gone: set[str] = set()
+    values = list(hashes.values())
+    for start in range(0, len(values), BATCH_SIZE):
+        gone.update(
+            session.scalars(
+                select(Suppression.email_hash).where(
+                    Suppression.email_hash.in_(values[start : start + BATCH_SIZE])
+                )
+            )
+        )
+    kept = [row for row in rows if hashes[row.email] not in gone]
+    skipped = [
+        (row.line, Problem(f"row {row.line}", FORGOTTEN))
+        for row in rows
+        if hashes[row.email] in gone
+    ]
+    return kept, skipped
 
 
 def read_subscriber_rows(

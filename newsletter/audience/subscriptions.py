@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from newsletter.audience.models import MailingList, Subscriber, Subscription, SubscriptionStatus
@@ -20,13 +22,90 @@ class Membership:
     status: SubscriptionStatus
 
 
-def unsubscribe(session: Session, subscriber_id: int, list_id: int, source: str) -> MailingList:
-    """Record that the subscriber left the list; repeating it changes nothing."""
-    subscription = session.scalar(
+class ConfirmOutcome(enum.StrEnum):
+    confirmed = "confirmed"  # this call confirmed it
+    already = "already"  # it was confirmed before; nothing changed
+    cancelled = "cancelled"  # the subscriber left the list since; nothing changed
+
+
+def find_subscription(session: Session, subscriber_id: int, list_id: int) -> Subscription | None:
+    return session.scalar(
         select(Subscription).where(
             Subscription.subscriber_id == subscriber_id, Subscription.list_id == list_id
         )
     )
+
+
+def add_subscription(
+    session: Session, subscriber_id: int, list_id: int, status: SubscriptionStatus, source: str
+) -> Subscription:
+    """The subscriber's subscription to the list, created with `status` if there is none.
+
+    An existing subscription is returned unchanged. Losing a race with a concurrent
+    creator is harmless: the insert runs in a savepoint and the winner's row is used.
+    """
+    existing = find_subscription(session, subscriber_id, list_id)
+    if existing is not None:
+        return existing
+    subscription = Subscription(
+        subscriber_id=subscriber_id,
+        list_id=list_id,
+        status=status,
+        source=source[:100],
+        confirmed_at=utcnow() if status is SubscriptionStatus.confirmed else None,
+    )
+    try:
+        with session.begin_nested():
+            session.add(subscription)
+    except IntegrityError:
+        winner = find_subscription(session, subscriber_id, list_id)
+        if winner is None:
+            raise
+        return winner
+    return subscription
+
+
+def confirm_pending(session: Session, subscriber_id: int, list_id: int) -> ConfirmOutcome:
+    """Confirm an unconfirmed subscription (the confirmation link was followed).
+
+    Confirming twice changes nothing; a subscription the subscriber has left since
+    stays left (an old confirmation link never re-subscribes anyone). Raises
+    NotFoundError when there is no such subscription.
+    """
+    subscription = find_subscription(session, subscriber_id, list_id)
+    if subscription is None:
+        raise NotFoundError("no such subscription")
+    if subscription.status is SubscriptionStatus.confirmed:
+        return ConfirmOutcome.already
+    if subscription.status is SubscriptionStatus.unsubscribed:
+        return ConfirmOutcome.cancelled
+    subscription.status = SubscriptionStatus.confirmed
+    subscription.confirmed_at = utcnow()
+    session.flush()
+    return ConfirmOutcome.confirmed
+
+
+def join(session: Session, subscriber_id: int, list_id: int, source: str) -> None:
+    """Make the subscriber a confirmed member of the list, whatever they were before.
+
+    Only for callers that have proven the subscriber controls the address (a signed
+    link we mailed them) or for single opt-in lists. Joining twice changes nothing.
+    """
+    subscription = add_subscription(
+        session, subscriber_id, list_id, SubscriptionStatus.confirmed, source
+    )
+    if subscription.status is SubscriptionStatus.confirmed:
+        return
+    subscription.status = SubscriptionStatus.confirmed
+    subscription.confirmed_at = utcnow()
+    subscription.unsubscribed_at = None
+    subscription.source = source[:100]
+    session.flush()
+
+
+def unsubscribe(session: Session, subscriber_id: int, list_id: int, source: str) -> MailingList:
+    """Record that the subscriber left the list; repeating it changes nothing."""
+    subscription = find_subscription(session, subscriber_id, list_id)
     if subscription is None:
         raise NotFoundError("no such subscription")
     if subscription.status is not SubscriptionStatus.unsubscribed:
@@ -38,6 +117,10 @@ def unsubscribe(session: Session, subscriber_id: int, list_id: int, source: str)
 
 
 def memberships(session: Session, subscriber_id: int) -> tuple[Subscriber, list[Membership]]:
+    """The subscriber and every list they have a subscription to (in any state), by name.
+
+    Raises NotFoundError when there is no such subscriber.
+    """
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None:
         raise NotFoundError("no such subscriber")

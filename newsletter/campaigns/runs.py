@@ -20,6 +20,7 @@ from newsletter.campaigns.recurrence import (
     previous_occurrence,
 )
 from newsletter.campaigns.service import select_articles
+from newsletter.campaigns.templates import render_campaign_email
 from newsletter.config import Settings
 from newsletter.content.models import Article
 from newsletter.content.series import series_place
@@ -255,7 +256,7 @@ def freeze_run(session: Session, run: Run, settings: Settings) -> Snapshot:
     web_url = run_web_url(settings, run.id)
     if run.campaign is not None:
         content = email_content(session, run.campaign, settings, web_url, run)
-        snapshot = render_email(run.campaign.template, content)
+        snapshot = render_campaign_email(session, run.campaign.template, content)
     else:
         snapshot = render_email("article", sequence_content(session, run, settings, web_url))
     run.snapshot = snapshot.to_json()

@@ -13,12 +13,12 @@ from sqlalchemy.orm import Session
 from newsletter.audience.lists import get_list
 from newsletter.campaigns.models import Campaign, CampaignStatus, ContentKind, Run
 from newsletter.campaigns.recurrence import check_cron, zone
+from newsletter.campaigns.templates import check_campaign_template
 from newsletter.content.models import Article
 from newsletter.content.series import get_article, get_series, published_in_order
 from newsletter.db import utcnow
 from newsletter.delivery.models import Delivery, DeliveryStatus
 from newsletter.errors import InvalidInputError, NotFoundError
-from newsletter.rendering.render import EMAIL_TEMPLATES, check_templates
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,6 @@ def create_campaign(
         raise InvalidInputError("--subject must not be empty")
     if "\n" in subject or "\r" in subject:
         raise InvalidInputError("--subject must be one line")
-    if template not in EMAIL_TEMPLATES:
-        raise InvalidInputError(f"--template must be one of {', '.join(EMAIL_TEMPLATES)}")
     if not list_slugs:
         raise InvalidInputError("name at least one --list")
     kind, args = content.kind_and_args()
@@ -92,7 +90,9 @@ def create_campaign(
         pass  # may well be empty today; each run decides (see skip_if_empty)
     elif not select_articles(session, campaign):
         raise InvalidInputError("the chosen content has no published article")
-    check_templates(template, campaign.subject, preheader)
+    # A built-in template or a stored (sandboxed) one; renders once now so a broken
+    # subject or template is refused here, not when the run starts.
+    check_campaign_template(session, template, campaign.subject, preheader)
     session.add(campaign)
     session.flush()
     return campaign

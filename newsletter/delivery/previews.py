@@ -9,18 +9,20 @@ from sqlalchemy.orm import Session
 from newsletter.audience.addresses import normalise_email
 from newsletter.campaigns.runs import email_content
 from newsletter.campaigns.service import get_campaign
+from newsletter.campaigns.templates import render_campaign_email
 from newsletter.config import Settings
+from newsletter.delivery.dkim import signer_from_settings
 from newsletter.delivery.mailers import OutgoingMessage, make_mailer
 from newsletter.delivery.sending import list_headers
 from newsletter.rendering.mime import MessageTemplate, Recipient, new_message_id
 from newsletter.rendering.preview import SAMPLE_VALUES, fill_html
-from newsletter.rendering.render import Snapshot, render_email
+from newsletter.rendering.render import Snapshot
 
 
 def render_now(session: Session, campaign_id: int, settings: Settings) -> Snapshot:
     campaign = get_campaign(session, campaign_id)
     content = email_content(session, campaign, settings, web_url=f"{settings.base_url}/archive")
-    return render_email(campaign.template, content)
+    return render_campaign_email(session, campaign.template, content)
 
 
 def preview_html(session: Session, campaign_id: int, settings: Settings) -> str:
@@ -49,6 +51,9 @@ def send_test(session: Session, campaign_id: int, to: str, settings: Settings) -
         "unsubscribe_url": f"{settings.base_url}/unsubscribe/test",
     }
     data = template.build(Recipient(address, "", values, message_id))
+    signer = signer_from_settings(settings)
+    if signer is not None:
+        data = signer.sign(data)
     mailer = make_mailer(settings.mail_target)
     try:
         result = mailer.send(

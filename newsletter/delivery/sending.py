@@ -97,6 +97,7 @@ def list_headers(
         list_name=first.name,
         list_id=f"{first.slug}.{settings.list_id_domain}",
         feedback_id=f"{occurrence}:{tag}:newsletter:{settings.sender_domain}",
+        unsubscribe_mailto=settings.list_unsubscribe_mailto,
     )
 
 
@@ -139,6 +140,10 @@ class ChunkSender:
         self.envelope_from = parseaddr(self.settings.from_address)[1]
         self.sender_domain = self.settings.sender_domain  # parsed once, used per message
         self.lease = timedelta(seconds=self.settings.lease_seconds)
+        # DKIM: one signer per sender (the key is parsed once); None without a key.
+        from newsletter.delivery.dkim import signer_from_settings
+
+        self.dkim = signer_from_settings(self.settings)
 
     def _compile(self, session: Session, run: Run) -> CompiledRun:
         compiled = self.compiled.get(run.id)
@@ -255,6 +260,8 @@ class ChunkSender:
         )
         try:
             data = compiled.template.build(recipient, date)
+            if self.dkim is not None:  # DKIM: sign every message we hand over
+                data = self.dkim.sign(data)
         except InvalidInputError as exc:
             # This one address or name cannot be put in a message (e.g. it needs
             # SMTPUTF8); the rest of the chunk goes on.

@@ -14,7 +14,6 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.header import Header
 from email.utils import formatdate, make_msgid, parseaddr
 
 from newsletter.errors import InvalidInputError
@@ -35,6 +34,9 @@ _SPECIALS = re.compile(r'[][\\()<>@,:;".]')  # as email.utils.formataddr
 _ESCAPES = re.compile(r'([\\"])')
 # RFC 2919 list-id: dot-atom-text with at least one dot, e.g. clinic-news.clinic.example
 _LIST_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)+")
+# List-Unsubscribe targets: the characters RFC 3986 allows in a URI, so a URL can
+# neither close its angle brackets nor need encoding; short enough for one line.
+_HEADER_URL = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]{1,900}")
 
 
 class HeaderInjectionError(InvalidInputError):
@@ -56,11 +58,27 @@ def safe_header_value(value: str, field: str) -> str:
 
 
 def encode_header(value: str, field: str) -> str:
-    """A header value, RFC 2047 encoded when it is not plain ASCII, folded to short lines."""
+    """An unstructured header value (Subject) folded to short lines; RFC 2047 encoded
+    unless a reader would see exactly `value` in plain text.
+
+    Plain text must be printable ASCII without "=?" (it would read as an encoded-word)
+    and without spaces at either end (dropped when the header is parsed). Anything
+    else, control characters and Unicode line separators included, is encoded-words,
+    which decode to `value` exactly.
+    """
     safe_header_value(value, field)
-    if value.isascii() and len(value) + len(field) < 76:
+    plain = (
+        value.isascii()
+        and value.isprintable()
+        and "=?" not in value
+        and value == value.strip(" ")
+        and len(value) <= _MAX_PLAIN
+    )
+    if plain and len(value) + len(field) < 76:
         return value
-    return Header(value, "utf-8", header_name=field).encode(linesep="\r\n")
+    if plain:
+        return _fold(field, value.split(" "), MAX_LINE)
+    return _fold(field, encoded_words(value), MAX_ENCODED_LINE)
 
 
 def encoded_words(text: str) -> list[str]:
@@ -108,7 +126,9 @@ def _with_phrase(field: str, phrase: str, angle: str, quote: bool) -> str:
     """
     if phrase.isascii() and phrase.isprintable() and "=?" not in phrase:
         # ("=?" would be read back as an encoded-word, even inside quotes.)
-        plain = _quoted(phrase) if quote or _SPECIALS.search(phrase) else phrase
+        # Quoted when the spacing would otherwise be lost ("  Ann  " reads as "Ann").
+        spaced = "  " in phrase or phrase != phrase.strip(" ")
+        plain = _quoted(phrase) if quote or spaced or _SPECIALS.search(phrase) else phrase
         value = f"{plain} <{angle}>"
         if len(field) + 2 + len(value) <= MAX_LINE:
             return value
@@ -212,11 +232,14 @@ class MessageTemplate:
     """A run's message, encoded once; `build` splices one recipient in."""
 
     def __init__(self, snapshot: Snapshot, headers: ListHeaders) -> None:
-        self.fallbacks = snapshot.fallbacks
         self.boundary = self._choose_boundary(snapshot)
         self.subject = SlotTemplate.compile(snapshot.subject)
         self.text = SlotTemplate.compile(snapshot.text).map_parts(_qp)
         self.html = SlotTemplate.compile(snapshot.html).map_parts(_qp)
+        # Every key gets a fallback: a sentinel written out in an article (not through
+        # slot()) must fill with "" rather than fail every message with a KeyError.
+        keys = (*self.subject.keys, *self.text.keys, *self.html.keys)
+        self.fallbacks = {**dict.fromkeys(keys, ""), **snapshot.fallbacks}
         self.fixed_headers = (
             f"From: {encode_from(headers.from_address)}\r\n"
             f"List-Id: {encode_list_id(headers.list_name, headers.list_id)}\r\n"
@@ -227,7 +250,7 @@ class MessageTemplate:
             "MIME-Version: 1.0\r\n"
             f'Content-Type: multipart/alternative; boundary="{self.boundary}"\r\n'
         ).encode("ascii")
-        self.unsubscribe_mailto = headers.unsubscribe_mailto
+        self.unsubscribe_mailto = check_unsubscribe_mailto(headers.unsubscribe_mailto)
         b = self.boundary.encode("ascii")
         part = b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
         self.text_head = b"\r\n--" + b + b'\r\nContent-Type: text/plain; charset="utf-8"\r\n' + part
@@ -247,10 +270,12 @@ class MessageTemplate:
         Raises UnsupportedAddressError for an address we cannot send to (not ASCII).
         """
         values = slot_values(self.fallbacks, recipient.values)
-        unsubscribe = safe_header_value(values["unsubscribe_url"], "List-Unsubscribe")
+        unsubscribe = _header_url(values["unsubscribe_url"], "List-Unsubscribe")
         list_unsubscribe = f"<{unsubscribe}>"
         if self.unsubscribe_mailto:
-            list_unsubscribe += f", <mailto:{self.unsubscribe_mailto}?subject=unsubscribe>"
+            # RFC 2369 allows folding between the entries; a long URL keeps its own line.
+            fold = ",\r\n " if len(unsubscribe) > 40 else ", "
+            list_unsubscribe += f"{fold}<mailto:{self.unsubscribe_mailto}?subject=unsubscribe>"
         headers = (
             f"Date: {date or formatdate(localtime=False, usegmt=True)}\r\n"
             f"Message-ID: {safe_header_value(recipient.message_id, 'Message-ID')}\r\n"
@@ -271,6 +296,29 @@ class MessageTemplate:
                 self.tail,
             )
         )
+
+
+def _header_url(url: str, field: str) -> str:
+    """`url` if it can stand between angle brackets in a header; InvalidInputError if not
+    (HeaderInjectionError for a line break)."""
+    safe_header_value(url, field)
+    if not _HEADER_URL.fullmatch(url):
+        raise InvalidInputError(
+            f"{field}: {url[:100]!r} is not a URL of at most 900 plain ASCII characters "
+            "(percent-encode anything else)"
+        )
+    return url
+
+
+def check_unsubscribe_mailto(address: str) -> str:
+    """`address` if it can follow "mailto:" in List-Unsubscribe ("" for none): plain
+    ASCII URI characters with an "@" and no "?". InvalidInputError otherwise; settings
+    can check it at start-up, and MessageTemplate checks it once per run."""
+    if address and ("@" not in address or "?" in address):
+        raise InvalidInputError(
+            f"List-Unsubscribe mailto: {address!r} is not an address such as leave@clinic.example"
+        )
+    return _header_url(address, "List-Unsubscribe mailto") if address else ""
 
 
 def new_message_id(domain: str) -> str:

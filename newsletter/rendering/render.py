@@ -132,11 +132,11 @@ def inline_css(html: str) -> str:
 
 
 def _render_subject(source: str, context: dict[str, Any]) -> str:
-    try:
-        subject = _TEXT_ENV.from_string(source).render(context)
-    except jinja2.TemplateError as exc:
-        raise InvalidInputError(f"subject template: {exc}") from exc
-    return " ".join(subject.split())
+    # Staff write subjects: they render in the sandbox, never in our trusted
+    # environment (a subject could otherwise reach Python internals).
+    from newsletter.rendering.sandbox import render_subject
+
+    return render_subject(source, context)
 
 
 def render_email(template: str, content: EmailContent) -> Snapshot:

@@ -1,0 +1,114 @@
+"""`newsletter bounces …`: read bounce mailboxes, try the classifier on a file.
+
+Helpers from `newsletter.cli` are imported inside each command: that module mounts
+this one, so importing it at the top would be a cycle.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from newsletter.bounces.dsn import BounceReport
+from newsletter.bounces.mailbox import MailboxReport
+
+app = typer.Typer(
+    help="Bounces and complaints: read the bounce mailbox, suppress bad addresses.",
+    no_args_is_help=True,
+)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+@app.command("import")
+def import_command(
+    path: Annotated[Path, typer.Argument(help="A Maildir, an mbox file, .eml files' folder.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Act on every bounce in a mailbox; reading it again changes nothing."""
+    from newsletter.bounces.actions import soft_bounce_limit
+    from newsletter.bounces.mailbox import import_mailbox
+    from newsletter.cli import open_session, settings
+
+    cfg = settings()
+    with open_session(cfg) as session:
+        report = import_mailbox(session, path, soft_bounce_limit(cfg))
+    _print_report(report, as_json)
+
+
+@app.command("fetch")
+def fetch_command(
+    host: Annotated[str, typer.Option(help="IMAP server.")],
+    user: Annotated[str, typer.Option(help="IMAP user name.")],
+    password: Annotated[
+        str,
+        typer.Option(
+            envvar="NEWSLETTER_IMAP_PASSWORD", prompt=True, hide_input=True, help="IMAP password."
+        ),
+    ],
+    folder: Annotated[str, typer.Option(help="The bounce folder.")] = "INBOX",
+    ssl: Annotated[bool, typer.Option("--ssl/--no-ssl", help="IMAP over TLS (993).")] = True,
+    port: Annotated[int | None, typer.Option(help="Default 993, or 143 with --no-ssl.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Act on the folder's unseen messages over IMAP and mark them seen."""
+    from newsletter.bounces.actions import soft_bounce_limit
+    from newsletter.bounces.mailbox import fetch_imap
+    from newsletter.cli import open_session, settings
+
+    cfg = settings()
+    with open_session(cfg) as session:
+        report = fetch_imap(
+            session, host, user, password, folder, ssl, port, soft_bounce_limit(cfg)
+        )
+    _print_report(report, as_json)
+
+
+@app.command("classify")
+def classify_command(
+    files: Annotated[list[Path], typer.Argument(help="Email files (.eml).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Say what each email is (hard, soft, complaint…) without changing anything."""
+    from newsletter.bounces.dsn import classify
+    from newsletter.cli import console, print_json
+
+    reports = [(file, classify(file.read_bytes())) for file in files]
+    if as_json:
+        print_json([_report_json(file, report) for file, report in reports])
+        return
+    for file, report in reports:
+        named = ", ".join(f"{r.address} {r.kind} {r.status}".strip() for r in report.recipients)
+        console.print(f"{file}: {report.kind}" + (f": {named}" if named else ""))
+
+
+def _report_json(file: Path, report: BounceReport) -> dict[str, object]:
+    return {
+        "file": str(file),
+        "kind": str(report.kind),
+        "event_id": report.event_id,
+        "feedback_type": report.feedback_type,
+        "recipients": [
+            {
+                "address": r.address,
+                "kind": str(r.kind),
+                "status": r.status,
+                "diagnostic": r.diagnostic,
+            }
+            for r in report.recipients
+        ],
+    }
+
+
+def _print_report(report: MailboxReport, as_json: bool) -> None:
+    from newsletter.cli import console, print_json, report_problems
+
+    if as_json:
+        print_json(report.as_dict())
+        return
+    report_problems(report.problems)
+    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(report.kinds.items())) or "none"
+    actions = ", ".join(f"{n} {a}" for a, n in sorted(report.actions.items())) or "nothing"
+    console.print(f"bounces: {report.messages} messages ({kinds}); {actions}")

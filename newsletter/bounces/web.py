@@ -1,0 +1,148 @@
+"""Webhook endpoints for bounce and complaint events: POST /webhooks/{provider}.
+
+Include `router` in the web app. Each endpoint reads the app's settings from
+`request.app.state.settings` (the `webhook_*` fields, see `WebhookSecrets`) and opens
+sessions from `request.app.state.sessions`. A provider with no secret configured
+answers 404; an unsigned request 401; a forged or stale one 403 and changes
+nothing; a valid one 200 with counts of what was done. A replayed event answers 200
+and changes nothing.
+
+Amazon SNS signing certificates and subscription confirmations are fetched through
+`request.app.state.sns_http_get` when the app sets it (a callable `url -> bytes`;
+tests set one), else over HTTPS with `HttpsGetter`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from newsletter.bounces.actions import Action, apply_report, soft_bounce_limit
+from newsletter.bounces.dsn import BounceReport
+from newsletter.bounces.webhooks import (
+    SENDGRID_SIGNATURE_HEADER,
+    SENDGRID_TIMESTAMP_HEADER,
+    CertificateFetcher,
+    HttpsGetter,
+    UnauthenticatedWebhook,
+    WebhookError,
+    WebhookSecrets,
+    confirm_sns_subscription,
+    mailgun_reports,
+    postmark_reports,
+    read_sns_message,
+    sendgrid_reports,
+    ses_reports,
+    utc_now,
+)
+
+MAX_BODY_BYTES = 5_000_000  # far above any provider's batch; keeps a flood out of memory
+
+router = APIRouter()
+_default_getter = HttpsGetter()
+
+
+@router.post("/webhooks/mailgun")
+async def mailgun_webhook(request: Request) -> JSONResponse:
+    secrets = _secrets(request)
+    try:
+        body = await _body(request)
+        reports = mailgun_reports(body, secrets.mailgun_key, now=time.time())
+    except WebhookError as exc:
+        return _refusal(exc)
+    return await _apply(request, reports, "mailgun")
+
+
+@router.post("/webhooks/sendgrid")
+async def sendgrid_webhook(request: Request) -> JSONResponse:
+    secrets = _secrets(request)
+    try:
+        body = await _body(request)
+        reports = sendgrid_reports(
+            body,
+            request.headers.get(SENDGRID_SIGNATURE_HEADER),
+            request.headers.get(SENDGRID_TIMESTAMP_HEADER),
+            secrets.sendgrid_public_key_pem,
+        )
+    except WebhookError as exc:
+        return _refusal(exc)
+    return await _apply(request, reports, "sendgrid")
+
+
+@router.post("/webhooks/postmark")
+async def postmark_webhook(request: Request) -> JSONResponse:
+    secrets = _secrets(request)
+    try:
+        body = await _body(request)
+        reports = postmark_reports(
+            body,
+            request.headers.get("Authorization"),
+            secrets.postmark_user,
+            secrets.postmark_password,
+        )
+    except WebhookError as exc:
+        return _refusal(exc)
+    return await _apply(request, reports, "postmark")
+
+
+@router.post("/webhooks/ses")
+async def ses_webhook(request: Request) -> JSONResponse:
+    secrets = _secrets(request)
+    http_get: CertificateFetcher = getattr(request.app.state, "sns_http_get", _default_getter)
+    try:
+        body = await _body(request)
+        # Fetching the certificate is blocking I/O: keep it off the event loop.
+        message = await run_in_threadpool(
+            read_sns_message, body, secrets.sns_topic_arns, http_get, utc_now()
+        )
+        if message["Type"] == "SubscriptionConfirmation":
+            url = await run_in_threadpool(confirm_sns_subscription, message, http_get)
+            return JSONResponse({"confirmed": url})
+        if message["Type"] != "Notification":
+            return JSONResponse({"events": 0})
+        reports = ses_reports(message)
+    except WebhookError as exc:
+        return _refusal(exc)
+    return await _apply(request, reports, "ses")
+
+
+def _secrets(request: Request) -> WebhookSecrets:
+    return WebhookSecrets.from_settings(getattr(request.app.state, "settings", None))
+
+
+async def _body(request: Request) -> bytes:
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise WebhookError("the body is too large")
+    return body
+
+
+def _refusal(error: WebhookError) -> JSONResponse:
+    headers = {}
+    if isinstance(error, UnauthenticatedWebhook):
+        headers["WWW-Authenticate"] = 'Basic realm="newsletter webhooks"'
+    return JSONResponse({"error": str(error)}, status_code=error.status_code, headers=headers)
+
+
+async def _apply(request: Request, reports: list[BounceReport], source: str) -> JSONResponse:
+    limit = soft_bounce_limit(getattr(request.app.state, "settings", None))
+    counts = await run_in_threadpool(_apply_all, request.app.state.sessions, reports, source, limit)
+    return JSONResponse(counts)
+
+
+def _apply_all(
+    sessions: sessionmaker[Session], reports: list[BounceReport], source: str, limit: int
+) -> dict[str, int]:
+    """Act on every event of one request in one transaction: all of it, or none."""
+    actions: Counter[str] = Counter()
+    with sessions() as session:
+        for report in reports:
+            for outcome in apply_report(session, report, source, limit):
+                actions[outcome.action] += 1
+        session.commit()
+    return {"events": len(reports), **{str(a): actions[a] for a in Action}}
