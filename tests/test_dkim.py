@@ -359,3 +359,34 @@ def test_garbage_instead_of_a_key_is_refused() -> None:
 def test_a_malformed_selector_is_refused(private_key_pem: bytes, selector: str) -> None:
     with pytest.raises(ConfigError, match="selector"):
         DkimSigner(selector, DOMAIN, private_key_pem)
+
+
+def test_the_demo_emails_verify_with_dkimpy_when_a_key_is_configured(
+    tmp_path: Path, private_key_pem: bytes, dns: DnsFunc
+) -> None:
+    """`newsletter demo` as a user runs it, with a DKIM key in the environment."""
+    import os
+    import subprocess
+    import sys
+
+    key = tmp_path / "dkim.pem"
+    key.write_bytes(private_key_pem)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update(
+        NEWSLETTER_DKIM_SELECTOR=SELECTOR,
+        NEWSLETTER_DKIM_DOMAIN=DOMAIN,
+        NEWSLETTER_DKIM_PRIVATE_KEY_PATH=str(key),
+    )
+    script = Path(sys.executable).parent / "newsletter"
+    done = subprocess.run(
+        [str(script), "demo", "--subscribers", "15", "--dir", str(tmp_path / "demo")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    messages = sorted((tmp_path / "demo" / "outbox").glob("*.eml"))
+    assert len(messages) == 15
+    assert all(verifies(path.read_bytes(), dns) for path in messages)
