@@ -80,6 +80,15 @@ def make_engine(url: str) -> Engine:
         raise ConfigError(f"NEWSLETTER_DATABASE_URL: {exc}") from exc
 
 
+def upsert_insert(session: Session, table: Any) -> Any:
+    """An INSERT for this session's backend that supports `.on_conflict_do_nothing()`:
+    the unique rows of the ledger, runs and enrollments are our claims."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from email.utils import parseaddr
-from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from newsletter.audience.models import MailingList
@@ -24,7 +22,7 @@ from newsletter.campaigns.templates import render_campaign_email
 from newsletter.config import Settings
 from newsletter.content.models import Article
 from newsletter.content.series import series_place
-from newsletter.db import utcnow
+from newsletter.db import upsert_insert, utcnow
 from newsletter.delivery.models import Delivery, DeliveryStatus
 from newsletter.errors import InvalidInputError, NewsletterError
 from newsletter.rendering.render import ArticleView, EmailContent, Link, Snapshot, render_email
@@ -105,7 +103,7 @@ def _claim_recurring(
     if occurrence is None:
         return None
     inserted = session.execute(
-        _insert_for(session, Run)
+        upsert_insert(session, Run)
         .values(
             campaign_id=campaign_id,
             occurrence_at=occurrence,
@@ -129,11 +127,6 @@ def _local_time_due(cron: str, tz: str, after: datetime, now: datetime) -> datet
             break
         latest = instant
     return latest
-
-
-def _insert_for(session: Session, table: Any) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 def _human_date(moment: datetime | None) -> str:

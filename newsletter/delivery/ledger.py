@@ -13,13 +13,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.audience.models import Subscriber, Subscription, SubscriptionStatus, Suppression
 from newsletter.campaigns.models import Run, RunStatus
 from newsletter.campaigns.recurrence import at_wall_clock, wall_clock
-from newsletter.db import UtcDateTime, utcnow
+from newsletter.db import UtcDateTime, upsert_insert, utcnow
 from newsletter.delivery.models import Delivery, DeliveryStatus
 
 
@@ -56,12 +55,6 @@ def audience_page(session: Session, list_ids: Sequence[int], after: int, limit: 
     return list(session.execute(query).all())
 
 
-def _insert(session: Session) -> Any:
-    return (
-        postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    )(Delivery)
-
-
 def add_deliveries(
     session: Session,
     run_id: int,
@@ -96,7 +89,7 @@ def add_deliveries(
             }
         )
     if rows:
-        session.execute(_insert(session).on_conflict_do_nothing(), rows)
+        session.execute(upsert_insert(session, Delivery).on_conflict_do_nothing(), rows)
 
 
 def local_time_schedule(run: Run) -> Callable[[Any], datetime]:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, exists, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from newsletter.audience.models import Subscriber, Subscription, SubscriptionStatus, Suppression
@@ -20,6 +19,7 @@ from newsletter.campaigns.models import Run, RunStatus
 from newsletter.campaigns.recurrence import next_occurrence
 from newsletter.content.models import Article
 from newsletter.content.series import published_in_order
+from newsletter.db import upsert_insert
 from newsletter.delivery.ledger import Chunk, open_chunks
 from newsletter.delivery.models import Delivery, DeliveryStatus
 from newsletter.sequences.models import Enrollment, EnrollmentStatus, Sequence, SequenceStatus
@@ -31,11 +31,6 @@ BATCH = 1000
 class SequenceReport:
     steps_sent: int = 0
     chunks: list[Chunk] = field(default_factory=list)
-
-
-def _insert(session: Session, table: object) -> object:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)  # type: ignore[arg-type]
 
 
 def _confirmed(sequence: Sequence) -> object:
@@ -61,7 +56,7 @@ def sync_enrollments(session: Session, sequence: Sequence, now: datetime) -> Non
     ).all()
     if newcomers:
         session.execute(
-            _insert(session, Enrollment).on_conflict_do_nothing(),  # type: ignore[attr-defined]
+            upsert_insert(session, Enrollment).on_conflict_do_nothing(),
             [
                 {
                     "sequence_id": sequence.id,
@@ -124,7 +119,7 @@ def next_due(sequence: Sequence, subscriber_timezone: str | None, now: datetime)
 def step_run(session: Session, sequence: Sequence, article: Article, now: datetime) -> int:
     """The run of this (sequence, article) step, created on first need."""
     session.execute(
-        _insert(session, Run)  # type: ignore[attr-defined]
+        upsert_insert(session, Run)
         .values(
             sequence_id=sequence.id,
             article_id=article.id,
@@ -194,7 +189,7 @@ def send_due_steps(
             continue  # another scheduler moved it on first
         run_id = step_run(session, sequence, articles[sent], now)
         session.execute(
-            _insert(session, Delivery)  # type: ignore[attr-defined]
+            upsert_insert(session, Delivery)
             .values(
                 run_id=run_id,
                 subscriber_id=subscriber_id,
