@@ -53,6 +53,7 @@ THROTTLING_WORDS = ("rate limit", "rate-limit", "ratelimit", "throttl", "too man
 # Permanent replies that say the mailbox does not exist or cannot take mail.
 HARD_BOUNCE_CODES = frozenset({550, 551, 553})
 CHECK_EVERY_SECONDS = 1.0  # how often a chunk looks at pause/cancel and renews its claim
+COMPILED_RUNS_KEPT = 64  # compiled message templates cached per worker process
 
 
 def subscriber_links(
@@ -160,6 +161,8 @@ class ChunkSender:
                 )
             )
             salt = hashlib.sha256(f"{run.id}:{run.created_at.isoformat()}".encode()).hexdigest()
+            if len(self.compiled) >= COMPILED_RUNS_KEPT:  # a long-lived worker sees many runs
+                self.compiled.pop(next(iter(self.compiled)))
             compiled = self.compiled[run.id] = CompiledRun(
                 template, keys, salt[:10], run.sequence_id
             )
