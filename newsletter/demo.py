@@ -18,6 +18,7 @@ from newsletter.campaigns.service import ContentSpec, create_campaign, schedule_
 from newsletter.config import EMBEDDED_BROKER, Settings, load_settings
 from newsletter.content.importer import import_articles
 from newsletter.db import make_engine, make_sessionmaker, session_scope, upgrade, utcnow
+from newsletter.delivery.ledger import delivery_counts
 from newsletter.delivery.models import Delivery, DeliveryStatus
 from newsletter.delivery.previews import preview_html
 from newsletter.errors import NotFoundError
@@ -122,13 +123,7 @@ def _summarise(
 ) -> None:
     engine = make_engine(settings.database_url)
     with session_scope(make_sessionmaker(engine)) as session:
-        counts = dict(
-            session.execute(
-                select(Delivery.status, func.count())
-                .where(Delivery.run_id == run_id)
-                .group_by(Delivery.status)
-            ).all()
-        )
+        counts = delivery_counts(session, run_id) if run_id is not None else {}
         preview = folder.resolve() / "preview.html"
         preview.write_text(preview_html(session, campaign_id, settings), encoding="utf-8")
     engine.dispose()

@@ -17,35 +17,17 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate, parseaddr
-from pathlib import Path
-
-import jinja2
 
 from newsletter.audience.signup import Confirmation
 from newsletter.audience.tokens import Purpose, TokenSigner
 from newsletter.delivery.mailers import Mailer, OutgoingMessage
 from newsletter.errors import DeliveryError, InvalidInputError
 from newsletter.rendering.mime import encode_address, encode_from, encode_header, new_message_id
+from newsletter.rendering.render import render_package_template
 
 log = logging.getLogger(__name__)
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "email"
 SUBJECT = "Please confirm your subscription"
-
-
-def _environment(autoescape: bool) -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        autoescape=autoescape,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-
-
-_HTML = _environment(autoescape=True)
-_TEXT = _environment(autoescape=False)
 
 
 @dataclass(frozen=True)
@@ -108,8 +90,8 @@ def render_bodies(
         "links": links,
         "valid_for": human_duration(sender.ttl_seconds),
     }
-    text = _TEXT.get_template("confirm.txt").render(context)
-    html = _HTML.get_template("confirm.html").render(context)
+    text = render_package_template("email/confirm.txt", context)
+    html = render_package_template("email/confirm.html", context)
     return text, html
 
 

@@ -27,6 +27,7 @@ from newsletter.campaigns.service import ContentSpec, create_campaign, schedule_
 from newsletter.config import Settings
 from newsletter.content.importer import import_articles
 from newsletter.db import make_engine, make_sessionmaker, session_scope, upgrade, utcnow
+from newsletter.delivery.ledger import delivery_counts
 from newsletter.delivery.mailers import OutgoingMessage, SmtpMailer
 from newsletter.delivery.models import Delivery, DeliveryStatus
 from newsletter.delivery.sending import list_headers, subscriber_links
@@ -276,14 +277,8 @@ def run_bench(
             worker_cpu = _tree_cpu(worker_pids) - cpu_before
         costs = _stage_costs(bench, campaign_id, url)
     with runtime().sessions() as session:
-        counts = dict(
-            session.execute(
-                select(Delivery.status, func.count())
-                .join(Run, Run.id == Delivery.run_id)
-                .where(Run.campaign_id == campaign_id)
-                .group_by(Delivery.status)
-            ).all()
-        )
+        run_id = session.scalar(select(Run.id).where(Run.campaign_id == campaign_id))
+        counts = delivery_counts(session, run_id) if run_id is not None else {}
     runtime().close()
     sent = counts.get(DeliveryStatus.sent, 0)
     worker_cpu_us = worker_cpu / sent * 1e6 if sent else 0.0

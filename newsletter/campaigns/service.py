@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from newsletter.audience.lists import get_list
@@ -17,7 +17,8 @@ from newsletter.campaigns.templates import check_campaign_template
 from newsletter.content.models import Article
 from newsletter.content.series import get_article, get_series, published_in_order
 from newsletter.db import utcnow
-from newsletter.delivery.models import Delivery, DeliveryStatus
+from newsletter.delivery.ledger import delivery_counts
+from newsletter.delivery.models import DeliveryStatus
 from newsletter.errors import InvalidInputError, NotFoundError
 
 
@@ -232,17 +233,13 @@ class RunCounts:
 
 
 def run_counts(session: Session, run: Run) -> RunCounts:
-    rows = session.execute(
-        select(Delivery.status, func.count())
-        .where(Delivery.run_id == run.id)
-        .group_by(Delivery.status)
-    ).all()
+    counts = delivery_counts(session, run.id)
     return RunCounts(
         run_id=run.id,
         status=run.status.value,
         occurrence_at=run.occurrence_at,
         recipients=run.recipients,
-        by_status={status.value: count for status, count in rows},
+        by_status={status.value: count for status, count in counts.items()},
         error=run.error,
     )
 

@@ -31,6 +31,16 @@ class Chunk:
     last: int
 
 
+def delivery_counts(session: Session, run_id: int) -> dict[DeliveryStatus, int]:
+    """How many of the run's ledger rows are in each status (absent statuses: none)."""
+    rows = session.execute(
+        select(Delivery.status, func.count())
+        .where(Delivery.run_id == run_id)
+        .group_by(Delivery.status)
+    ).all()
+    return {status: count for status, count in rows}
+
+
 def audience_page(session: Session, list_ids: Sequence[int], after: int, limit: int) -> list[Any]:
     """Confirmed members of any of the lists with id > after: (id, email, list_id, suppressed)."""
     suppressed = select(Suppression.id).where(Suppression.email == Subscriber.email).exists()

@@ -100,6 +100,13 @@ _HTML_ENV = _environment(autoescape=True)
 _TEXT_ENV = _environment(autoescape=False)
 
 
+def render_package_template(name: str, context: dict[str, Any]) -> str:
+    """One of our own (trusted) templates, e.g. "email/confirm.html"; HTML-escaped
+    when the name ends in .html."""
+    env = _HTML_ENV if name.endswith(".html") else _TEXT_ENV
+    return env.get_template(name).render(context)
+
+
 class _SlotRecorder:
     """The `slot()` function templates call; remembers each slot's fallback."""
 

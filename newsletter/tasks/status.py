@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from newsletter.campaigns.models import Campaign, Run, RunStatus
 from newsletter.config import Settings
 from newsletter.db import utcnow
+from newsletter.delivery.ledger import delivery_counts
 from newsletter.delivery.models import Delivery, DeliveryStatus
 from newsletter.tasks.app import QUEUE, app
 
@@ -46,13 +47,7 @@ class Status:
 
 
 def run_progress(session: Session, run: Run, campaign: Campaign) -> RunProgress:
-    counts = dict(
-        session.execute(
-            select(Delivery.status, func.count())
-            .where(Delivery.run_id == run.id)
-            .group_by(Delivery.status)
-        ).all()
-    )
+    counts = delivery_counts(session, run.id)
     recent = (
         session.scalar(
             select(func.count())
