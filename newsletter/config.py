@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     # Delivery engine (see delivery/sending.py and delivery/throttle.py).
     lease_seconds: float = 120.0  # a chunk task's claim on its rows, renewed while it works
     stall_seconds: float = 60.0  # a run without progress this long is re-enqueued
+    # Where each worker process journals delivery results before they reach the
+    # ledger (see delivery/journal.py); keep it on a disk that outlives the worker.
+    journal_dir: str = ""  # default: <temp dir>/newsletter-journal
     retry_base_seconds: float = 60.0  # first retry delay after a 4xx; doubles each time
     retry_max_seconds: float = 7200.0
     retry_lifetime_hours: float = 72.0  # then a deferred delivery is marked failed

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -21,6 +23,11 @@ PG_ADMIN_URL = os.environ.get(
     "NEWSLETTER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("NEWSLETTER_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+# Worker processes journal delivery results here (delivery/journal.py): one directory
+# per test session, so no journal outlives the session or meets another's.
+if "NEWSLETTER_JOURNAL_DIR" not in os.environ:
+    os.environ["NEWSLETTER_JOURNAL_DIR"] = tempfile.mkdtemp(prefix="newsletter-journal-")
+    atexit.register(shutil.rmtree, os.environ["NEWSLETTER_JOURNAL_DIR"], True)
 
 
 @pytest.fixture(scope="session")

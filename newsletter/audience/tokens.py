@@ -8,6 +8,7 @@ so an unsubscribe token cannot be used to confirm, and the HMAC-SHA256 signature
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import time
@@ -36,8 +37,12 @@ class TokenClaims:
     expires_at: int  # unix seconds; 0 = never
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    """base64url without padding (what urlsafe_b64encode gives, minus its Python layers)."""
+    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=").decode()
 
 
 def _unb64(text: str) -> bytes:
@@ -49,7 +54,7 @@ class TokenSigner:
         self._key = hashlib.sha256(b"newsletter-tokens:" + secret_key.encode()).digest()
 
     def _signature(self, payload: str) -> str:
-        return _b64(hmac.new(self._key, payload.encode("ascii"), hashlib.sha256).digest()[:16])
+        return _b64(hmac.digest(self._key, payload.encode("ascii"), "sha256")[:16])
 
     def sign(self, purpose: Purpose, subscriber_id: int, list_id: int, ttl_seconds: int = 0) -> str:
         expires = int(time.time()) + ttl_seconds if ttl_seconds else 0

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import case, func, literal, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.audience.models import Subscriber, Subscription, SubscriptionStatus, Suppression
@@ -41,8 +41,35 @@ def delivery_counts(session: Session, run_id: int) -> dict[DeliveryStatus, int]:
     return {status: count for status, count in rows}
 
 
-def audience_page(session: Session, list_ids: Sequence[int], after: int, limit: int) -> list[Any]:
-    """Confirmed members of any of the lists with id > after: (id, email, list_id, suppressed)."""
+def _audience(list_ids: Sequence[int]) -> Any:
+    """Confirmed subscriptions to any of the lists."""
+    return (Subscription.list_id.in_(list_ids)) & (
+        Subscription.status == SubscriptionStatus.confirmed
+    )
+
+
+def page_bounds(
+    session: Session, list_ids: Sequence[int], after: int, limit: int
+) -> tuple[int, int] | None:
+    """The first and last subscriber id of the next page of the audience after `after`
+    (at most `limit` people), or None when nobody is left."""
+    ids = (
+        select(Subscription.subscriber_id)
+        .where(_audience(list_ids), Subscription.subscriber_id > after)
+        .distinct()
+        .order_by(Subscription.subscriber_id)
+        .limit(limit)
+        .subquery()
+    )
+    first, last = session.execute(
+        select(func.min(ids.c.subscriber_id), func.max(ids.c.subscriber_id))
+    ).one()
+    return None if first is None else (first, last)
+
+
+def audience_page(session: Session, list_ids: Sequence[int], first: int, last: int) -> list[Any]:
+    """Confirmed members of any of the lists with first <= id <= last:
+    (id, email, timezone, list_id, suppressed)."""
     suppressed = select(Suppression.id).where(Suppression.email == Subscriber.email).exists()
     query = (
         select(
@@ -53,36 +80,75 @@ def audience_page(session: Session, list_ids: Sequence[int], after: int, limit: 
             suppressed.label("suppressed"),
         )
         .join(Subscription, Subscription.subscriber_id == Subscriber.id)
-        .where(
-            Subscription.list_id.in_(list_ids),
-            Subscription.status == SubscriptionStatus.confirmed,
-            Subscriber.id > after,
-        )
+        .where(_audience(list_ids), Subscriber.id.between(first, last))
         .group_by(Subscriber.id, Subscriber.email, Subscriber.timezone)
         .order_by(Subscriber.id)
-        .limit(limit)
     )
     return list(session.execute(query).all())
+
+
+_LEDGER_COLUMNS = (
+    "run_id",
+    "subscriber_id",
+    "list_id",
+    "email",
+    "status",
+    "attempts",
+    "smtp_reply",
+    "message_id",
+    "updated_at",
+)
+
+
+def insert_page(
+    session: Session, run_id: int, list_ids: Sequence[int], first: int, last: int
+) -> None:
+    """Ledger rows for the audience with first <= id <= last, written by the database
+    itself (INSERT … SELECT: no row travels to us); existing rows are left alone."""
+    suppressed = select(Suppression.id).where(Suppression.email == Subscriber.email).exists()
+    status = case(
+        (suppressed, literal(DeliveryStatus.suppressed.value)),
+        else_=literal(DeliveryStatus.pending.value),
+    )
+    source = (
+        select(
+            literal(run_id),
+            Subscriber.id,
+            func.min(Subscription.list_id),
+            Subscriber.email,
+            status,
+            literal(0),
+            literal(""),
+            literal(""),
+            literal(utcnow(), UtcDateTime()),
+        )
+        .join(Subscription, Subscription.subscriber_id == Subscriber.id)
+        .where(_audience(list_ids), Subscriber.id.between(first, last))
+        .group_by(Subscriber.id, Subscriber.email)
+    )
+    session.execute(
+        upsert_insert(session, Delivery)
+        .from_select(_LEDGER_COLUMNS, source)
+        .on_conflict_do_nothing()
+    )
 
 
 def add_deliveries(
     session: Session,
     run_id: int,
     page: Sequence[Any],
-    deliver_at: Callable[[Any], datetime] | None = None,
+    deliver_at: Callable[[Any], datetime],
 ) -> None:
-    """Ledger rows for a page of the audience; rows that exist already are left alone.
-
-    With `deliver_at` (local-time sending) a row due later waits as deferred until its
-    time; the retry release then hands it to a chunk like any other deferred row.
-    """
+    """Ledger rows for a page of the audience, each due at its own local time: a row
+    due later waits as deferred until then (the retry release then hands it to a
+    chunk like any other deferred row). Rows that exist already are left alone."""
     now = utcnow()
     rows = []
     for r in page:
         status, later = DeliveryStatus.pending, None
         if r.suppressed:
             status = DeliveryStatus.suppressed
-        elif deliver_at is not None and (at := deliver_at(r)) > now:
+        elif (at := deliver_at(r)) > now:
             status, later = DeliveryStatus.deferred, at
         rows.append(
             {
@@ -135,13 +201,18 @@ def fan_out(
     after = 0
     while True:
         with sessions() as session:
-            page = audience_page(session, list_ids, after, chunk_size)
-            if not page:
+            bounds = page_bounds(session, list_ids, after, chunk_size)
+            if bounds is None:
                 break
-            add_deliveries(session, run_id, page, deliver_at)
+            if deliver_at is None:
+                insert_page(session, run_id, list_ids, *bounds)
+            else:  # each row's time is computed here, from its zone
+                add_deliveries(
+                    session, run_id, audience_page(session, list_ids, *bounds), deliver_at
+                )
             mark_progress(session, run_id)
             session.commit()
-        chunk = Chunk(run_id, page[0].id, page[-1].id)
+        chunk = Chunk(run_id, *bounds)
         enqueue(chunk)
         after = chunk.last
     with sessions() as session:
@@ -185,11 +256,14 @@ def claim_chunk(session: Session, chunk: Chunk, claim: str, now: datetime, lease
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def claimed_rows(session: Session, chunk: Chunk, claim: str) -> list[Any]:
+def claimed_rows(
+    session: Session, chunk: Chunk, claim: str, with_attributes: bool = True
+) -> list[Any]:
     """The rows `claim` holds, with what sending needs, in subscriber order.
 
     `still_subscribed` is false for someone who left the list after the run started:
     the ledger was written at fan-out, but an unsubscribe must stop mail at once.
+    Attributes (JSON, parsed per row) are read only `with_attributes`; else None.
     """
     query = (
         select(
@@ -199,7 +273,7 @@ def claimed_rows(session: Session, chunk: Chunk, claim: str) -> list[Any]:
             Delivery.list_id,
             Delivery.subscriber_id,
             Subscriber.name,
-            Subscriber.attributes,
+            Subscriber.attributes if with_attributes else literal(None).label("attributes"),
             (Subscription.status == SubscriptionStatus.confirmed).label("still_subscribed"),
         )
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
@@ -216,69 +290,8 @@ def claimed_rows(session: Session, chunk: Chunk, claim: str) -> list[Any]:
         )
         .order_by(Delivery.subscriber_id)
     )
-    return list(session.execute(query).all())
-
-
-_RECORD_RESULT = (
-    "UPDATE deliveries SET status = {p}, attempts = attempts + 1, smtp_reply = {p},"
-    " message_id = {p}, sent_at = {p}, next_attempt_at = {p}, claim = '', lease_until = NULL,"
-    " updated_at = {p} WHERE id = {p} AND status = 'sending' AND claim = {p}"
-)
-_PLACEHOLDERS = {"format": "%s", "pyformat": "%s", "qmark": "?"}
-
-
-class ResultRecorder:
-    """Writes each delivery's outcome, durably, the moment the mailer returns.
-
-    One statement in its own transaction on a connection of its own (autocommit): a
-    single round trip per message, which is what lets a killed worker leave at most the
-    one message it was handing over unrecorded. This is the hottest statement of the
-    service, so it goes straight to the driver's cursor (half the CPU of a SQLAlchemy
-    execute), with datetimes converted by the column type's own bind processor.
-    """
-
-    def __init__(self, engine: Engine) -> None:
-        self.connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        dialect = engine.dialect
-        if dialect.name == "postgresql":
-            # Not waiting for the WAL flush risks the last few milliseconds of commits
-            # only if PostgreSQL itself crashes; a killed worker loses nothing.
-            self.connection.exec_driver_sql("SET synchronous_commit = off")
-        placeholder = _PLACEHOLDERS[dialect.paramstyle]
-        self.sql = _RECORD_RESULT.format(p=placeholder)
-        self.cursor = self.connection.connection.cursor()
-        processor = UtcDateTime().bind_processor(dialect)
-        self.to_db: Callable[[datetime | None], Any] = processor or (lambda value: value)
-
-    def record(
-        self,
-        delivery_id: int,
-        claim: str,
-        status: DeliveryStatus,
-        reply: str,
-        message_id: str,
-        next_attempt_at: datetime | None = None,
-    ) -> bool:
-        """Write one outcome if `claim` still holds the row (a repeat is a no-op)."""
-        now = self.to_db(utcnow())
-        self.cursor.execute(
-            self.sql,
-            (
-                status.value,
-                reply[:1000],
-                message_id,
-                now if status is DeliveryStatus.sent else None,
-                self.to_db(next_attempt_at),
-                now,
-                delivery_id,
-                claim,
-            ),
-        )
-        return bool(self.cursor.rowcount)
-
-    def close(self) -> None:
-        self.cursor.close()
-        self.connection.close()
+    # Core execution: plain rows, without the ORM's per-row bookkeeping.
+    return list(session.connection().execute(query).all())
 
 
 def _held_by(chunk: Chunk, claim: str) -> Any:

@@ -1,10 +1,11 @@
 """Sending a chunk: claim its rows, fill each recipient's slots, hand over, record.
 
-Each result is committed as soon as the mailer returns, so a killed worker leaves at
-most the one message it was handing over unrecorded; that row keeps the dead task's
-claim, and when the claim expires (or the task is redelivered) it is sent again:
-at most one duplicate per killed process, nobody skipped. The run's email was encoded
-once (`MessageTemplate`); per recipient we only sign two tokens and splice values.
+Each result is journalled as soon as the mailer returns (`journal.Journal`: one
+write(2), replayed into the ledger if we die), so a killed worker leaves at most the
+one message it was handing over unrecorded; that row keeps the dead task's claim, and
+when the claim expires (or the task is redelivered) it is sent again: at most one
+duplicate per killed process, nobody skipped. The run's email was encoded once
+(`MessageTemplate`); per recipient we only sign two tokens and splice values.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from email.utils import formatdate, parseaddr
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from newsletter.audience.models import MailingList, Suppression
@@ -27,9 +29,9 @@ from newsletter.campaigns.models import Run, RunStatus
 from newsletter.campaigns.runs import finish_run_if_done, freeze_run, run_lists
 from newsletter.config import Settings
 from newsletter.db import utcnow
+from newsletter.delivery.journal import Journal, claimed_by, default_directory, result_line
 from newsletter.delivery.ledger import (
     Chunk,
-    ResultRecorder,
     claim_chunk,
     claimed_rows,
     mark_progress,
@@ -145,6 +147,15 @@ class ChunkSender:
         from newsletter.delivery.dkim import signer_from_settings
 
         self.dkim = signer_from_settings(self.settings)
+        directory = self.settings.journal_dir
+        self.journal = Journal(
+            Path(directory) if directory else default_directory(), self.settings.database_url
+        )
+
+    def close(self, engine: Engine) -> None:
+        """Put every journalled result into the ledger and stop (process shutdown)."""
+        self.mailer.close()
+        self.journal.close(engine)
 
     def _compile(self, session: Session, run: Run) -> CompiledRun:
         compiled = self.compiled.get(run.id)
@@ -172,25 +183,30 @@ class ChunkSender:
         status = session.scalar(text("SELECT status FROM runs WHERE id = :id"), {"id": run_id})
         return RunStatus(status) if status else None
 
-    def send_chunk(self, session: Session, chunk: Chunk, claim: str) -> dict[str, int]:
-        """Send every sendable delivery of the chunk under `claim`; returns counts."""
+    def send_chunk(self, session: Session, chunk: Chunk, task_claim: str) -> dict[str, int]:
+        """Send every sendable delivery of the chunk for the task `task_claim`."""
         counts = {"sent": 0, "deferred": 0, "failed": 0, "suppressed": 0}
         run = session.get(Run, chunk.run_id)
         if run is None or run.status not in (RunStatus.sending, RunStatus.preparing):
             return counts
         compiled = self._compile(session, run)
+        engine: Engine = session.get_bind()  # type: ignore[assignment]
+        # Results of dead workers on this machine reach the ledger before any row is
+        # claimed: only then is a row that is still `sending` really unsent.
+        self.journal.flush(engine)
+        self.journal.replay_orphans(engine)
+        claim = claimed_by(task_claim, self.journal.tag)
         claim_chunk(session, chunk, claim, utcnow(), self.lease)
         session.commit()
-        rows = claimed_rows(session, chunk, claim)
-        # End the session's transaction before sending: results are written by the
-        # recorder's own connection, and on SQLite a read transaction left open here
-        # could not later turn into a write.
+        rows = claimed_rows(session, chunk, claim, bool(compiled.attribute_keys))
+        # End the session's transaction before sending: the journal writes results
+        # through connections of its own, and on SQLite a read transaction left open
+        # here could not later turn into a write.
         session.commit()
-        recorder = ResultRecorder(session.get_bind())  # type: ignore[arg-type]
         try:
-            stopped = self._send_rows(session, chunk, claim, rows, compiled, recorder, counts)
+            stopped = self._send_rows(session, chunk, claim, rows, compiled, engine, counts)
         finally:
-            recorder.close()
+            self.journal.flush(engine)
         if not stopped:
             mark_progress(session, chunk.run_id)
             finish_run_if_done(session, chunk.run_id)
@@ -204,7 +220,7 @@ class ChunkSender:
         claim: str,
         rows: list[Any],
         compiled: CompiledRun,
-        recorder: ResultRecorder,
+        engine: Engine,
         counts: dict[str, int],
     ) -> bool:
         """Send the claimed rows in order; returns True if a pause or cancel stopped it."""
@@ -213,6 +229,7 @@ class ChunkSender:
         for row in rows:
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + CHECK_EVERY_SECONDS
+                self.journal.flush(engine)  # the ledger is never more than a second behind
                 status = self._run_status(session, chunk.run_id)
                 if status is not RunStatus.sending and status is not RunStatus.preparing:
                     # Paused: hand the rest back. Cancelled: the rest will never go.
@@ -226,14 +243,14 @@ class ChunkSender:
                     return True
                 renew_claim(session, chunk, claim, utcnow() + self.lease)
                 session.commit()
-            outcome = self._send_one(session, recorder, row, claim, compiled, date)
+            outcome = self._send_one(session, engine, row, claim, compiled, date)
             counts[outcome.value] += 1
         return False
 
     def _send_one(
         self,
         session: Session,
-        recorder: ResultRecorder,
+        engine: Engine,
         row: Any,
         claim: str,
         compiled: CompiledRun,
@@ -241,7 +258,7 @@ class ChunkSender:
     ) -> DeliveryStatus:
         """Send one claimed row and record the outcome at once."""
         if not row.still_subscribed:
-            recorder.record(row.id, claim, DeliveryStatus.suppressed, "left the list", "")
+            self._record(engine, row, claim, DeliveryStatus.suppressed, "left the list", "")
             return DeliveryStatus.suppressed
         domain = row.email.rpartition("@")[2].lower()
         # Stable for a delivery and attempt (a duplicate after a crash carries the same
@@ -250,7 +267,7 @@ class ChunkSender:
         paused = self.throttle.paused_for(domain)
         if paused > 0:
             reason = f"domain {domain} asked us to slow down"
-            self._defer(recorder, row, claim, message_id, reason, paused)
+            self._defer(engine, row, claim, message_id, reason, paused)
             return DeliveryStatus.deferred
         self.throttle.wait_turn(domain)
         recipient = Recipient(
@@ -268,7 +285,7 @@ class ChunkSender:
         except InvalidInputError as exc:
             # This one address or name cannot be put in a message (e.g. it needs
             # SMTPUTF8); the rest of the chunk goes on.
-            recorder.record(row.id, claim, DeliveryStatus.failed, str(exc), message_id)
+            self._record(engine, row, claim, DeliveryStatus.failed, str(exc), message_id)
             return DeliveryStatus.failed
         outgoing = OutgoingMessage(self.envelope_from, row.email, data, message_id)
         try:
@@ -276,20 +293,37 @@ class ChunkSender:
         except TemporaryDeliveryError as exc:
             if is_throttling(exc):
                 self.throttle.slow_down(domain, self.settings.domain_backoff_seconds)
-            self._defer(recorder, row, claim, message_id, str(exc), 0.0)
+            self._defer(engine, row, claim, message_id, str(exc), 0.0)
             return DeliveryStatus.deferred
         except PermanentDeliveryError as exc:
-            recorder.record(row.id, claim, DeliveryStatus.failed, str(exc), message_id)
+            self._record(engine, row, claim, DeliveryStatus.failed, str(exc), message_id)
             if exc.code in HARD_BOUNCE_CODES:
                 suppress_address(session, row.email, "hard-bounce", str(exc))
                 session.commit()
             return DeliveryStatus.failed
-        recorder.record(row.id, claim, DeliveryStatus.sent, result.reply, message_id)
+        self._record(engine, row, claim, DeliveryStatus.sent, result.reply, message_id)
         return DeliveryStatus.sent
+
+    def _record(
+        self,
+        engine: Engine,
+        row: Any,
+        claim: str,
+        status: DeliveryStatus,
+        reply: str,
+        message_id: str,
+        next_attempt_at: float | None = None,
+    ) -> None:
+        now = time.time()
+        sent = now if status is DeliveryStatus.sent else None
+        line = result_line(
+            row.id, claim, status.value, message_id, sent, next_attempt_at, now, reply
+        )
+        self.journal.write(engine, line)
 
     def _defer(
         self,
-        recorder: ResultRecorder,
+        engine: Engine,
         row: Any,
         claim: str,
         message_id: str,
@@ -299,12 +333,7 @@ class ChunkSender:
         delay = retry_delay(
             row.attempts + 1, self.settings.retry_base_seconds, self.settings.retry_max_seconds
         )
-        delay = max(delay, timedelta(seconds=at_least))
-        recorder.record(
-            row.id,
-            claim,
-            DeliveryStatus.deferred,
-            reply,
-            message_id,
-            next_attempt_at=utcnow() + delay,
+        seconds = max(delay.total_seconds(), at_least)
+        self._record(
+            engine, row, claim, DeliveryStatus.deferred, reply, message_id, time.time() + seconds
         )

@@ -24,6 +24,7 @@ CRLF = b"\r\n"
 SOFT_BREAK = b"=\r\n"
 MAX_LINE = 78  # RFC 5322 2.1.1 (998 is the hard limit)
 MAX_ENCODED_LINE = 76  # RFC 2047 2: a line holding an encoded-word
+_QP_LINE = 72  # characters of a slot value per line, before its soft break
 # 39 UTF-8 bytes are 52 base64 characters, so an encoded-word ("=?utf-8?b?…?=") is at
 # most 64 characters and fits after "List-Id: " within MAX_ENCODED_LINE.
 _WORD_BYTES = 39
@@ -191,6 +192,12 @@ def _qp(text: str) -> str:
 
 def _qp_slot(value: str) -> str:
     """A slot value on lines of its own, joined to its neighbours by soft breaks."""
+    if value.isascii() and value.isprintable() and "=" not in value:
+        # The common case (names, addresses, signed URLs): quoted-printable leaves
+        # these characters as they are, so only the soft breaks are ours to add.
+        # (A space before a break is safe: the "=" after it keeps it.)
+        lines = [value[i : i + _QP_LINE] for i in range(0, len(value), _QP_LINE)]
+        return "=\r\n" + "=\r\n".join(lines) + "=\r\n"
     return f"=\r\n{_qp(value)}=\r\n"
 
 
@@ -253,9 +260,20 @@ class MessageTemplate:
         self.unsubscribe_mailto = check_unsubscribe_mailto(headers.unsubscribe_mailto)
         b = self.boundary.encode("ascii")
         part = b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
-        self.text_head = b"\r\n--" + b + b'\r\nContent-Type: text/plain; charset="utf-8"\r\n' + part
-        self.html_head = b"\r\n--" + b + b'\r\nContent-Type: text/html; charset="utf-8"\r\n' + part
-        self.tail = b"\r\n--" + b + b"--\r\n"
+        text_head = b"\r\n--" + b + b'\r\nContent-Type: text/plain; charset="utf-8"\r\n' + part
+        html_head = b"\r\n--" + b + b'\r\nContent-Type: text/html; charset="utf-8"\r\n' + part
+        # The message after the per-recipient headers, as one list of byte strings
+        # with a hole for each slot: (position, key, whether the part is HTML).
+        self.pieces: list[bytes] = [b"", self.fixed_headers]
+        self.holes: list[tuple[int, str, bool]] = []
+        for head, body, is_html in ((text_head, self.text, False), (html_head, self.html, True)):
+            self.pieces.append(head)
+            for literal, key in zip(body.parts, body.keys, strict=False):
+                self.pieces.append(literal.encode("ascii"))
+                self.holes.append((len(self.pieces), key, is_html))
+                self.pieces.append(b"")
+            self.pieces.append(body.parts[-1].encode("ascii"))
+        self.pieces.append(b"\r\n--" + b + b"--\r\n")
 
     @staticmethod
     def _choose_boundary(snapshot: Snapshot) -> str:
@@ -283,19 +301,26 @@ class MessageTemplate:
             f"Subject: {encode_header(self.subject.fill(values), 'Subject')}\r\n"
             f"List-Unsubscribe: {list_unsubscribe}\r\n"
         ).encode("ascii")
-        text_values = {k: _qp_slot(v) for k, v in values.items()}
-        html_values = {k: _qp_slot(html.escape(v)) for k, v in values.items()}
-        return b"".join(
-            (
-                headers,
-                self.fixed_headers,
-                self.text_head,
-                self.text.fill(text_values).encode("ascii"),
-                self.html_head,
-                self.html.fill(html_values).encode("ascii"),
-                self.tail,
-            )
-        )
+        pieces = self.pieces.copy()
+        pieces[0] = headers
+        encoded: dict[tuple[str, bool], bytes] = {}
+        for position, key, is_html in self.holes:
+            value = encoded.get((key, is_html))
+            if value is None:
+                plain = values[key]
+                value = encoded[key, is_html] = _qp_slot(
+                    _escape(plain) if is_html else plain
+                ).encode("ascii")
+            pieces[position] = value
+        return b"".join(pieces)
+
+
+_HTML_SPECIAL = re.compile(r"[&<>\"']")
+
+
+def _escape(value: str) -> str:
+    """html.escape, which most values (names, addresses, URLs) do not need."""
+    return html.escape(value) if _HTML_SPECIAL.search(value) else value
 
 
 def _header_url(url: str, field: str) -> str:

@@ -7,12 +7,14 @@ prefork children never share a connection with their parent.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_process_shutdown
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +26,7 @@ from newsletter.delivery.throttle import make_throttle
 from newsletter.errors import ConfigError
 
 QUEUE = "newsletter"
+log = logging.getLogger(__name__)
 
 app = Celery("newsletter", include=["newsletter.tasks.jobs"])
 
@@ -63,9 +66,17 @@ class Runtime:
             )
         return self._sender
 
+    def owned_here(self) -> bool:
+        """Whether this process opened the runtime's connections (not a forked parent's)."""
+        return self._pid == os.getpid()
+
     def close(self) -> None:
         if self._sender is not None:
-            self._sender.mailer.close()
+            assert self._engine is not None
+            try:
+                self._sender.close(self._engine)
+            except Exception as exc:  # the database is gone: the journal stays, for replay
+                log.warning("delivery results left in the journal: %s", exc)
             self._sender = None
         if self._engine is not None:
             self._engine.dispose()
@@ -135,6 +146,14 @@ def broker_problem(broker_url: str) -> str | None:
     except Exception as exc:  # kombu raises many kinds; any of them means "not reachable"
         return type(exc).__name__
     return None
+
+
+@worker_process_shutdown.connect  # type: ignore[untyped-decorator]
+def _close_runtime(**_: object) -> None:
+    """A pool process that stops cleanly puts its journalled results into the ledger
+    and removes its journal."""
+    if _runtime is not None and _runtime.owned_here():
+        _runtime.close()
 
 
 def runtime() -> Runtime:
