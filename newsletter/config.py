@@ -102,7 +102,9 @@ class Settings(BaseSettings):
     secret_key: str = INSECURE_DEV_KEY
     from_address: str = "Riverside Clinic <newsletter@clinic.example>"
     list_domain: str = ""
-    chunk_size: int = 500
+    # Recipients per send task (and per ledger page at fan-out): big enough that the
+    # per-task costs vanish, small enough that every worker gets work.
+    chunk_size: int = 2000
     scheduler_interval: float = 5.0
     # Delivery engine (see delivery/sending.py and delivery/throttle.py).
     lease_seconds: float = 120.0  # a chunk task's claim on its rows, renewed while it works

@@ -38,7 +38,7 @@ def test_defaults_run_locally_without_any_variable() -> None:
     assert settings.from_address == "Riverside Clinic <newsletter@clinic.example>"
     assert settings.sender_domain == "clinic.example"
     assert settings.list_id_domain == "clinic.example"
-    assert settings.chunk_size == 500
+    assert settings.chunk_size == 2000
 
 
 def test_settings_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,6 +25,7 @@ from newsletter.delivery.ledger import Chunk, claim_chunk, fan_out
 from newsletter.delivery.mailers import make_mailer
 from newsletter.delivery.models import Delivery, DeliveryStatus
 from newsletter.delivery.sending import ChunkSender
+from newsletter.errors import ConfigError
 from tests.factories import add_member, import_sample, make_list, series_digest, settings_for
 from tests.processes import settings_env
 from tests.smtp_sink import SmtpSink
@@ -242,3 +243,13 @@ def test_only_dead_processes_journals_of_this_database_are_replayed(
 def test_a_reply_with_line_breaks_is_kept_on_one_line() -> None:
     line = result_line(7, "c@t", "failed", "<m@x>", None, 1.5, 1.0, "550 no\r\n550\tsuch\x00 user")
     assert line.count(b"\n") == 1 and line.endswith(b"\t550 no 550 such user\n")
+
+
+def test_a_journal_directory_that_cannot_be_used_is_a_configuration_error(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    settings = settings_for(sqlite_url, journal_dir=str(not_a_directory / "journal"))
+    with pytest.raises(ConfigError, match="NEWSLETTER_JOURNAL_DIR: cannot keep a delivery journal"):
+        ChunkSender(settings, make_mailer(settings.mail_target))

@@ -66,7 +66,6 @@ _UPDATE_MANY_PG = (
     " WHERE array_length(f, 1) = 8) AS r"
     " WHERE d.id = r.id AND d.status = 'sending' AND d.claim = r.claim"
 )
-_UNSAFE = ("\t", "\n", "\r", "\x00")
 
 
 def result_line(
@@ -80,7 +79,7 @@ def result_line(
     reply: str,
 ) -> bytes:
     """One journal line (times in Unix seconds)."""
-    if any(c in reply for c in _UNSAFE):
+    if not reply.isprintable():  # tabs and line breaks would split the record
         reply = " ".join(reply.replace("\x00", "").split())
     sent = "" if sent_at is None else repr(sent_at)
     later = "" if next_attempt_at is None else repr(next_attempt_at)
@@ -229,7 +228,7 @@ class Journal:
 def default_directory() -> Path:
     import tempfile
 
-    return Path(tempfile.gettempdir()) / "newsletter-journal"
+    return Path(tempfile.gettempdir()) / f"newsletter-journal-{os.getuid()}"
 
 
 def claimed_by(task_claim: str, tag: str) -> str:

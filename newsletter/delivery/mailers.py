@@ -79,6 +79,9 @@ class OutboxMailer:
         pass
 
 
+_NOT_IN_ADDRESS = re.compile(r"[\r\n<> ]")
+
+
 def _reply_text(code: int, message: bytes | str) -> str:
     text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
     return f"{code} {' '.join(text.split())}"[:1000]
@@ -133,7 +136,7 @@ class SmtpMailer:
 
     def send(self, message: OutgoingMessage) -> SendResult:
         for address in (message.sender, message.recipient):
-            if not address.isascii() or any(c in address for c in "\r\n<> "):
+            if not address.isascii() or _NOT_IN_ADDRESS.search(address) is not None:
                 # We do not speak SMTPUTF8; such an address can never go through us.
                 raise PermanentDeliveryError(f"not a deliverable address: {address!r}")
         try:

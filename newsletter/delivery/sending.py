@@ -42,7 +42,12 @@ from newsletter.delivery.ledger import (
 from newsletter.delivery.mailers import Mailer, OutgoingMessage
 from newsletter.delivery.models import DeliveryStatus
 from newsletter.delivery.throttle import LocalThrottle, Throttle
-from newsletter.errors import InvalidInputError, PermanentDeliveryError, TemporaryDeliveryError
+from newsletter.errors import (
+    ConfigError,
+    InvalidInputError,
+    PermanentDeliveryError,
+    TemporaryDeliveryError,
+)
 from newsletter.rendering.mime import ListHeaders, MessageTemplate, Recipient
 from newsletter.rendering.slots import ATTRIBUTE_PREFIX
 
@@ -147,19 +152,26 @@ class ChunkSender:
         from newsletter.delivery.dkim import signer_from_settings
 
         self.dkim = signer_from_settings(self.settings)
-        directory = self.settings.journal_dir
-        self.journal = Journal(
-            Path(directory) if directory else default_directory(), self.settings.database_url
-        )
+        directory = Path(self.settings.journal_dir) if self.settings.journal_dir else None
+        try:
+            self.journal = Journal(directory or default_directory(), self.settings.database_url)
+        except OSError as exc:
+            raise ConfigError(
+                f"NEWSLETTER_JOURNAL_DIR: cannot keep a delivery journal in "
+                f"{directory or default_directory()}: {exc.strerror or exc}"
+            ) from exc
 
     def close(self, engine: Engine) -> None:
         """Put every journalled result into the ledger and stop (process shutdown)."""
         self.mailer.close()
         self.journal.close(engine)
 
-    def _compile(self, session: Session, run: Run) -> CompiledRun:
-        compiled = self.compiled.get(run.id)
+    def _compile(self, session: Session, run_id: int) -> CompiledRun:
+        """The run's compiled message, kept per process: the run (with its frozen
+        content, tens of kilobytes) is loaded only by the first chunk that needs it."""
+        compiled = self.compiled.get(run_id)
         if compiled is None:
+            run = session.get_one(Run, run_id)
             template = MessageTemplate(
                 freeze_run(session, run, self.settings),
                 list_headers(self.settings, run_lists(session, run), run_tag(run), str(run.id)),
@@ -186,10 +198,10 @@ class ChunkSender:
     def send_chunk(self, session: Session, chunk: Chunk, task_claim: str) -> dict[str, int]:
         """Send every sendable delivery of the chunk for the task `task_claim`."""
         counts = {"sent": 0, "deferred": 0, "failed": 0, "suppressed": 0}
-        run = session.get(Run, chunk.run_id)
-        if run is None or run.status not in (RunStatus.sending, RunStatus.preparing):
+        status = self._run_status(session, chunk.run_id)
+        if status is not RunStatus.sending and status is not RunStatus.preparing:
             return counts
-        compiled = self._compile(session, run)
+        compiled = self._compile(session, chunk.run_id)
         engine: Engine = session.get_bind()  # type: ignore[assignment]
         # Results of dead workers on this machine reach the ledger before any row is
         # claimed: only then is a row that is still `sending` really unsent.

@@ -196,6 +196,8 @@ def _qp_slot(value: str) -> str:
         # The common case (names, addresses, signed URLs): quoted-printable leaves
         # these characters as they are, so only the soft breaks are ours to add.
         # (A space before a break is safe: the "=" after it keeps it.)
+        if len(value) <= _QP_LINE:
+            return f"=\r\n{value}=\r\n"
         lines = [value[i : i + _QP_LINE] for i in range(0, len(value), _QP_LINE)]
         return "=\r\n" + "=\r\n".join(lines) + "=\r\n"
     return f"=\r\n{_qp(value)}=\r\n"
@@ -303,15 +305,15 @@ class MessageTemplate:
         ).encode("ascii")
         pieces = self.pieces.copy()
         pieces[0] = headers
-        encoded: dict[tuple[str, bool], bytes] = {}
+        # Encoded once per distinct text: a URL or a plain name reads the same in the
+        # text part and, unescaped, in the HTML part.
+        encoded: dict[str, bytes] = {}
         for position, key, is_html in self.holes:
-            value = encoded.get((key, is_html))
-            if value is None:
-                plain = values[key]
-                value = encoded[key, is_html] = _qp_slot(
-                    _escape(plain) if is_html else plain
-                ).encode("ascii")
-            pieces[position] = value
+            value = _escape(values[key]) if is_html else values[key]
+            data = encoded.get(value)
+            if data is None:
+                data = encoded[value] = _qp_slot(value).encode("ascii")
+            pieces[position] = data
         return b"".join(pieces)
 
 
@@ -320,7 +322,7 @@ _HTML_SPECIAL = re.compile(r"[&<>\"']")
 
 def _escape(value: str) -> str:
     """html.escape, which most values (names, addresses, URLs) do not need."""
-    return html.escape(value) if _HTML_SPECIAL.search(value) else value
+    return html.escape(value) if _HTML_SPECIAL.search(value) is not None else value
 
 
 def _header_url(url: str, field: str) -> str:
