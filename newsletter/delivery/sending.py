@@ -256,7 +256,7 @@ class ChunkSender:
                 renew_claim(session, chunk, claim, utcnow() + self.lease)
                 session.commit()
             outcome = self._send_one(session, engine, row, claim, compiled, date)
-            counts[outcome.value] += 1
+            counts[outcome] += 1  # (a StrEnum: its value is the key)
         return False
 
     def _send_one(

@@ -1,10 +1,10 @@
 """Rate limits shared by every worker: a global ceiling and per-domain ceilings.
 
 Token buckets refill at `rate` messages per second up to a burst of one second's
-worth. With Redis the buckets live in Redis (one Lua call per message, atomic across
-all workers on all machines); without it, in this process. A domain that answered
-421 or "slow down" is paused for a while (`slow_down`) and its deliveries deferred,
-so the run goes on with the other domains.
+worth. With Redis the buckets live in Redis (atomic Lua calls shared by all workers on
+all machines, each taking a small batch of tokens); without it, in this process. A
+domain that answered 421 or "slow down" is paused for a while (`slow_down`) and its
+deliveries deferred, so the run goes on with the other domains.
 """
 
 from __future__ import annotations
@@ -20,25 +20,34 @@ import redis
 log = logging.getLogger(__name__)
 PAUSE_CACHE_SECONDS = 0.5
 
-# Returns the seconds to wait before the caller may send; 0 means a token was taken.
-_TAKE_TOKEN = """
+# Takes ARGV[4] tokens when the bucket holds them: returns {tokens taken, seconds to
+# wait until it does}. Waiting for a whole batch keeps a busy ceiling to one call a batch.
+_TAKE_TOKENS = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
+local want = tonumber(ARGV[4])
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens = tonumber(state[1]) or burst
 local at = tonumber(state[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local taken = 0
 local wait = 0
-if tokens >= 1 then
-  tokens = tokens - 1
+if tokens >= want then
+  taken = want
+  tokens = tokens - taken
 else
-  wait = (1 - tokens) / rate
+  wait = (want - tokens) / rate
 end
 redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
 redis.call('PEXPIRE', KEYS[1], math.ceil(1000 * (burst / rate + 1)))
-return tostring(wait)
+return {tostring(taken), tostring(wait)}
 """
+# A process takes the tokens of up to this long at a time (at most MAX_BATCH), so a
+# ceiling costs one Redis call per batch rather than per message; tokens it has not
+# used by then lapse, so an idle process never comes back with a burst of its own.
+BATCH_SECONDS = 0.02
+MAX_BATCH = 50
 
 
 class Throttle(Protocol):
@@ -104,23 +113,31 @@ class RedisThrottle:
         self.client = client
         self.rate = rate
         self.domain_rates = domain_rates
-        self._take = client.register_script(_TAKE_TOKEN)
+        self._take = client.register_script(_TAKE_TOKENS)
+        # bucket key → (tokens taken and not used yet, when they lapse)
+        self._reserves: dict[str, tuple[int, float]] = {}
         # domain → (checked at, paused until), so a pause costs one Redis call per
         # domain every half second rather than one per message.
         self._pauses: dict[str, tuple[float, float]] = {}
 
     def _wait(self, key: str, rate: float) -> None:
+        left, lapses = self._reserves.get(key, (0, 0.0))
+        if left > 0 and time.monotonic() < lapses:
+            self._reserves[key] = (left - 1, lapses)
+            return
+        want = max(1, min(MAX_BATCH, int(rate * BATCH_SECONDS)))
         while True:
             try:
-                wait = float(self._take(keys=[key], args=[rate, max(rate, 1.0), time.time()]))
+                taken, wait = self._take(keys=[key], args=[rate, max(rate, 1.0), time.time(), want])
             except redis.RedisError as exc:
                 # Redis is only an aid here: the ledger decides who gets mail. Without
                 # it we send unthrottled rather than stop, and say so.
                 log.warning("rate limiter unavailable (%s); sending without it", exc)
                 return
-            if wait <= 0:
+            if int(taken) > 0:
+                self._reserves[key] = (int(taken) - 1, time.monotonic() + BATCH_SECONDS)
                 return
-            time.sleep(wait)
+            time.sleep(float(wait))
 
     def wait_turn(self, domain: str) -> None:
         if self.rate > 0:
