@@ -129,13 +129,16 @@ def local_sink() -> Iterator[tuple[str, str]]:
 
 
 def _process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants, whichever of its threads started them."""
     pids = [pid]
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return pids
-    for child in children:
-        pids.extend(_process_tree(int(child)))
+    children: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children.update(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+    for child in sorted(children):
+        pids.extend(_process_tree(child))
     return pids
 
 
@@ -212,12 +215,13 @@ def _time_per_call(
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process so far."""
+    """User + system CPU time of one process so far, with that of its children that
+    ended (a pool process the worker replaced still counts)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def _stage_costs(settings: Settings, campaign_id: int, smtp_url: str) -> dict[str, float]:

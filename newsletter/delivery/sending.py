@@ -49,6 +49,8 @@ from newsletter.errors import (
     TemporaryDeliveryError,
 )
 from newsletter.rendering.mime import ListHeaders, MessageTemplate, Recipient
+from newsletter.rendering.personal import PersonalSpec, Variants
+from newsletter.rendering.render import Snapshot
 from newsletter.rendering.slots import ATTRIBUTE_PREFIX
 
 log = logging.getLogger(__name__)
@@ -127,11 +129,33 @@ def is_throttling(error: TemporaryDeliveryError) -> bool:
 
 
 @dataclass
-class CompiledRun:
+class Message:
+    """A run's message (or one variant of it) ready for slots."""
+
     template: MessageTemplate
-    attribute_keys: tuple[str, ...]
+    attribute_keys: tuple[str, ...]  # the subscriber attributes its slots show
+
+    @classmethod
+    def of(cls, snapshot: Snapshot, headers: ListHeaders) -> Message:
+        template = MessageTemplate(snapshot, headers)
+        keys = (*template.text.keys, *template.html.keys, *template.subject.keys)
+        return cls(
+            template, tuple(dict.fromkeys(k for k in keys if k.startswith(ATTRIBUTE_PREFIX)))
+        )
+
+
+@dataclass
+class CompiledRun:
+    message: Message
     salt: str  # the same in every worker for one run; differs between runs and databases
     sequence_id: int | None
+    # When the templates read the reader: a message per variant (rendering/personal.py).
+    variants: Variants[Message] | None = None
+
+    def message_for(self, row: Any) -> Message:
+        if self.variants is None:
+            return self.message
+        return self.variants.get(row.name or "", row.email, row.attributes)
 
 
 @dataclass
@@ -172,22 +196,19 @@ class ChunkSender:
         compiled = self.compiled.get(run_id)
         if compiled is None:
             run = session.get_one(Run, run_id)
-            template = MessageTemplate(
-                freeze_run(session, run, self.settings),
-                list_headers(self.settings, run_lists(session, run), run_tag(run), str(run.id)),
+            snapshot = freeze_run(session, run, self.settings)
+            headers = list_headers(
+                self.settings, run_lists(session, run), run_tag(run), str(run.id)
             )
-            keys = tuple(
-                dict.fromkeys(
-                    k
-                    for k in (*template.text.keys, *template.html.keys, *template.subject.keys)
-                    if k.startswith(ATTRIBUTE_PREFIX)
-                )
-            )
+            variants = None
+            if snapshot.personal is not None:
+                spec = PersonalSpec.from_json(snapshot.personal)
+                variants = Variants(spec, lambda variant: Message.of(variant, headers), 256)
             salt = hashlib.sha256(f"{run.id}:{run.created_at.isoformat()}".encode()).hexdigest()
             if len(self.compiled) >= COMPILED_RUNS_KEPT:  # a long-lived worker sees many runs
                 self.compiled.pop(next(iter(self.compiled)))
             compiled = self.compiled[run.id] = CompiledRun(
-                template, keys, salt[:10], run.sequence_id
+                Message.of(snapshot, headers), salt[:10], run.sequence_id, variants
             )
         return compiled
 
@@ -210,7 +231,10 @@ class ChunkSender:
         claim = claimed_by(task_claim, self.journal.tag)
         claim_chunk(session, chunk, claim, utcnow(), self.lease)
         session.commit()
-        rows = claimed_rows(session, chunk, claim, bool(compiled.attribute_keys))
+        personal = compiled.variants is not None
+        rows = claimed_rows(
+            session, chunk, claim, personal or bool(compiled.message.attribute_keys)
+        )
         # End the session's transaction before sending: the journal writes results
         # through connections of its own, and on SQLite a read transaction left open
         # here could not later turn into a write.
@@ -282,21 +306,23 @@ class ChunkSender:
             self._defer(engine, row, claim, message_id, reason, paused)
             return DeliveryStatus.deferred
         self.throttle.wait_turn(domain)
-        recipient = Recipient(
-            email=row.email,
-            name=row.name or "",
-            values=recipient_values(
-                self.settings, self.signer, row, compiled.attribute_keys, compiled.sequence_id
-            ),
-            message_id=message_id,
-        )
         try:
-            data = compiled.template.build(recipient, date)
+            message = compiled.message_for(row)
+            recipient = Recipient(
+                email=row.email,
+                name=row.name or "",
+                values=recipient_values(
+                    self.settings, self.signer, row, message.attribute_keys, compiled.sequence_id
+                ),
+                message_id=message_id,
+            )
+            data = message.template.build(recipient, date)
             if self.dkim is not None:  # DKIM: sign every message we hand over
                 data = self.dkim.sign(data)
         except InvalidInputError as exc:
             # This one address or name cannot be put in a message (e.g. it needs
-            # SMTPUTF8); the rest of the chunk goes on.
+            # SMTPUTF8), or the templates fail for this reader's attributes; the rest
+            # of the chunk goes on.
             self._record(engine, row, claim, DeliveryStatus.failed, str(exc), message_id)
             return DeliveryStatus.failed
         outgoing = OutgoingMessage(self.envelope_from, row.email, data, message_id)

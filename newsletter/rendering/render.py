@@ -69,6 +69,8 @@ class Snapshot:
     html: str
     text: str
     fallbacks: dict[str, str]
+    # When the templates read the reader (personal.py): how to render each variant.
+    personal: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,6 +82,7 @@ class Snapshot:
             html=data["html"],
             text=data["text"],
             fallbacks=dict(data.get("fallbacks", {})),
+            personal=data.get("personal"),
         )
 
 
@@ -146,14 +149,24 @@ def _render_subject(source: str, context: dict[str, Any]) -> str:
     return render_subject(source, context)
 
 
-def render_email(template: str, content: EmailContent) -> Snapshot:
-    """Render subject, inlined HTML and text once, leaving slots for the recipient."""
+def render_email(
+    template: str, content: EmailContent, reader: dict[str, Any] | None = None
+) -> Snapshot:
+    """Render subject, inlined HTML and text once, leaving slots for the recipient.
+
+    Our templates do not read the reader, but a campaign's subject may: `reader` is
+    the `subscriber` it sees (by default one about whom nothing is known; see
+    personal.py)."""
+    from newsletter.rendering.personal import PersonalSpec, reader_context, reader_fields
+
     if template not in EMAIL_TEMPLATES:
         raise InvalidInputError(
             f"unknown email template {template!r}: use one of {EMAIL_TEMPLATES}"
         )
+    fields = reader_fields((content.subject,))
     slot = _SlotRecorder()
     context: dict[str, Any] = {
+        "subscriber": reader if reader is not None else reader_context(fields),
         "slot": slot,
         "articles": content.articles,
         "article": content.articles[0] if content.articles else None,
@@ -170,7 +183,16 @@ def render_email(template: str, content: EmailContent) -> Snapshot:
         text = _TEXT_ENV.get_template(f"email/{template}.txt").render(context)
     except jinja2.TemplateError as exc:
         raise InvalidInputError(f"email template {template!r}: {exc}") from exc
-    return Snapshot(subject=subject, html=inline_css(html), text=text, fallbacks=slot.fallbacks)
+    personal = None
+    if fields and reader is None:
+        personal = PersonalSpec(fields, content, template, {}).to_json()
+    return Snapshot(
+        subject=subject,
+        html=inline_css(html),
+        text=text,
+        fallbacks=slot.fallbacks,
+        personal=personal,
+    )
 
 
 def check_templates(template: str, subject: str, preheader: str = "") -> None:

@@ -73,6 +73,7 @@ CONTEXT_NAMES = (
     "web_url",
     "sequence",
     "slot",
+    "subscriber",
 )
 _LOOP_GUARD = "_nl_counted_loop"  # the name of our wrapper around every loop's iterable
 _TEMPLATE_FILE = "<template>"  # Jinja's file name for templates compiled from strings
@@ -481,7 +482,9 @@ def render_subject(source: str, context: Mapping[str, Any]) -> str:
         _BUDGET.reset(token)
 
 
-def render_staff_email(template: TemplateSource, content: EmailContent) -> Snapshot:
+def render_staff_email(
+    template: TemplateSource, content: EmailContent, reader: dict[str, Any] | None = None
+) -> Snapshot:
     """Render a stored template once for a run, like `render.render_email`: subject,
     HTML with CSS inlined, and text, with slot sentinels left for each recipient.
 
@@ -490,8 +493,13 @@ def render_staff_email(template: TemplateSource, content: EmailContent) -> Snaps
     the campaign's. A template without text gets the text of its HTML. Raises
     TemplateProblem (an InvalidInputError) naming the part, line and problem.
     """
+    from newsletter.rendering.personal import PersonalSpec, reader_context, reader_fields
+
+    sources = (content.subject, template.subject, template.html, template.text)
+    fields = reader_fields(sources)
     slot = SlotRecorder()
     context = plain_context(content, slot)
+    context["subscriber"] = reader if reader is not None else reader_context(fields)
     token = _BUDGET.set(_Budget(deadline=time.monotonic() + RENDER_SECONDS))
     try:
         subject = _one_line(_render_part(content.subject, "campaign subject", False, context))
@@ -515,4 +523,15 @@ def render_staff_email(template: TemplateSource, content: EmailContent) -> Snaps
     # recipient, so it must have a fallback.
     for key in SLOT_PATTERN.findall(subject + inlined + text):
         fallbacks.setdefault(key, "")
-    return Snapshot(subject=subject, html=inlined, text=text, fallbacks=fallbacks)
+    personal = None
+    if fields and reader is None:
+        source = {
+            "name": template.name,
+            "subject": template.subject,
+            "html": template.html,
+            "text": template.text,
+        }
+        personal = PersonalSpec(fields, content, "", source).to_json()
+    return Snapshot(
+        subject=subject, html=inlined, text=text, fallbacks=fallbacks, personal=personal
+    )
