@@ -214,6 +214,17 @@ def _time_per_call(
     return (clock() - started) / calls * 1e6
 
 
+def _wait_until_idle(roots: list[int], timeout: float = 20.0) -> None:
+    """Wait until the workers have started (their CPU time stops growing)."""
+    deadline = time.monotonic() + timeout
+    before, quiet = _tree_cpu(roots), 0
+    while time.monotonic() < deadline and quiet < 2:
+        time.sleep(0.3)
+        now = _tree_cpu(roots)
+        quiet = quiet + 1 if now > 0.2 and now - before < 0.02 else 0
+        before = now
+
+
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of one process so far, with that of its children that
     ended (a pool process the worker replaced still counts)."""
@@ -274,6 +285,7 @@ def run_bench(
         configure(bench)
         campaign_id = _start_campaign(bench, list_slug)
         with _workers(bench, concurrency) as worker_pids:
+            _wait_until_idle(worker_pids)  # start-up is not a cost per recipient
             started = time.monotonic()
             cpu_before = _tree_cpu(worker_pids)
             peak = _drive(campaign_id, subscribers, worker_pids, progress)

@@ -4,8 +4,8 @@ Writing each result to the database the moment the SMTP server answers costs a
 database round trip per message, more CPU than building the message. Instead each
 result is appended to this process's journal with one write(2), which outlives the
 process being killed (the data is in the kernel, not in our buffers), and the ledger
-is updated in batches: one statement for up to FLUSH_ROWS results, at least once a
-second, and before a chunk ends, pauses or hands rows back.
+is updated in batches: one statement for up to FLUSH_ROWS results (and the sender
+flushes at least once a second, and before a chunk ends, pauses or hands rows back).
 
 A journal whose process died (its lock is free) is replayed into the ledger by the
 next worker on this machine before that worker claims any row, and claims carry a
@@ -27,7 +27,6 @@ import logging
 import os
 import secrets
 import socket
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,6 @@ from newsletter.db import UtcDateTime
 log = logging.getLogger(__name__)
 
 FLUSH_ROWS = 250  # results per ledger update
-FLUSH_SECONDS = 1.0  # and at least this often while sending
 SUFFIX = ".journal"
 
 # One result per line, tab-separated: delivery id, claim, status, message id, sent at,
@@ -133,14 +131,17 @@ class Journal:
         # Part of every claim: the machine and directory that can replay our journal.
         self.tag = _digest(f"{socket.gethostname()}:{directory.resolve()}")
         self.pending: list[bytes] = []
-        self.last_flush = time.monotonic()
         self._open()
 
     def _open(self) -> None:
-        self.path = self.directory / f"{self.prefix}-{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-        self.fd = os.open(self.path, flags, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)  # held while we live: others see we are alive
+        name = f"{self.prefix}-{os.getpid()}-{secrets.token_hex(4)}"
+        # Locked before it gets the name replayers look for, so none can take a new
+        # journal for a dead one; the lock is held while we live.
+        creating = self.directory / f"{name}.new"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+        self.fd = os.open(creating, flags, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        self.path = creating.rename(self.directory / f"{name}{SUFFIX}")
 
     def write(self, engine: Engine, line: bytes) -> None:
         """Record one result (a `result_line`): in the journal now, in the ledger at
@@ -158,9 +159,6 @@ class Journal:
         if len(self.pending) >= FLUSH_ROWS:
             self.flush(engine)
 
-    def due(self) -> bool:
-        return bool(self.pending) and time.monotonic() - self.last_flush >= FLUSH_SECONDS
-
     def flush(self, engine: Engine) -> None:
         """Write the pending results into the ledger, then empty the journal.
 
@@ -169,7 +167,6 @@ class Journal:
         new one. Holding on to them would leave rows that look abandoned once their
         claim expires, while their results sat in a live process.
         """
-        self.last_flush = time.monotonic()
         if not self.pending:
             return
         try:
