@@ -1,8 +1,9 @@
-"""The ledger: fanning a run out into delivery rows, and recording each result.
+"""The ledger: fanning a run out into delivery rows, claiming them, releasing them.
 
-Every recipient gets one row per run (unique), inserted in bulk page by page while
-scanning the audience by subscriber id (keyset pagination: no OFFSET, never the
-whole list in memory). A chunk of work is a subscriber-id range of one run.
+Every recipient gets one row per run (unique), inserted by the database page by page
+while scanning the audience by subscriber id (keyset pagination: no OFFSET, never the
+whole list in memory). A chunk of work is a subscriber-id range of one run. Results
+reach the ledger through the sending process's journal (journal.py).
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ def _audience(list_ids: Sequence[int]) -> Any:
     )
 
 
+def _suppressed() -> Any:
+    """Whether the subscriber's address is on the suppression list."""
+    return select(Suppression.id).where(Suppression.email == Subscriber.email).exists()
+
+
 def page_bounds(
     session: Session, list_ids: Sequence[int], after: int, limit: int
 ) -> tuple[int, int] | None:
@@ -70,7 +76,7 @@ def page_bounds(
 def audience_page(session: Session, list_ids: Sequence[int], first: int, last: int) -> list[Any]:
     """Confirmed members of any of the lists with first <= id <= last:
     (id, email, timezone, list_id, suppressed)."""
-    suppressed = select(Suppression.id).where(Suppression.email == Subscriber.email).exists()
+    suppressed = _suppressed()
     query = (
         select(
             Subscriber.id,
@@ -105,7 +111,7 @@ def insert_page(
 ) -> None:
     """Ledger rows for the audience with first <= id <= last, written by the database
     itself (INSERT … SELECT: no row travels to us); existing rows are left alone."""
-    suppressed = select(Suppression.id).where(Suppression.email == Subscriber.email).exists()
+    suppressed = _suppressed()
     status = case(
         (suppressed, literal(DeliveryStatus.suppressed.value)),
         else_=literal(DeliveryStatus.pending.value),
