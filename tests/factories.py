@@ -15,10 +15,12 @@ from newsletter.audience.models import (
     SubscriptionStatus,
 )
 from newsletter.campaigns.models import Campaign
-from newsletter.campaigns.service import ContentSpec, create_campaign
+from newsletter.campaigns.runs import claim_due_campaigns
+from newsletter.campaigns.service import ContentSpec, create_campaign, schedule_campaign
 from newsletter.config import Settings, load_settings
 from newsletter.content.importer import import_articles
-from newsletter.db import utcnow
+from newsletter.db import make_sessionmaker, utcnow
+from newsletter.delivery.ledger import Chunk, fan_out
 
 SAMPLE_ARTICLES = Path(__file__).resolve().parent.parent / "newsletter" / "sample" / "articles"
 SERIES = "understanding-treatment"
@@ -84,3 +86,16 @@ def series_digest(session: Session, list_slugs: list[str], subject: str = "News"
         subject=subject,
         content=ContentSpec(series=SERIES),
     )
+
+
+def start_run(
+    session: Session, campaign: Campaign, chunk_size: int = 10_000
+) -> tuple[int, list[Chunk]]:
+    """Schedule the campaign for now, claim its run and write its ledger, as the
+    scheduler and `prepare_run` would; returns the run id and its chunks."""
+    schedule_campaign(session, campaign.id, utcnow())
+    [run_id] = claim_due_campaigns(session, utcnow())
+    session.commit()
+    chunks: list[Chunk] = []
+    fan_out(make_sessionmaker(session.get_bind()), run_id, chunk_size, chunks.append)  # type: ignore[arg-type]
+    return run_id, chunks

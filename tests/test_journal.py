@@ -16,17 +16,23 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from newsletter.campaigns.models import Run
-from newsletter.campaigns.runs import claim_due_campaigns, freeze_run
-from newsletter.campaigns.service import schedule_campaign
+from newsletter.campaigns.runs import freeze_run
 from newsletter.config import Settings
 from newsletter.db import make_engine, make_sessionmaker, utcnow
 from newsletter.delivery.journal import Journal, claimed_by, result_line
-from newsletter.delivery.ledger import Chunk, claim_chunk, fan_out
+from newsletter.delivery.ledger import Chunk, claim_chunk
 from newsletter.delivery.mailers import make_mailer
 from newsletter.delivery.models import Delivery, DeliveryStatus
 from newsletter.delivery.sending import ChunkSender
 from newsletter.errors import ConfigError
-from tests.factories import add_member, import_sample, make_list, series_digest, settings_for
+from tests.factories import (
+    add_member,
+    import_sample,
+    make_list,
+    series_digest,
+    settings_for,
+    start_run,
+)
 from tests.processes import settings_env
 from tests.smtp_sink import SmtpSink
 
@@ -56,12 +62,9 @@ def prepare_run(settings: Settings, readers: int = READERS) -> int:
         news = make_list(session)
         for i in range(readers):
             add_member(session, news, f"reader{i:03d}@example.org")
-        campaign = series_digest(session, ["clinic-news"])
-        schedule_campaign(session, campaign.id, utcnow())
-        [run_id] = claim_due_campaigns(session, utcnow())
+        run_id, _ = start_run(session, series_digest(session, ["clinic-news"]))
         freeze_run(session, session.get_one(Run, run_id), settings)
         session.commit()
-    fan_out(make_sessionmaker(engine), run_id, 10_000, lambda chunk: None)
     engine.dispose()
     return run_id
 

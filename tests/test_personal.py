@@ -10,16 +10,21 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.campaigns.models import Run
-from newsletter.campaigns.runs import claim_due_campaigns, freeze_run
-from newsletter.campaigns.service import ContentSpec, create_campaign, schedule_campaign
+from newsletter.campaigns.runs import freeze_run
+from newsletter.campaigns.service import ContentSpec, create_campaign
 from newsletter.campaigns.templates import save_template
-from newsletter.db import make_sessionmaker, utcnow
-from newsletter.delivery.ledger import Chunk, fan_out
 from newsletter.delivery.mailers import MemoryMailer
 from newsletter.delivery.models import Delivery, DeliveryStatus
 from newsletter.delivery.sending import ChunkSender
 from newsletter.rendering.personal import ALL_ATTRIBUTES, reader_fields
-from tests.factories import SERIES, add_member, import_sample, make_list, settings_for
+from tests.factories import (
+    SERIES,
+    add_member,
+    import_sample,
+    make_list,
+    settings_for,
+    start_run,
+)
 
 HTML = """<html><body>
 <p>Hello {{ slot('name', 'there') }}</p>
@@ -71,14 +76,11 @@ def send(
         content=ContentSpec(series=SERIES),
         template=template,
     )
-    schedule_campaign(session, campaign.id, utcnow())
-    [run_id] = claim_due_campaigns(session, utcnow())
+    run_id, chunks = start_run(session, campaign)
     snapshot = freeze_run(session, session.get_one(Run, run_id), settings)
     session.commit()
     # The frozen run (what the archive shows) knows nothing about any reader.
     assert "Members' corner" not in snapshot.html and snapshot.subject.startswith("New: ")
-    chunks: list[Chunk] = []
-    fan_out(make_sessionmaker(session.get_bind()), run_id, 100, chunks.append)  # type: ignore[arg-type]
     mailer = MemoryMailer()
     sender = ChunkSender(settings, mailer)
     counts = sender.send_chunk(session, chunks[0], "task")
@@ -146,8 +148,7 @@ def test_a_template_that_reads_nothing_about_the_reader_is_rendered_once(
         subject="News: {{ article.title }}",
         content=ContentSpec(series=SERIES),
     )
-    schedule_campaign(session, campaign.id, utcnow())
-    [run_id] = claim_due_campaigns(session, utcnow())
+    run_id, _ = start_run(session, campaign)
     assert freeze_run(session, session.get_one(Run, run_id), settings).personal is None
 
 
@@ -174,11 +175,7 @@ def test_a_reader_whose_values_break_the_template_fails_alone(
         content=ContentSpec(series=SERIES),
         template="visits",
     )
-    schedule_campaign(session, campaign.id, utcnow())
-    [run_id] = claim_due_campaigns(session, utcnow())
-    session.commit()
-    chunks: list[Chunk] = []
-    fan_out(make_sessionmaker(session.get_bind()), run_id, 100, chunks.append)  # type: ignore[arg-type]
+    _, chunks = start_run(session, campaign)
     mailer = MemoryMailer()
     counts = ChunkSender(settings, mailer).send_chunk(session, chunks[0], "task")
 

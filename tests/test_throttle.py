@@ -11,16 +11,19 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from newsletter.campaigns.models import Run
-from newsletter.campaigns.runs import claim_due_campaigns, freeze_run
-from newsletter.campaigns.service import schedule_campaign
-from newsletter.db import make_engine, make_sessionmaker, utcnow
-from newsletter.delivery.ledger import Chunk, fan_out
+from newsletter.db import make_engine, make_sessionmaker
 from newsletter.delivery.mailers import make_mailer
 from newsletter.delivery.models import Delivery, DeliveryStatus
 from newsletter.delivery.sending import ChunkSender
 from newsletter.delivery.throttle import RedisThrottle, make_throttle
-from tests.factories import add_member, import_sample, make_list, series_digest, settings_for
+from tests.factories import (
+    add_member,
+    import_sample,
+    make_list,
+    series_digest,
+    settings_for,
+    start_run,
+)
 from tests.processes import RedisServer
 from tests.smtp_sink import SmtpSink
 
@@ -102,13 +105,7 @@ def test_a_421_pauses_that_domain_for_every_worker_and_defers_its_mail(
         for i in range(6):
             add_member(session, news, f"reader{i}@busy.example")
             add_member(session, news, f"reader{i}@example.org")
-        campaign = series_digest(session, ["clinic-news"])
-        schedule_campaign(session, campaign.id, utcnow())
-        [run_id] = claim_due_campaigns(session, utcnow())
-        freeze_run(session, session.get_one(Run, run_id), settings)
-        session.commit()
-    chunks: list[Chunk] = []
-    fan_out(sessions, run_id, 100, chunks.append)
+        _, chunks = start_run(session, series_digest(session, ["clinic-news"]))
     sender = ChunkSender(
         settings, make_mailer(settings.mail_target), make_throttle(redis_url, 0, {})
     )
