@@ -7,6 +7,7 @@ prefork children never share a connection with their parent.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from collections.abc import Iterator
@@ -150,10 +151,13 @@ def broker_problem(broker_url: str) -> str | None:
 
 @worker_process_shutdown.connect  # type: ignore[untyped-decorator]
 def _close_runtime(**_: object) -> None:
-    """A pool process that stops cleanly puts its journalled results into the ledger
-    and removes its journal."""
+    """A process that stops cleanly (a pool process, or a command that ran tasks
+    inline) puts its journalled results into the ledger and removes its journal."""
     if _runtime is not None and _runtime.owned_here():
         _runtime.close()
+
+
+atexit.register(_close_runtime)
 
 
 def runtime() -> Runtime:
