@@ -16,8 +16,10 @@ from zoneinfo import ZoneInfo
 import pytest
 import redis
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from newsletter.campaigns.models import Run
+from newsletter.campaigns.models import Run, RunStatus
+from newsletter.campaigns.runs import freeze_run
 from newsletter.campaigns.service import (
     ContentSpec,
     create_campaign,
@@ -25,13 +27,21 @@ from newsletter.campaigns.service import (
     schedule_recurring,
 )
 from newsletter.config import Settings
-from newsletter.db import make_engine, make_sessionmaker
+from newsletter.content.models import Article
+from newsletter.db import make_engine, make_sessionmaker, utcnow
 from newsletter.delivery.models import Delivery, DeliveryStatus
 from newsletter.sequences.models import Enrollment
 from newsletter.sequences.service import create_sequence
 from newsletter.tasks.app import app, configure, runtime
 from newsletter.tasks.scheduler import tick
-from tests.factories import SAMPLE_ARTICLES, add_member, import_sample, make_list, settings_for
+from tests.factories import (
+    SAMPLE_ARTICLES,
+    SERIES,
+    add_member,
+    import_sample,
+    make_list,
+    settings_for,
+)
 from tests.feed_server import FeedServer, Route
 from tests.processes import settings_env
 from tests.test_cli import Cli, parse_eml
@@ -425,3 +435,22 @@ def test_rss_to_email_a_polled_feed_feeds_a_weekly_digest_of_whats_new(
     assert len(cli.eml_files()) == 1
     runs = cli.json("campaigns", "show", str(campaign))["runs"]
     assert [r["status"] for r in runs] == ["finished", "skipped"]
+
+
+def test_a_drip_step_shows_an_article_title_with_braces_as_written(session: Session) -> None:
+    import_sample(session)
+    make_list(session)
+    sequence = create_sequence(session, series_slug=SERIES, list_slug="clinic-news", every="7d")
+    article = session.scalars(select(Article).order_by(Article.id)).first()
+    assert article is not None
+    article.title = "Dosing {{ weight * 2 }} {% if x %}and {# notes #}"
+    run = Run(
+        sequence_id=sequence.id,
+        article_id=article.id,
+        occurrence_at=utcnow(),
+        status=RunStatus.sending,
+    )
+    session.add(run)
+    session.flush()
+    snapshot = freeze_run(session, run, settings_for("sqlite://"))
+    assert snapshot.subject == article.title

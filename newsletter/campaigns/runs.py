@@ -221,7 +221,9 @@ def sequence_content(session: Session, run: Run, settings: Settings, web_url: st
     sequence = session.get_one(Sequence, run.sequence_id)
     article = session.get_one(Article, run.article_id)
     return EmailContent(
-        subject=article.title,
+        # The subject is a template (campaign subjects are written by staff); the title
+        # goes in as data, so braces in a title are shown, not run.
+        subject="{{ article.title }}",
         preheader=article.summary,
         articles=(article_view(session, article, settings.base_url),),
         list_name=sequence.mailing_list.name,
