@@ -28,7 +28,12 @@ from newsletter.rendering.render import (
     check_templates,
     render_email,
 )
-from newsletter.rendering.sandbox import TemplateProblem, check_parts, render_staff_email
+from newsletter.rendering.sandbox import (
+    TemplateProblem,
+    TemplateSource,
+    check_parts,
+    render_staff_email,
+)
 
 NAME_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 MAX_NAME = 200
@@ -36,13 +41,8 @@ MAX_SOURCE = 200_000  # characters per part
 
 
 @dataclass(frozen=True)
-class StaffTemplate:
+class StaffTemplate(TemplateSource):
     """A stored template's sources as plain data (what the sandbox renders)."""
-
-    name: str
-    subject: str
-    html: str
-    text: str
 
     @classmethod
     def of(cls, template: Template) -> StaffTemplate:

@@ -49,7 +49,7 @@ _UPDATE_ONE = (
     " message_id = {p}, sent_at = {p}, next_attempt_at = {p}, claim = '', lease_until = NULL,"
     " updated_at = {p} WHERE id = {p} AND status = 'sending' AND claim = {p}"
 )
-_PLACEHOLDERS = {"format": "%s", "pyformat": "%s", "qmark": "?", "named": "?"}
+_PLACEHOLDERS = {"format": "%s", "pyformat": "%s", "qmark": "?"}
 # PostgreSQL parses the journal's lines itself: the whole batch is one text parameter.
 _UPDATE_MANY_PG = (
     "UPDATE deliveries AS d SET status = r.status, attempts = d.attempts + 1,"

@@ -166,21 +166,13 @@ class PersonalSpec:
         return cls(tuple(data["fields"]), content, data["builtin"], dict(data["template"]))
 
 
-@dataclass(frozen=True)
-class _Source:
-    name: str
-    subject: str
-    html: str
-    text: str
-
-
 def render_variant(spec: PersonalSpec, reader: dict[str, Any]) -> Snapshot:
     """The run's email as the reader `reader` (a `reader_context`) sees it."""
     if spec.builtin:
         return render_email(spec.builtin, spec.content, reader)
-    from newsletter.rendering.sandbox import render_staff_email
+    from newsletter.rendering.sandbox import TemplateSource, render_staff_email
 
-    return render_staff_email(_Source(**spec.template), spec.content, reader)
+    return render_staff_email(TemplateSource(**spec.template), spec.content, reader)
 
 
 class Variants(Generic[T]):

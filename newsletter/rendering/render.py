@@ -163,7 +163,8 @@ def render_email(
         raise InvalidInputError(
             f"unknown email template {template!r}: use one of {EMAIL_TEMPLATES}"
         )
-    fields = reader_fields((content.subject,))
+    # Which reader values the subject reads: needed for the run's own render only.
+    fields = reader_fields((content.subject,)) if reader is None else ()
     slot = _SlotRecorder()
     context: dict[str, Any] = {
         "subscriber": reader if reader is not None else reader_context(fields),
@@ -184,7 +185,7 @@ def render_email(
     except jinja2.TemplateError as exc:
         raise InvalidInputError(f"email template {template!r}: {exc}") from exc
     personal = None
-    if fields and reader is None:
+    if fields:
         personal = PersonalSpec(fields, content, template, {}).to_json()
     return Snapshot(
         subject=subject,

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 import jinja2
 from jinja2 import meta, nodes
@@ -114,20 +114,14 @@ _SAFE_LOOP_METHODS = frozenset({"cycle", "changed"})
 _PRINTF_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
 
 
-class TemplateSource(Protocol):
+@dataclass(frozen=True)
+class TemplateSource:
     """What a stored template is: a name and Jinja2 source for its three parts."""
 
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def subject(self) -> str: ...
-
-    @property
-    def html(self) -> str: ...
-
-    @property
-    def text(self) -> str: ...
+    name: str
+    subject: str
+    html: str
+    text: str
 
 
 # --- the work budget ----------------------------------------------------------------------
@@ -496,7 +490,8 @@ def render_staff_email(
     from newsletter.rendering.personal import PersonalSpec, reader_context, reader_fields
 
     sources = (content.subject, template.subject, template.html, template.text)
-    fields = reader_fields(sources)
+    # Which reader values the sources read: needed for the run's own render only.
+    fields = reader_fields(sources) if reader is None else ()
     slot = SlotRecorder()
     context = plain_context(content, slot)
     context["subscriber"] = reader if reader is not None else reader_context(fields)
@@ -524,14 +519,8 @@ def render_staff_email(
     for key in SLOT_PATTERN.findall(subject + inlined + text):
         fallbacks.setdefault(key, "")
     personal = None
-    if fields and reader is None:
-        source = {
-            "name": template.name,
-            "subject": template.subject,
-            "html": template.html,
-            "text": template.text,
-        }
-        personal = PersonalSpec(fields, content, "", source).to_json()
+    if fields:
+        personal = PersonalSpec(fields, content, "", asdict(template)).to_json()
     return Snapshot(
         subject=subject, html=inlined, text=text, fallbacks=fallbacks, personal=personal
     )
