@@ -434,7 +434,6 @@ def campaigns_schedule(
     ] = False,
 ) -> None:
     """Schedule a campaign once (--at TIME in --tz, or --now) or recurring (--cron)."""
-    from newsletter.campaigns.recurrence import next_occurrence
     from newsletter.campaigns.service import (
         parse_local_time,
         schedule_campaign,
@@ -442,6 +441,7 @@ def campaigns_schedule(
     )
     from newsletter.db import utcnow
     from newsletter.errors import InvalidInputError
+    from newsletter.recurrence import next_occurrence
 
     if cron is not None:
         if now:

@@ -10,13 +10,6 @@ from sqlalchemy.orm import Session
 
 from newsletter.audience.models import MailingList
 from newsletter.campaigns.models import Campaign, CampaignStatus, Run, RunStatus
-from newsletter.campaigns.recurrence import (
-    LOCAL_TIME_LEAD,
-    earliest_local,
-    latest_due,
-    occurrences,
-    previous_occurrence,
-)
 from newsletter.campaigns.service import select_articles
 from newsletter.campaigns.templates import render_campaign_email
 from newsletter.config import Settings
@@ -25,6 +18,13 @@ from newsletter.content.series import series_place
 from newsletter.db import upsert_insert, utcnow
 from newsletter.delivery.models import Delivery, DeliveryStatus
 from newsletter.errors import InvalidInputError, NewsletterError
+from newsletter.recurrence import (
+    LOCAL_TIME_LEAD,
+    earliest_local,
+    latest_due,
+    occurrences,
+    previous_occurrence,
+)
 from newsletter.rendering.render import ArticleView, EmailContent, Link, Snapshot, render_email
 from newsletter.sequences.models import Sequence
 

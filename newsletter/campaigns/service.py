@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 
 from newsletter.audience.lists import get_list
 from newsletter.campaigns.models import Campaign, CampaignStatus, ContentKind, Run
-from newsletter.campaigns.recurrence import check_cron, zone
 from newsletter.campaigns.templates import check_campaign_template
 from newsletter.content.models import Article
 from newsletter.content.series import get_article, get_series, published_in_order
@@ -20,6 +19,7 @@ from newsletter.db import utcnow
 from newsletter.delivery.ledger import delivery_counts
 from newsletter.delivery.models import DeliveryStatus
 from newsletter.errors import InvalidInputError, NotFoundError
+from newsletter.recurrence import check_cron, zone
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.campaigns.models import Campaign, CampaignStatus
-from newsletter.campaigns.recurrence import occurrences
+from newsletter.recurrence import occurrences
 from newsletter.sequences.models import Enrollment, EnrollmentStatus, Sequence, SequenceStatus
 
 MAX_OCCURRENCES = 500  # per recurring campaign; a minutely cron over weeks is not a plan

@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.audience.models import Subscriber, Subscription, SubscriptionStatus, Suppression
 from newsletter.campaigns.models import Run, RunStatus
-from newsletter.campaigns.recurrence import at_wall_clock, wall_clock
 from newsletter.db import UtcDateTime, upsert_insert, utcnow
 from newsletter.delivery.models import Delivery, DeliveryStatus
+from newsletter.recurrence import at_wall_clock, wall_clock
 
 
 @dataclass(frozen=True)

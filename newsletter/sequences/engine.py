@@ -16,12 +16,12 @@ from sqlalchemy.orm import Session
 
 from newsletter.audience.models import Subscriber, Subscription, SubscriptionStatus, Suppression
 from newsletter.campaigns.models import Run, RunStatus
-from newsletter.campaigns.recurrence import next_occurrence
 from newsletter.content.models import Article
 from newsletter.content.series import published_in_order
 from newsletter.db import upsert_insert
 from newsletter.delivery.ledger import Chunk, open_chunks
 from newsletter.delivery.models import Delivery, DeliveryStatus
+from newsletter.recurrence import next_occurrence
 from newsletter.sequences.models import Enrollment, EnrollmentStatus, Sequence, SequenceStatus
 
 BATCH = 1000

@@ -9,9 +9,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from newsletter.audience.lists import get_list
-from newsletter.campaigns.recurrence import check_cron, zone
 from newsletter.content.series import get_series
 from newsletter.errors import InvalidInputError, NotFoundError
+from newsletter.recurrence import check_cron, zone
 from newsletter.sequences.models import Enrollment, Sequence
 
 _PERIOD = re.compile(r"(\d+)\s*([smhdw])")
