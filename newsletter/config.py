@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     secret_key: str = INSECURE_DEV_KEY
     from_address: str = "Riverside Clinic <newsletter@clinic.example>"
     list_domain: str = ""
+    # A folder of the publisher's own template files, each replacing the built-in file
+    # of the same relative name (e.g. email/digest.html, email/style.css, web/base.html).
+    templates_dir: str = ""
     # Recipients per send task (and per ledger page at fan-out): big enough that the
     # per-task costs vanish, small enough that every worker gets work.
     chunk_size: int = 2000
@@ -180,6 +183,20 @@ class Settings(BaseSettings):
             raise ValueError("must be an address such as 'Clinic News <news@clinic.example>'")
         return value
 
+    @field_validator("soft_bounce_limit")
+    @classmethod
+    def _soft_bounce_limit(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be a whole number of at least 1")
+        return value
+
+    @field_validator("templates_dir")
+    @classmethod
+    def _templates_dir(cls, value: str) -> str:
+        if value and not Path(value).is_dir():
+            raise ValueError(f"{value} is not a folder")
+        return value
+
     @field_validator("chunk_size")
     @classmethod
     def _chunk_size(cls, value: int) -> int:
@@ -217,6 +234,11 @@ class Settings(BaseSettings):
     @property
     def sender_domain(self) -> str:
         return parseaddr(self.from_address)[1].rsplit("@", 1)[1].lower()
+
+    @property
+    def sender_name(self) -> str:
+        """The From display name (else the sender's domain), as emails show it."""
+        return parseaddr(self.from_address)[0] or self.sender_domain
 
     @property
     def list_id_domain(self) -> str:

@@ -13,15 +13,14 @@ from sqlalchemy import func, select
 from newsletter.audience.generate import generate_subscribers
 from newsletter.audience.lists import create_list, get_list
 from newsletter.audience.models import OptIn
-from newsletter.campaigns.models import Run, RunStatus
 from newsletter.campaigns.service import ContentSpec, create_campaign, schedule_campaign
 from newsletter.config import EMBEDDED_BROKER, Settings, load_settings
 from newsletter.content.importer import import_articles
 from newsletter.db import make_engine, make_sessionmaker, session_scope, upgrade, utcnow
-from newsletter.delivery.ledger import delivery_counts
-from newsletter.delivery.models import Delivery, DeliveryStatus
 from newsletter.delivery.previews import preview_html
 from newsletter.errors import NotFoundError
+from newsletter.runs.ledger import delivery_counts
+from newsletter.runs.models import Delivery, DeliveryStatus, Run, RunStatus
 from newsletter.tasks.app import configure, embedded_worker, runtime
 from newsletter.tasks.scheduler import tick
 

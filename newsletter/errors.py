@@ -1,14 +1,31 @@
 """The one exception root of the project.
 
     NewsletterError
-    ├── ConfigError              a setting is missing or malformed
-    ├── NotFoundError            a named thing (list, campaign, article…) does not exist
-    ├── InvalidInputError        user input was rejected; the message names row/line/field
-    │   └── ImportProblems       an import had rows that were skipped (carries them all)
-    ├── BrokerUnavailableError   the configured broker cannot do what was asked
-    └── DeliveryError            a message could not be handed over
+    ├── ConfigError                  a setting is missing or malformed
+    ├── NotFoundError                a named thing (list, campaign, article…) does not exist
+    ├── InvalidInputError            input was rejected; the message names row/line/field
+    │   ├── FieldError               (audience.signup) one form field, named in `field`
+    │   │   └── UnsupportedBodyError (web.signup) a body neither form nor JSON: 415
+    │   ├── InvalidTokenError        (audience.tokens) a link's token is forged or expired
+    │   ├── FeedError                (content.feeds) a feed cannot be read or parsed
+    │   ├── TemplateProblem          (rendering.sandbox) a template part, line and reason
+    │   ├── HeaderInjectionError     (rendering.mime) a header value held CR or LF
+    │   └── UnsupportedAddressError  (rendering.mime) an address that needs SMTPUTF8
+    ├── BrokerUnavailableError       the configured broker cannot do what was asked
+    ├── NothingToSend                (campaigns.content) an empty digest skips its run
+    ├── MailboxError                 (bounces.mailbox) a bounce mailbox cannot be read
+    ├── WebhookError                 (bounces.webhooks) a provider's request is refused
+    │   ├── WebhookDisabled          no secret configured: 404
+    │   ├── MalformedWebhook         400
+    │   ├── UnauthenticatedWebhook   401
+    │   ├── ForgedWebhook            403
+    │   └── CertificateUnavailable   the signing certificate cannot be fetched: 503
+    ├── RateLimiterUnavailableError  (web.ratelimit) the limits' store does not answer
+    └── DeliveryError                a message could not be handed over
         ├── TemporaryDeliveryError   retry later (4xx, timeouts, dropped connections)
+        │   └── ThrottledError       the server asks us to slow down (421, "rate limit")
         └── PermanentDeliveryError   never retry this recipient (5xx)
+            └── HardBounceError      the mailbox does not exist (550, 551, 553)
 
 The CLI prints `str(error)` of any NewsletterError as one line and exits non-zero;
 anything else is a bug.
@@ -62,3 +79,11 @@ class TemporaryDeliveryError(DeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     pass
+
+
+class ThrottledError(TemporaryDeliveryError):
+    """The server wants us to slow down for the whole domain, not just this message."""
+
+
+class HardBounceError(PermanentDeliveryError):
+    """The mailbox does not exist or cannot take mail: suppress the address."""

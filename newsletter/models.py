@@ -13,14 +13,12 @@ from newsletter.campaigns.models import (
     Campaign,
     CampaignStatus,
     ContentKind,
-    Run,
-    RunStatus,
     Template,
     campaign_lists,
 )
 from newsletter.content.models import Article, Feed, Series
 from newsletter.db import Base
-from newsletter.delivery.models import Delivery, DeliveryStatus
+from newsletter.runs.models import Delivery, DeliveryStatus, Run, RunStatus
 from newsletter.sequences.models import Enrollment, EnrollmentStatus, Sequence, SequenceStatus
 
 __all__ = [

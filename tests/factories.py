@@ -15,12 +15,12 @@ from newsletter.audience.models import (
     SubscriptionStatus,
 )
 from newsletter.campaigns.models import Campaign
-from newsletter.campaigns.runs import claim_due_campaigns
+from newsletter.campaigns.runs import claim_due_campaigns, fan_out_campaign_run
 from newsletter.campaigns.service import ContentSpec, create_campaign, schedule_campaign
 from newsletter.config import Settings, load_settings
 from newsletter.content.importer import import_articles
 from newsletter.db import make_sessionmaker, utcnow
-from newsletter.delivery.ledger import Chunk, fan_out
+from newsletter.runs.ledger import Chunk
 
 SAMPLE_ARTICLES = Path(__file__).resolve().parent.parent / "newsletter" / "sample" / "articles"
 SERIES = "understanding-treatment"
@@ -97,5 +97,5 @@ def start_run(
     [run_id] = claim_due_campaigns(session, utcnow())
     session.commit()
     chunks: list[Chunk] = []
-    fan_out(make_sessionmaker(session.get_bind()), run_id, chunk_size, chunks.append)  # type: ignore[arg-type]
+    fan_out_campaign_run(make_sessionmaker(session.get_bind()), run_id, chunk_size, chunks.append)  # type: ignore[arg-type]
     return run_id, chunks

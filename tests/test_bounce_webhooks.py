@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -37,9 +36,10 @@ from newsletter.audience.models import (
     SubscriptionStatus,
     Suppression,
 )
-from newsletter.bounces.web import router
 from newsletter.bounces.webhooks import sns_string_to_sign
+from newsletter.config import Settings, load_settings
 from newsletter.db import make_engine, make_sessionmaker
+from newsletter.web.webhooks import router
 from tests.factories import add_member, make_list
 
 PAYLOADS = Path(__file__).parent / "data" / "bounces" / "webhooks"
@@ -140,8 +140,8 @@ def sns(sns_key: rsa.RSAPrivateKey) -> FakeSns:
     return FakeSns(certificate(sns_key, now - timedelta(days=1), now + timedelta(days=30)))
 
 
-def webhook_settings(sendgrid_key: ec.EllipticCurvePrivateKey) -> SimpleNamespace:
-    return SimpleNamespace(
+def webhook_settings(sendgrid_key: ec.EllipticCurvePrivateKey) -> Settings:
+    return load_settings(
         webhook_mailgun_key=MAILGUN_KEY,
         webhook_sendgrid_public_key=sendgrid_public_key_base64(sendgrid_key),
         webhook_postmark_user=POSTMARK[0],
@@ -159,9 +159,13 @@ class Hooks:
     app: FastAPI
 
     @property
-    def settings(self) -> SimpleNamespace:
-        settings: SimpleNamespace = self.app.state.settings
+    def settings(self) -> Settings:
+        settings: Settings = self.app.state.settings
         return settings
+
+    def configure(self, **changes: object) -> None:
+        """The app's settings with some values changed (settings are frozen)."""
+        self.app.state.settings = self.settings.model_copy(update=changes)
 
     def post(self, path: str, **kwargs: Any) -> Any:
         return self.client.post(path, **kwargs)
@@ -170,7 +174,7 @@ class Hooks:
         return database(self.sessions)
 
 
-def make_hooks(url: str, settings: SimpleNamespace, sns: FakeSns) -> Iterator[Hooks]:
+def make_hooks(url: str, settings: Settings, sns: FakeSns) -> Iterator[Hooks]:
     engine = make_engine(url)
     app = FastAPI()
     app.include_router(router)
@@ -342,8 +346,8 @@ def test_sendgrid_batch_acts_on_each_event_and_replay_changes_nothing(
 def test_sendgrid_public_key_may_be_configured_as_pem(
     hooks: Hooks, sendgrid_key: ec.EllipticCurvePrivateKey
 ) -> None:
-    hooks.settings.webhook_sendgrid_public_key = (
-        sendgrid_key.public_key()
+    hooks.configure(
+        webhook_sendgrid_public_key=sendgrid_key.public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
@@ -547,7 +551,7 @@ def test_ses_subscription_is_confirmed_only_when_its_signature_holds(
 
 @pytest.mark.parametrize("provider", ["mailgun", "sendgrid", "postmark", "ses"])
 def test_provider_without_a_secret_is_disabled(refusing: Hooks, provider: str) -> None:
-    refusing.app.state.settings = SimpleNamespace()
+    refusing.app.state.settings = load_settings()
 
     response = refusing.post(f"/webhooks/{provider}", json={})
 

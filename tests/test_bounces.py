@@ -21,9 +21,9 @@ from newsletter.audience.models import (
     Suppression,
 )
 from newsletter.bounces.actions import apply_bounce, apply_report
-from newsletter.bounces.cli import app as bounces_cli
 from newsletter.bounces.dsn import BounceReport, Kind, RecipientResult, classify, make_report
 from newsletter.bounces.mailbox import MailboxError, fetch_imap, import_mailbox
+from newsletter.cli.bounces import app as bounces_cli
 from tests.factories import add_member, make_list
 
 CORPUS = Path(__file__).parent / "data" / "bounces"

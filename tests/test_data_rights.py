@@ -12,8 +12,6 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from newsletter.audience.cli import app as subscribers_app
-from newsletter.audience.data_rights import export_data, export_list_csv, forget
 from newsletter.audience.models import (
     BounceEvent,
     Subscriber,
@@ -22,12 +20,13 @@ from newsletter.audience.models import (
     Suppression,
 )
 from newsletter.audience.signup import email_hash, is_suppressed
-from newsletter.campaigns.models import Run, RunStatus
+from newsletter.cli.subscribers import app as subscribers_app
 from newsletter.content.models import Series
 from newsletter.db import Base, utcnow
-from newsletter.delivery.models import Delivery, DeliveryStatus
 from newsletter.errors import InvalidInputError, NotFoundError
+from newsletter.runs.models import Delivery, DeliveryStatus, Run, RunStatus
 from newsletter.sequences.models import Enrollment, Sequence
+from newsletter.services.data_rights import export_data, export_list_csv, forget
 from tests.factories import SERIES, add_member, import_sample, make_list, series_digest
 
 ANN = "ann@example.org"

@@ -17,11 +17,11 @@ from sqlalchemy import func, select
 
 from newsletter.audience.models import Suppression
 from newsletter.campaigns.control import cancel_campaign, pause_campaign, resume_campaign
-from newsletter.campaigns.models import Campaign, CampaignStatus, Run
+from newsletter.campaigns.models import Campaign, CampaignStatus
 from newsletter.campaigns.service import schedule_campaign
 from newsletter.config import Settings
 from newsletter.db import make_engine, make_sessionmaker, utcnow
-from newsletter.delivery.models import Delivery, DeliveryStatus
+from newsletter.runs.models import Delivery, DeliveryStatus, Run
 from newsletter.tasks.app import configure, runtime
 from newsletter.tasks.scheduler import tick
 from tests.factories import add_member, import_sample, make_list, series_digest, settings_for

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
-from newsletter.campaigns.runs import claim_due_campaigns
+from newsletter.campaigns.runs import claim_due_campaigns, fan_out_campaign_run
 from newsletter.campaigns.service import schedule_campaign
 from newsletter.config import Settings
 from newsletter.db import make_sessionmaker, utcnow
@@ -26,11 +26,11 @@ from newsletter.delivery.dkim import (
     relaxed_header,
     signer_from_settings,
 )
-from newsletter.delivery.ledger import Chunk, fan_out
 from newsletter.delivery.mailers import MemoryMailer
 from newsletter.delivery.sending import ChunkSender
 from newsletter.errors import ConfigError, InvalidInputError
 from newsletter.rendering.mime import MessageTemplate
+from newsletter.runs.ledger import Chunk
 from tests.factories import add_member, import_sample, make_list, series_digest, settings_for
 from tests.test_mime import HEADERS, make_snapshot, recipient
 
@@ -105,7 +105,7 @@ def send_campaign(session: Session, settings: Settings) -> MemoryMailer:
     mailer = MemoryMailer()
     sender = ChunkSender(settings, mailer)
     chunks: list[Chunk] = []
-    fan_out(make_sessionmaker(session.get_bind()), run_id, 5, chunks.append)  # type: ignore[arg-type]
+    fan_out_campaign_run(make_sessionmaker(session.get_bind()), run_id, 5, chunks.append)  # type: ignore[arg-type]
     for chunk in chunks:
         sender.send_chunk(session, chunk, "test-claim")
     return mailer

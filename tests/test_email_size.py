@@ -21,8 +21,8 @@ from newsletter.campaigns.service import ContentSpec, create_campaign
 from newsletter.config import Settings
 from newsletter.content.models import Article
 from newsletter.db import make_engine, make_sessionmaker
+from newsletter.delivery.content import list_headers
 from newsletter.delivery.previews import render_now
-from newsletter.delivery.sending import list_headers
 from newsletter.rendering.mime import MessageTemplate, Recipient
 from tests.factories import import_sample, make_list, series_digest, settings_for
 

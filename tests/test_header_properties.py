@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from newsletter.errors import InvalidInputError
 from newsletter.rendering.mime import ListHeaders, MessageTemplate, Recipient
-from newsletter.rendering.render import Snapshot
+from newsletter.rendering.model import Snapshot
 from tests.test_mime import REQUIRED_HEADERS, addresses, rfc2047_decoded, unfolded_header
 
 HEADERS = ListHeaders(

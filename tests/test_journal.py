@@ -15,16 +15,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from newsletter.campaigns.models import Run
-from newsletter.campaigns.runs import freeze_run
 from newsletter.config import Settings
 from newsletter.db import make_engine, make_sessionmaker, utcnow
+from newsletter.delivery.content import run_email
 from newsletter.delivery.journal import Journal, claimed_by, result_line
-from newsletter.delivery.ledger import Chunk, claim_chunk
 from newsletter.delivery.mailers import make_mailer
-from newsletter.delivery.models import Delivery, DeliveryStatus
 from newsletter.delivery.sending import ChunkSender
 from newsletter.errors import ConfigError
+from newsletter.runs.ledger import Chunk, claim_chunk
+from newsletter.runs.models import Delivery, DeliveryStatus, Run
 from tests.factories import (
     add_member,
     import_sample,
@@ -44,7 +43,7 @@ CHILD = """
 import sys
 from newsletter.config import load_settings
 from newsletter.db import make_engine, make_sessionmaker
-from newsletter.delivery.ledger import Chunk
+from newsletter.runs.ledger import Chunk
 from newsletter.delivery.mailers import make_mailer
 from newsletter.delivery.sending import ChunkSender
 
@@ -63,7 +62,7 @@ def prepare_run(settings: Settings, readers: int = READERS) -> int:
         for i in range(readers):
             add_member(session, news, f"reader{i:03d}@example.org")
         run_id, _ = start_run(session, series_digest(session, ["clinic-news"]))
-        freeze_run(session, session.get_one(Run, run_id), settings)
+        run_email(session, session.get_one(Run, run_id), settings)
         session.commit()
     engine.dispose()
     return run_id

@@ -25,7 +25,8 @@ from newsletter.rendering.mime import (
     encode_header,
     safe_header_value,
 )
-from newsletter.rendering.render import ArticleView, EmailContent, Link, Snapshot, render_email
+from newsletter.rendering.model import ArticleView, EmailContent, Link, Snapshot
+from newsletter.rendering.render import render_email
 from newsletter.rendering.slots import SlotTemplate, find_unfilled
 
 SUBJECT = "{{ slot('name') }}, news for {{ slot('attr.city', 'your area') }}"

@@ -9,14 +9,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.campaigns.models import Run
-from newsletter.campaigns.runs import freeze_run
 from newsletter.campaigns.service import ContentSpec, create_campaign
 from newsletter.campaigns.templates import save_template
+from newsletter.delivery.content import run_email
 from newsletter.delivery.mailers import MemoryMailer
-from newsletter.delivery.models import Delivery, DeliveryStatus
 from newsletter.delivery.sending import ChunkSender
-from newsletter.rendering.personal import ALL_ATTRIBUTES, reader_fields
+from newsletter.rendering.readers import ALL_ATTRIBUTES, reader_fields
+from newsletter.runs.models import Delivery, DeliveryStatus, Run
 from tests.factories import (
     SERIES,
     add_member,
@@ -77,7 +76,7 @@ def send(
         template=template,
     )
     run_id, chunks = start_run(session, campaign)
-    snapshot = freeze_run(session, session.get_one(Run, run_id), settings)
+    snapshot = run_email(session, session.get_one(Run, run_id), settings)
     session.commit()
     # The frozen run (what the archive shows) knows nothing about any reader.
     assert "Members' corner" not in snapshot.html and snapshot.subject.startswith("New: ")
@@ -149,7 +148,7 @@ def test_a_template_that_reads_nothing_about_the_reader_is_rendered_once(
         content=ContentSpec(series=SERIES),
     )
     run_id, _ = start_run(session, campaign)
-    assert freeze_run(session, session.get_one(Run, run_id), settings).personal is None
+    assert run_email(session, session.get_one(Run, run_id), settings).personal is None
 
 
 def test_a_reader_whose_values_break_the_template_fails_alone(

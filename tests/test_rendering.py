@@ -9,15 +9,10 @@ from html.parser import HTMLParser
 import pytest
 
 from newsletter.errors import InvalidInputError
+from newsletter.rendering.library import BUILTIN_DIR
+from newsletter.rendering.model import ArticleView, EmailContent, Link, Snapshot
 from newsletter.rendering.preview import SAMPLE_VALUES, fill_html
-from newsletter.rendering.render import (
-    TEMPLATES,
-    ArticleView,
-    EmailContent,
-    Link,
-    Snapshot,
-    render_email,
-)
+from newsletter.rendering.render import render_email
 from newsletter.rendering.slots import (
     SLOT_PATTERN,
     SlotTemplate,
@@ -125,7 +120,7 @@ def fill_by_replace(text: str, values: dict[str, str]) -> str:
 
 
 def test_stylesheet_rules_are_inlined_onto_elements() -> None:
-    css = (TEMPLATES / "email" / "style.css").read_text()
+    css = (BUILTIN_DIR / "email" / "style.css").read_text()
     assert ".button {" in css and "h1 {" in css  # the rules checked below are real
 
     html = render_email("article", content(STANDALONE)).html

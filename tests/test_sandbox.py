@@ -21,17 +21,13 @@ from newsletter.campaigns.templates import (
     render_campaign_email,
     save_template,
 )
-from newsletter.campaigns.templates_cli import app as templates_app
+from newsletter.cli.templates import app as templates_app
 from newsletter.errors import InvalidInputError, NotFoundError
 from newsletter.rendering import sandbox
 from newsletter.rendering.mime import MessageTemplate, Recipient
-from newsletter.rendering.render import ArticleView, EmailContent, Link, render_email
-from newsletter.rendering.sandbox import (
-    TemplateProblem,
-    plain_context,
-    render_staff_email,
-    render_subject,
-)
+from newsletter.rendering.model import ArticleView, EmailContent, Link
+from newsletter.rendering.render import render_email
+from newsletter.rendering.sandbox import TemplateProblem, plain_context, render_subject
 from tests.test_mime import HEADERS, decoded_bodies
 
 HTML = """\
@@ -187,7 +183,7 @@ def test_rendering_is_bounded_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sandbox, "RENDER_SECONDS", -1.0)
 
     with pytest.raises(TemplateProblem, match="took more than"):
-        render_staff_email(template(html="{% for a in articles %}{% endfor %}"), CONTENT)
+        render_email(template(html="{% for a in articles %}{% endfor %}"), CONTENT)
 
 
 def test_a_syntax_error_names_the_line(session: Session) -> None:
@@ -246,7 +242,7 @@ def test_an_unknown_template_is_not_found(session: Session) -> None:
 
 
 def test_the_html_is_escaped_inlined_and_keeps_the_article_body() -> None:
-    snapshot = render_staff_email(template(), CONTENT)
+    snapshot = render_email(template(), CONTENT)
 
     assert "Tom &amp; Jerry &lt;live&gt;" in snapshot.html
     assert "<p>Body <em>text</em></p>" in snapshot.html
@@ -256,13 +252,13 @@ def test_the_html_is_escaped_inlined_and_keeps_the_article_body() -> None:
 
 
 def test_the_text_is_not_escaped() -> None:
-    snapshot = render_staff_email(template(), CONTENT)
+    snapshot = render_email(template(), CONTENT)
 
     assert "* Tom & Jerry <live>: https://news.example.org/a/1" in snapshot.text
 
 
 def test_slots_are_left_for_each_recipient_with_their_fallbacks() -> None:
-    snapshot = render_staff_email(template(), CONTENT)
+    snapshot = render_email(template(), CONTENT)
 
     assert snapshot.subject == "__slot_name__, news"
     assert "Hello __slot_name__," in snapshot.html and "Hello __slot_name__," in snapshot.text
@@ -273,11 +269,11 @@ def test_two_fallbacks_for_one_slot_are_refused() -> None:
     html = "{{ slot('name', 'there') }} {{ slot('name', 'friend') }}"
 
     with pytest.raises(TemplateProblem, match="two fallbacks"):
-        render_staff_email(template(html=html), CONTENT)
+        render_email(template(html=html), CONTENT)
 
 
 def test_a_template_subject_wraps_the_campaigns() -> None:
-    snapshot = render_staff_email(template(subject="[{{ list_name }}] {{ subject }}"), CONTENT)
+    snapshot = render_email(template(subject="[{{ list_name }}] {{ subject }}"), CONTENT)
 
     assert snapshot.subject == "[Clinic news] __slot_name__, news"
 
@@ -288,18 +284,18 @@ def test_the_campaign_subject_is_rendered_in_the_sandbox_too() -> None:
     )
 
     with pytest.raises(TemplateProblem, match="campaign subject, line 1: '__globals__'"):
-        render_staff_email(template(), content)
+        render_email(template(), content)
 
 
 def test_without_text_the_html_becomes_the_text() -> None:
-    snapshot = render_staff_email(template(text=""), CONTENT)
+    snapshot = render_email(template(text=""), CONTENT)
 
     assert "Hello __slot_name__," in snapshot.text
     assert "Unsubscribe (__slot_unsubscribe_url__)" in snapshot.text
 
 
 def test_a_stored_template_goes_through_the_same_mime_step() -> None:
-    snapshot = render_staff_email(template(), CONTENT)
+    snapshot = render_email(template(), CONTENT)
     values = {"name": "Zoë", "email": "zoe@example.org", "unsubscribe_url": "https://u.example/x"}
 
     data = MessageTemplate(snapshot, HEADERS).build(
@@ -311,7 +307,7 @@ def test_a_stored_template_goes_through_the_same_mime_step() -> None:
 
 
 def test_a_literal_sentinel_still_gets_a_value() -> None:
-    snapshot = render_staff_email(template(html="<p>__slot_preferences_url__</p>"), CONTENT)
+    snapshot = render_email(template(html="<p>__slot_preferences_url__</p>"), CONTENT)
 
     assert snapshot.fallbacks["preferences_url"] == ""
 

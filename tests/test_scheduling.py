@@ -18,8 +18,6 @@ import redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from newsletter.campaigns.models import Run, RunStatus
-from newsletter.campaigns.runs import freeze_run
 from newsletter.campaigns.service import (
     ContentSpec,
     create_campaign,
@@ -29,7 +27,8 @@ from newsletter.campaigns.service import (
 from newsletter.config import Settings
 from newsletter.content.models import Article
 from newsletter.db import make_engine, make_sessionmaker, utcnow
-from newsletter.delivery.models import Delivery, DeliveryStatus
+from newsletter.delivery.content import run_email
+from newsletter.runs.models import Delivery, DeliveryStatus, Run, RunStatus
 from newsletter.sequences.models import Enrollment
 from newsletter.sequences.service import create_sequence
 from newsletter.tasks.app import app, configure, runtime
@@ -452,5 +451,5 @@ def test_a_drip_step_shows_an_article_title_with_braces_as_written(session: Sess
     )
     session.add(run)
     session.flush()
-    snapshot = freeze_run(session, run, settings_for("sqlite://"))
+    snapshot = run_email(session, run, settings_for("sqlite://"))
     assert snapshot.subject == article.title

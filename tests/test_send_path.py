@@ -12,15 +12,15 @@ import redis
 from sqlalchemy.orm import Session
 
 from newsletter.audience.models import SubscriptionStatus
-from newsletter.campaigns.models import Campaign, CampaignStatus, Run, RunStatus
-from newsletter.campaigns.runs import claim_due_campaigns
+from newsletter.campaigns.models import Campaign, CampaignStatus
+from newsletter.campaigns.runs import claim_due_campaigns, fan_out_campaign_run
 from newsletter.campaigns.service import schedule_campaign
 from newsletter.config import Settings
 from newsletter.db import make_engine, make_sessionmaker, utcnow
-from newsletter.delivery.ledger import Chunk, fan_out
 from newsletter.delivery.mailers import MemoryMailer
-from newsletter.delivery.models import Delivery, DeliveryStatus
 from newsletter.delivery.sending import ChunkSender
+from newsletter.runs.ledger import Chunk
+from newsletter.runs.models import Delivery, DeliveryStatus, Run, RunStatus
 from newsletter.tasks.app import configure, embedded_worker, runtime
 from newsletter.tasks.scheduler import tick
 from tests.factories import add_member, import_sample, make_list, series_digest, settings_for
@@ -129,7 +129,7 @@ def _send_run_directly(
     session: Session, settings: Settings, sender: ChunkSender, run_id: int
 ) -> None:
     chunks: list[Chunk] = []
-    fan_out(make_sessionmaker(session.get_bind()), run_id, 10, chunks.append)  # type: ignore[arg-type]
+    fan_out_campaign_run(make_sessionmaker(session.get_bind()), run_id, 10, chunks.append)  # type: ignore[arg-type]
     for chunk in chunks:
         sender.send_chunk(session, chunk, "test-claim")
 

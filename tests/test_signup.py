@@ -35,7 +35,8 @@ from newsletter.db import utcnow
 from newsletter.sequences.engine import sync_enrollments
 from newsletter.sequences.models import Enrollment, EnrollmentStatus
 from newsletter.sequences.service import create_sequence
-from newsletter.web.app import SignupPolicy, create_app, csrf_token
+from newsletter.web.app import create_app
+from newsletter.web.common import SignupPolicy
 from newsletter.web.ratelimit import (
     Limit,
     MemoryRateLimiter,
@@ -44,6 +45,7 @@ from newsletter.web.ratelimit import (
     RedisRateLimiter,
     make_rate_limiter,
 )
+from newsletter.web.subscriber import csrf_token
 from tests.conftest import REDIS_URL
 from tests.factories import add_member, import_sample, make_list, settings_for
 from tests.smtp_sink import Received, SmtpSink, free_port

@@ -13,9 +13,9 @@ from sqlalchemy import select
 
 from newsletter.db import make_engine, make_sessionmaker
 from newsletter.delivery.mailers import make_mailer
-from newsletter.delivery.models import Delivery, DeliveryStatus
 from newsletter.delivery.sending import ChunkSender
 from newsletter.delivery.throttle import RedisThrottle, make_throttle
+from newsletter.runs.models import Delivery, DeliveryStatus
 from tests.factories import (
     add_member,
     import_sample,

@@ -11,16 +11,15 @@ from sqlalchemy.orm import Session
 
 from newsletter.audience.models import MailingList, Subscription, SubscriptionStatus
 from newsletter.audience.tokens import Purpose, TokenSigner
-from newsletter.campaigns.models import Run, RunStatus
-from newsletter.campaigns.runs import claim_due_campaigns
+from newsletter.campaigns.runs import claim_due_campaigns, fan_out_campaign_run
 from newsletter.campaigns.service import schedule_campaign
 from newsletter.config import Settings
 from newsletter.content.models import Article
 from newsletter.db import make_engine, make_sessionmaker, utcnow
-from newsletter.delivery.ledger import Chunk, fan_out
 from newsletter.delivery.mailers import MemoryMailer
-from newsletter.delivery.models import Delivery, DeliveryStatus
 from newsletter.delivery.sending import ChunkSender
+from newsletter.runs.ledger import Chunk
+from newsletter.runs.models import Delivery, DeliveryStatus, Run, RunStatus
 from newsletter.web.app import create_app
 from tests.factories import add_member, import_sample, make_list, series_digest, settings_for
 
@@ -114,7 +113,7 @@ def test_no_mail_after_an_unsubscribe_recorded_mid_run(
     [run_id] = claim_due_campaigns(session, utcnow())
     session.commit()
     chunks: list[Chunk] = []
-    fan_out(make_sessionmaker(session.get_bind()), run_id, 100, chunks.append)  # type: ignore[arg-type]
+    fan_out_campaign_run(make_sessionmaker(session.get_bind()), run_id, 100, chunks.append)  # type: ignore[arg-type]
     token = TokenSigner(settings.secret_key).sign(Purpose.unsubscribe, leaving.id, news.id)
     assert client.post(f"/unsubscribe/{token}").status_code == 200
     mailer = MemoryMailer()
@@ -145,7 +144,7 @@ def test_archive_shows_the_frozen_email_of_a_run(
     schedule_campaign(session, campaign.id, utcnow())
     [run_id] = claim_due_campaigns(session, utcnow())
     session.commit()
-    fan_out(make_sessionmaker(session.get_bind()), run_id, 100, lambda c: None)  # type: ignore[arg-type]
+    fan_out_campaign_run(make_sessionmaker(session.get_bind()), run_id, 100, lambda c: None)  # type: ignore[arg-type]
     ChunkSender(settings, MemoryMailer()).send_chunk(session, Chunk(run_id, 0, 10**9), "test-claim")
     page = client.get(f"/archive/runs/{run_id}")
     assert page.status_code == 200
@@ -168,7 +167,7 @@ def sent_run(session: Session, settings: Settings, subject: str) -> int:
     schedule_campaign(session, campaign.id, utcnow())
     [run_id] = claim_due_campaigns(session, utcnow())
     session.commit()
-    fan_out(make_sessionmaker(session.get_bind()), run_id, 100, lambda c: None)  # type: ignore[arg-type]
+    fan_out_campaign_run(make_sessionmaker(session.get_bind()), run_id, 100, lambda c: None)  # type: ignore[arg-type]
     ChunkSender(settings, MemoryMailer()).send_chunk(session, Chunk(run_id, 0, 10**9), "test-claim")
     return run_id
 

@@ -9,7 +9,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from newsletter.audience.models import MailingList, Subscriber, Subscription, SubscriptionStatus
+from newsletter.audience.models import (
+    MailingList,
+    Subscriber,
+    Subscription,
+    SubscriptionStatus,
+    Suppression,
+)
 from newsletter.db import utcnow
 from newsletter.errors import NotFoundError
 
@@ -131,3 +137,11 @@ def memberships(session: Session, subscriber_id: int) -> tuple[Subscriber, list[
         .order_by(MailingList.name)
     ).all()
     return subscriber, [Membership(ml.slug, ml.name, ml.id, status) for ml, status in rows]
+
+
+def suppress_address(session: Session, email: str, reason: str, detail: str) -> None:
+    """Never mail `email` again (hard bounce, complaint, manual); a second call keeps
+    the first reason."""
+    if session.scalar(select(Suppression.id).where(Suppression.email == email)) is None:
+        session.add(Suppression(email=email, reason=reason, detail=detail[:2000]))
+        session.flush()

@@ -21,20 +21,22 @@ from newsletter.audience.generate import generate_subscribers
 from newsletter.audience.lists import create_list, get_list
 from newsletter.audience.models import Subscription, SubscriptionStatus
 from newsletter.audience.tokens import TokenSigner
-from newsletter.campaigns.models import Campaign, CampaignStatus, Run
-from newsletter.campaigns.runs import email_content
+from newsletter.campaigns.content import email_content
+from newsletter.campaigns.models import Campaign, CampaignStatus
 from newsletter.campaigns.service import ContentSpec, create_campaign, schedule_campaign
 from newsletter.config import Settings
 from newsletter.content.importer import import_articles
 from newsletter.db import make_engine, make_sessionmaker, session_scope, upgrade, utcnow
-from newsletter.delivery.ledger import delivery_counts
+from newsletter.delivery.content import list_headers
 from newsletter.delivery.mailers import OutgoingMessage, SmtpMailer
-from newsletter.delivery.models import Delivery, DeliveryStatus
-from newsletter.delivery.sending import list_headers, subscriber_links
+from newsletter.delivery.sending import subscriber_links
 from newsletter.errors import NewsletterError, NotFoundError
 from newsletter.rendering.mime import MessageTemplate, Recipient
-from newsletter.rendering.render import Snapshot, render_email
+from newsletter.rendering.model import Snapshot
+from newsletter.rendering.render import render_email
 from newsletter.rendering.slots import SlotTemplate
+from newsletter.runs.ledger import delivery_counts
+from newsletter.runs.models import Delivery, DeliveryStatus, Run
 from newsletter.tasks.app import configure, embedded_worker, runtime
 from newsletter.tasks.scheduler import tick
 

@@ -30,10 +30,9 @@ from sqlalchemy.orm import Session
 
 from newsletter.audience.addresses import normalise_email
 from newsletter.audience.models import BounceEvent, Subscriber, Subscription, Suppression
-from newsletter.audience.subscriptions import unsubscribe
+from newsletter.audience.subscriptions import suppress_address, unsubscribe
 from newsletter.bounces.dsn import BounceReport, Kind, RecipientResult
-from newsletter.delivery.sending import suppress_address
-from newsletter.errors import ConfigError, InvalidInputError
+from newsletter.errors import InvalidInputError
 
 DEFAULT_SOFT_BOUNCE_LIMIT = 3
 # Feedback reports that are not a reader asking to stop: a DMARC failure report
@@ -62,14 +61,6 @@ class Outcome:
 
     def __str__(self) -> str:
         return self.detail
-
-
-def soft_bounce_limit(settings: object) -> int:
-    """The `soft_bounce_limit` setting (NEWSLETTER_SOFT_BOUNCE_LIMIT), 3 when unset."""
-    value = getattr(settings, "soft_bounce_limit", DEFAULT_SOFT_BOUNCE_LIMIT)
-    if not isinstance(value, int) or value < 1:
-        raise ConfigError("NEWSLETTER_SOFT_BOUNCE_LIMIT: must be a whole number of at least 1")
-    return value
 
 
 def apply_bounce(

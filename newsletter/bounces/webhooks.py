@@ -44,7 +44,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -62,6 +62,7 @@ from newsletter.bounces.dsn import (
     make_report,
     ses_notification_report,
 )
+from newsletter.config import Settings
 from newsletter.errors import NewsletterError
 
 MAILGUN_TOLERANCE_SECONDS = 300
@@ -108,19 +109,15 @@ class WebhookSecrets:
     sns_topic_arns: frozenset[str] = frozenset()
 
     @classmethod
-    def from_settings(cls, settings: object) -> WebhookSecrets:
-        """From the `webhook_*` settings; missing attributes count as empty."""
-
-        def value(name: str) -> str:
-            return str(getattr(settings, name, "") or "").strip()
-
-        arns = frozenset(a.strip() for a in value("webhook_sns_topic_arns").split(",") if a.strip())
+    def from_settings(cls, settings: Settings) -> WebhookSecrets:
+        """From the `webhook_*` settings (NEWSLETTER_WEBHOOK_*)."""
+        arns = settings.webhook_sns_topic_arns.split(",")
         return cls(
-            mailgun_key=value("webhook_mailgun_key"),
-            sendgrid_public_key_pem=value("webhook_sendgrid_public_key"),
-            postmark_user=value("webhook_postmark_user"),
-            postmark_password=value("webhook_postmark_password"),
-            sns_topic_arns=arns,
+            mailgun_key=settings.webhook_mailgun_key.strip(),
+            sendgrid_public_key_pem=settings.webhook_sendgrid_public_key.strip(),
+            postmark_user=settings.webhook_postmark_user.strip(),
+            postmark_password=settings.webhook_postmark_password.strip(),
+            sns_topic_arns=frozenset(a.strip() for a in arns if a.strip()),
         )
 
 
@@ -482,7 +479,3 @@ class HttpsGetter:
                 self._certificates.clear()
             self._certificates[url] = response.content
         return response.content
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)

@@ -1,4 +1,4 @@
-"""Templates, campaigns and runs: what is sent, to whom, when."""
+"""Templates and campaigns: what is sent, to whom, when (each occurrence is a Run)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,15 @@ from sqlalchemy import (
     Column,
     Enum,
     ForeignKey,
-    Integer,
     String,
     Table,
     Text,
-    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from newsletter.audience.models import MailingList
 from newsletter.db import Base, JsonType, UtcDateTime, utcnow
+from newsletter.runs.models import Run
 
 
 class CampaignStatus(enum.StrEnum):
@@ -30,16 +29,6 @@ class CampaignStatus(enum.StrEnum):
     paused = "paused"
     finished = "finished"
     cancelled = "cancelled"
-
-
-class RunStatus(enum.StrEnum):
-    preparing = "preparing"
-    sending = "sending"
-    paused = "paused"
-    finished = "finished"
-    cancelled = "cancelled"
-    failed = "failed"  # could not be prepared (see error); nothing was sent
-    skipped = "skipped"  # nothing new to send and the campaign skips empty runs
 
 
 class ContentKind(enum.StrEnum):
@@ -99,37 +88,4 @@ class Campaign(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
     lists: Mapped[list[MailingList]] = relationship(secondary=campaign_lists)
-    runs: Mapped[list[Run]] = relationship(back_populates="campaign", order_by="Run.id")
-
-
-class Run(Base):
-    """One occurrence of a campaign, with the content frozen when it started."""
-
-    __tablename__ = "runs"
-    __table_args__ = (
-        UniqueConstraint("campaign_id", "occurrence_at"),
-        UniqueConstraint("sequence_id", "article_id"),
-    )
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    # A campaign occurrence, or a step of a drip sequence (sequence, article): the
-    # same ledger, render-once and sending machinery serve both.
-    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
-    sequence_id: Mapped[int | None] = mapped_column(ForeignKey("sequences.id", ondelete="CASCADE"))
-    article_id: Mapped[int | None] = mapped_column(ForeignKey("articles.id", ondelete="CASCADE"))
-    occurrence_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    status: Mapped[RunStatus] = mapped_column(
-        Enum(RunStatus, native_enum=False, length=20), default=RunStatus.preparing, index=True
-    )
-    # The rendered snapshot (rendering.snapshot.Snapshot as JSON); None until prepared.
-    snapshot: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
-    recipients: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    # Bumped by chunk tasks as they work; a sending run with no progress for a while
-    # has lost its queued tasks (broker flushed, workers killed) and is re-enqueued.
-    last_progress_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    error: Mapped[str] = mapped_column(Text, default="")
-
-    campaign: Mapped[Campaign | None] = relationship(back_populates="runs")
+    runs: Mapped[list[Run]] = relationship(order_by=Run.id, viewonly=True)

@@ -1,32 +1,37 @@
-"""Runs: claiming due campaigns, freezing a run's content, finishing it."""
+"""A campaign's runs: claimed when an occurrence is due, prepared, finished.
+
+Each occurrence of a campaign is one Run (see runs/): one-off campaigns have one,
+recurring ones one per cron occurrence. The run's status changes in runs.lifecycle;
+this module adds what a campaign decides: which occurrence is due, what the email
+holds, who receives it and when, and the campaign's own status.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from email.utils import parseaddr
+from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.audience.models import MailingList
-from newsletter.campaigns.models import Campaign, CampaignStatus, Run, RunStatus
-from newsletter.campaigns.service import select_articles
-from newsletter.campaigns.templates import render_campaign_email
+from newsletter.campaigns.content import NothingToSend, freeze_campaign_run, get_campaign
+from newsletter.campaigns.models import Campaign, CampaignStatus
 from newsletter.config import Settings
-from newsletter.content.models import Article
-from newsletter.content.series import series_place
-from newsletter.db import upsert_insert, utcnow
-from newsletter.delivery.models import Delivery, DeliveryStatus
-from newsletter.errors import InvalidInputError, NewsletterError
+from newsletter.db import utcnow
+from newsletter.errors import NewsletterError
 from newsletter.recurrence import (
     LOCAL_TIME_LEAD,
+    at_wall_clock,
     earliest_local,
     latest_due,
     occurrences,
-    previous_occurrence,
+    wall_clock,
 )
-from newsletter.rendering.render import ArticleView, EmailContent, Link, Snapshot, render_email
-from newsletter.sequences.models import Sequence
+from newsletter.runs import lifecycle
+from newsletter.runs.fanout import DeliverAt, fan_out
+from newsletter.runs.ledger import Chunk
+from newsletter.runs.models import Run
 
 
 def claim_due_campaigns(
@@ -74,18 +79,9 @@ def _claim_one_off(session: Session, campaign_id: int, now: datetime) -> int | N
     )
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
         return None
-    campaign = session.get_one(Campaign, campaign_id)
-    session.refresh(campaign)
-    assert campaign.send_at is not None
-    run = Run(
-        campaign_id=campaign_id,
-        occurrence_at=campaign.send_at,
-        status=RunStatus.preparing,
-        last_progress_at=now,
-    )
-    session.add(run)
-    session.flush()
-    return run.id
+    send_at = session.scalar(select(Campaign.send_at).where(Campaign.id == campaign_id))
+    assert send_at is not None
+    return lifecycle.open_campaign_run(session, campaign_id, send_at, now)
 
 
 def _claim_recurring(
@@ -102,21 +98,7 @@ def _claim_recurring(
         occurrence = latest_due(campaign.cron, campaign.timezone, after, now)
     if occurrence is None:
         return None
-    inserted = session.execute(
-        upsert_insert(session, Run)
-        .values(
-            campaign_id=campaign_id,
-            occurrence_at=occurrence,
-            status=RunStatus.preparing,
-            recipients=0,
-            error="",
-            created_at=now,
-            last_progress_at=now,
-        )
-        .on_conflict_do_nothing()
-        .returning(Run.id)
-    ).scalar()
-    return inserted
+    return lifecycle.open_campaign_run(session, campaign_id, occurrence, now)
 
 
 def _local_time_due(cron: str, tz: str, after: datetime, now: datetime) -> datetime | None:
@@ -129,183 +111,90 @@ def _local_time_due(cron: str, tz: str, after: datetime, now: datetime) -> datet
     return latest
 
 
-def _human_date(moment: datetime | None) -> str:
-    return f"{moment.day} {moment:%B %Y}" if moment else ""
+def local_time_schedule(campaign: Campaign, run: Run) -> DeliverAt:
+    """For each audience row, the run's wall-clock time in the subscriber's own zone
+    (else their list's, else the campaign's)."""
+    wall = wall_clock(run.occurrence_at, campaign.timezone)
+    list_zones = {ml.id: ml.timezone for ml in campaign.lists}
+
+    def deliver_at(row: Any) -> datetime:
+        return at_wall_clock(wall, row.timezone or list_zones.get(row.list_id), campaign.timezone)
+
+    return deliver_at
 
 
-def article_url(article: Article, base_url: str) -> str:
-    return article.url or f"{base_url}/articles/{article.slug}"
-
-
-def article_view(session: Session, article: Article, base_url: str) -> ArticleView:
-    """Plain data for templates, with the article's place in its series."""
-    place = series_place(session, article)
-
-    def link(other: Article | None) -> Link | None:
-        return Link(other.title, article_url(other, base_url)) if other else None
-
-    return ArticleView(
-        title=article.title,
-        url=article_url(article, base_url),
-        summary=article.summary,
-        body_html=article.body_html,
-        author=article.author,
-        image=article.image,
-        published=_human_date(article.published_at),
-        tags=tuple(article.tags or ()),
-        series_title=place.series_title if place else "",
-        part=place.index if place else 0,
-        parts=place.total if place else 0,
-        previous=link(place.previous) if place else None,
-        next=link(place.next) if place else None,
-    )
-
-
-def run_web_url(settings: Settings, run_id: int) -> str:
-    return f"{settings.base_url}/archive/runs/{run_id}"
-
-
-class NothingToSend(NewsletterError):
-    """A recurring digest found nothing new and skips empty runs."""
-
-
-def _sender_name(settings: Settings) -> str:
-    return parseaddr(settings.from_address)[0] or settings.sender_domain
-
-
-def email_content(
-    session: Session,
-    campaign: Campaign,
+def prepare_campaign_run(
+    sessions: sessionmaker[Session],
+    run_id: int,
     settings: Settings,
-    web_url: str,
-    run: Run | None = None,
-) -> EmailContent:
-    """What a campaign's email shows; for a run, the articles of that occurrence."""
-    now, since = utcnow(), None
-    if run is not None:
-        now = max(run.occurrence_at, now) if campaign.cron is None else run.occurrence_at
-        since = previous_send(session, campaign, run)
-    articles = select_articles(session, campaign, now=now, since=since)
-    if not articles:
-        if campaign.skip_if_empty:
-            raise NothingToSend("nothing new since the previous run")
-        raise InvalidInputError(f"campaign {campaign.id} has no published article to send")
-    return EmailContent(
-        subject=campaign.subject,
-        preheader=campaign.preheader,
-        articles=tuple(article_view(session, a, settings.base_url) for a in articles),
-        list_name=", ".join(ml.name for ml in campaign.lists),
-        sender_name=_sender_name(settings),
-        web_url=web_url,
-    )
+    enqueue: Callable[[Chunk], None],
+) -> int:
+    """Freeze the run's email, write its ledger and enqueue its chunks; returns the
+    number of recipients (0 for a run that was skipped or is gone).
+
+    An empty digest that skips empty runs is skipped; one that cannot be rendered
+    fails (and is raised), and its one-off campaign goes back to draft."""
+    with sessions() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            return 0
+        try:
+            freeze_campaign_run(session, run, settings)
+        except NothingToSend as exc:
+            session.rollback()
+            lifecycle.skip(session, run_id, str(exc))
+            session.commit()
+            return 0
+        except NewsletterError as exc:
+            session.rollback()
+            fail_campaign_run(session, run_id, str(exc))
+            session.commit()
+            raise
+        session.commit()
+    return fan_out_campaign_run(sessions, run_id, settings.chunk_size, enqueue)
 
 
-def previous_send(session: Session, campaign: Campaign, run: Run) -> datetime | None:
-    """Where a "since the previous run" digest starts: the previous run's occurrence,
-    else the cron's previous occurrence, else when the campaign was created."""
-    previous = session.scalar(
-        select(func.max(Run.occurrence_at)).where(
-            Run.campaign_id == campaign.id, Run.occurrence_at < run.occurrence_at
-        )
-    )
-    if previous is not None:
-        return previous
-    if campaign.cron:
-        return previous_occurrence(campaign.cron, campaign.timezone, run.occurrence_at)
-    return campaign.created_at
+def fan_out_campaign_run(
+    sessions: sessionmaker[Session],
+    run_id: int,
+    chunk_size: int,
+    enqueue: Callable[[Chunk], None],
+) -> int:
+    """Write the run's ledger for the campaign's lists (each reader due at their own
+    local time for a local-time campaign) and enqueue its chunks; see runs.fanout."""
+    with sessions() as session:
+        run = session.get_one(Run, run_id)
+        assert run.campaign_id is not None
+        campaign = get_campaign(session, run.campaign_id)
+        list_ids = [ml.id for ml in campaign.lists]
+        deliver_at = local_time_schedule(campaign, run) if campaign.local_time else None
+    return fan_out(sessions, run_id, list_ids, chunk_size, enqueue, deliver_at)
 
 
-def sequence_content(session: Session, run: Run, settings: Settings, web_url: str) -> EmailContent:
-    """A drip step: one article of the series, sent to the sequence's list."""
-    assert run.sequence_id is not None and run.article_id is not None
-    sequence = session.get_one(Sequence, run.sequence_id)
-    article = session.get_one(Article, run.article_id)
-    return EmailContent(
-        # The subject is a template (campaign subjects are written by staff); the title
-        # goes in as data, so braces in a title are shown, not run.
-        subject="{{ article.title }}",
-        preheader=article.summary,
-        articles=(article_view(session, article, settings.base_url),),
-        list_name=sequence.mailing_list.name,
-        sender_name=_sender_name(settings),
-        web_url=web_url,
-        extra={"sequence": True},
-    )
-
-
-def run_lists(session: Session, run: Run) -> list[MailingList]:
-    """The lists a run's recipients belong to (for List-Id and unsubscribe scope)."""
-    if run.campaign is not None:
-        return list(run.campaign.lists)
-    assert run.sequence_id is not None
-    return [session.get_one(Sequence, run.sequence_id).mailing_list]
-
-
-def freeze_run(session: Session, run: Run, settings: Settings) -> Snapshot:
-    """Render the run's email once and store it; later calls return the stored copy.
-
-    Freezing makes the run's content immune to later edits of articles or campaign.
-    """
-    if run.snapshot is not None:
-        return Snapshot.from_json(run.snapshot)
-    web_url = run_web_url(settings, run.id)
-    if run.campaign is not None:
-        content = email_content(session, run.campaign, settings, web_url, run)
-        snapshot = render_campaign_email(session, run.campaign.template, content)
-    else:
-        snapshot = render_email("article", sequence_content(session, run, settings, web_url))
-    run.snapshot = snapshot.to_json()
-    run.started_at = utcnow()
-    session.flush()
-    return snapshot
-
-
-def skip_run(session: Session, run_id: int, reason: str) -> None:
-    run = session.get_one(Run, run_id)
-    run.status = RunStatus.skipped
-    run.error = reason
-    run.finished_at = utcnow()
-    session.flush()
-
-
-def fail_run(session: Session, run_id: int, error: str) -> None:
+def fail_campaign_run(session: Session, run_id: int, error: str) -> None:
     """A run that cannot be prepared: record why. A one-off campaign goes back to
     draft so staff can fix it and schedule it again; a recurring one keeps its
     schedule (the next occurrence may well work)."""
-    run = session.get_one(Run, run_id)
-    run.status = RunStatus.failed
-    run.error = error[:5000]
-    run.finished_at = utcnow()
-    if run.campaign is not None and not run.campaign.cron:
-        run.campaign.status = CampaignStatus.draft
-    session.flush()
-
-
-def finish_run_if_done(session: Session, run_id: int) -> bool:
-    """Mark a sending run (and its one-off campaign) finished once nothing is left to send."""
-    open_work = exists().where(
-        Delivery.run_id == run_id,
-        Delivery.status.in_(
-            (DeliveryStatus.pending, DeliveryStatus.sending, DeliveryStatus.deferred)
-        ),
-    )
-    if session.scalar(select(open_work)):
-        return False
-    done = session.execute(
-        update(Run)
-        .where(Run.id == run_id, Run.status == RunStatus.sending)
-        .values(status=RunStatus.finished, finished_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    if done.rowcount != 1:  # type: ignore[attr-defined]
-        return False
-    run = session.get_one(Run, run_id)
+    run = lifecycle.fail(session, run_id, error)
     if run.campaign_id is None:
-        return True
-    session.execute(
-        update(Campaign)
-        .where(Campaign.id == run.campaign_id, Campaign.status == CampaignStatus.running)
-        .values(status=CampaignStatus.finished, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
+        return
+    campaign = session.get_one(Campaign, run.campaign_id)
+    if not campaign.cron:
+        campaign.status = CampaignStatus.draft
+        session.flush()
+
+
+def finish_run(session: Session, run_id: int) -> bool:
+    """Finish a sending run once nothing is left to send (campaign run or drip step)
+    and, for a one-off campaign, the campaign with it; True if this call finished it."""
+    if not lifecycle.finish_if_done(session, run_id):
+        return False
+    campaign_id = session.scalar(select(Run.campaign_id).where(Run.id == run_id))
+    if campaign_id is not None:
+        session.execute(
+            update(Campaign)
+            .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.running)
+            .values(status=CampaignStatus.finished, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
     return True

@@ -7,19 +7,17 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from newsletter.audience.lists import get_list
-from newsletter.campaigns.models import Campaign, CampaignStatus, ContentKind, Run
+from newsletter.campaigns.content import get_campaign, select_articles
+from newsletter.campaigns.models import Campaign, CampaignStatus, ContentKind
 from newsletter.campaigns.templates import check_campaign_template
-from newsletter.content.models import Article
-from newsletter.content.series import get_article, get_series, published_in_order
 from newsletter.db import utcnow
-from newsletter.delivery.ledger import delivery_counts
-from newsletter.delivery.models import DeliveryStatus
-from newsletter.errors import InvalidInputError, NotFoundError
+from newsletter.errors import InvalidInputError
 from newsletter.recurrence import check_cron, zone
+from newsletter.rendering.library import BUILTIN, TemplateLibrary
+from newsletter.runs.progress import run_progress
 
 
 @dataclass(frozen=True)
@@ -67,6 +65,7 @@ def create_campaign(
     content: ContentSpec,
     template: str = "digest",
     preheader: str = "",
+    library: TemplateLibrary = BUILTIN,
 ) -> Campaign:
     """A draft campaign; lists, articles and template are checked now, not at send time."""
     if not name.strip():
@@ -93,50 +92,9 @@ def create_campaign(
         raise InvalidInputError("the chosen content has no published article")
     # A built-in template or a stored (sandboxed) one; renders once now so a broken
     # subject or template is refused here, not when the run starts.
-    check_campaign_template(session, template, campaign.subject, preheader)
+    check_campaign_template(session, template, campaign.subject, preheader, library)
     session.add(campaign)
     session.flush()
-    return campaign
-
-
-def select_articles(
-    session: Session,
-    campaign: Campaign,
-    now: datetime | None = None,
-    since: datetime | None = None,
-) -> list[Article]:
-    """The published articles a campaign sends at `now`, in the order they appear.
-
-    `since` bounds "published since the previous run" digests (exclusive)."""
-    args = campaign.content_args
-    now = now or utcnow()
-    if campaign.content_kind is ContentKind.articles:
-        articles = [get_article(session, slug) for slug in args["slugs"]]
-        return [a for a in articles if a.published_at is not None and a.published_at <= now]
-    if campaign.content_kind in (ContentKind.latest, ContentKind.since_last, ContentKind.tag):
-        query = (
-            select(Article)
-            .where(Article.published_at.is_not(None), Article.published_at <= now)
-            .order_by(Article.published_at.desc(), Article.id.desc())
-        )
-        if campaign.content_kind is ContentKind.since_last and since is not None:
-            # New since the previous run: published since then, or imported since then
-            # (a feed polled a little late must not lose an entry between two runs).
-            query = query.where(or_(Article.published_at > since, Article.created_at > since))
-        if campaign.content_kind is ContentKind.tag:
-            # Tags are a JSON list; filtering in Python keeps this portable and the
-            # scan is bounded to recent articles.
-            recent = session.scalars(query.limit(1000))
-            tagged = [a for a in recent if args["tag"] in (a.tags or [])]
-            return tagged[: int(args["count"])]
-        return list(session.scalars(query.limit(int(args["count"]))))
-    return published_in_order(session, get_series(session, args["series"]).id)
-
-
-def get_campaign(session: Session, campaign_id: int) -> Campaign:
-    campaign = session.get(Campaign, campaign_id)
-    if campaign is None:
-        raise NotFoundError(f"no campaign {campaign_id}")
     return campaign
 
 
@@ -212,38 +170,6 @@ def schedule_campaign(
     return campaign
 
 
-@dataclass(frozen=True)
-class RunCounts:
-    run_id: int
-    status: str
-    occurrence_at: datetime
-    recipients: int
-    by_status: dict[str, int]
-    error: str
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "run": self.run_id,
-            "status": self.status,
-            "occurrence_at": self.occurrence_at.isoformat(),
-            "recipients": self.recipients,
-            "error": self.error,
-            **{s.value: self.by_status.get(s.value, 0) for s in DeliveryStatus},
-        }
-
-
-def run_counts(session: Session, run: Run) -> RunCounts:
-    counts = delivery_counts(session, run.id)
-    return RunCounts(
-        run_id=run.id,
-        status=run.status.value,
-        occurrence_at=run.occurrence_at,
-        recipients=run.recipients,
-        by_status={status.value: count for status, count in counts.items()},
-        error=run.error,
-    )
-
-
 def describe_campaign(session: Session, campaign: Campaign) -> dict[str, Any]:
     """A campaign as plain data (for `campaigns show` and --json)."""
     return {
@@ -260,5 +186,5 @@ def describe_campaign(session: Session, campaign: Campaign) -> dict[str, Any]:
         "skip_if_empty": campaign.skip_if_empty,
         "local_time": campaign.local_time,
         "articles": [a.slug for a in select_articles(session, campaign)],
-        "runs": [run_counts(session, run).as_json() for run in campaign.runs],
+        "runs": [run_progress(session, run, campaign.name).as_json() for run in campaign.runs],
     }

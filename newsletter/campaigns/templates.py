@@ -19,21 +19,10 @@ from sqlalchemy.orm import Session
 
 from newsletter.campaigns.models import Template
 from newsletter.errors import InvalidInputError, NotFoundError
-from newsletter.rendering.render import (
-    EMAIL_TEMPLATES,
-    ArticleView,
-    EmailContent,
-    Link,
-    Snapshot,
-    check_templates,
-    render_email,
-)
-from newsletter.rendering.sandbox import (
-    TemplateProblem,
-    TemplateSource,
-    check_parts,
-    render_staff_email,
-)
+from newsletter.rendering.library import BUILTIN, EMAIL_TEMPLATES, TemplateLibrary
+from newsletter.rendering.model import ArticleView, EmailContent, Link, Snapshot, TemplateSource
+from newsletter.rendering.render import check_templates, render_email
+from newsletter.rendering.sandbox import TemplateProblem, check_parts
 
 NAME_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 MAX_NAME = 200
@@ -102,7 +91,7 @@ def check_template(template: StaffTemplate) -> None:
         check_parts(template)
         for number, content in enumerate(SAMPLE_CONTENTS, 1):
             try:
-                render_staff_email(template, content)
+                render_email(template, content)
             except TemplateProblem as exc:
                 kind = "full" if number == 1 else "sparse (one article, title and URL only)"
                 raise TemplateProblem(
@@ -140,29 +129,35 @@ def save_template(session: Session, name: str, subject: str, html: str, text: st
     return template
 
 
-def render_campaign_email(session: Session, template: str, content: EmailContent) -> Snapshot:
+def render_campaign_email(
+    session: Session, template: str, content: EmailContent, library: TemplateLibrary = BUILTIN
+) -> Snapshot:
     """The email of a campaign whose template is `template`: a built-in one ("digest",
-    "article") rendered by `render_email`, else the stored template of that name,
+    "article", its files from `library`), else the stored template of that name,
     rendered in the sandbox. NotFoundError when there is neither."""
     if template in EMAIL_TEMPLATES:
-        return render_email(template, content)
+        return render_email(template, content, library=library)
     stored = StaffTemplate.of(get_template(session, template))
     try:
-        return render_staff_email(stored, content)
+        return render_email(stored, content)
     except TemplateProblem as exc:
         raise InvalidInputError(f"template {template!r}, {exc}") from exc
 
 
 def check_campaign_template(
-    session: Session, template: str, subject: str, preheader: str = ""
+    session: Session,
+    template: str,
+    subject: str,
+    preheader: str = "",
+    library: TemplateLibrary = BUILTIN,
 ) -> None:
     """Refuse, when a campaign is created, a template name that is neither built in nor
     stored, or a subject that does not render with it."""
     if template in EMAIL_TEMPLATES:
-        check_templates(template, subject, preheader)
+        check_templates(template, subject, preheader, library)
         return
     sample = replace(SAMPLE_CONTENTS[0], subject=subject, preheader=preheader)
-    render_campaign_email(session, template, sample)
+    render_campaign_email(session, template, sample, library)
 
 
 def get_template(session: Session, name: str) -> Template:

@@ -23,12 +23,12 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from newsletter.config import Settings
 from newsletter.errors import ConfigError, InvalidInputError
 
 # Headers h= covers, in this order. Absent ones are signed as absent (so they cannot be
@@ -223,23 +223,23 @@ def _load_rsa_key(pem: bytes | str) -> rsa.RSAPrivateKey:
     return key
 
 
-def signer_from_settings(settings: Any) -> DkimSigner | None:
+def signer_from_settings(settings: Settings) -> DkimSigner | None:
     """The signer the settings configure, or None when no DKIM key is configured.
 
     Reads `dkim_private_key_path` (empty: no signing), `dkim_selector` (required with
     a key) and `dkim_domain` (default: the From address's domain). Raises ConfigError
     naming the variable when one is missing or unreadable.
     """
-    path = str(getattr(settings, "dkim_private_key_path", "") or "")
+    path = settings.dkim_private_key_path
     if not path:
         return None
-    selector = str(getattr(settings, "dkim_selector", "") or "")
+    selector = settings.dkim_selector
     if not selector:
         raise ConfigError(
             "NEWSLETTER_DKIM_SELECTOR: set it with NEWSLETTER_DKIM_PRIVATE_KEY_PATH "
             "(the DNS record is <selector>._domainkey.<domain>)"
         )
-    domain = str(getattr(settings, "dkim_domain", "") or "") or settings.sender_domain
+    domain = settings.dkim_domain or settings.sender_domain
     try:
         pem = Path(path).read_bytes()
     except OSError as exc:

@@ -3,8 +3,11 @@
 `SmtpMailer` talks to a relay over a connection kept open between messages;
 `OutboxMailer` writes one `.eml` file per message (development, demo);
 `MemoryMailer` keeps messages in a list (tests, previews).
-Each `send` returns a SendResult or raises TemporaryDeliveryError (retry later) or
-PermanentDeliveryError (never retry this recipient).
+Each `send` returns a SendResult or raises a DeliveryError whose class says what to
+do: TemporaryDeliveryError (retry later), ThrottledError (retry later, and slow down
+for the whole domain), PermanentDeliveryError (never retry this recipient),
+HardBounceError (never retry, and suppress the address). Replies are classified once,
+here (`classify_reply`); callers decide by class.
 """
 
 from __future__ import annotations
@@ -18,7 +21,19 @@ from pathlib import Path
 from typing import Protocol
 
 from newsletter.config import MailTarget, OutboxTarget, SmtpTarget
-from newsletter.errors import PermanentDeliveryError, TemporaryDeliveryError
+from newsletter.errors import (
+    HardBounceError,
+    PermanentDeliveryError,
+    TemporaryDeliveryError,
+    ThrottledError,
+)
+
+# Replies that mean the server wants us to slow down rather than that this one
+# recipient has a problem: pause the whole domain. 450/451 alone are often
+# greylisting of one recipient, so they count only when their text says so.
+THROTTLING_WORDS = ("rate limit", "rate-limit", "ratelimit", "throttl", "too many", "slow down")
+# Permanent replies that say the mailbox does not exist or cannot take mail.
+HARD_BOUNCE_CODES = frozenset({550, 551, 553})
 
 
 @dataclass(frozen=True)
@@ -88,13 +103,18 @@ def _reply_text(code: int, message: bytes | str) -> str:
 
 
 def classify_reply(code: int, message: bytes | str) -> None:
-    """Raise the delivery error an SMTP reply code means; return for 2xx."""
+    """Raise the delivery error an SMTP reply means; return for 2xx."""
     if 200 <= code < 300:
         return
     text = _reply_text(code, message)
     if 400 <= code < 500:
+        lowered = text.lower()
+        if code == 421 or any(word in lowered for word in THROTTLING_WORDS):
+            raise ThrottledError(text, code)
         raise TemporaryDeliveryError(text, code)
     if 500 <= code < 600:
+        if code in HARD_BOUNCE_CODES:
+            raise HardBounceError(text, code)
         raise PermanentDeliveryError(text, code)
     raise TemporaryDeliveryError(f"unexpected SMTP reply: {text}", code)
 

@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-from email.utils import parseaddr
+from dataclasses import replace
 
 from sqlalchemy.orm import Session
 
 from newsletter.audience.addresses import normalise_email
-from newsletter.campaigns.runs import email_content
-from newsletter.campaigns.service import get_campaign
-from newsletter.campaigns.templates import render_campaign_email
+from newsletter.campaigns.content import get_campaign
+from newsletter.campaigns.content import render_now as render_campaign_now
 from newsletter.config import Settings
-from newsletter.delivery.dkim import signer_from_settings
-from newsletter.delivery.mailers import OutgoingMessage, make_mailer
-from newsletter.delivery.sending import list_headers
+from newsletter.delivery.content import list_headers
+from newsletter.delivery.outgoing import Outgoing
 from newsletter.rendering.mime import MessageTemplate, Recipient, new_message_id
+from newsletter.rendering.model import Snapshot
 from newsletter.rendering.preview import SAMPLE_VALUES, fill_html
-from newsletter.rendering.render import Snapshot
 
 
 def render_now(session: Session, campaign_id: int, settings: Settings) -> Snapshot:
-    campaign = get_campaign(session, campaign_id)
-    content = email_content(session, campaign, settings, web_url=f"{settings.base_url}/archive")
-    return render_campaign_email(session, campaign.template, content)
+    """The campaign's email as it would go out now (no run, nothing frozen)."""
+    return render_campaign_now(session, get_campaign(session, campaign_id), settings)
 
 
 def preview_html(session: Session, campaign_id: int, settings: Settings) -> str:
@@ -31,34 +28,24 @@ def preview_html(session: Session, campaign_id: int, settings: Settings) -> str:
 
 
 def send_test(session: Session, campaign_id: int, to: str, settings: Settings) -> str:
-    """Send one copy marked [Test] to `to`; nothing is written to the ledger."""
+    """Send one copy marked [Test] to `to` through the configured mailer; nothing is
+    written to the ledger."""
     address = normalise_email(to)
     campaign = get_campaign(session, campaign_id)
     snapshot = render_now(session, campaign_id, settings)
-    snapshot = Snapshot(
-        subject=f"[Test] {snapshot.subject}",
-        html=snapshot.html,
-        text=snapshot.text,
-        fallbacks=snapshot.fallbacks,
-    )
+    snapshot = replace(snapshot, subject=f"[Test] {snapshot.subject}", personal=None)
     template = MessageTemplate(
         snapshot, list_headers(settings, campaign.lists, f"c{campaign.id}", "test")
     )
-    message_id = new_message_id(settings.sender_domain)
     values = {
         **SAMPLE_VALUES,
         "email": address,
         "unsubscribe_url": f"{settings.base_url}/unsubscribe/test",
     }
-    data = template.build(Recipient(address, "", values, message_id))
-    signer = signer_from_settings(settings)
-    if signer is not None:
-        data = signer.sign(data)
-    mailer = make_mailer(settings.mail_target)
+    message_id = new_message_id(settings.sender_domain)
+    outgoing = Outgoing.from_settings(settings)
     try:
-        result = mailer.send(
-            OutgoingMessage(parseaddr(settings.from_address)[1], address, data, message_id)
-        )
+        result = outgoing.deliver(template, Recipient(address, "", values, message_id))
     finally:
-        mailer.close()
+        outgoing.close()
     return result.reply

@@ -13,24 +13,40 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from email.utils import formatdate, parseaddr
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from newsletter.audience.models import MailingList, Suppression
+from newsletter.audience.subscriptions import suppress_address
 from newsletter.audience.tokens import Purpose, TokenSigner
-from newsletter.campaigns.models import Run, RunStatus
-from newsletter.campaigns.runs import finish_run_if_done, freeze_run, run_lists
+from newsletter.campaigns.runs import finish_run
 from newsletter.config import Settings
 from newsletter.db import utcnow
+from newsletter.delivery.content import list_headers, run_email, run_lists
+from newsletter.delivery.dkim import signer_from_settings
 from newsletter.delivery.journal import Journal, claimed_by, default_directory, result_line
-from newsletter.delivery.ledger import (
+from newsletter.delivery.mailers import Mailer
+from newsletter.delivery.outgoing import Outgoing
+from newsletter.delivery.throttle import LocalThrottle, Throttle
+from newsletter.errors import (
+    ConfigError,
+    HardBounceError,
+    InvalidInputError,
+    PermanentDeliveryError,
+    TemporaryDeliveryError,
+    ThrottledError,
+)
+from newsletter.rendering.library import template_library
+from newsletter.rendering.mime import ListHeaders, MessageTemplate, Recipient
+from newsletter.rendering.model import PersonalSpec, Snapshot
+from newsletter.rendering.personal import Variants
+from newsletter.rendering.slots import ATTRIBUTE_PREFIX
+from newsletter.runs.ledger import (
     Chunk,
     claim_chunk,
     claimed_rows,
@@ -39,28 +55,11 @@ from newsletter.delivery.ledger import (
     renew_claim,
     retry_delay,
 )
-from newsletter.delivery.mailers import Mailer, OutgoingMessage
-from newsletter.delivery.models import DeliveryStatus
-from newsletter.delivery.throttle import LocalThrottle, Throttle
-from newsletter.errors import (
-    ConfigError,
-    InvalidInputError,
-    PermanentDeliveryError,
-    TemporaryDeliveryError,
-)
-from newsletter.rendering.mime import ListHeaders, MessageTemplate, Recipient
-from newsletter.rendering.personal import PersonalSpec, Variants
-from newsletter.rendering.render import Snapshot
-from newsletter.rendering.slots import ATTRIBUTE_PREFIX
+from newsletter.runs.lifecycle import current_status, may_send
+from newsletter.runs.models import DeliveryStatus, Run, RunStatus
 
 log = logging.getLogger(__name__)
 
-# Replies that mean the server wants us to slow down rather than that this one
-# recipient has a problem: pause the whole domain. 450/451 alone are often
-# greylisting of one recipient, so they count only when their text says so.
-THROTTLING_WORDS = ("rate limit", "rate-limit", "ratelimit", "throttl", "too many", "slow down")
-# Permanent replies that say the mailbox does not exist or cannot take mail.
-HARD_BOUNCE_CODES = frozenset({550, 551, 553})
 CHECK_EVERY_SECONDS = 1.0  # how often a chunk looks at pause/cancel and renews its claim
 COMPILED_RUNS_KEPT = 64  # compiled message templates cached per worker process
 
@@ -94,38 +93,6 @@ def recipient_values(
         value = attributes.get(key.removeprefix(ATTRIBUTE_PREFIX))
         values[key] = "" if value is None else str(value)
     return values
-
-
-def list_headers(
-    settings: Settings, lists: Sequence[MailingList], tag: str, occurrence: str
-) -> ListHeaders:
-    """List-Id names the first list; Feedback-ID tags the campaign (or sequence) and
-    the occurrence, so a provider's feedback loop reports them apart."""
-    first = min(lists, key=lambda ml: ml.id)
-    return ListHeaders(
-        from_address=settings.from_address,
-        list_name=first.name,
-        list_id=f"{first.slug}.{settings.list_id_domain}",
-        feedback_id=f"{occurrence}:{tag}:newsletter:{settings.sender_domain}",
-        unsubscribe_mailto=settings.list_unsubscribe_mailto,
-    )
-
-
-def run_tag(run: Run) -> str:
-    return f"c{run.campaign_id}" if run.campaign_id else f"s{run.sequence_id}"
-
-
-def suppress_address(session: Session, email: str, reason: str, detail: str) -> None:
-    if session.query(Suppression.id).filter_by(email=email).first() is None:
-        session.add(Suppression(email=email, reason=reason, detail=detail[:2000]))
-        session.flush()
-
-
-def is_throttling(error: TemporaryDeliveryError) -> bool:
-    if error.code == 421:
-        return True
-    text = str(error).lower()
-    return error.code is not None and any(word in text for word in THROTTLING_WORDS)
 
 
 @dataclass
@@ -169,13 +136,15 @@ class ChunkSender:
 
     def __post_init__(self) -> None:
         self.signer = TokenSigner(self.settings.secret_key)
-        self.envelope_from = parseaddr(self.settings.from_address)[1]
         self.sender_domain = self.settings.sender_domain  # parsed once, used per message
         self.lease = timedelta(seconds=self.settings.lease_seconds)
+        self.library = template_library(self.settings.templates_dir)
         # DKIM: one signer per sender (the key is parsed once); None without a key.
-        from newsletter.delivery.dkim import signer_from_settings
-
-        self.dkim = signer_from_settings(self.settings)
+        self.outgoing = Outgoing(
+            parseaddr(self.settings.from_address)[1],
+            self.mailer,
+            signer_from_settings(self.settings),
+        )
         directory = Path(self.settings.journal_dir) if self.settings.journal_dir else None
         try:
             self.journal = Journal(directory or default_directory(), self.settings.database_url)
@@ -196,14 +165,14 @@ class ChunkSender:
         compiled = self.compiled.get(run_id)
         if compiled is None:
             run = session.get_one(Run, run_id)
-            snapshot = freeze_run(session, run, self.settings)
-            headers = list_headers(
-                self.settings, run_lists(session, run), run_tag(run), str(run.id)
-            )
+            snapshot = run_email(session, run, self.settings)
+            headers = list_headers(self.settings, run_lists(session, run), run.tag, str(run.id))
             variants = None
             if snapshot.personal is not None:
                 spec = PersonalSpec.from_json(snapshot.personal)
-                variants = Variants(spec, lambda variant: Message.of(variant, headers), 256)
+                variants = Variants(
+                    spec, lambda variant: Message.of(variant, headers), 256, self.library
+                )
             salt = hashlib.sha256(f"{run.id}:{run.created_at.isoformat()}".encode()).hexdigest()
             if len(self.compiled) >= COMPILED_RUNS_KEPT:  # a long-lived worker sees many runs
                 self.compiled.pop(next(iter(self.compiled)))
@@ -212,15 +181,10 @@ class ChunkSender:
             )
         return compiled
 
-    def _run_status(self, session: Session, run_id: int) -> RunStatus | None:
-        status = session.scalar(text("SELECT status FROM runs WHERE id = :id"), {"id": run_id})
-        return RunStatus(status) if status else None
-
     def send_chunk(self, session: Session, chunk: Chunk, task_claim: str) -> dict[str, int]:
         """Send every sendable delivery of the chunk for the task `task_claim`."""
         counts = {"sent": 0, "deferred": 0, "failed": 0, "suppressed": 0}
-        status = self._run_status(session, chunk.run_id)
-        if status is not RunStatus.sending and status is not RunStatus.preparing:
+        if not may_send(current_status(session, chunk.run_id)):
             return counts
         compiled = self._compile(session, chunk.run_id)
         engine: Engine = session.get_bind()  # type: ignore[assignment]
@@ -245,7 +209,7 @@ class ChunkSender:
             self.journal.flush(engine)
         if not stopped:
             mark_progress(session, chunk.run_id)
-            finish_run_if_done(session, chunk.run_id)
+            finish_run(session, chunk.run_id)
             session.commit()
         return counts
 
@@ -266,8 +230,8 @@ class ChunkSender:
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + CHECK_EVERY_SECONDS
                 self.journal.flush(engine)  # the ledger is never more than a second behind
-                status = self._run_status(session, chunk.run_id)
-                if status is not RunStatus.sending and status is not RunStatus.preparing:
+                status = current_status(session, chunk.run_id)
+                if not may_send(status):
                     # Paused: hand the rest back. Cancelled: the rest will never go.
                     released = (
                         DeliveryStatus.pending
@@ -316,26 +280,23 @@ class ChunkSender:
                 ),
                 message_id=message_id,
             )
-            data = message.template.build(recipient, date)
-            if self.dkim is not None:  # DKIM: sign every message we hand over
-                data = self.dkim.sign(data)
+            outgoing = self.outgoing.prepare(message.template, recipient, date)
         except InvalidInputError as exc:
             # This one address or name cannot be put in a message (e.g. it needs
             # SMTPUTF8), or the templates fail for this reader's attributes; the rest
             # of the chunk goes on.
             self._record(engine, row, claim, DeliveryStatus.failed, str(exc), message_id)
             return DeliveryStatus.failed
-        outgoing = OutgoingMessage(self.envelope_from, row.email, data, message_id)
         try:
-            result = self.mailer.send(outgoing)
+            result = self.outgoing.send(outgoing)
         except TemporaryDeliveryError as exc:
-            if is_throttling(exc):
+            if isinstance(exc, ThrottledError):
                 self.throttle.slow_down(domain, self.settings.domain_backoff_seconds)
             self._defer(engine, row, claim, message_id, str(exc), 0.0)
             return DeliveryStatus.deferred
         except PermanentDeliveryError as exc:
             self._record(engine, row, claim, DeliveryStatus.failed, str(exc), message_id)
-            if exc.code in HARD_BOUNCE_CODES:
+            if isinstance(exc, HardBounceError):
                 suppress_address(session, row.email, "hard-bounce", str(exc))
                 session.commit()
             return DeliveryStatus.failed

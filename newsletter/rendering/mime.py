@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from email.utils import formatdate, make_msgid, parseaddr
 
 from newsletter.errors import InvalidInputError
-from newsletter.rendering.render import Snapshot
+from newsletter.rendering.model import Snapshot
 from newsletter.rendering.slots import SlotTemplate, slot_values
 
 CRLF = b"\r\n"
@@ -227,20 +227,32 @@ class Recipient:
 
 
 @dataclass(frozen=True)
-class ListHeaders:
-    """Values of the list headers that are the same for every recipient."""
+class SenderHeaders:
+    """The headers of a transactional message (a confirmation): no list, no opt-out."""
 
     from_address: str  # e.g. "Riverside Clinic <news@clinic.example>"; any display name
-    list_name: str  # List-Id's phrase, e.g. "Clinic news"; any text, or ""
-    list_id: str  # RFC 2919 list-id, no angle brackets: "clinic-news.clinic.example"
-    feedback_id: str  # e.g. "42:7:newsletter:clinic.example"
+
+
+@dataclass(frozen=True)
+class ListHeaders(SenderHeaders):
+    """Values of the list headers that are the same for every recipient."""
+
+    list_name: str = ""  # List-Id's phrase, e.g. "Clinic news"; any text, or ""
+    list_id: str = ""  # RFC 2919 list-id, no angle brackets: "clinic-news.clinic.example"
+    feedback_id: str = ""  # e.g. "42:7:newsletter:clinic.example"
     unsubscribe_mailto: str = ""
 
 
 class MessageTemplate:
-    """A run's message, encoded once; `build` splices one recipient in."""
+    """A message encoded once; `build` splices one recipient in.
 
-    def __init__(self, snapshot: Snapshot, headers: ListHeaders) -> None:
+    With ListHeaders it is a list message (a campaign run, a drip step, a test send):
+    List-Id, one-click List-Unsubscribe (RFC 2369, RFC 8058), Feedback-ID, bulk
+    precedence; every recipient needs an `unsubscribe_url`. With SenderHeaders it is
+    a transactional message (a confirmation) with none of those.
+    """
+
+    def __init__(self, snapshot: Snapshot, headers: SenderHeaders) -> None:
         self.boundary = self._choose_boundary(snapshot)
         self.subject = SlotTemplate.compile(snapshot.subject)
         self.text = SlotTemplate.compile(snapshot.text).map_parts(_qp)
@@ -249,17 +261,24 @@ class MessageTemplate:
         # slot()) must fill with "" rather than fail every message with a KeyError.
         keys = (*self.subject.keys, *self.text.keys, *self.html.keys)
         self.fallbacks = {**dict.fromkeys(keys, ""), **snapshot.fallbacks}
+        self.is_list = isinstance(headers, ListHeaders)
+        list_fields = ""
+        self.unsubscribe_mailto = ""
+        if isinstance(headers, ListHeaders):
+            list_fields = (
+                f"List-Id: {encode_list_id(headers.list_name, headers.list_id)}\r\n"
+                "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+                f"Feedback-ID: {safe_header_value(headers.feedback_id, 'Feedback-ID')}\r\n"
+                "Precedence: bulk\r\n"
+            )
+            self.unsubscribe_mailto = check_unsubscribe_mailto(headers.unsubscribe_mailto)
         self.fixed_headers = (
             f"From: {encode_from(headers.from_address)}\r\n"
-            f"List-Id: {encode_list_id(headers.list_name, headers.list_id)}\r\n"
-            "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
-            f"Feedback-ID: {safe_header_value(headers.feedback_id, 'Feedback-ID')}\r\n"
-            "Precedence: bulk\r\n"
-            "Auto-Submitted: auto-generated\r\n"
+            + list_fields
+            + "Auto-Submitted: auto-generated\r\n"
             "MIME-Version: 1.0\r\n"
             f'Content-Type: multipart/alternative; boundary="{self.boundary}"\r\n'
         ).encode("ascii")
-        self.unsubscribe_mailto = check_unsubscribe_mailto(headers.unsubscribe_mailto)
         b = self.boundary.encode("ascii")
         part = b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
         text_head = b"\r\n--" + b + b'\r\nContent-Type: text/plain; charset="utf-8"\r\n' + part
@@ -277,6 +296,15 @@ class MessageTemplate:
             self.pieces.append(body.parts[-1].encode("ascii"))
         self.pieces.append(b"\r\n--" + b + b"--\r\n")
 
+    def _list_unsubscribe(self, url: str) -> str:
+        unsubscribe = _header_url(url, "List-Unsubscribe")
+        value = f"<{unsubscribe}>"
+        if self.unsubscribe_mailto:
+            # RFC 2369 allows folding between the entries; a long URL keeps its own line.
+            fold = ",\r\n " if len(unsubscribe) > 40 else ", "
+            value += f"{fold}<mailto:{self.unsubscribe_mailto}?subject=unsubscribe>"
+        return f"List-Unsubscribe: {value}\r\n"
+
     @staticmethod
     def _choose_boundary(snapshot: Snapshot) -> str:
         while True:
@@ -290,18 +318,12 @@ class MessageTemplate:
         Raises UnsupportedAddressError for an address we cannot send to (not ASCII).
         """
         values = slot_values(self.fallbacks, recipient.values)
-        unsubscribe = _header_url(values["unsubscribe_url"], "List-Unsubscribe")
-        list_unsubscribe = f"<{unsubscribe}>"
-        if self.unsubscribe_mailto:
-            # RFC 2369 allows folding between the entries; a long URL keeps its own line.
-            fold = ",\r\n " if len(unsubscribe) > 40 else ", "
-            list_unsubscribe += f"{fold}<mailto:{self.unsubscribe_mailto}?subject=unsubscribe>"
         headers = (
             f"Date: {date or formatdate(localtime=False, usegmt=True)}\r\n"
             f"Message-ID: {safe_header_value(recipient.message_id, 'Message-ID')}\r\n"
             f"To: {encode_address(recipient.name, recipient.email)}\r\n"
             f"Subject: {encode_header(self.subject.fill(values), 'Subject')}\r\n"
-            f"List-Unsubscribe: {list_unsubscribe}\r\n"
+            + (self._list_unsubscribe(values["unsubscribe_url"]) if self.is_list else "")
         ).encode("ascii")
         pieces = self.pieces.copy()
         pieces[0] = headers

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 
-from newsletter.rendering.render import Snapshot
+from newsletter.rendering.model import Snapshot
 from newsletter.rendering.slots import SlotTemplate, slot_values
 
 SAMPLE_VALUES = {

@@ -20,9 +20,9 @@ into dicts and tuples (never ORM objects, settings or modules). The layers:
   is self-contained.
 
 Every failure is an InvalidInputError naming the part (subject, html, text), the line
-when known, and the problem. Slots work as in `render.py` (its `_SlotRecorder`), and
-CSS is inlined by its `inline_css`, so a stored template's Snapshot goes through the
-same MIME and per-recipient steps as a built-in one. Residual risk: within these
+when known, and the problem. `render.render_email` renders stored and built-in
+templates alike (slots, CSS inlining), so a stored template's Snapshot goes through
+the same MIME and per-recipient steps as a built-in one. Residual risk: within these
 bounds a template can still allocate some hundred megabytes for a moment; rendering
 in a separate process with resource limits would be the next step.
 """
@@ -49,9 +49,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
 from newsletter.errors import InvalidInputError
-from newsletter.rendering.render import ArticleView, EmailContent, Snapshot, inline_css
-from newsletter.rendering.render import _SlotRecorder as SlotRecorder
-from newsletter.rendering.slots import SLOT_PATTERN
+from newsletter.rendering.model import ArticleView, EmailContent, TemplateSource
+from newsletter.rendering.slots import SlotRecorder
 from newsletter.rendering.text import html_to_text
 
 MAX_RANGE = 1000  # numbers one range() may hold
@@ -114,16 +113,6 @@ _SAFE_LOOP_METHODS = frozenset({"cycle", "changed"})
 _PRINTF_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
 
 
-@dataclass(frozen=True)
-class TemplateSource:
-    """What a stored template is: a name and Jinja2 source for its three parts."""
-
-    name: str
-    subject: str
-    html: str
-    text: str
-
-
 # --- the work budget ----------------------------------------------------------------------
 
 
@@ -146,7 +135,7 @@ _BUDGET: ContextVar[_Budget | None] = ContextVar("newsletter_template_budget", d
 def _budget() -> _Budget:
     budget = _BUDGET.get()
     if budget is None:
-        raise SecurityError("stored templates render only through render_staff_email")
+        raise SecurityError("stored templates render only through render_staff_parts")
     return budget
 
 
@@ -467,8 +456,8 @@ def _one_line(text: str) -> str:
 
 def render_subject(source: str, context: Mapping[str, Any]) -> str:
     """A campaign's subject (Jinja2 written by staff) rendered in the sandbox, on one
-    line, with `context` as `render.render_email` builds it (its own templates are
-    ours and trusted; the subject is not). Raises TemplateProblem."""
+    line, with `context` as `render.render_email` builds it for a built-in template
+    (those are ours and trusted; the subject is not). Raises TemplateProblem."""
     token = _BUDGET.set(_Budget(deadline=time.monotonic() + RENDER_SECONDS))
     try:
         return _one_line(_render_part(source, "subject", False, dict(context)))
@@ -476,25 +465,28 @@ def render_subject(source: str, context: Mapping[str, Any]) -> str:
         _BUDGET.reset(token)
 
 
-def render_staff_email(
-    template: TemplateSource, content: EmailContent, reader: dict[str, Any] | None = None
-) -> Snapshot:
-    """Render a stored template once for a run, like `render.render_email`: subject,
-    HTML with CSS inlined, and text, with slot sentinels left for each recipient.
+@dataclass(frozen=True)
+class StaffRender:
+    """A stored template's parts as rendered, before CSS inlining."""
+
+    subject: str
+    html: str
+    text: str
+
+
+def render_staff_parts(
+    template: TemplateSource, content: EmailContent, slot: SlotRecorder, reader: dict[str, Any]
+) -> StaffRender:
+    """Render a stored template's subject, HTML and text in the sandbox, within one
+    budget; `reader` is the `subscriber` it sees.
 
     The campaign's subject (`content.subject`) is rendered first, in the sandbox too;
     a stored template with a subject of its own renders that one, where `subject` is
     the campaign's. A template without text gets the text of its HTML. Raises
     TemplateProblem (an InvalidInputError) naming the part, line and problem.
     """
-    from newsletter.rendering.personal import PersonalSpec, reader_context, reader_fields
-
-    sources = (content.subject, template.subject, template.html, template.text)
-    # Which reader values the sources read: needed for the run's own render only.
-    fields = reader_fields(sources) if reader is None else ()
-    slot = SlotRecorder()
     context = plain_context(content, slot)
-    context["subscriber"] = reader if reader is not None else reader_context(fields)
+    context["subscriber"] = reader
     token = _BUDGET.set(_Budget(deadline=time.monotonic() + RENDER_SECONDS))
     try:
         subject = _one_line(_render_part(content.subject, "campaign subject", False, context))
@@ -509,18 +501,4 @@ def render_staff_email(
             text = html_to_text(html)
     finally:
         _BUDGET.reset(token)
-    try:
-        inlined = inline_css(html)
-    except Exception as exc:  # premailer's errors are about the staff's CSS
-        raise TemplateProblem("html", f"its CSS cannot be inlined: {exc}") from exc
-    fallbacks = dict(slot.fallbacks)
-    # A sentinel written out literally (or present in an article) is still filled per
-    # recipient, so it must have a fallback.
-    for key in SLOT_PATTERN.findall(subject + inlined + text):
-        fallbacks.setdefault(key, "")
-    personal = None
-    if fields:
-        personal = PersonalSpec(fields, content, "", asdict(template)).to_json()
-    return Snapshot(
-        subject=subject, html=inlined, text=text, fallbacks=fallbacks, personal=personal
-    )
+    return StaffRender(subject, html, text)

@@ -13,6 +13,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from markupsafe import Markup
+
 from newsletter.errors import InvalidInputError
 
 # A key is lowercase words joined by single underscores, optionally followed by
@@ -83,3 +85,20 @@ class SlotTemplate:
 def find_unfilled(text: str) -> list[str]:
     """Slot keys still present in `text` (a filled message must have none)."""
     return SLOT_PATTERN.findall(text)
+
+
+class SlotRecorder:
+    """The `slot()` function templates call: leaves a sentinel and remembers each
+    slot's fallback (the value shown when the recipient's is empty)."""
+
+    def __init__(self) -> None:
+        self.fallbacks: dict[str, str] = {}
+
+    def __call__(self, key: str, fallback: str = "") -> Markup:
+        # One value per key and recipient, so one fallback per key; a call without a
+        # fallback shares the one given elsewhere.
+        previous = self.fallbacks.get(key, "")
+        if fallback and previous and previous != fallback:
+            raise InvalidInputError(f"slot {key!r} has two fallbacks: {previous!r}, {fallback!r}")
+        self.fallbacks[key] = fallback or previous
+        return Markup(sentinel(key))

@@ -15,13 +15,11 @@ from sqlalchemy import and_, exists, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.audience.models import Subscriber, Subscription, SubscriptionStatus, Suppression
-from newsletter.campaigns.models import Run, RunStatus
-from newsletter.content.models import Article
 from newsletter.content.series import published_in_order
 from newsletter.db import upsert_insert
-from newsletter.delivery.ledger import Chunk, open_chunks
-from newsletter.delivery.models import Delivery, DeliveryStatus
 from newsletter.recurrence import next_occurrence
+from newsletter.runs import lifecycle
+from newsletter.runs.ledger import Chunk, add_step_delivery, open_chunks
 from newsletter.sequences.models import Enrollment, EnrollmentStatus, Sequence, SequenceStatus
 
 BATCH = 1000
@@ -116,29 +114,6 @@ def next_due(sequence: Sequence, subscriber_timezone: str | None, now: datetime)
     return next_occurrence(sequence.cron, subscriber_timezone or sequence.timezone, now)
 
 
-def step_run(session: Session, sequence: Sequence, article: Article, now: datetime) -> int:
-    """The run of this (sequence, article) step, created on first need."""
-    session.execute(
-        upsert_insert(session, Run)
-        .values(
-            sequence_id=sequence.id,
-            article_id=article.id,
-            occurrence_at=now,
-            status=RunStatus.sending,
-            recipients=0,
-            error="",
-            created_at=now,
-            last_progress_at=now,
-        )
-        .on_conflict_do_nothing()
-    )
-    run_id = session.scalar(
-        select(Run.id).where(Run.sequence_id == sequence.id, Run.article_id == article.id)
-    )
-    assert run_id is not None
-    return run_id
-
-
 def send_due_steps(
     session: Session, sequence: Sequence, now: datetime, chunk_size: int
 ) -> SequenceReport:
@@ -187,33 +162,13 @@ def send_due_steps(
         )
         if moved.rowcount != 1:  # type: ignore[attr-defined]
             continue  # another scheduler moved it on first
-        run_id = step_run(session, sequence, articles[sent], now)
-        session.execute(
-            upsert_insert(session, Delivery)
-            .values(
-                run_id=run_id,
-                subscriber_id=subscriber_id,
-                list_id=sequence.list_id,
-                email=email,
-                status=DeliveryStatus.suppressed if suppressed else DeliveryStatus.pending,
-                attempts=0,
-                claim="",
-                smtp_reply="",
-                message_id="",
-                updated_at=now,
-            )
-            .on_conflict_do_nothing()
-        )
+        run_id = lifecycle.open_step_run(session, sequence.id, articles[sent].id, now)
+        add_step_delivery(session, run_id, subscriber_id, sequence.list_id, email, suppressed, now)
         touched.add(run_id)
         report.steps_sent += 1
     for run_id in sorted(touched):
         # A step run that had finished opens again for its new recipients.
-        session.execute(
-            update(Run)
-            .where(Run.id == run_id)
-            .values(status=RunStatus.sending, finished_at=None, last_progress_at=now)
-            .execution_options(synchronize_session=False)
-        )
+        lifecycle.reopen_step(session, run_id, now)
         report.chunks.extend(open_chunks(session, run_id, chunk_size, now))
     return report
 

@@ -8,11 +8,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from newsletter.campaigns.models import Run
-from newsletter.campaigns.runs import NothingToSend, fail_run, freeze_run, skip_run
+from newsletter.campaigns.runs import prepare_campaign_run
 from newsletter.content.feeds import poll_due_feeds
-from newsletter.delivery.ledger import Chunk, fan_out
-from newsletter.errors import NewsletterError
+from newsletter.runs.ledger import Chunk
 from newsletter.tasks.app import app, runtime
 
 
@@ -24,24 +22,7 @@ def enqueue_chunk(chunk: Chunk) -> None:
 def prepare_run(run_id: int) -> int:
     """Freeze the run's content, write its ledger and enqueue its chunks; returns recipients."""
     rt = runtime()
-    with rt.sessions() as session:
-        run = session.get(Run, run_id)
-        if run is None:
-            return 0
-        try:
-            freeze_run(session, run, rt.settings)
-        except NothingToSend as exc:
-            session.rollback()
-            skip_run(session, run_id, str(exc))
-            session.commit()
-            return 0
-        except NewsletterError as exc:
-            session.rollback()
-            fail_run(session, run_id, str(exc))
-            session.commit()
-            raise
-        session.commit()
-    return fan_out(rt.sessions, run_id, rt.settings.chunk_size, enqueue_chunk)
+    return prepare_campaign_run(rt.sessions, run_id, rt.settings, enqueue_chunk)
 
 
 @app.task(name="newsletter.send_chunk", bind=True)  # type: ignore[untyped-decorator]

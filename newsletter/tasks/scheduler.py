@@ -10,13 +10,12 @@ from datetime import datetime, timedelta
 from types import FrameType
 
 from sqlalchemy import exists, or_, select
-from sqlalchemy.orm import Session
 
-from newsletter.campaigns.models import Run, RunStatus
-from newsletter.campaigns.runs import claim_due_campaigns, finish_run_if_done
+from newsletter.campaigns.runs import claim_due_campaigns, finish_run
 from newsletter.content.models import Feed
 from newsletter.db import utcnow
-from newsletter.delivery.ledger import Chunk, open_chunks, release_due_retries
+from newsletter.runs.ledger import Chunk, release_due_retries
+from newsletter.runs.lifecycle import recover_stalled, sending_runs
 from newsletter.sequences.engine import run_sequences
 from newsletter.tasks.app import Runtime
 from newsletter.tasks.jobs import enqueue_chunk, poll_feeds, prepare_run
@@ -32,28 +31,6 @@ class TickReport:
     reprepared_runs: list[int] = field(default_factory=list)
     sequence_steps: int = 0
     finished_runs: list[int] = field(default_factory=list)
-
-
-def recover_stalled_runs(
-    session: Session, now: datetime, stall: timedelta, chunk_size: int
-) -> tuple[list[int], list[Chunk]]:
-    """Runs with no progress for `stall`: their queued tasks were lost (Redis flushed,
-    workers killed). Returns runs to prepare again and chunks to enqueue again, rebuilt
-    from the ledger; repeats are harmless because rows are claimed, never re-sent."""
-    stalled = session.scalars(
-        select(Run).where(
-            Run.status.in_((RunStatus.preparing, RunStatus.sending)),
-            or_(Run.last_progress_at.is_(None), Run.last_progress_at < now - stall),
-        )
-    ).all()
-    prepare, chunks = [], []
-    for run in stalled:
-        run.last_progress_at = now
-        if run.status is RunStatus.preparing:
-            prepare.append(run.id)
-        else:
-            chunks.extend(open_chunks(session, run.id, chunk_size, now))
-    return prepare, chunks
 
 
 def tick(rt: Runtime, now: datetime | None = None) -> TickReport:
@@ -80,7 +57,7 @@ def tick(rt: Runtime, now: datetime | None = None) -> TickReport:
         report.retried_chunks = release_due_retries(
             session, now, timedelta(hours=cfg.retry_lifetime_hours), cfg.chunk_size
         )
-        report.reprepared_runs, report.requeued_chunks = recover_stalled_runs(
+        report.reprepared_runs, report.requeued_chunks = recover_stalled(
             session, now, timedelta(seconds=cfg.stall_seconds), cfg.chunk_size
         )
         session.commit()
@@ -93,8 +70,7 @@ def tick(rt: Runtime, now: datetime | None = None) -> TickReport:
     for chunk in (*report.retried_chunks, *report.requeued_chunks):
         enqueue_chunk(chunk)
     with rt.sessions() as session:
-        sending = session.scalars(select(Run.id).where(Run.status == RunStatus.sending)).all()
-        report.finished_runs = [r for r in sending if finish_run_if_done(session, r)]
+        report.finished_runs = [r for r in sending_runs(session) if finish_run(session, r)]
         session.commit()
     return report
 

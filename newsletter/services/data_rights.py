@@ -44,11 +44,11 @@ from newsletter.audience.models import (
     Subscription,
     Suppression,
 )
-from newsletter.campaigns.models import Campaign, Run
+from newsletter.campaigns.models import Campaign
 from newsletter.content.models import Series
 from newsletter.db import utcnow
-from newsletter.delivery.models import Delivery
 from newsletter.errors import InvalidInputError, NotFoundError
+from newsletter.runs.models import Delivery, Run
 from newsletter.sequences.models import Enrollment, Sequence
 
 LIST_COLUMNS = (

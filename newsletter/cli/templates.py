@@ -1,8 +1,4 @@
-"""`newsletter templates …`: save, list and show staff templates.
-
-Mounted by newsletter.cli; its helpers are imported inside each command, because
-newsletter.cli imports this module.
-"""
+"""`newsletter templates …`: save, list and show staff templates."""
 
 from __future__ import annotations
 
@@ -11,14 +7,13 @@ from typing import Annotated
 
 import typer
 
+from newsletter.cli.common import JsonOption, console, open_session, print_json, settings
 from newsletter.errors import InvalidInputError
 
 app = typer.Typer(
     help="Staff email templates (Jinja2, checked and rendered in a sandbox).",
     no_args_is_help=True,
 )
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 def _read_source(path: Path | None, option: str) -> str:
@@ -47,7 +42,6 @@ def templates_save(
 ) -> None:
     """Create or replace a template, after checking that it renders safely."""
     from newsletter.campaigns.templates import describe_template, save_template
-    from newsletter.cli import console, open_session, print_json, settings
 
     sources = (_read_source(html, "--html"), _read_source(text, "--text"))
     with open_session(settings()) as session:
@@ -64,7 +58,6 @@ def templates_save(
 def templates_list(as_json: JsonOption = False) -> None:
     """Stored templates, by name."""
     from newsletter.campaigns.templates import describe_template, list_templates
-    from newsletter.cli import console, open_session, print_json, settings
 
     with open_session(settings()) as session:
         rows = [describe_template(t) for t in list_templates(session)]
@@ -83,7 +76,6 @@ def templates_list(as_json: JsonOption = False) -> None:
 def templates_show(name: str, as_json: JsonOption = False) -> None:
     """A template's subject, HTML and text sources."""
     from newsletter.campaigns.templates import describe_template, get_template
-    from newsletter.cli import open_session, print_json, settings
 
     with open_session(settings()) as session:
         data = describe_template(get_template(session, name), with_source=True)

@@ -2,10 +2,10 @@
 
 Include `router` in the web app. Each endpoint reads the app's settings from
 `request.app.state.settings` (the `webhook_*` fields, see `WebhookSecrets`) and opens
-sessions from `request.app.state.sessions`. A provider with no secret configured
-answers 404; an unsigned request 401; a forged or stale one 403 and changes
-nothing; a valid one 200 with counts of what was done. A replayed event answers 200
-and changes nothing.
+sessions from `request.app.state.sessions`; bounces.actions decides what an event
+does. A provider with no secret configured answers 404; an unsigned request 401; a
+forged or stale one 403 and changes nothing; a valid one 200 with counts of what was
+done. A replayed event answers 200 and changes nothing.
 
 Amazon SNS signing certificates and subscription confirmations are fetched through
 `request.app.state.sns_http_get` when the app sets it (a callable `url -> bytes`;
@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from newsletter.bounces.actions import Action, apply_report, soft_bounce_limit
+from newsletter.bounces.actions import Action, apply_report
 from newsletter.bounces.dsn import BounceReport
 from newsletter.bounces.webhooks import (
     SENDGRID_SIGNATURE_HEADER,
@@ -38,8 +38,9 @@ from newsletter.bounces.webhooks import (
     read_sns_message,
     sendgrid_reports,
     ses_reports,
-    utc_now,
 )
+from newsletter.config import Settings
+from newsletter.db import utcnow
 
 MAX_BODY_BYTES = 5_000_000  # far above any provider's batch; keeps a flood out of memory
 
@@ -98,7 +99,7 @@ async def ses_webhook(request: Request) -> JSONResponse:
         body = await _body(request)
         # Fetching the certificate is blocking I/O: keep it off the event loop.
         message = await run_in_threadpool(
-            read_sns_message, body, secrets.sns_topic_arns, http_get, utc_now()
+            read_sns_message, body, secrets.sns_topic_arns, http_get, utcnow()
         )
         if message["Type"] == "SubscriptionConfirmation":
             url = await run_in_threadpool(confirm_sns_subscription, message, http_get)
@@ -111,8 +112,13 @@ async def ses_webhook(request: Request) -> JSONResponse:
     return await _apply(request, reports, "ses")
 
 
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
 def _secrets(request: Request) -> WebhookSecrets:
-    return WebhookSecrets.from_settings(getattr(request.app.state, "settings", None))
+    return WebhookSecrets.from_settings(_settings(request))
 
 
 async def _body(request: Request) -> bytes:
@@ -130,7 +136,7 @@ def _refusal(error: WebhookError) -> JSONResponse:
 
 
 async def _apply(request: Request, reports: list[BounceReport], source: str) -> JSONResponse:
-    limit = soft_bounce_limit(getattr(request.app.state, "settings", None))
+    limit = _settings(request).soft_bounce_limit
     counts = await run_in_threadpool(_apply_all, request.app.state.sessions, reports, source, limit)
     return JSONResponse(counts)
 

@@ -1,8 +1,4 @@
-"""`newsletter bounces …`: read bounce mailboxes, try the classifier on a file.
-
-Helpers from `newsletter.cli` are imported inside each command: that module mounts
-this one, so importing it at the top would be a cycle.
-"""
+"""`newsletter bounces …`: read bounce mailboxes, try the classifier on a file."""
 
 from __future__ import annotations
 
@@ -13,13 +9,19 @@ import typer
 
 from newsletter.bounces.dsn import BounceReport
 from newsletter.bounces.mailbox import MailboxReport
+from newsletter.cli.common import (
+    JsonOption,
+    console,
+    open_session,
+    print_json,
+    report_problems,
+    settings,
+)
 
 app = typer.Typer(
     help="Bounces and complaints: read the bounce mailbox, suppress bad addresses.",
     no_args_is_help=True,
 )
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 @app.command("import")
@@ -28,13 +30,11 @@ def import_command(
     as_json: JsonOption = False,
 ) -> None:
     """Act on every bounce in a mailbox; reading it again changes nothing."""
-    from newsletter.bounces.actions import soft_bounce_limit
     from newsletter.bounces.mailbox import import_mailbox
-    from newsletter.cli import open_session, settings
 
     cfg = settings()
     with open_session(cfg) as session:
-        report = import_mailbox(session, path, soft_bounce_limit(cfg))
+        report = import_mailbox(session, path, cfg.soft_bounce_limit)
     _print_report(report, as_json)
 
 
@@ -54,15 +54,11 @@ def fetch_command(
     as_json: JsonOption = False,
 ) -> None:
     """Act on the folder's unseen messages over IMAP and mark them seen."""
-    from newsletter.bounces.actions import soft_bounce_limit
     from newsletter.bounces.mailbox import fetch_imap
-    from newsletter.cli import open_session, settings
 
     cfg = settings()
     with open_session(cfg) as session:
-        report = fetch_imap(
-            session, host, user, password, folder, ssl, port, soft_bounce_limit(cfg)
-        )
+        report = fetch_imap(session, host, user, password, folder, ssl, port, cfg.soft_bounce_limit)
     _print_report(report, as_json)
 
 
@@ -73,7 +69,6 @@ def classify_command(
 ) -> None:
     """Say what each email is (hard, soft, complaint…) without changing anything."""
     from newsletter.bounces.dsn import classify
-    from newsletter.cli import console, print_json
 
     reports = [(file, classify(file.read_bytes())) for file in files]
     if as_json:
@@ -103,7 +98,6 @@ def _report_json(file: Path, report: BounceReport) -> dict[str, object]:
 
 
 def _print_report(report: MailboxReport, as_json: bool) -> None:
-    from newsletter.cli import console, print_json, report_problems
 
     if as_json:
         print_json(report.as_dict())

@@ -1,9 +1,15 @@
-"""The ledger: fanning a run out into delivery rows, claiming them, releasing them.
+"""The ledger: the one writer of delivery rows; claiming them, releasing them, retries.
 
-Every recipient gets one row per run (unique), inserted by the database page by page
-while scanning the audience by subscriber id (keyset pagination: no OFFSET, never the
-whole list in memory). A chunk of work is a subscriber-id range of one run. Results
-reach the ledger through the sending process's journal (journal.py).
+Every recipient gets one row per run (unique): a campaign run's rows are inserted by
+the database page by page while scanning the audience by subscriber id (keyset
+pagination: no OFFSET, never the whole list in memory, see `fan_out`); a drip step's
+row is added when its reader is due (`add_step_delivery`). A chunk of work is a
+subscriber-id range of one run. Results reach the ledger through the sending
+process's journal (delivery/journal.py).
+
+Nothing here changes a run's status: that is `lifecycle.py`'s. This module knows
+lists and subscribers, never campaigns or sequences: callers pass the list ids and,
+for local-time sends, the rule that says when each row is due.
 """
 
 from __future__ import annotations
@@ -13,14 +19,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, literal, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import case, exists, func, literal, select, update
+from sqlalchemy.orm import Session
 
 from newsletter.audience.models import Subscriber, Subscription, SubscriptionStatus, Suppression
-from newsletter.campaigns.models import Run, RunStatus
 from newsletter.db import UtcDateTime, upsert_insert, utcnow
-from newsletter.delivery.models import Delivery, DeliveryStatus
-from newsletter.recurrence import at_wall_clock, wall_clock
+from newsletter.runs.models import (
+    OPEN_DELIVERY_STATUSES,
+    Delivery,
+    DeliveryStatus,
+    Run,
+    RunStatus,
+)
 
 
 @dataclass(frozen=True)
@@ -174,68 +184,60 @@ def add_deliveries(
         session.execute(upsert_insert(session, Delivery).on_conflict_do_nothing(), rows)
 
 
-def local_time_schedule(run: Run) -> Callable[[Any], datetime]:
-    """For each audience row, the run's wall-clock time in the subscriber's own zone
-    (else their list's, else the campaign's)."""
-    campaign = run.campaign
-    assert campaign is not None
-    wall = wall_clock(run.occurrence_at, campaign.timezone)
-    list_zones = {ml.id: ml.timezone for ml in campaign.lists}
-
-    def deliver_at(row: Any) -> datetime:
-        return at_wall_clock(wall, row.timezone or list_zones.get(row.list_id), campaign.timezone)
-
-    return deliver_at
-
-
-def fan_out(
-    sessions: sessionmaker[Session],
+def add_step_delivery(
+    session: Session,
     run_id: int,
-    chunk_size: int,
-    enqueue: Callable[[Chunk], None],
-) -> int:
-    """Write the run's ledger page by page, enqueueing each page as a chunk after commit.
+    subscriber_id: int,
+    list_id: int,
+    email: str,
+    suppressed: bool,
+    now: datetime,
+) -> None:
+    """The ledger row of one reader of a drip step (pending, or suppressed); a row that
+    exists already is left alone, so a step never reaches a reader twice."""
+    session.execute(
+        upsert_insert(session, Delivery)
+        .values(
+            run_id=run_id,
+            subscriber_id=subscriber_id,
+            list_id=list_id,
+            email=email,
+            status=DeliveryStatus.suppressed if suppressed else DeliveryStatus.pending,
+            attempts=0,
+            claim="",
+            smtp_reply="",
+            message_id="",
+            updated_at=now,
+        )
+        .on_conflict_do_nothing()
+    )
 
-    Safe to repeat: rows that exist are kept, and sending a chunk twice sends nothing
-    new. Ends by moving the run from preparing to sending; returns the recipient count.
-    """
-    with sessions() as session:
-        run = session.get_one(Run, run_id)
-        assert run.campaign is not None
-        list_ids = [ml.id for ml in run.campaign.lists]
-        deliver_at = local_time_schedule(run) if run.campaign.local_time else None
-    after = 0
-    while True:
-        with sessions() as session:
-            bounds = page_bounds(session, list_ids, after, chunk_size)
-            if bounds is None:
-                break
-            if deliver_at is None:
-                insert_page(session, run_id, list_ids, *bounds)
-            else:  # each row's time is computed here, from its zone
-                add_deliveries(
-                    session, run_id, audience_page(session, list_ids, *bounds), deliver_at
-                )
-            mark_progress(session, run_id)
-            session.commit()
-        chunk = Chunk(run_id, *bounds)
-        enqueue(chunk)
-        after = chunk.last
-    with sessions() as session:
-        total = (
-            session.scalar(
-                select(func.count()).select_from(Delivery).where(Delivery.run_id == run_id)
-            )
-            or 0
+
+def count_rows(session: Session, run_id: int) -> int:
+    """How many ledger rows (recipients) the run has."""
+    count = select(func.count()).select_from(Delivery).where(Delivery.run_id == run_id)
+    return session.scalar(count) or 0
+
+
+def has_open_rows(session: Session, run_id: int) -> bool:
+    """Whether some row of the run still needs a send (pending, sending or deferred)."""
+    open_work = exists().where(
+        Delivery.run_id == run_id, Delivery.status.in_(OPEN_DELIVERY_STATUSES)
+    )
+    return bool(session.scalar(select(open_work)))
+
+
+def cancel_unsent(session: Session, run_id: int, now: datetime) -> None:
+    """Rows of a cancelled run that were waiting (pending or deferred) will never go."""
+    session.execute(
+        update(Delivery)
+        .where(
+            Delivery.run_id == run_id,
+            Delivery.status.in_((DeliveryStatus.pending, DeliveryStatus.deferred)),
         )
-        session.execute(
-            update(Run)
-            .where(Run.id == run_id, Run.status == RunStatus.preparing)
-            .values(status=RunStatus.sending, recipients=total)
-            .execution_options(synchronize_session=False)
-        )
-        session.commit()
-    return total
+        .values(status=DeliveryStatus.cancelled, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def claim_chunk(session: Session, chunk: Chunk, claim: str, now: datetime, lease: timedelta) -> int:

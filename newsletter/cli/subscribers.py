@@ -1,8 +1,4 @@
-"""Data-rights commands for `newsletter subscribers …`: export, export-data, forget.
-
-Mounted by newsletter.cli; its helpers are imported inside each command, because
-newsletter.cli imports this module.
-"""
+"""`newsletter subscribers …`: import a CSV; export a list; export or forget one person."""
 
 from __future__ import annotations
 
@@ -13,11 +9,42 @@ from typing import Annotated
 
 import typer
 
+from newsletter.cli.common import (
+    JsonOption,
+    console,
+    err_console,
+    open_session,
+    print_json,
+    report_problems,
+    settings,
+)
 from newsletter.errors import InvalidInputError
 
 app = typer.Typer(
-    help="Subscribers' data: export a list, export or forget one person.", no_args_is_help=True
+    help="Subscribers: import, export a list, export or forget one person.",
+    no_args_is_help=True,
 )
+
+
+@app.command("import")
+def subscribers_import(
+    file: Path,
+    list_slug: Annotated[str, typer.Option("--list", help="The list to subscribe them to.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Import a CSV (email, name, then any columns as attributes) as confirmed members."""
+    from newsletter.audience.importer import import_subscribers_csv
+
+    with open_session(settings()) as session:
+        report = import_subscribers_csv(session, file, list_slug)
+    if as_json:
+        print_json(report.as_json())
+        return
+    report_problems(report.problems)
+    console.print(
+        f"subscribers: {report.created} created, {report.updated} updated, "
+        f"{report.unchanged} unchanged, {len(report.problems)} rows skipped"
+    )
 
 
 def _private_file(path: Path) -> int:
@@ -34,8 +61,7 @@ def subscribers_export(
     out: Annotated[Path, typer.Option("--out", help="CSV file to write; - for stdout.")],
 ) -> None:
     """Every member of a list, whatever their status, with dates and attributes, as CSV."""
-    from newsletter.audience.data_rights import export_list_csv
-    from newsletter.cli import err_console, open_session, settings
+    from newsletter.services.data_rights import export_list_csv
 
     with open_session(settings()) as session:
         if str(out) == "-":
@@ -50,8 +76,7 @@ def subscribers_export(
 @app.command("export-data")
 def subscribers_export_data(email: str) -> None:
     """Everything we hold on one person, as JSON on stdout (a data access request)."""
-    from newsletter.audience.data_rights import export_data
-    from newsletter.cli import open_session, print_json, settings
+    from newsletter.services.data_rights import export_data
 
     with open_session(settings()) as session:
         data = export_data(session, email)
@@ -62,11 +87,10 @@ def subscribers_export_data(email: str) -> None:
 def subscribers_forget(
     email: str,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Erase one person's data; keep only a hash of the address so they are never mailed."""
-    from newsletter.audience.data_rights import forget
-    from newsletter.cli import console, open_session, print_json, settings
+    from newsletter.services.data_rights import forget
 
     if not yes:
         typer.confirm(f"Erase everything we hold on {email}? This cannot be undone", abort=True)

@@ -1,0 +1,65 @@
+"""What every command group shares: settings, a database session, printing."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from sqlalchemy.orm import Session
+
+from newsletter.config import Settings, load_settings
+from newsletter.db import is_migrated, make_engine, make_sessionmaker, session_scope
+from newsletter.errors import ConfigError
+
+# User text (CSV cells, names, subjects) is printed as it is: no Rich markup, and no
+# wrapping, so an error stays one line in logs too.
+console = Console(markup=False, highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def settings() -> Settings:
+    return load_settings()
+
+
+def check_schema(cfg: Settings) -> None:
+    """ConfigError unless the database has a schema (`newsletter db upgrade` made it)."""
+    engine = make_engine(cfg.database_url)
+    try:
+        if not is_migrated(engine):
+            raise ConfigError("the database has no schema yet: run `newsletter db upgrade` first")
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def open_session(cfg: Settings, require_schema: bool = True) -> Iterator[Session]:
+    """A session that commits when the command succeeds."""
+    engine = make_engine(cfg.database_url)
+    try:
+        if require_schema and not is_migrated(engine):
+            raise ConfigError("the database has no schema yet: run `newsletter db upgrade` first")
+        with session_scope(make_sessionmaker(engine)) as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def report_problems(problems: Sequence[object]) -> None:
+    for problem in problems:
+        err_console.print(f"skipped {problem}", style="yellow")
+
+
+def split_values(values: str | None) -> tuple[str, ...]:
+    """ "a, b,c" → ("a", "b", "c"): a comma-separated option."""
+    return tuple(v.strip() for v in (values or "").split(",") if v.strip())

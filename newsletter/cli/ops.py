@@ -1,0 +1,64 @@
+"""Ops commands: `newsletter status` and `newsletter schedule`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from newsletter.cli.common import (
+    JsonOption,
+    console,
+    open_session,
+    print_json,
+    settings,
+)
+
+
+def schedule(
+    days: Annotated[int, typer.Option(help="How far ahead to look.")] = 14,
+    as_json: JsonOption = False,
+) -> None:
+    """Every upcoming send: campaign occurrences, and sequence steps due per day."""
+    from newsletter.db import utcnow
+    from newsletter.services.upcoming import upcoming
+
+    with open_session(settings()) as session:
+        items = upcoming(session, utcnow(), days)
+    if as_json:
+        print_json([item.as_json() for item in items])
+        return
+    if not items:
+        console.print(f"nothing scheduled in the next {days} days")
+    for item in items:
+        what = f"{item.count} step(s) of" if item.kind == "sequence" else ""
+        console.print(f"{item.when:<26} {item.kind:<9} {item.id:>4}  {what} {item.name}".rstrip())
+
+
+def status(as_json: JsonOption = False) -> None:
+    """Queues, workers and every active run: sent, deferred, failed, pending, rate, ETA."""
+    from newsletter.tasks.app import configure
+    from newsletter.tasks.status import collect_status
+
+    cfg = settings()
+    configure(cfg)
+    with open_session(cfg) as session:
+        report = collect_status(session, cfg)
+    if as_json:
+        print_json(report.as_json())
+        return
+    console.print(f"broker:  {report.broker}")
+    for queue, depth in report.queues.items():
+        console.print(f"queue {queue}: {'?' if depth is None else depth} waiting")
+    if report.workers is not None:
+        console.print(f"workers: {', '.join(report.workers) or 'none answering'}")
+    if not report.runs:
+        console.print("no active runs")
+    for r in report.runs:
+        eta = f"{r.eta_seconds:.0f}s" if r.eta_seconds is not None else "-"
+        n = r.counts
+        console.print(
+            f"run {r.run} ({r.name}) [{r.status}]: {n['sent']}/{r.recipients} sent, "
+            f"{n['deferred']} deferred, {n['failed']} failed, "
+            f"{n['pending'] + n['sending']} pending, {r.rate_per_second}/s, ETA {eta}",
+        )

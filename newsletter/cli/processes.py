@@ -1,0 +1,114 @@
+"""The long-running processes: `newsletter worker`, `scheduler run|tick`, `serve`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from newsletter.cli.common import (
+    JsonOption,
+    check_schema,
+    console,
+    print_json,
+    settings,
+)
+from newsletter.errors import BrokerUnavailableError
+
+scheduler = typer.Typer(help="The scheduler process.", no_args_is_help=True)
+
+
+def worker(
+    ctx: typer.Context,
+    concurrency: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+    loglevel: str = "INFO",
+) -> None:
+    """Start a Celery worker (the same as `celery -A worker worker`); extra args go to Celery."""
+    from newsletter.tasks.app import configure
+
+    cfg = settings()
+    if cfg.embedded_broker:
+        raise BrokerUnavailableError(
+            "NEWSLETTER_BROKER_URL is the in-memory broker, which only works inside one "
+            "process: set it to redis://… to run separate workers, or use "
+            "`newsletter scheduler run`, which runs a worker in-process"
+        )
+    celery_app = configure(cfg)
+    celery_app.worker_main(
+        ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", *ctx.args]
+    )
+
+
+@scheduler.command("run")
+def scheduler_run() -> None:
+    """Tick every few seconds until SIGTERM; with the in-memory broker, also run a worker."""
+    from newsletter.tasks.app import configure, embedded_worker, runtime
+    from newsletter.tasks.scheduler import Stopper, run_forever
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    cfg = settings()
+    check_schema(cfg)
+    configure(cfg)
+    stopper = Stopper()
+    stopper.install()
+    if cfg.embedded_broker:
+        with embedded_worker():
+            # Celery's worker set-up lowers the root logger to WARNING; keep ours.
+            logging.getLogger("newsletter").setLevel(logging.INFO)
+            run_forever(runtime(), stopper)
+    else:
+        run_forever(runtime(), stopper)
+
+
+@scheduler.command("tick")
+def scheduler_tick(
+    at: Annotated[
+        str | None,
+        typer.Option(help="Act as if it were this ISO time (UTC unless an offset is given)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run exactly one scheduler tick; with the in-memory broker also run the work it enqueued."""
+    from newsletter.campaigns.service import parse_local_time
+    from newsletter.tasks.app import configure, runtime
+    from newsletter.tasks.scheduler import tick
+
+    cfg = settings()
+    check_schema(cfg)
+    celery_app = configure(cfg)
+    if cfg.embedded_broker:
+        # No worker process to hand work to: run what the tick enqueues right here.
+        celery_app.conf.task_always_eager = True
+    now = parse_local_time(at, "UTC") if at else None
+    report = tick(runtime(), now)
+    data = {
+        "started_runs": report.started_runs,
+        "sequence_steps": report.sequence_steps,
+        "retried_chunks": len(report.retried_chunks),
+        "finished_runs": report.finished_runs,
+    }
+    if as_json:
+        print_json(data)
+    else:
+        console.print(
+            f"tick: started runs {report.started_runs or '-'}, "
+            f"sequence steps {report.sequence_steps}, retried chunks "
+            f"{len(report.retried_chunks)}, finished runs {report.finished_runs or '-'}",
+        )
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the public web app (unsubscribe, preferences, archive, /healthz)."""
+    import uvicorn
+
+    from newsletter.web.app import create_app
+
+    cfg = settings()
+    check_schema(cfg)
+    uvicorn.run(create_app(cfg), host=host, port=port, log_level="info")

@@ -1,0 +1,67 @@
+"""`newsletter bench` and `newsletter demo`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from newsletter.cli.common import (
+    JsonOption,
+    console,
+    err_console,
+    print_json,
+    settings,
+)
+
+
+def bench(
+    subscribers: Annotated[int, typer.Option(help="Recipients of the benchmark digest.")] = 100_000,
+    smtp: Annotated[
+        str | None, typer.Option(help="SMTP URL to send to; default: start a local sink.")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Worker processes (Redis broker).")] = 2,
+    as_json: JsonOption = False,
+) -> None:
+    """Send a digest to N generated subscribers through the configured database, broker
+    and workers, and print end-to-end and per-stage figures."""
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from newsletter.bench import as_rows, result_json, run_bench
+    from newsletter.config import parse_mail_url
+
+    cfg = settings()
+    if smtp is not None:
+        parse_mail_url(smtp)
+    with Progress(console=err_console, transient=True, disable=as_json) as bar:
+        task = bar.add_task("sending", total=subscribers)
+        result = run_bench(
+            cfg,
+            subscribers,
+            smtp,
+            concurrency,
+            lambda done, total: bar.update(task, completed=done),
+        )
+    if as_json:
+        print_json(result_json(result))
+        return
+    table = Table(title="newsletter bench", show_header=True)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for label, value in as_rows(result):
+        table.add_row(label, value)
+    console.print(table)
+
+
+def demo(
+    subscribers: Annotated[int, typer.Option(help="Generated subscribers.")] = 1000,
+    folder: Annotated[
+        Path, typer.Option("--dir", help="Folder for the demo's database, outbox and preview.")
+    ] = Path("newsletter-demo"),
+) -> None:
+    """Send the sample series to generated subscribers on the embedded default."""
+    from newsletter.demo import run_demo
+
+    run_demo(folder, subscribers, console)

@@ -1,0 +1,116 @@
+"""Runs and the delivery ledger: one occurrence of a campaign (or one step of a drip
+sequence), and one row per (run, subscriber) recording what was sent."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from newsletter.db import Base, JsonType, UtcDateTime, utcnow
+
+
+class RunStatus(enum.StrEnum):
+    preparing = "preparing"
+    sending = "sending"
+    paused = "paused"
+    finished = "finished"
+    cancelled = "cancelled"
+    failed = "failed"  # could not be prepared (see error); nothing was sent
+    skipped = "skipped"  # nothing new to send and the campaign skips empty runs
+
+
+# A run in one of these may still send; every other status is final (but for a drip
+# step, which opens again when new readers reach it).
+ACTIVE_RUN_STATUSES = (RunStatus.preparing, RunStatus.sending, RunStatus.paused)
+
+
+class Run(Base):
+    """One occurrence of a campaign, with the content frozen when it started.
+
+    A campaign occurrence (campaign_id, occurrence_at), or a step of a drip sequence
+    (sequence_id, article_id): the same ledger, render-once and sending machinery
+    serve both. Every change of `status` is made in `runs.lifecycle`.
+    """
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "occurrence_at"),
+        UniqueConstraint("sequence_id", "article_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    sequence_id: Mapped[int | None] = mapped_column(ForeignKey("sequences.id", ondelete="CASCADE"))
+    article_id: Mapped[int | None] = mapped_column(ForeignKey("articles.id", ondelete="CASCADE"))
+    occurrence_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    status: Mapped[RunStatus] = mapped_column(
+        Enum(RunStatus, native_enum=False, length=20), default=RunStatus.preparing, index=True
+    )
+    # The rendered snapshot (rendering.model.Snapshot as JSON); None until frozen.
+    snapshot: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    recipients: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Bumped by chunk tasks as they work; a sending run with no progress for a while
+    # has lost its queued tasks (broker flushed, workers killed) and is re-enqueued.
+    last_progress_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    error: Mapped[str] = mapped_column(Text, default="")
+
+    @property
+    def archive_path(self) -> str:
+        """Where the web archive shows the run's email ("view in browser")."""
+        return f"/archive/runs/{self.id}"
+
+    @property
+    def tag(self) -> str:
+        """ "c<campaign>" or "s<sequence>": names the run's origin in Feedback-ID headers."""
+        return f"c{self.campaign_id}" if self.campaign_id else f"s{self.sequence_id}"
+
+
+class DeliveryStatus(enum.StrEnum):
+    pending = "pending"  # waiting for a chunk task to claim it
+    sending = "sending"  # claimed by a task (see claim, lease_until)
+    sent = "sent"
+    deferred = "deferred"
+    failed = "failed"
+    suppressed = "suppressed"
+    cancelled = "cancelled"  # the run was cancelled before it was sent
+
+
+# Rows that still need a send: a run is finished when it has none.
+OPEN_DELIVERY_STATUSES = (DeliveryStatus.pending, DeliveryStatus.sending, DeliveryStatus.deferred)
+
+
+class Delivery(Base):
+    """The ledger: one row per (run, subscriber), the record of what was sent."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("run_id", "subscriber_id"),
+        Index("ix_deliveries_run_status_subscriber", "run_id", "status", "subscriber_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    # The list the recipient is on (the lowest id when on several): unsubscribe scope.
+    list_id: Mapped[int] = mapped_column(ForeignKey("mailing_lists.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(320))
+    status: Mapped[DeliveryStatus] = mapped_column(
+        Enum(DeliveryStatus, native_enum=False, length=20), default=DeliveryStatus.pending
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # While sending: who claimed the row (the chunk task's id) and until when the
+    # claim holds unless renewed. An expired claim means the task died.
+    claim: Mapped[str] = mapped_column(String(64), default="")
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    smtp_reply: Mapped[str] = mapped_column(String(1000), default="")
+    message_id: Mapped[str] = mapped_column(String(300), default="")
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

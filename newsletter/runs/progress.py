@@ -1,0 +1,102 @@
+"""How far a run has got: one view for every face (CLI, API, console, metrics)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from newsletter.db import utcnow
+from newsletter.runs.ledger import delivery_counts
+from newsletter.runs.models import ACTIVE_RUN_STATUSES, Delivery, DeliveryStatus, Run
+
+RATE_WINDOW = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """A run's ledger by status, its recent send rate and the time left at that rate.
+
+    `counts` has every delivery status (0 when none); `left` is what still needs a
+    send (pending, sending, deferred)."""
+
+    run: int
+    campaign: int | None
+    sequence: int | None
+    name: str
+    status: str
+    occurrence_at: datetime
+    recipients: int
+    error: str
+    counts: dict[str, int] = field(default_factory=dict)
+    rate_per_second: float = 0.0
+    eta_seconds: float | None = None
+
+    @property
+    def left(self) -> int:
+        return sum(
+            self.counts.get(s, 0)
+            for s in (DeliveryStatus.pending, DeliveryStatus.sending, DeliveryStatus.deferred)
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "run": self.run,
+            "campaign": self.campaign,
+            "sequence": self.sequence,
+            "name": self.name,
+            "status": self.status,
+            "occurrence_at": self.occurrence_at.isoformat(),
+            "recipients": self.recipients,
+            "error": self.error,
+            **self.counts,
+            "left": self.left,
+            "rate_per_second": self.rate_per_second,
+            "eta_seconds": self.eta_seconds,
+        }
+
+
+def sent_recently(session: Session, run_id: int, now: datetime) -> int:
+    """Messages of the run handed over in the last RATE_WINDOW."""
+    recent = (
+        select(func.count())
+        .select_from(Delivery)
+        .where(
+            Delivery.run_id == run_id,
+            Delivery.status == DeliveryStatus.sent,
+            Delivery.sent_at >= now - RATE_WINDOW,
+        )
+    )
+    return session.scalar(recent) or 0
+
+
+def run_progress(session: Session, run: Run, name: str = "") -> RunProgress:
+    """The progress of `run`; `name` says what it is (a campaign's name, a series)."""
+    by_status = delivery_counts(session, run.id)
+    counts = {status.value: by_status.get(status, 0) for status in DeliveryStatus}
+    rate = 0.0
+    if run.status in ACTIVE_RUN_STATUSES:
+        rate = sent_recently(session, run.id, utcnow()) / RATE_WINDOW.total_seconds()
+    progress = RunProgress(
+        run=run.id,
+        campaign=run.campaign_id,
+        sequence=run.sequence_id,
+        name=name,
+        status=run.status.value,
+        occurrence_at=run.occurrence_at,
+        recipients=run.recipients,
+        error=run.error,
+        counts=counts,
+        rate_per_second=round(rate, 1),
+    )
+    return replace(progress, eta_seconds=round(progress.left / rate)) if rate else progress
+
+
+def active_runs(session: Session) -> list[Run]:
+    """Runs that may still send (preparing, sending, paused), oldest first."""
+    return list(
+        session.scalars(select(Run).where(Run.status.in_(ACTIVE_RUN_STATUSES)).order_by(Run.id))
+    )

@@ -1,0 +1,145 @@
+"""The double opt-in confirmation email: built from fixed wording, sent once.
+
+Anyone can make us send this email to any address, so it carries no text the
+requester chose except the address itself: not their name, not a message. The
+list names are ours (set by staff), the wording is the template's.
+
+Steps, each a short function: sign one expiring link per list → render the text and
+HTML templates, with the address as a per-recipient slot → the outgoing pipeline
+(delivery/outgoing.py: MIME, DKIM, mailer), as a transactional message: no
+List-Unsubscribe, the reader is not on any list yet.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import parseaddr
+
+from newsletter.audience.signup import Confirmation
+from newsletter.audience.tokens import Purpose, TokenSigner
+from newsletter.config import Settings
+from newsletter.delivery.dkim import DkimSigner, signer_from_settings
+from newsletter.delivery.mailers import Mailer, make_mailer
+from newsletter.delivery.outgoing import Outgoing
+from newsletter.errors import DeliveryError, InvalidInputError
+from newsletter.rendering.library import TemplateLibrary, template_library
+from newsletter.rendering.mime import MessageTemplate, Recipient, SenderHeaders, new_message_id
+from newsletter.rendering.model import Snapshot
+from newsletter.rendering.slots import sentinel
+
+log = logging.getLogger(__name__)
+
+SUBJECT = "Please confirm your subscription"
+
+
+@dataclass(frozen=True)
+class ConfirmationLink:
+    list_name: str
+    url: str
+
+
+@dataclass(frozen=True)
+class ConfirmationSender:
+    """What a confirmation needs, resolved once per app from the settings."""
+
+    from_address: str  # the From header, e.g. "Riverside Clinic <news@clinic.example>"
+    sender_name: str
+    base_url: str
+    sender_domain: str  # right-hand side of Message-IDs
+    ttl_seconds: int  # how long a confirmation link works
+    library: TemplateLibrary
+    envelope_from: str
+    dkim: DkimSigner | None
+    make_mailer: Callable[[], Mailer]  # a fresh mailer per email (sent from any thread)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, ttl_seconds: int | None = None
+    ) -> ConfirmationSender:
+        """The settings' sender; links live `ttl_seconds` (default the setting's)."""
+        return cls(
+            from_address=settings.from_address,
+            sender_name=settings.sender_name,
+            base_url=settings.base_url,
+            sender_domain=settings.sender_domain,
+            ttl_seconds=settings.confirm_ttl_seconds if ttl_seconds is None else ttl_seconds,
+            library=template_library(settings.templates_dir),
+            envelope_from=parseaddr(settings.from_address)[1],
+            dkim=signer_from_settings(settings),
+            make_mailer=lambda: make_mailer(settings.mail_target),
+        )
+
+    def outgoing(self) -> Outgoing:
+        return Outgoing(self.envelope_from, self.make_mailer(), self.dkim)
+
+
+def human_duration(seconds: int) -> str:
+    """'3 days', '12 hours', '45 minutes': the largest unit that divides evenly."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} seconds"
+
+
+def confirmation_links(
+    signer: TokenSigner, sender: ConfirmationSender, confirmation: Confirmation
+) -> list[ConfirmationLink]:
+    """One signed link per list to confirm, each expiring after the sender's TTL."""
+    return [
+        ConfirmationLink(
+            item.list_name,
+            f"{sender.base_url}/confirm/"
+            + signer.sign(
+                Purpose.confirm, confirmation.subscriber_id, item.list_id, sender.ttl_seconds
+            ),
+        )
+        for item in confirmation.lists
+    ]
+
+
+def confirmation_template(
+    sender: ConfirmationSender, links: list[ConfirmationLink]
+) -> MessageTemplate:
+    """The email encoded once: fixed wording, our list names, the links; the address
+    is a slot, filled as any recipient value is (never read as a template)."""
+    context = {
+        "sender_name": sender.sender_name,
+        "address": sentinel("email"),
+        "links": links,
+        "valid_for": human_duration(sender.ttl_seconds),
+    }
+    snapshot = Snapshot(
+        subject=SUBJECT,
+        html=sender.library.render("email/confirm.html", context),
+        text=sender.library.render("email/confirm.txt", context),
+        fallbacks={},
+    )
+    return MessageTemplate(snapshot, SenderHeaders(sender.from_address))
+
+
+def send_confirmation(
+    signer: TokenSigner, sender: ConfirmationSender, confirmation: Confirmation
+) -> bool:
+    """Build the confirmation and hand it to a fresh mailer; False (logged) on failure.
+
+    Runs after the web answer was sent, so no failure can change that answer (which
+    must not tell whether an address was mailed); the reader can simply ask again.
+    """
+    message_id = new_message_id(sender.sender_domain)
+    outgoing = sender.outgoing()
+    try:
+        template = confirmation_template(sender, confirmation_links(signer, sender, confirmation))
+        recipient = Recipient(confirmation.email, "", {"email": confirmation.email}, message_id)
+        outgoing.deliver(template, recipient)
+    except InvalidInputError as exc:
+        log.error("confirmation for subscriber %s not built: %s", confirmation.subscriber_id, exc)
+        return False
+    except DeliveryError as exc:
+        log.error("confirmation email %s not sent: %s", message_id, exc)
+        return False
+    finally:
+        outgoing.close()
+    return True
