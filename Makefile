@@ -21,6 +21,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check newsletter tests worker.py scheduler.py
 	$(BIN)/ruff format --check newsletter tests worker.py scheduler.py
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 ## Lint, type-check and run the whole suite against real PostgreSQL, Redis, Celery and SMTP.
 test: lint

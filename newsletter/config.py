@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from email.utils import parseaddr
 from pathlib import Path
@@ -114,7 +116,7 @@ class Settings(BaseSettings):
     stall_seconds: float = 60.0  # a run without progress this long is re-enqueued
     # Where each worker process journals delivery results before they reach the
     # ledger (see delivery/journal.py); keep it on a disk that outlives the worker.
-    journal_dir: str = ""  # default: <temp dir>/newsletter-journal
+    journal_dir: str = ""  # default: <temp dir>/newsletter-journal-<uid>
     retry_base_seconds: float = 60.0  # first retry delay after a 4xx; doubles each time
     retry_max_seconds: float = 7200.0
     retry_lifetime_hours: float = 72.0  # then a deferred delivery is marked failed
@@ -222,6 +224,14 @@ class Settings(BaseSettings):
         if self.broker_url.startswith(("redis://", "rediss://")):
             return self.broker_url
         return ""
+
+    @property
+    def journal_directory(self) -> Path:
+        """Where delivery results are journalled (NEWSLETTER_JOURNAL_DIR, else a folder
+        of this user's in the temporary directory)."""
+        if self.journal_dir:
+            return Path(self.journal_dir)
+        return Path(tempfile.gettempdir()) / f"newsletter-journal-{os.getuid()}"
 
     @property
     def mail_target(self) -> MailTarget:

@@ -639,3 +639,122 @@ def test_bench_sends_every_message_and_reports_its_figures(tmp_path: Path) -> No
     # Again, as a table: the generated audience is reused, and a new campaign is sent.
     table = one_line(cli.ok("bench", "--subscribers", "300").stdout)
     assert "messages/s end to end" in table and "300 / 0" in table
+
+
+# --- processes check what sending needs before they start ------------------------------
+
+
+def test_worker_with_an_unreadable_dkim_key_stops_at_once_naming_the_variable(
+    cli: Cli, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-key.pem"
+    started = time.monotonic()
+    result = cli.run(
+        "worker",
+        NEWSLETTER_BROKER_URL=REDIS_BROKER,
+        NEWSLETTER_DKIM_SELECTOR="news",
+        NEWSLETTER_DKIM_PRIVATE_KEY_PATH=str(missing),
+    )
+    assert time.monotonic() - started < 30
+    assert_clean_error(result, "NEWSLETTER_DKIM_PRIVATE_KEY_PATH", str(missing))
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_worker_with_a_key_that_is_not_a_key_names_the_variable(cli: Cli, tmp_path: Path) -> None:
+    garbage = tmp_path / "key.pem"
+    garbage.write_text("not a key\n")
+    result = cli.run(
+        "worker",
+        NEWSLETTER_BROKER_URL=REDIS_BROKER,
+        NEWSLETTER_DKIM_SELECTOR="news",
+        NEWSLETTER_DKIM_PRIVATE_KEY_PATH=str(garbage),
+    )
+    assert_clean_error(result, "NEWSLETTER_DKIM_PRIVATE_KEY_PATH", "not an unencrypted PEM")
+
+
+def test_celery_entry_point_checks_the_same_settings(cli: Cli, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "newsletter.tasks.entry", "worker"],
+        cwd=cli.folder,
+        env={
+            **cli.env,
+            "NEWSLETTER_BROKER_URL": REDIS_BROKER,
+            "NEWSLETTER_DKIM_SELECTOR": "news",
+            "NEWSLETTER_DKIM_PRIVATE_KEY_PATH": str(tmp_path / "missing.pem"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "NEWSLETTER_DKIM_PRIVATE_KEY_PATH" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_scheduler_with_an_unusable_journal_folder_stops_naming_the_variable(
+    cli: Cli, tmp_path: Path
+) -> None:
+    cli.ok("db", "upgrade")
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    result = cli.run("scheduler", "tick", NEWSLETTER_JOURNAL_DIR=str(a_file / "journal"))
+    assert_clean_error(result, "NEWSLETTER_JOURNAL_DIR", "cannot keep a delivery journal")
+
+
+def test_serve_with_a_malformed_unsubscribe_address_stops_naming_the_variable(cli: Cli) -> None:
+    cli.ok("db", "upgrade")
+    result = cli.run("serve", "--port", "0", NEWSLETTER_LIST_UNSUBSCRIBE_MAILTO="leave?now")
+    assert_clean_error(result, "NEWSLETTER_LIST_UNSUBSCRIBE_MAILTO")
+
+
+def test_the_wheel_installed_into_a_fresh_venv_runs_the_demo(tmp_path: Path) -> None:
+    """A non-editable install carries everything the demo needs (templates, sample
+    articles, migrations): built as a wheel, installed into a new venv, run elsewhere."""
+    import sysconfig
+
+    repo = Path(__file__).resolve().parent.parent
+    wheels = tmp_path / "wheels"
+    build = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", str(repo), "-w"]
+    subprocess.run([*build, str(wheels)], check=True, capture_output=True, timeout=300)
+    [wheel] = wheels.glob("newsletter-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    # The project's dependencies come from the test environment (no network needed);
+    # the project itself only from the wheel.
+    (Path(purelib) / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    install = [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet"]
+    subprocess.run([*install, "--no-deps", str(wheel)], check=True, capture_output=True)
+    where = tmp_path / "elsewhere"
+    where.mkdir()
+    env = {**cli_env(where), "PYTHONPATH": ""}
+    located = subprocess.run(
+        [str(python), "-c", "import newsletter; print(newsletter.__file__)"],
+        cwd=where,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert located.stdout.startswith(str(venv))
+
+    demo = subprocess.run(
+        [str(venv / "bin" / "newsletter"), "demo", "--subscribers", "20"],
+        cwd=where,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+    assert demo.returncode == 0, demo.stderr
+    assert "sent 20, failed 0" in demo.stdout
+    assert len(list((where / "newsletter-demo" / "outbox").glob("*.eml"))) == 20

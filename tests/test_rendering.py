@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 
-from newsletter.errors import InvalidInputError
-from newsletter.rendering.library import BUILTIN_DIR
+from newsletter.config import load_settings
+from newsletter.errors import ConfigError, InvalidInputError
+from newsletter.rendering.library import BUILTIN_DIR, template_library
 from newsletter.rendering.model import ArticleView, EmailContent, Link, Snapshot
 from newsletter.rendering.preview import SAMPLE_VALUES, fill_html
 from newsletter.rendering.render import render_email
@@ -668,3 +670,48 @@ def test_slot_values_take_the_fallback_for_empty_or_missing_values() -> None:
         "attr.x": "1",
     }
     assert fallbacks == {"name": "there", "attr.city": "your area", "email": ""}
+
+
+# --- the publisher's own template files (NEWSLETTER_TEMPLATES_DIR) ------------------------
+
+
+def test_a_file_in_the_templates_folder_replaces_the_built_in_one_at_the_next_render(
+    tmp_path: Path,
+) -> None:
+    library = template_library(str(tmp_path))
+    assert (
+        "Our own masthead" not in render_email("digest", content(STANDALONE), library=library).html
+    )
+
+    builtin = (BUILTIN_DIR / "email" / "digest.html").read_text()
+    (tmp_path / "email").mkdir()
+    override = tmp_path / "email" / "digest.html"
+    override.write_text(
+        builtin.replace("{% block intro %}", "{% block intro %}<p>Our own masthead</p>", 1)
+    )
+    assert "{% block intro %}" in builtin  # the marker went in
+
+    html = render_email("digest", content(STANDALONE), library=library).html
+    assert "Our own masthead" in html
+    assert "Our own masthead" not in render_email("digest", content(STANDALONE)).html
+
+    override.unlink()
+    assert (
+        "Our own masthead" not in render_email("digest", content(STANDALONE), library=library).html
+    )
+
+
+def test_a_stylesheet_in_the_templates_folder_is_inlined_instead_of_ours(tmp_path: Path) -> None:
+    (tmp_path / "email").mkdir()
+    css = (BUILTIN_DIR / "email" / "style.css").read_text()
+    (tmp_path / "email" / "style.css").write_text(css + "\nh1, h2 { color: #123456; }\n")
+
+    html = render_email("digest", content(STANDALONE), library=template_library(str(tmp_path))).html
+
+    assert "#123456" in html
+    assert "#123456" not in render_email("digest", content(STANDALONE)).html
+
+
+def test_templates_dir_must_be_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="NEWSLETTER_TEMPLATES_DIR: .* is not a folder"):
+        load_settings(templates_dir=str(tmp_path / "missing"))

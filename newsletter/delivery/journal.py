@@ -222,12 +222,6 @@ class Journal:
             os.close(self.fd)
 
 
-def default_directory() -> Path:
-    import tempfile
-
-    return Path(tempfile.gettempdir()) / f"newsletter-journal-{os.getuid()}"
-
-
 def claimed_by(task_claim: str, tag: str) -> str:
     """The claim written on rows: the task's own id and where its journal lives."""
     return f"{task_claim[:48]}@{tag}"

@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from email.utils import formatdate, parseaddr
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
@@ -29,7 +28,7 @@ from newsletter.config import Settings
 from newsletter.db import utcnow
 from newsletter.delivery.content import list_headers, run_email, run_lists
 from newsletter.delivery.dkim import signer_from_settings
-from newsletter.delivery.journal import Journal, claimed_by, default_directory, result_line
+from newsletter.delivery.journal import Journal, claimed_by, result_line
 from newsletter.delivery.mailers import Mailer
 from newsletter.delivery.outgoing import Outgoing
 from newsletter.delivery.throttle import LocalThrottle, Throttle
@@ -145,13 +144,13 @@ class ChunkSender:
             self.mailer,
             signer_from_settings(self.settings),
         )
-        directory = Path(self.settings.journal_dir) if self.settings.journal_dir else None
+        directory = self.settings.journal_directory
         try:
-            self.journal = Journal(directory or default_directory(), self.settings.database_url)
+            self.journal = Journal(directory, self.settings.database_url)
         except OSError as exc:
             raise ConfigError(
                 f"NEWSLETTER_JOURNAL_DIR: cannot keep a delivery journal in "
-                f"{directory or default_directory()}: {exc.strerror or exc}"
+                f"{directory}: {exc.strerror or exc}"
             ) from exc
 
     def close(self, engine: Engine) -> None:
