@@ -713,5 +713,5 @@ def test_a_stylesheet_in_the_templates_folder_is_inlined_instead_of_ours(tmp_pat
 
 
 def test_templates_dir_must_be_a_folder(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="NEWSLETTER_TEMPLATES_DIR: .* is not a folder"):
+    with pytest.raises(ConfigError, match=r"NEWSLETTER_TEMPLATES_DIR: .* is not a folder"):
         load_settings(templates_dir=str(tmp_path / "missing"))
