@@ -7,13 +7,15 @@ order and the first that recognises the message wins:
 
 1. an Amazon SES notification mailed by SNS (a JSON document in the body);
 2. an ARF feedback report (`multipart/report; report-type=feedback-report`): complaint;
-3. a Hotmail/Outlook.com JMRP complaint (a forwarded message carrying
-   `X-HmXmrOriginalRecipient`);
+3. a Hotmail/Outlook.com JMRP complaint (a message carrying
+   `X-HmXmrOriginalRecipient`, forwarded or the reported newsletter itself);
 4. RFC 3464 delivery-status fields (`Final-Recipient`, `Action`, `Status`,
    `Diagnostic-Code`), from a `message/delivery-status` part or, when the MIME
    structure is broken or missing, from the text itself;
 5. a plain-text bounce from a mailer daemon (qmail, Exim, Gmail, Yahoo, OpenSMTPD,
-   Exchange): recipients from `X-Failed-Recipients` or the notice, codes from the text;
+   Exchange 5.5 to Office 365, SMTP32, Domino): recipients from `X-Failed-Recipients`
+   or the notice, codes from the text; a failure notice naming no address (old
+   Exchange names a display name) is still a bounce, with no recipient;
 6. an unsubscribe request sent by a mail client (not a bounce);
 7. an auto-reply (RFC 3834 `Auto-Submitted`, vacation headers, "out of office").
 
@@ -23,8 +25,13 @@ of the message") is never taken for the report, so addresses quoted in it do not
 count.
 
 Per recipient: `Action: delayed` (or "warning, will retry" text) is *delayed*; a
-full mailbox or quota (x.2.2, even with a 5.x.x status) is *soft*; a 4.x.x failure
-the sending MTA gave up on is *soft*; any other 5.x.x failure is *hard*.
+full mailbox or quota (x.2.2, even with a 5.x.x status, or said in words in English,
+German, French, Spanish, Italian, Portuguese, Dutch or Russian) is *soft*; a 4.x.x
+failure the sending MTA gave up on is *soft*; any other 5.x.x failure is *hard*.
+Without a code the words decide: a bad address ("user unknown", "unrouteable
+address", "not listed in Domino Directory") is *hard*, a temporary cause (a
+time-out) *soft*, a notice calling itself permanent ("failed permanently") *hard*,
+and a failure that says nothing *soft*.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email import message_from_bytes, message_from_string
 from email.errors import MessageError
-from email.header import decode_header, make_header
+from email.header import Header, decode_header, make_header
 from email.message import Message
 from email.policy import compat32
 from email.utils import getaddresses, parseaddr
@@ -161,15 +168,58 @@ _SUCCESS_CODE = re.compile(r"(?<![\w.])(2\.\d{1,3}\.\d{1,3})(?!\.?\d)")
 # "550 5.1.1", "552-5.2.2", "450 450 4.2.2": the enhanced code right after a reply code.
 _REPLY_AND_CODE = re.compile(r"(?<!\d)[45]\d\d[ \t-]+'?([45]\.\d{1,3}\.\d{1,3})(?!\.?\d)")
 _REPLY_CODE = re.compile(r"(?<![\d.])([45])\d\d(?=[ \t-])")
+# A full mailbox, as servers say it in words (many give no 5.2.2, or a wrong code).
 _MAILBOX_FULL = re.compile(
-    r"mailbox (?:is )?full|quota|out of storage|storage (?:space|allocation)|"
-    r"insufficient (?:system )?storage|mailbox size limit",
+    "|".join(
+        (
+            # English
+            r"mail ?box\b[^.\n]{0,30}\b(?:full|over ?quota)|quota|out of storage|"
+            r"storage (?:space|allocation)|insufficient (?:system |disk )?(?:storage|space)|"
+            r"mailbox size limit|disk ?space|not (?:have )?enough (?:storage |disk )?space|"
+            r"mailbox exceeds|exceeds? (?:the |its )?(?:allowed|maximum) (?:mailbox )?size|"
+            r"mailbox (?:has )?exceeded|mail ?box (?:is )?too (?:big|large)|inbox is full",
+            # German
+            r"(?:postfach|mailbox)\b[^.\n]{0,40}\b(?:voll|überfüllt)\b|speicherplatz|"
+            r"speicherbegrenzung|kontingent",
+            # French
+            r"bo[iî]te\b[^.\n]{0,40}\bpleine|"
+            r"espace (?:disque|de stockage) insuffisant|"
+            r"capacit[ée] (?:de stockage )?d[ée]pass[ée]e",
+            # Spanish
+            r"(?:buz[oó]n|mailbox)\b[^.\n]{0,40}\b(?:lleno|completo)\b|"
+            r"casilla\b[^.\n]{0,40}\bllena\b|espacio en (?:la )?casilla|cuota",
+            # Italian
+            r"casella\b[^.\n]{0,40}\bpiena\b|spazio (?:su disco |di archiviazione )?"
+            r"(?:esaurito|insufficiente)",
+            # Portuguese
+            r"caixa\b[^.\n]{0,40}\b(?:cheia|lotada)\b|"
+            r"cota excedida|espa[cç]o insuficiente",
+            # Dutch
+            r"(?:mailbox|postvak|brievenbus)\b[^.\n]{0,30}\bvol\b|quotum",
+            # Russian
+            r"(?:ящик|ящика) переполнен|переполнен|превышен[аоы]? (?:квот|лимит|размер)|"
+            r"недостаточно (?:места|дискового пространства)|квот[аы]",
+        )
+    ),
     re.IGNORECASE,
 )
 # Said by failures that name no status code but leave no doubt the address is bad.
 _NO_SUCH_ADDRESS = re.compile(
-    r"user unknown|unknown user|no such (?:user|mailbox|recipient)|does not exist|"
-    r"unknown or illegal alias|recipient not found|address rejected|invalid recipient",
+    r"user unknown|unknown user|no such (?:user|mailbox|recipient|address|domain)|"
+    r"does not exist|unknown or illegal alias|(?:recipient|user|mailbox|account) not found|"
+    r"address rejected|invalid (?:recipient|mailbox|address)|unrouteable (?:mail domain|address)|"
+    r"not listed in (?:the )?(?:domino directory|public name & address book)|"
+    r"(?:host or )?domain name not found|no mailbox here|mailbox unavailable|"
+    r"account (?:has been |is )?(?:disabled|discontinued|expired|deactivated|closed)|"
+    r"casilla ha expirado|doesn't have an? \S+ account",
+    re.IGNORECASE,
+)
+# A failure notice calling itself permanent, where no code or cause says more.
+_PERMANENT = re.compile(r"failed permanently|permanent (?:fatal )?(?:error|failure)", re.IGNORECASE)
+# A cause the sending MTA gave up on although it was temporary.
+_TEMPORARY = re.compile(
+    r"temp_failure|temporar(?:y|ily)|timed? ?out|connection (?:was )?(?:dropped|refused|reset|"
+    r"lost|closed)|could not initiate|retry timeout exceeded|try again later",
     re.IGNORECASE,
 )
 _ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
@@ -187,6 +237,22 @@ def _decoded_header(message: Message, name: str) -> str:
         return str(make_header(decode_header(value)))
     except (MessageError, LookupError, UnicodeError, ValueError):  # e.g. a mangled charset
         return value
+
+
+def _field_text(value: object) -> str:
+    """A DSN field's value with its 8-bit bytes read as UTF-8 (as servers write them),
+    else Latin-1; the email package keeps such values as undecoded Header objects."""
+    if isinstance(value, Header):
+        raw = b"".join(
+            part if isinstance(part, bytes) else part.encode("utf-8", "surrogateescape")
+            for part, _ in decode_header(value)
+        )
+    else:
+        raw = str(value).encode("utf-8", "surrogateescape")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 def _unify_newlines(text: str) -> str:
@@ -233,9 +299,11 @@ def _own_text(message: Message) -> str:
 
 # Where a plain-text bounce starts quoting the returned message.
 _ORIGINAL_FOLLOWS = re.compile(
-    r"^(?:-+ ?original message ?-+|-+ ?below this line is a copy of the message|"
+    r"^[ \t]*(?:-+ ?original message ?-+|-+ ?message headers? follows? ?-+|"
+    r"-+ ?below this line is a copy of the message|"
     r"-+ this is a copy of the message|\s*below is a copy of the original message|"
     r"bounced e-mail:|original message headers:|original message details|"
+    r"original message follows|the first \d+ lines of your original message|"
     r"content-type: message/rfc822)",
     re.IGNORECASE | re.MULTILINE,
 )
@@ -276,13 +344,16 @@ def is_mailbox_full(codes: Sequence[str], text: str) -> bool:
     )
 
 
-def _failure_kind(status: str, text: str) -> Kind:
+def _failure_kind(status: str, text: str, notice: str = "") -> Kind:
     """Hard or soft, for a recipient the reporting MTA gave up on.
 
     A full mailbox is soft whatever the class: 5.2.2 is often temporary in fact, and
     the Diagnostic-Code may hold the real cause behind a generic 5.0.0 Status. A
     4.x.x failure the MTA gave up on is soft. Other 5.x.x failures are hard,
-    including 5.7.x policy blocks (see the corpus test for why).
+    including 5.7.x policy blocks (see the corpus test for why). Without a code, the
+    words decide: a bad address ("user unknown", "unrouteable address") is hard; a
+    temporary cause (a time-out) is soft; else a notice that calls the failure
+    permanent ("failed permanently", `notice` being the whole notice) is hard.
     """
     codes = [c for c in (status, *_FAILURE_CODE.findall(text)) if c]
     if is_mailbox_full(codes, text):
@@ -292,6 +363,10 @@ def _failure_kind(status: str, text: str) -> Kind:
     if status_class == "4":
         return Kind.soft
     if status_class == "5" or _NO_SUCH_ADDRESS.search(text):
+        return Kind.hard
+    if _TEMPORARY.search(text) or _TEMPORARY.search(notice):
+        return Kind.soft
+    if _PERMANENT.search(text) or _PERMANENT.search(notice):
         return Kind.hard
     # A failure that says nothing about its cause: count it, do not suppress at once.
     return Kind.soft
@@ -439,6 +514,10 @@ def _feedback_report(message: Message, text: str) -> _Finding | None:
 def _jmrp_complaint(message: Message, text: str) -> _Finding | None:
     # Microsoft's Junk Mail Reporting Program forwards the reported message whole,
     # with the complaining recipient in a header of its own; there is no ARF part.
+    # Some reports are the reported message itself, the header at the top.
+    address = _bare_address(_header(message, "X-HmXmrOriginalRecipient"))
+    if address:
+        return _Finding(Kind.complaint, [RecipientResult(address, Kind.complaint)], "", "abuse")
     for part in _own_parts(message):
         if part.get_content_type() != "message/rfc822":
             continue
@@ -460,13 +539,41 @@ def _delivery_status(message: Message, text: str) -> _Finding | None:
         if part.get_content_type() == "message/delivery-status":
             for block in _embedded_messages(part):
                 blocks.append(
-                    {name.lower(): " ".join(str(value).split()) for name, value in block.items()}
+                    {
+                        name.lower(): " ".join(_field_text(value).split())
+                        for name, value in block.items()
+                    }
                 )
     if not any("final-recipient" in block for block in blocks):
         # A broken boundary (or no MIME at all) leaves the same fields in the text.
         blocks = _field_blocks(text)
     recipients = [r for r in map(_dsn_recipient, blocks) if r is not None]
+    if not recipients:
+        recipients = _unnamed_dsn_recipients(blocks, text)
     return _Finding(None, recipients) if recipients else None
+
+
+def _unnamed_dsn_recipients(
+    blocks: Sequence[Mapping[str, str]], text: str
+) -> list[RecipientResult]:
+    """Recipients of a DSN whose Final-Recipient names no address (`system;<>`):
+    the addresses of the notice, with the status the DSN gives."""
+    failed = [
+        b
+        for b in blocks
+        if "final-recipient" in b and (b.get("action", "").split() or [""])[0].lower() == "failed"
+    ]
+    if not failed:
+        return []
+    notice = _notice(text)
+    status = failure_code(failed[0].get("status", ""))
+    diagnostic = _without_type(failed[0].get("diagnostic-code", ""))
+    return [
+        RecipientResult(
+            address, _failure_kind(status, diagnostic or segment, notice), status, diagnostic
+        )
+        for address, segment in _segments(notice, _addresses_in_notice(notice))
+    ]
 
 
 def _dsn_recipient(fields: Mapping[str, str]) -> RecipientResult | None:
@@ -489,8 +596,17 @@ def _dsn_recipient(fields: Mapping[str, str]) -> RecipientResult | None:
 
 _DAEMONS = frozenset({"mailer-daemon", "mailerdaemon", "postmaster", "mail-daemon"})
 _BOUNCE_SUBJECT = re.compile(
-    r"undeliver|delivery (?:status notification|failure|has failed)|failure notice|"
-    r"returned mail|mail delivery failed|bounce notification|non-?delivery",
+    r"undeliver|delivery (?:status notification|failure|has failed|notification|problem)|"
+    r"failure notice|returned mail|mail delivery failed|bounce notification|non-?delivery|"
+    r"mail failure|not delivered|unzustellbar|non remis|onbestelbaar|no se puede entregar|"
+    r"non recapitabile|n[ãa]o (?:foi )?entregue|olevererbar|не доставлено|недоставлен",
+    re.IGNORECASE,
+)
+# A notice that a message failed, when it names no address we can read.
+_FAILURE_NOTICE = re.compile(
+    r"did not reach the following recipient|could not be delivered|couldn't be delivered|"
+    r"was not delivered|delivery (?:has )?failed|failed permanently|permanent (?:error|failure)|"
+    r"(?:user|recipient|mailbox) not found|user unknown|unknown user",
     re.IGNORECASE,
 )
 _DELAY_NOTICE = re.compile(
@@ -502,7 +618,18 @@ _DELAY_SUBJECT = re.compile(r"\(delay\)|delayed mail|^\s*warning:", re.IGNORECAS
 _NOTICE_ADDRESSES = (
     re.compile(r"^\s*<([^<>\s]+@[^<>\s]+)>", re.MULTILINE),  # "<a@b>: host said…"
     re.compile(r"^([^<>\s:]+@[^<>\s:]+):\s", re.MULTILINE),  # "a@b: 550 …" (OpenSMTPD)
-    re.compile(r"^[ \t]+([^<>\s]+@[^<>\s]+)[ \t]*$", re.MULTILINE),  # indented, alone
+    re.compile(r"^[ \t]*([^<>\s\"']+@[^<>\s\"']+)[ \t]*$", re.MULTILINE),  # alone on a line
+    re.compile(r"^[ \t]*\"([^<>\s\"]+@[^<>\s\"]+)\"[ \t]*$", re.MULTILINE),  # "a@b", alone
+    # Exchange 2000/2003: "a@b on 05/04/2009 10:12"
+    re.compile(r"^[ \t]*([^<>\s]+@[^<>\s]+) on \d", re.MULTILINE),
+    re.compile(r"failed to deliver to '<?([^<>'\s]+@[^<>'\s]+?)>?'", re.IGNORECASE),
+    # SMTP32 and kin: "Delivery failed 10 attempts: a@b", "Unknown user: a@b"
+    re.compile(
+        r"^(?!(?:to|from|cc|bcc|sender|reply-to|return-path|delivered-to|message-id|"
+        r"in-reply-to|references|x-[\w-]+)\s*:)"
+        r"[A-Za-z][^:\n]{2,60}:[ \t]*<?([^<>\s:]+@[^<>\s]+?)>?[ \t]*$",
+        re.IGNORECASE | re.MULTILINE,
+    ),
     re.compile(r"target mail address:\s*<?([^<>\s]+@[^<>\s]+?)>?\s*$", re.I | re.M),
     re.compile(r"your message to <?([^<>\s]+@[^<>\s]+?)>? couldn't be delivered", re.I),
     re.compile(r"<mailto:([^<>\s]+@[^<>\s]+)>", re.IGNORECASE),  # Exchange "Name<mailto:a@b>"
@@ -537,24 +664,31 @@ def _plain_text_bounce(message: Message, text: str) -> _Finding | None:
     notice = _notice(text)
     failed = [a for _, a in getaddresses(message.get_all("X-Failed-Recipients") or []) if a]
     addresses = failed or _addresses_in_notice(notice)
-    if not addresses:
-        return None
     delayed = bool(
         _DELAY_NOTICE.search(notice) or _DELAY_SUBJECT.search(_decoded_header(message, "Subject"))
     )
+    if not addresses:
+        # Old Exchange names the recipient by display name only: still a bounce (never
+        # an auto-reply), though there is no one to act on.
+        if not _FAILURE_NOTICE.search(notice):
+            return None
+        kind = Kind.delayed if delayed else _failure_kind(failure_code(notice), notice, notice)
+        return _Finding(kind, [], failure_code(notice))
     recipients = []
     for address, segment in _segments(notice, addresses):
         status = failure_code(segment) or failure_code(notice)
-        kind = Kind.delayed if delayed else _failure_kind(status, segment)
+        kind = Kind.delayed if delayed else _failure_kind(status, segment, notice)
         diagnostic = _diagnostic(segment) or _diagnostic(notice)
         recipients.append(RecipientResult(address, kind, status, diagnostic))
     return _Finding(None, recipients)
 
 
 def _segments(notice: str, addresses: Sequence[str]) -> Iterator[tuple[str, str]]:
-    """Each address with the notice text from its first mention to the next address's."""
+    """Each address with the notice text from the line of its first mention to the
+    next address's (SMTP32 writes the reason before the address: "Unknown user: a@b")."""
     lowered = notice.lower()
-    starts = [lowered.find(a.lower()) for a in addresses]
+    found = [lowered.find(a.lower()) for a in addresses]
+    starts = [lowered.rfind("\n", 0, s) + 1 if s >= 0 else -1 for s in found]
     ordered = sorted(s for s in starts if s >= 0)
     for address, start in zip(addresses, starts, strict=True):
         if start < 0:
