@@ -174,6 +174,13 @@ def latest_due(expression: str, tz: str, after: datetime, now: datetime) -> date
         if instant > now:
             break
         due.append(instant)
+    return fold_missed(due)
+
+
+def fold_missed(due: list[datetime]) -> datetime | None:
+    """Of occurrences due now (in order), the one to send: the last, folding the older
+    missed ones into it, but never folding occurrences less than a minute apart (the
+    wall-clock times of a spring gap): of a run of such, the earliest."""
     if not due:
         return None
     last = len(due) - 1

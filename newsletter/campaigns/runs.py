@@ -24,6 +24,7 @@ from newsletter.recurrence import (
     LOCAL_TIME_LEAD,
     at_wall_clock,
     earliest_local,
+    fold_missed,
     latest_due,
     occurrences,
     wall_clock,
@@ -102,13 +103,14 @@ def _claim_recurring(
 
 
 def _local_time_due(cron: str, tz: str, after: datetime, now: datetime) -> datetime | None:
-    """The latest occurrence whose wall-clock time some time zone has already reached."""
-    latest = None
+    """The occurrence whose wall-clock time some time zone has already reached, folding
+    missed ones as `latest_due` does."""
+    due = []
     for instant in occurrences(cron, tz, after):
         if earliest_local(instant, tz) > now:
             break
-        latest = instant
-    return latest
+        due.append(instant)
+    return fold_missed(due)
 
 
 def local_time_schedule(campaign: Campaign, run: Run) -> DeliverAt:
