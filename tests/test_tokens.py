@@ -19,11 +19,11 @@ def signer() -> TokenSigner:
 
 @pytest.mark.parametrize("purpose", list(Purpose))
 def test_token_round_trips_its_claims(signer: TokenSigner, purpose: Purpose) -> None:
-    token = signer.sign(purpose, subscriber_id=42, list_id=7)
+    token = signer.sign(purpose, subscriber_id=42, scope=7)
 
     claims = signer.verify(token, purpose)
 
-    assert (claims.purpose, claims.subscriber_id, claims.list_id) == (purpose, 42, 7)
+    assert (claims.purpose, claims.subscriber_id, claims.scope) == (purpose, 42, 7)
     assert claims.expires_at == 0
 
 
@@ -162,3 +162,14 @@ def test_genuine_token_with_garbage_appended_is_refused(signer: TokenSigner) -> 
     for suffix in (".", ".x", "x", "=", " "):
         with pytest.raises(InvalidTokenError):
             signer.verify(token + suffix, Purpose.unsubscribe)
+
+
+def test_a_next_step_link_names_a_sequence_and_other_links_a_list(signer: TokenSigner) -> None:
+    step = signer.verify(signer.sign(Purpose.next_step, 42, 3), Purpose.next_step)
+    leave = signer.verify(signer.sign(Purpose.unsubscribe, 42, 7), Purpose.unsubscribe)
+
+    assert (step.sequence_id, leave.list_id) == (3, 7)
+    with pytest.raises(InvalidTokenError):
+        _ = step.list_id
+    with pytest.raises(InvalidTokenError):
+        _ = leave.sequence_id

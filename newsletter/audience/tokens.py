@@ -36,8 +36,22 @@ class InvalidTokenError(InvalidInputError):
 class TokenClaims:
     purpose: Purpose
     subscriber_id: int
-    list_id: int
+    # What the link is about: a list (confirm, unsubscribe, preferences) or, for a
+    # next-step link, a drip sequence. Read it as `list_id` or `sequence_id`.
+    scope: int
     expires_at: int  # unix seconds; 0 = never
+
+    @property
+    def list_id(self) -> int:
+        if self.purpose is Purpose.next_step:
+            raise InvalidTokenError("a next-step link names a sequence, not a list")
+        return self.scope
+
+    @property
+    def sequence_id(self) -> int:
+        if self.purpose is not Purpose.next_step:
+            raise InvalidTokenError("only a next-step link names a sequence")
+        return self.scope
 
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
@@ -59,9 +73,11 @@ class TokenSigner:
     def _signature(self, payload: str) -> str:
         return _b64(hmac.digest(self._key, payload.encode("ascii"), "sha256")[:16])
 
-    def sign(self, purpose: Purpose, subscriber_id: int, list_id: int, ttl_seconds: int = 0) -> str:
+    def sign(self, purpose: Purpose, subscriber_id: int, scope: int, ttl_seconds: int = 0) -> str:
+        """A token for `subscriber_id` about `scope` (a list id; a sequence id for
+        next_step), expiring after `ttl_seconds` (0: never)."""
         expires = int(time.time()) + ttl_seconds if ttl_seconds else 0
-        payload = _b64(f"{_CODES[purpose]}:{subscriber_id}:{list_id}:{expires}".encode("ascii"))
+        payload = _b64(f"{_CODES[purpose]}:{subscriber_id}:{scope}:{expires}".encode("ascii"))
         return f"{payload}.{self._signature(payload)}"
 
     def verify(self, token: str, purpose: Purpose, now: float | None = None) -> TokenClaims:
@@ -74,8 +90,8 @@ class TokenSigner:
         if not payload or not hmac.compare_digest(signature, self._signature(payload)):
             raise InvalidTokenError("this link is not valid (it may be incomplete)")
         try:
-            kind, subscriber, mailing_list, expires = _unb64(payload).decode("ascii").split(":")
-            claims = TokenClaims(Purpose(kind), int(subscriber), int(mailing_list), int(expires))
+            kind, subscriber, scope, expires = _unb64(payload).decode("ascii").split(":")
+            claims = TokenClaims(Purpose(kind), int(subscriber), int(scope), int(expires))
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidTokenError("this link is not valid") from exc
         if claims.purpose is not purpose:

@@ -90,7 +90,7 @@ def routes(web: Web) -> APIRouter:
             claims = web.signer.verify(token, Purpose.next_step)
         except InvalidTokenError as exc:
             return web.invalid_link(request, str(exc))
-        moved = send_next_now(session, claims.subscriber_id, claims.list_id, utcnow())
+        moved = send_next_now(session, claims.subscriber_id, claims.sequence_id, utcnow())
         session.commit()
         message = (
             "The next article is on its way; it should arrive within a few minutes."
