@@ -24,6 +24,7 @@ from newsletter.content.series import get_article, get_series, published_in_orde
 from newsletter.content.sources import import_sources, source_kind
 from newsletter.errors import Problem
 from newsletter.rendering.render import EmailContent, Snapshot, render_email
+from newsletter.rendering.slots import find_unfilled
 
 DATA = Path(__file__).resolve().parent / "data"
 BLOGS = DATA / "blogs"
@@ -410,6 +411,25 @@ def test_nothing_in_an_article_is_run_as_a_template(session: Session, tmp_path: 
     assert "<code>{{ 7*7 }}</code>" in snapshot.html
     assert "Sums {{ 7*7 }}" in snapshot.html  # a title is text, shown as written
     assert "loop" in snapshot.html and "config" not in snapshot.html
+
+
+def test_a_slot_marker_in_an_article_is_not_filled_with_the_readers_data(
+    session: Session, tmp_path: Path
+) -> None:
+    write(
+        tmp_path,
+        "2024-01-02-markers.md",
+        "---\ntitle: About __slot_name__\n---\n"
+        "Mail `__slot_email__` or <span>__slot_attr.plan__</span>.\n",
+    )
+    import_articles(session, [tmp_path])
+
+    snapshot = email_for(session, "markers")
+
+    # Only the template's own markers are left for the run to fill.
+    assert find_unfilled(snapshot.html) == ["name", "email", "preferences_url", "unsubscribe_url"]
+    assert "attr.plan" not in find_unfilled(snapshot.text)
+    assert "Mail <code>_\u200b_slot_email__</code> or" in snapshot.html
 
 
 def test_dry_run_counts_without_writing(session: Session) -> None:

@@ -14,6 +14,8 @@ import unicodedata
 import markdown
 import nh3
 
+from newsletter.rendering.slots import SLOT_PATTERN
+
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 
 _ARTICLE_TAG_GROUPS = (
@@ -46,6 +48,9 @@ _NO_HTML = nh3.Cleaner(tags=set(), clean_content_tags={"script", "style"})
 # What is left of a heading or paragraph that only held a comment or a removed tag
 # (Hugo's "## <!--more-->", an embed the sanitiser took out).
 _EMPTY_BLOCK = re.compile(r"<(h[1-6]|p)>\s*</\1>\n?")
+# A zero-width space between the two underscores: the text looks the same, but is no
+# longer the marker a run fills with each reader's data (rendering/slots.py).
+_INERT_SLOT = "_\u200b_slot_"
 
 
 def markdown_to_safe_html(body: str) -> str:
@@ -64,12 +69,21 @@ def sanitize_html(value: str) -> str:
     Used for HTML that arrives as HTML (feed entries, WordPress and Ghost exports), so
     every article body passes the same sanitiser.
     """
-    return _EMPTY_BLOCK.sub("", str(_ARTICLE_HTML.clean(value))).strip()
+    return inert_slots(_EMPTY_BLOCK.sub("", str(_ARTICLE_HTML.clean(value))).strip())
 
 
 def plain_text(value: str) -> str:
     """`value` without HTML tags or entities, with runs of whitespace made one space."""
-    return " ".join(html.unescape(str(_NO_HTML.clean(value))).split())
+    return inert_slots(" ".join(html.unescape(str(_NO_HTML.clean(value))).split()))
+
+
+def inert_slots(text: str) -> str:
+    """`text` with every per-recipient slot marker (`__slot_email__`) made plain text.
+
+    An article is data to every template; a marker written in it must not be filled
+    with the reader's address or unsubscribe link when a run is sent.
+    """
+    return SLOT_PATTERN.sub(lambda found: _INERT_SLOT + found.group(0)[len("__slot_") :], text)
 
 
 def slugify(value: str) -> str:
