@@ -29,8 +29,7 @@ def import_transaction(session: Session, *, dry_run: bool) -> Iterator[None]:
             savepoint.rollback()
         raise
     if dry_run:
-        savepoint.rollback()
-        session.rollback()
+        savepoint.rollback()  # the caller's own work before the import is left alone
     else:
         savepoint.commit()
         session.commit()

@@ -392,6 +392,39 @@ def test_ghost_drafts_pages_and_lexical_bodies(session: Session, tmp_path: Path)
     assert [w.reason for w in report.warnings] == ["only posts are articles; not imported: 1 page"]
 
 
+def test_ghost_mobiledoc_bodies_are_rebuilt(session: Session, tmp_path: Path) -> None:
+    mobiledoc = {
+        "version": "0.3.1",
+        "atoms": [],
+        "markups": [["a", ["href", "https://ghost.org"]], ["strong"]],
+        "cards": [["markdown", {"markdown": "* one\n* two"}], ["hr", {}]],
+        "sections": [
+            [1, "h2", [[0, [], 0, "Title"]]],
+            [1, "p", [[0, [1], 1, "Bold"], [0, [], 0, " and "], [0, [0], 1, "a link"]]],
+            [10, 0],
+            [10, 1],
+        ],
+    }
+    post = {
+        "id": "p1",
+        "title": "Old editor",
+        "slug": "old-editor",
+        "mobiledoc": json.dumps(mobiledoc),
+        "status": "published",
+        "page": False,
+        "published_at": "2019-02-03T04:05:06.000Z",
+    }
+    export = write(tmp_path, "ghost.json", json.dumps({"db": [{"data": {"posts": [post]}}]}))
+
+    import_sources(session, [str(export)])
+
+    assert get_article(session, "old-editor").body_html == (
+        "<h2>Title</h2><p><strong>Bold</strong> and "
+        '<a href="https://ghost.org" rel="noopener noreferrer">a link</a></p>'
+        "<ul>\n<li>one</li>\n<li>two</li>\n</ul><hr>"
+    )
+
+
 # --- safety and the report --------------------------------------------------------------
 
 

@@ -229,7 +229,7 @@ LAYOUTS: tuple[Layout, ...] = (
     Layout(
         name="kit",
         label="Kit (ConvertKit)",
-        identified_by=frozenset({"email_address", "first_name"}),
+        identified_by=frozenset({"email_address"}),
         columns={
             "email_address": EMAIL,
             "first_name": FIRST_NAME,
