@@ -375,14 +375,9 @@ def subscribers_import(
     Mailchimp, listmonk, Substack, Kit, Buttondown, Ghost or Sendy. Opted-out people
     are kept unsubscribed, bounced and blocklisted ones suppressed: never mailed."""
     from newsletter.audience.importer import import_subscribers_csv
-    from newsletter.audience.layouts import RowStatus, parse_mapping
-    from newsletter.errors import InvalidInputError
+    from newsletter.audience.layouts import parse_mapping, parse_status
 
-    try:
-        default_status = RowStatus(status) if status is not None else None
-    except ValueError as exc:
-        choices = ", ".join(s.value for s in RowStatus)
-        raise InvalidInputError(f"--status must be one of {choices}") from exc
+    default_status = parse_status(status) if status is not None else None
     mapping = parse_mapping(column_map) if column_map else None
     with open_session(settings()) as session:
         report = import_subscribers_csv(

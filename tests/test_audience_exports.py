@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from newsletter.audience.importer import SubscriberImportReport, import_subscribers_csv
-from newsletter.audience.layouts import RowStatus, parse_mapping
+from newsletter.audience.layouts import parse_mapping, parse_status
 from newsletter.audience.lists import get_list
 from newsletter.audience.models import Subscriber, Subscription, SubscriptionStatus, Suppression
 from newsletter.delivery.mailers import MemoryMailer
@@ -381,7 +381,14 @@ def test_status_option_sets_the_status_of_a_file_without_one(
 ) -> None:
     path = write(tmp_path, "left.csv", "email\nrae@example.org\n")
 
-    report = import_subscribers_csv(session, path, news, default_status=RowStatus.unsubscribed)
+    report = import_subscribers_csv(
+        session, path, news, default_status=parse_status("Unsubscribed")
+    )
 
     assert isinstance(report, SubscriberImportReport)
     assert (report.created, report.unsubscribed) == (0, 1)
+
+
+def test_status_option_names_its_choices() -> None:
+    with pytest.raises(InvalidInputError, match="subscribed, pending, unsubscribed, suppressed"):
+        parse_status("gone")

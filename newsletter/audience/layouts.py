@@ -338,6 +338,15 @@ def parse_mapping(text: str) -> dict[str, str]:
     return mapping
 
 
+def parse_status(text: str) -> RowStatus:
+    """`--status pending` as a RowStatus; InvalidInputError naming the choices."""
+    try:
+        return RowStatus(text.strip().lower())
+    except ValueError as exc:
+        choices = ", ".join(status.value for status in RowStatus)
+        raise InvalidInputError(f"--status must be one of {choices}, not {text!r}") from exc
+
+
 def is_true(value: str) -> bool | None:
     """True, False, or None when the text is neither."""
     folded = value.strip().lower()
