@@ -117,6 +117,12 @@ def articles_import(
     series: Annotated[
         str | None, typer.Option(help="Put the articles of a feed into this series.")
     ] = None,
+    site_url: Annotated[
+        str,
+        typer.Option(
+            help="Address of the old site: its relative links and images are made absolute."
+        ),
+    ] = "",
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would be imported; write nothing.")
     ] = False,
@@ -128,7 +134,9 @@ def articles_import(
     from newsletter.content.sources import import_sources
 
     with open_session(settings()) as session:
-        report = import_sources(session, sources, series_slug=series, dry_run=dry_run)
+        report = import_sources(
+            session, sources, series_slug=series, site_url=site_url, dry_run=dry_run
+        )
     if as_json:
         print_json(report.as_json())
     else:

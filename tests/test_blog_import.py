@@ -85,7 +85,26 @@ def test_jekyll_release_posts_keep_their_dates_authors_and_categories(session: S
     assert third.title.startswith("Jekyll 3.3 is here with better theme support")
     assert third.published_at == at(2016, 10, 6, 18, 10, 38)
     # A custom field is a warning about an imported post, never a reason to skip it.
-    assert {w.reason for w in report.warnings} == {"unknown field 'version' ignored"}
+    assert {(Path(w.where).name, w.reason) for w in report.warnings} == {
+        ("2014-03-27-jekyll-1-5-1-released.markdown:5", "unknown field 'version' ignored"),
+        ("2016-10-06-jekyll-3-3-is-here.md:5", "unknown field 'version' ignored"),
+        ("2017-03-09-jekyll-3-4-2-released.markdown:5", "unknown field 'version' ignored"),
+        (
+            "2017-03-09-jekyll-3-4-2-released.markdown",
+            "1 link or image points into the old site (no address), which will not work "
+            "in an email; import with --site-url to resolve them",
+        ),
+    }
+
+
+def test_site_url_makes_the_old_sites_links_absolute(session: Session) -> None:
+    report = import_sources(
+        session, [str(BLOGS / "jekyll-docs")], site_url="https://jekyllrb.com/news/"
+    )
+
+    assert not [w for w in report.warnings if "old site" in w.reason]
+    body = get_article(session, "jekyll-3-4-2-released").body_html
+    assert 'href="https://jekyllrb.com/docs/configuration/front-matter-defaults/"' in body
 
 
 def test_liquid_highlight_becomes_a_code_block_and_raw_is_shown_as_written(
@@ -392,6 +411,31 @@ def test_ghost_drafts_pages_and_lexical_bodies(session: Session, tmp_path: Path)
     assert [w.reason for w in report.warnings] == ["only posts are articles; not imported: 1 page"]
 
 
+def test_ghost_url_placeholder_becomes_the_site_url(session: Session, tmp_path: Path) -> None:
+    post = {
+        "id": "p1",
+        "title": "Photos",
+        "slug": "photos",
+        "html": '<p><img src="__GHOST_URL__/content/images/a.jpg"><a href="/about/">me</a></p>',
+        "feature_image": "__GHOST_URL__/content/images/cover.jpg",
+        "status": "published",
+        "type": "post",
+        "published_at": "2024-05-01T08:00:00.000Z",
+    }
+    export = write(tmp_path, "ghost.json", json.dumps({"db": [{"data": {"posts": [post]}}]}))
+
+    without = import_sources(session, [str(export)], dry_run=True)
+    import_sources(session, [str(export)], site_url="https://blog.example.org")
+
+    assert [w.reason.split(" into")[0] for w in without.warnings] == ["2 links or images point"]
+    photos = get_article(session, "photos")
+    assert photos.image == "https://blog.example.org/content/images/cover.jpg"
+    assert photos.body_html == (
+        '<p><img src="https://blog.example.org/content/images/a.jpg">'
+        '<a href="https://blog.example.org/about/" rel="noopener noreferrer">me</a></p>'
+    )
+
+
 def test_ghost_mobiledoc_bodies_are_rebuilt(session: Session, tmp_path: Path) -> None:
     mobiledoc = {
         "version": "0.3.1",
@@ -482,7 +526,7 @@ def test_summary_tells_drafts_skipped_and_warnings_apart(session: Session) -> No
     report = import_sources(session, [str(BLOGS / "ghost-migrate-jekyll"), str(BROKEN_WXR)])
 
     assert report.summary() == (
-        "0 created, 0 updated, 12 unchanged, 1 draft, 1 skipped, 2 warnings"
+        "0 created, 0 updated, 12 unchanged, 1 draft, 1 skipped, 3 warnings"
     )
 
 

@@ -548,7 +548,7 @@ def test_articles_import_of_a_jekyll_blog_tells_drafts_warnings_and_dry_run_apar
 
     assert (
         "articles: dry run, nothing written: 15 created, 0 updated, 0 unchanged, 1 draft, "
-        "0 skipped, 5 warnings" in dry.stdout
+        "0 skipped, 7 warnings" in dry.stdout
     )
     warnings = dry.stderr.splitlines()
     assert all(line.startswith("warning blog/_posts/") for line in warnings), warnings
@@ -557,7 +557,9 @@ def test_articles_import_of_a_jekyll_blog_tells_drafts_warnings_and_dry_run_apar
     )
     assert cli.json("articles", "list") == []
 
-    cli.ok("articles", "import", "blog")
+    done = cli.ok("articles", "import", "blog", "--site-url", "https://jekyllrb.com/")
+    assert "15 created, 0 updated, 0 unchanged, 1 draft, 0 skipped, 5 warnings" in done.stdout
+    assert "--site-url" not in done.stderr
     articles = {article["slug"]: article for article in cli.json("articles", "list")}
     assert articles["published-false"]["published_at"] is None
     assert articles["jekyll-1-5-1-released"]["published_at"].startswith("2014-03-28T02:43:48")

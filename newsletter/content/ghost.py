@@ -16,12 +16,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from newsletter.content.posts import ParsedArticle, parse_moment
-from newsletter.content.text import markdown_to_safe_html, plain_text, sanitize_html, slugify
+from newsletter.content.posts import ParsedArticle, parse_moment, relative_links_warning
+from newsletter.content.text import (
+    absolute_links,
+    markdown_to_safe_html,
+    plain_text,
+    sanitize_html,
+    slugify,
+)
 from newsletter.content.wordpress import ExportReading
 from newsletter.errors import Problem
 
 PUBLISHED_STATUSES = frozenset({"published", "scheduled", "sent"})
+# Ghost 4 and later write the site's own address as this placeholder in exports.
+GHOST_URL = "__GHOST_URL__"
 
 
 def is_ghost_export(data: Any) -> bool:
@@ -29,8 +37,11 @@ def is_ghost_export(data: Any) -> bool:
     return _export_data(data) is not None
 
 
-def read_ghost_export(path: Path) -> ExportReading:
-    """The posts of a Ghost export as articles; a file that is not one is one error."""
+def read_ghost_export(path: Path, site_url: str = "") -> ExportReading:
+    """The posts of a Ghost export as articles; a file that is not one is one error.
+
+    `site_url` replaces Ghost's `__GHOST_URL__` placeholder and resolves other relative
+    links and images."""
     reading = ExportReading()
     try:
         document = json.loads(path.read_bytes())
@@ -46,7 +57,7 @@ def read_ghost_export(path: Path) -> ExportReading:
     if data is None:
         reading.errors.append(Problem(str(path), "not a Ghost export: no db[0].data.posts"))
         return reading
-    _Export(path, data, reading).read()
+    _Export(path, data, reading, site_url).read()
     return reading
 
 
@@ -67,10 +78,14 @@ def _rows(data: Mapping[str, Any], table: str) -> list[Mapping[str, Any]]:
 
 
 class _Export:
-    def __init__(self, path: Path, data: Mapping[str, Any], reading: ExportReading) -> None:
+    def __init__(
+        self, path: Path, data: Mapping[str, Any], reading: ExportReading, site_url: str
+    ) -> None:
         self.path = path
         self.data = data
         self.reading = reading
+        self.site_url = site_url
+        self.relative_links = 0
         self.users = {row.get("id"): str(row.get("name") or "") for row in _rows(data, "users")}
         tags = {row.get("id"): str(row.get("name") or "") for row in _rows(data, "tags")}
         self.post_tags: dict[Any, list[str]] = {}
@@ -95,6 +110,9 @@ class _Export:
             article = self._article(post)
             if article is not None:
                 self.reading.articles.append(article)
+        if self.relative_links:
+            warning = relative_links_warning(self.relative_links)
+            self.reading.warnings.append(Problem(str(self.path), warning))
         if pages:
             noun = "page" if pages == 1 else "pages"
             reason = f"only posts are articles; not imported: {pages} {noun}"
@@ -115,8 +133,8 @@ class _Export:
                 reason = "published without a date; imported as a draft"
                 self.reading.warnings.append(Problem(where, reason))
         authors = self.post_authors.get(post_id) or [self.users.get(post.get("author_id"), "")]
-        image = str(post.get("feature_image") or "")
-        url = str(post.get("canonical_url") or "")
+        image = self._address(post.get("feature_image"))
+        url = self._address(post.get("canonical_url"))
         summary = post.get("custom_excerpt") or post.get("meta_description") or ""
         return ParsedArticle(
             where=where,
@@ -137,13 +155,24 @@ class _Export:
             body_html=self._body(post),
         )
 
+    def _address(self, value: Any) -> str:
+        text = str(value or "")
+        if self.site_url:
+            text = text.replace(GHOST_URL, self.site_url.rstrip("/"))
+        return text
+
     def _body(self, post: Mapping[str, Any]) -> str:
+        body, relative = absolute_links(self._document(post), self.site_url)
+        self.relative_links += relative
+        return body
+
+    def _document(self, post: Mapping[str, Any]) -> str:
         if post.get("html"):
-            return sanitize_html(str(post["html"]))
+            return sanitize_html(self._address(post["html"]))
         for key, render in (("lexical", lexical_to_html), ("mobiledoc", mobiledoc_to_html)):
             if post.get(key):
                 try:
-                    return sanitize_html(render(json.loads(str(post[key]))))
+                    return sanitize_html(self._address(render(json.loads(str(post[key])))))
                 except (json.JSONDecodeError, TypeError, KeyError, IndexError, AttributeError):
                     continue
         return markdown_to_safe_html(str(post.get("markdown") or ""))

@@ -50,7 +50,7 @@ class Outcome(Enum):
 
 
 def import_articles(
-    session: Session, paths: Sequence[Path], *, dry_run: bool = False
+    session: Session, paths: Sequence[Path], *, dry_run: bool = False, site_url: str = ""
 ) -> ArticleImportReport:
     """Create or update one article per Markdown file, then commit (roll back with
     `dry_run`: the report says what would have happened, nothing is written).
@@ -60,19 +60,22 @@ def import_articles(
     means its `_posts` and `_drafts`, a Hugo site's folder its `content`. Articles are
     matched by slug, so importing again updates them and never duplicates. A file with
     an error is skipped whole and reported in `problems` ("path:line" when the line is
-    known); `warnings` are about files that were imported all the same.
+    known); `warnings` are about files that were imported all the same. `site_url`
+    (the old site's address) makes relative links and images absolute.
     """
     report = ArticleImportReport(dry_run=dry_run)
     with import_transaction(session, dry_run=dry_run):
-        import_markdown(session, paths, report)
+        import_markdown(session, paths, report, site_url=site_url)
     return report
 
 
-def import_markdown(session: Session, paths: Sequence[Path], report: ArticleImportReport) -> None:
+def import_markdown(
+    session: Session, paths: Sequence[Path], report: ArticleImportReport, site_url: str = ""
+) -> None:
     """The Markdown files under `paths`, saved into `report`; no commit."""
     readings = []
     for path in find_markdown_files(paths, report.problems):
-        reading = parse_article_file(path)
+        reading = parse_article_file(path, site_url=site_url)
         report.problems.extend(reading.errors)
         report.warnings.extend(reading.warnings)
         if reading.article is not None:

@@ -23,10 +23,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 from newsletter.content.frontmatter import FrontMatterError, read_front_matter
 from newsletter.content.shortcodes import render_blog_syntax
-from newsletter.content.text import SLUG_RE, markdown_to_safe_html, plain_text, slugify
+from newsletter.content.text import (
+    SLUG_RE,
+    absolute_links,
+    markdown_to_safe_html,
+    plain_text,
+    slugify,
+)
 from newsletter.errors import Problem
 
 MAX_POSITION = 2**31 - 1  # an INTEGER column on PostgreSQL
@@ -141,10 +148,11 @@ class Reading:
     warnings: list[Problem] = field(default_factory=list)
 
 
-def parse_article_file(path: Path, now: datetime | None = None) -> Reading:
+def parse_article_file(path: Path, now: datetime | None = None, site_url: str = "") -> Reading:
     """Read and validate one post file without touching the database.
 
-    `now` decides whether a Hugo `expiryDate` has passed (default: the current time).
+    `now` decides whether a Hugo `expiryDate` has passed (default: the current time);
+    `site_url`, the old site's address, makes its relative links and images absolute.
     """
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -158,7 +166,7 @@ def parse_article_file(path: Path, now: datetime | None = None) -> Reading:
         front = read_front_matter(text)
     except FrontMatterError as exc:
         return Reading(errors=[Problem(_where(str(path), exc.line), exc.reason)])
-    fields = _PostFields(path, front.data, front.key_lines, now or datetime.now(UTC))
+    fields = _PostFields(path, front.data, front.key_lines, now or datetime.now(UTC), site_url)
     article = fields.article(front.body)
     return Reading(article, fields.sorted(fields.errors), fields.sorted(fields.warnings))
 
@@ -210,6 +218,15 @@ def _where(path: str, line: int | None) -> str:
     return f"{path}:{line}" if line is not None else path
 
 
+def relative_links_warning(count: int) -> str:
+    """The warning about links and images that point into a site the email is not on."""
+    what = "link or image points" if count == 1 else "links or images point"
+    return (
+        f"{count} {what} into the old site (no address), which will not work in an "
+        "email; import with --site-url to resolve them"
+    )
+
+
 def titleize(slug: str) -> str:
     """The title Jekyll gives a post without one: its slug's words, capitalised."""
     return " ".join(word.capitalize() for word in slug.split("-") if word)
@@ -219,9 +236,15 @@ class _PostFields:
     """Validates a post's fields one by one, collecting every problem with its line."""
 
     def __init__(
-        self, path: Path, data: dict[str, Any], key_lines: dict[str, int], now: datetime
+        self,
+        path: Path,
+        data: dict[str, Any],
+        key_lines: dict[str, int],
+        now: datetime,
+        site_url: str = "",
     ) -> None:
         self.path = path
+        self.site_url = site_url
         self.data = data
         self.key_lines = key_lines
         self.now = now
@@ -252,6 +275,7 @@ class _PostFields:
         if series_slug is None and series_title is not None:
             self._warn("series_title", "series_title ignored: no series given")
             series_title = None
+        body_html = self._body(body)
         if self.errors:
             return None
         source = str(self.path.resolve())
@@ -269,8 +293,16 @@ class _PostFields:
             series_title=series_title,
             position=position,
             tags=tags,
-            body_html=markdown_to_safe_html(render_blog_syntax(body)),
+            body_html=body_html,
         )
+
+    def _body(self, body: str) -> str:
+        body_html, relative = absolute_links(
+            markdown_to_safe_html(render_blog_syntax(body)), self.site_url
+        )
+        if relative:
+            self._warn("", relative_links_warning(relative))
+        return body_html
 
     # --- reporting ---------------------------------------------------------------------
 
@@ -369,7 +401,13 @@ class _PostFields:
                 return ""
             return raw
         if raw.startswith(("/", "./", "../")) or ":" not in raw.split("/")[0]:
-            self._warn(key, f"{key} {raw!r} is a path on the old site, not an address; ignored")
+            if self.site_url:
+                return urljoin(self.site_url, raw)[:2000]
+            self._warn(
+                key,
+                f"{key} {raw!r} is a path on the old site, not an address; ignored "
+                "(import with --site-url to resolve it)",
+            )
             return ""
         self._error(key, f"{key} must be an http(s) address, not {raw!r}")
         return ""

@@ -16,7 +16,9 @@ from sqlalchemy.orm import Session
 from newsletter.content.feeds import import_feed, is_feed_source
 from newsletter.content.ghost import is_ghost_export, read_ghost_export
 from newsletter.content.importer import import_markdown, save_parsed
+from newsletter.content.text import is_site_url
 from newsletter.content.wordpress import ExportReading, is_wordpress_export, read_wordpress_export
+from newsletter.errors import InvalidInputError
 from newsletter.importing import ArticleImportReport, import_transaction
 
 SNIFF_BYTES = 4096
@@ -27,6 +29,7 @@ def import_sources(
     sources: Sequence[str],
     *,
     series_slug: str | None = None,
+    site_url: str = "",
     dry_run: bool = False,
 ) -> ArticleImportReport:
     """Import every source, then commit; with `dry_run` roll back instead, so the
@@ -34,8 +37,11 @@ def import_sources(
 
     `series_slug` puts the articles of feeds into that series. A feed that cannot be
     fetched or read raises FeedError and nothing at all is imported (the caller's
-    session rolls back).
+    session rolls back). `site_url`, the old site's address, makes relative links and
+    images of posts and exports absolute.
     """
+    if site_url and not is_site_url(site_url):
+        raise InvalidInputError(f"--site-url must be an http(s) address, not {site_url!r}")
     report = ArticleImportReport(dry_run=dry_run)
     markdown: list[Path] = []
     with import_transaction(session, dry_run=dry_run):
@@ -47,9 +53,9 @@ def import_sources(
                 report.merge(import_feed(session, source, series_slug=series_slug))
             else:
                 reader = read_wordpress_export if kind == "wordpress" else read_ghost_export
-                _save_export(session, reader(Path(source)), report)
+                _save_export(session, reader(Path(source), site_url), report)
         if markdown:
-            import_markdown(session, markdown, report)
+            import_markdown(session, markdown, report, site_url=site_url)
     return report
 
 

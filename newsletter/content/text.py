@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from urllib.parse import urljoin, urlsplit
 
 import markdown
 import nh3
@@ -48,6 +49,9 @@ _NO_HTML = nh3.Cleaner(tags=set(), clean_content_tags={"script", "style"})
 # What is left of a heading or paragraph that only held a comment or a removed tag
 # (Hugo's "## <!--more-->", an embed the sanitiser took out).
 _EMPTY_BLOCK = re.compile(r"<(h[1-6]|p)>\s*</\1>\n?")
+# Attributes as nh3 writes them (always double-quoted) on the two tags that point away.
+_LINK_ATTRIBUTE = re.compile(r'(<(?:a|img)\b[^>]*?\s(?:href|src)=")([^"]*)(")')
+_ABSOLUTE = ("http://", "https://", "mailto:", "#")
 # A zero-width space between the two underscores: the text looks the same, but is no
 # longer the marker a run fills with each reader's data (rendering/slots.py).
 _INERT_SLOT = "_\u200b_slot_"
@@ -90,3 +94,30 @@ def slugify(value: str) -> str:
     """Lower-case ASCII letters and digits joined by single hyphens ("" if none)."""
     ascii_text = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode("ascii")
     return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+
+
+def absolute_links(value: str, site_url: str) -> tuple[str, int]:
+    """Sanitised HTML with links and images relative to the old site made absolute
+    against `site_url` (when given), and how many relative ones are left.
+
+    An email has no site around it: `/assets/photo.jpg` points nowhere in an inbox.
+    """
+    left = 0
+
+    def resolve(found: re.Match[str]) -> str:
+        nonlocal left
+        target = html.unescape(found.group(2))
+        if not target or target.startswith(_ABSOLUTE):
+            return found.group(0)
+        if not site_url:
+            left += 1
+            return found.group(0)
+        return found.group(1) + html.escape(urljoin(site_url, target)) + found.group(3)
+
+    return _LINK_ATTRIBUTE.sub(resolve, value), left
+
+
+def is_site_url(value: str) -> bool:
+    """Whether `value` can be the address of the old site (http or https, with a host)."""
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)

@@ -20,9 +20,9 @@ from xml.etree.ElementTree import Element, ParseError
 import defusedxml.ElementTree as SafeXml
 from defusedxml import DefusedXmlException
 
-from newsletter.content.posts import ParsedArticle, parse_moment
+from newsletter.content.posts import ParsedArticle, parse_moment, relative_links_warning
 from newsletter.content.shortcodes import render_wordpress_shortcodes
-from newsletter.content.text import plain_text, sanitize_html, slugify
+from newsletter.content.text import absolute_links, plain_text, sanitize_html, slugify
 from newsletter.errors import Problem
 
 WXR_NAMESPACE_PREFIX = "http://wordpress.org/export/"
@@ -57,9 +57,10 @@ def is_wordpress_export(start: str) -> bool:
     return "<rss" in start and WXR_NAMESPACE_PREFIX in start
 
 
-def read_wordpress_export(path: Path) -> ExportReading:
+def read_wordpress_export(path: Path, site_url: str = "") -> ExportReading:
     """The posts of a WXR file as articles; a file that is not a well-formed export is
-    one error naming the file and line, and gives no article."""
+    one error naming the file and line, and gives no article. Relative links resolve
+    against `site_url`, else the blog address the export names."""
     reading = ExportReading()
     try:
         data = path.read_bytes()
@@ -84,18 +85,26 @@ def read_wordpress_export(path: Path) -> ExportReading:
     if root.tag != "rss" or channel is None:
         reading.errors.append(Problem(str(path), "not a WordPress export: no <rss><channel>"))
         return reading
-    _Export(path, channel, namespaces, reading).read()
+    _Export(path, channel, namespaces, reading, site_url).read()
     return reading
 
 
 class _Export:
     def __init__(
-        self, path: Path, channel: Element, namespaces: dict[str, str], reading: ExportReading
+        self,
+        path: Path,
+        channel: Element,
+        namespaces: dict[str, str],
+        reading: ExportReading,
+        site_url: str,
     ) -> None:
         self.path = path
         self.channel = channel
         self.ns = namespaces
         self.reading = reading
+        self.relative_links = 0
+        blog = self.text(channel, "wp:base_blog_url") or self.text(channel, "link")
+        self.site_url = site_url or (blog + "/" if blog.startswith(("http://", "https://")) else "")
         self.authors = self._authors()
         self.attachments = self._attachments()
 
@@ -136,6 +145,9 @@ class _Export:
             article = self._article(item)
             if article is not None:
                 self.reading.articles.append(article)
+        if self.relative_links:
+            warning = relative_links_warning(self.relative_links)
+            self.reading.warnings.append(Problem(str(self.path), warning))
         if others:
             listed = ", ".join(f"{count} {kind}" for kind, count in sorted(others.items()))
             self.reading.warnings.append(
@@ -174,8 +186,14 @@ class _Export:
             series_title=None,
             position=None,
             tags=self._terms(item),
-            body_html=sanitize_html(paragraphs(render_wordpress_shortcodes(self._content(item)))),
+            body_html=self._body(item),
         )
+
+    def _body(self, item: Element) -> str:
+        body = sanitize_html(paragraphs(render_wordpress_shortcodes(self._content(item))))
+        body, relative = absolute_links(body, self.site_url)
+        self.relative_links += relative
+        return body
 
     def _content(self, item: Element) -> str:
         found = item.find("content:encoded", self.ns)
