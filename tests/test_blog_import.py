@@ -530,6 +530,19 @@ def test_summary_tells_drafts_skipped_and_warnings_apart(session: Session) -> No
     )
 
 
+def test_two_sources_with_one_slug_are_told_apart(session: Session, tmp_path: Path) -> None:
+    write(tmp_path, "welcome-to-ghost.md", "---\ntitle: Mine\ndate: 2024-01-01\n---\n")
+
+    report = import_sources(session, [str(GHOST), str(tmp_path)])
+
+    assert report.created == 1
+    assert [p.reason for p in report.problems] == [
+        f"slug 'welcome-to-ghost' is already used by {GHOST}: post welcome-to-ghost in this "
+        "import; skipped"
+    ]
+    assert get_article(session, "welcome-to-ghost").title == "Welcome to Ghost"
+
+
 def test_json_that_is_not_a_ghost_export_is_reported(session: Session, tmp_path: Path) -> None:
     path = write(tmp_path, "notes.json", '{"posts": []}')
 

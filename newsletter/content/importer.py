@@ -73,14 +73,22 @@ def import_markdown(
     session: Session, paths: Sequence[Path], report: ArticleImportReport, site_url: str = ""
 ) -> None:
     """The Markdown files under `paths`, saved into `report`; no commit."""
-    readings = []
+    save_parsed(session, read_markdown(paths, report, site_url), report)
+
+
+def read_markdown(
+    paths: Sequence[Path], report: ArticleImportReport, site_url: str = ""
+) -> list[ParsedArticle]:
+    """The valid articles of the Markdown files under `paths`; the others and the
+    warnings go into `report`."""
+    articles = []
     for path in find_markdown_files(paths, report.problems):
         reading = parse_article_file(path, site_url=site_url)
         report.problems.extend(reading.errors)
         report.warnings.extend(reading.warnings)
         if reading.article is not None:
-            readings.append(reading.article)
-    save_parsed(session, readings, report)
+            articles.append(reading.article)
+    return articles
 
 
 def save_parsed(

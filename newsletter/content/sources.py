@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session
 
 from newsletter.content.feeds import import_feed, is_feed_source
 from newsletter.content.ghost import is_ghost_export, read_ghost_export
-from newsletter.content.importer import import_markdown, save_parsed
+from newsletter.content.importer import read_markdown, save_parsed
+from newsletter.content.posts import ParsedArticle
 from newsletter.content.text import is_site_url
-from newsletter.content.wordpress import ExportReading, is_wordpress_export, read_wordpress_export
+from newsletter.content.wordpress import is_wordpress_export, read_wordpress_export
 from newsletter.errors import InvalidInputError
 from newsletter.importing import ArticleImportReport, import_transaction
 
@@ -44,6 +45,7 @@ def import_sources(
         raise InvalidInputError(f"--site-url must be an http(s) address, not {site_url!r}")
     report = ArticleImportReport(dry_run=dry_run)
     markdown: list[Path] = []
+    articles: list[ParsedArticle] = []
     with import_transaction(session, dry_run=dry_run):
         for source in sources:
             kind = source_kind(source)
@@ -53,9 +55,13 @@ def import_sources(
                 report.merge(import_feed(session, source, series_slug=series_slug))
             else:
                 reader = read_wordpress_export if kind == "wordpress" else read_ghost_export
-                _save_export(session, reader(Path(source), site_url), report)
-        if markdown:
-            import_markdown(session, markdown, report, site_url=site_url)
+                reading = reader(Path(source), site_url)
+                report.problems.extend(reading.errors)
+                report.warnings.extend(reading.warnings)
+                articles.extend(reading.articles)
+        articles.extend(read_markdown(markdown, report, site_url))
+        # Saved together, so two sources giving one slug are told apart, not merged.
+        save_parsed(session, articles, report)
     return report
 
 
@@ -86,9 +92,3 @@ def _looks_like_ghost(path: Path) -> bool:
         return is_ghost_export(json.loads(path.read_bytes()))
     except (OSError, ValueError):
         return False
-
-
-def _save_export(session: Session, reading: ExportReading, report: ArticleImportReport) -> None:
-    report.problems.extend(reading.errors)
-    report.warnings.extend(reading.warnings)
-    save_parsed(session, reading.articles, report)
