@@ -66,7 +66,8 @@ def import_sources(
 
 
 def source_kind(source: str) -> str:
-    """ "wordpress", "ghost", "feed" or "markdown", from what the source holds."""
+    """Which reader a source needs ("wordpress", "ghost", "feed" or "markdown"), told
+    from what the source holds."""
     path = Path(source)
     if path.is_file():
         start = _start(path)
