@@ -28,6 +28,10 @@ import pytest
 from tests.factories import SAMPLE_ARTICLES, SERIES
 from tests.smtp_sink import SmtpSink
 
+DATA = Path(__file__).resolve().parent / "data"
+BLOGS = DATA / "blogs"
+AUDIENCE = DATA / "audience"
+
 NEWSLETTER = Path(sys.executable).parent / "newsletter"
 REDIS_BROKER = os.environ.get("NEWSLETTER_TEST_REDIS_URL", "redis://127.0.0.1:6379") + "/12"
 # Rich sizes its output from these; without them, as under cron, systemd or `docker logs`,
@@ -301,7 +305,10 @@ def test_db_upgrade_and_articles_import_report_what_they_did(clinic_setup: Clini
         assert step.returncode == 0, step.stderr
         assert "Traceback" not in step.stderr
     assert "database is up to date" in clinic_setup.upgrade.stdout
-    assert "5 created, 0 updated, 0 unchanged, 0 problems" in clinic_setup.articles_import.stdout
+    assert (
+        "articles: 5 created, 0 updated, 0 unchanged, 0 drafts, 0 skipped, 0 warnings"
+        in clinic_setup.articles_import.stdout
+    )
     assert "clinic-news created" in clinic_setup.lists_create.stdout
 
 
@@ -325,9 +332,12 @@ def test_subscribers_import_skips_bad_rows_and_names_them(
     result = clinic_setup.subscribers_import
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert "3 created, 0 updated, 0 unchanged, 2 rows skipped" in result.stdout
+    assert (
+        "subscribers (CSV): 3 created, 0 updated, 0 unchanged, 0 pending, 0 unsubscribed, "
+        "0 suppressed, 2 skipped" in result.stdout
+    )
     skipped = one_line(result.stderr)
-    assert "row 3: not an email address: 'not-an-address'" in skipped
+    assert "row 3: email 'not-an-address': not an email address" in skipped
     assert "row 5: expected 3 columns, found 2" in skipped
     assert "row 2" not in skipped
     assert clinic.json("lists", "list") == [
@@ -519,11 +529,69 @@ def test_articles_import_skips_a_file_with_broken_front_matter(cli: Cli) -> None
 
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert "2 created, 0 updated, 0 unchanged, 1 problems" in result.stdout
+    assert "2 created, 0 updated, 0 unchanged, 0 drafts, 1 skipped, 0 warnings" in result.stdout
     assert "content/broken.md" in result.stderr
     assert "YAML error" in result.stderr
     slugs = {article["slug"] for article in cli.json("articles", "list")}
     assert slugs == {"ketamine-infusions", "infusion-appointment"}
+
+
+def test_articles_import_of_a_jekyll_blog_tells_drafts_warnings_and_dry_run_apart(
+    cli: Cli,
+) -> None:
+    blog = cli.folder / "blog" / "_posts"
+    shutil.copytree(BLOGS / "jekyll-docs", blog)
+    shutil.copytree(BLOGS / "ghost-migrate-jekyll", blog, dirs_exist_ok=True)
+    cli.ok("db", "upgrade")
+
+    dry = cli.ok("articles", "import", "blog", "--dry-run")
+
+    assert (
+        "articles: dry run, nothing written: 15 created, 0 updated, 0 unchanged, 1 draft, "
+        "0 skipped, 7 warnings" in dry.stdout
+    )
+    warnings = dry.stderr.splitlines()
+    assert all(line.startswith("warning blog/_posts/") for line in warnings), warnings
+    assert "2014-03-27-jekyll-1-5-1-released.markdown:5: unknown field 'version' ignored" in (
+        dry.stderr
+    )
+    assert cli.json("articles", "list") == []
+
+    done = cli.ok("articles", "import", "blog", "--site-url", "https://jekyllrb.com/")
+    assert "15 created, 0 updated, 0 unchanged, 1 draft, 0 skipped, 5 warnings" in done.stdout
+    assert "--site-url" not in done.stderr
+    articles = {article["slug"]: article for article in cli.json("articles", "list")}
+    assert articles["published-false"]["published_at"] is None
+    assert articles["jekyll-1-5-1-released"]["published_at"].startswith("2014-03-28T02:43:48")
+
+
+def test_subscribers_import_of_a_mailchimp_export(clinic: Cli) -> None:
+    shutil.copy(AUDIENCE / "mailchimp" / "cleaned.csv", clinic.folder / "cleaned.csv")
+
+    dry = clinic.ok("subscribers", "import", "cleaned.csv", "--list", "clinic-news", "--dry-run")
+    done = clinic.ok("subscribers", "import", "cleaned.csv", "--list", "clinic-news")
+
+    assert (
+        "subscribers (Mailchimp): dry run, nothing written: 0 created, 0 updated, 0 unchanged, "
+        "0 pending, 0 unsubscribed, 5 suppressed, 0 skipped" in dry.stdout
+    )
+    assert "subscribers (Mailchimp): 0 created" in done.stdout
+    assert "5 suppressed" in done.stdout
+    assert clinic.json("lists", "list")[0]["confirmed"] == CONFIRMED
+
+
+def test_subscribers_import_maps_columns(clinic: Cli) -> None:
+    (clinic.folder / "crm.csv").write_text("Mail,Who\nzed@example.org,Zed\nbad,Bad\n")
+
+    result = clinic.run(
+        "subscribers", "import", "crm.csv", "--list", "clinic-news", "--map", "Mail=email,Who=name"
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "1 created" in result.stdout
+    assert "skipped row 3: Mail 'bad': not an email address" in one_line(result.stderr)
+    bad_map = clinic.run("subscribers", "import", "crm.csv", "--list", "clinic-news", "--map", "x")
+    assert_clean_error(bad_map, "--map: 'x' must be 'Column=field'")
 
 
 def test_articles_import_of_only_broken_files_fails(cli: Cli) -> None:
@@ -560,7 +628,7 @@ def test_csv_cell_that_looks_like_markup_is_reported_verbatim(clinic: Cli) -> No
 
     assert "Traceback" not in result.stderr
     assert result.returncode == 0
-    assert "row 2: not an email address: '[/]'" in one_line(result.stderr)
+    assert "row 2: email '[/]': not an email address" in one_line(result.stderr)
 
 
 def test_long_error_message_stays_on_one_line(cli: Cli) -> None:

@@ -1,24 +1,54 @@
-"""Import subscribers into a mailing list from a CSV file.
+"""Import subscribers into a mailing list from a CSV file: ours, or another tool's export.
 
 The whole file is read and checked first, so a file that cannot be imported at all
-(not UTF-8, no `email` column) changes nothing. Rows are then saved in batches:
-one SELECT of the batch's known addresses, one bulk INSERT of new subscribers and
-one of new subscriptions, whatever the batch size, so 100,000 rows cost a few
-hundred statements rather than a few hundred thousand.
+(not UTF-8, no email column, a --map naming a column the file lacks) changes nothing.
+The layout of the file is recognised from its header (layouts.py: Mailchimp, listmonk,
+Substack, Kit, Buttondown, Ghost members, Sendy); each row gets one of four statuses,
+and only `subscribed` people become confirmed members. People who opted out are kept
+as unsubscribed, and bounced or blocklisted addresses are suppressed, so an import can
+never put anyone back on the audience a run sends to.
+
+Rows are saved in batches: one SELECT of the batch's known addresses, one bulk INSERT
+of new subscribers and one of new subscriptions, whatever the batch size, so 100,000
+rows cost a few hundred statements rather than a few hundred thousand.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+import itertools
+import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from newsletter.audience.addresses import email_hash, normalise_email
+from newsletter.audience.layouts import (
+    ATTRIBUTE_PREFIX,
+    ATTRIBUTES_JSON,
+    CLEANED_AT,
+    EMAIL,
+    EMAIL_DISABLED,
+    FIRST_NAME,
+    IGNORE,
+    LAST_NAME,
+    NAME,
+    OURS,
+    SENDY,
+    STATUS,
+    SUBSCRIBED,
+    UNSUBSCRIBED_AT,
+    Layout,
+    RowStatus,
+    is_true,
+    recognise,
+    sendy_status,
+)
 from newsletter.audience.lists import get_list
 from newsletter.audience.models import (
     Subscriber,
@@ -26,14 +56,24 @@ from newsletter.audience.models import (
     SubscriptionStatus,
     Suppression,
 )
-from newsletter.db import utcnow
+from newsletter.db import upsert_insert, utcnow
 from newsletter.errors import InvalidInputError, Problem
-from newsletter.importing import ImportReport
+from newsletter.importing import ImportReport, import_transaction
 
 BATCH_SIZE = 1000
 MAX_NAME = 300
 MAX_SOURCE = 100
+MAX_DETAIL = 2000
+SUPPRESSION_REASON = "imported"
 UNSUBSCRIBED_EARLIER = "unsubscribed from this list earlier; not re-subscribed"
+FORGOTTEN = "this person asked us to forget them; not imported"
+# The less mailable of two statuses wins when one person is in a file twice.
+_RANK = {
+    RowStatus.subscribed: 0,
+    RowStatus.pending: 1,
+    RowStatus.unsubscribed: 2,
+    RowStatus.suppressed: 3,
+}
 
 
 @dataclass(frozen=True)
@@ -43,40 +83,94 @@ class SubscriberRow:
     line: int
     email: str
     name: str  # "" when not given: an import never clears a name
-    attributes: dict[str, str] = field(default_factory=dict)
+    attributes: dict[str, Any] = field(default_factory=dict)
+    status: RowStatus = RowStatus.subscribed
+    why: str = ""  # the value the status was read from, for the suppression's detail
+
+
+@dataclass
+class SubscriberImportReport(ImportReport):
+    """A subscriber import: besides created/updated/unchanged (confirmed members), the
+    people kept as pending, unsubscribed or suppressed, and the layout recognised."""
+
+    pending: int = 0
+    unsubscribed: int = 0
+    suppressed: int = 0
+    layout: str = OURS.label
+
+    @property
+    def imported(self) -> int:
+        return super().imported + self.pending + self.unsubscribed + self.suppressed
+
+    def summary(self) -> str:
+        return (
+            f"{self.created} created, {self.updated} updated, {self.unchanged} unchanged, "
+            f"{self.pending} pending, {self.unsubscribed} unsubscribed, "
+            f"{self.suppressed} suppressed, {self.skipped} skipped"
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **super().as_json(),
+            "layout": self.layout,
+            "pending": self.pending,
+            "unsubscribed": self.unsubscribed,
+            "suppressed": self.suppressed,
+        }
 
 
 def import_subscribers_csv(
-    session: Session, path: Path, list_slug: str, *, source: str = "csv"
-) -> ImportReport:
-    """Subscribe every valid row of the CSV file to the list, as confirmed, and commit.
+    session: Session,
+    path: Path,
+    list_slug: str,
+    *,
+    source: str = "csv",
+    mapping: dict[str, str] | None = None,
+    default_status: RowStatus | None = None,
+    dry_run: bool = False,
+) -> SubscriberImportReport:
+    """Import every valid row of the CSV file into the list, and commit (or, with
+    `dry_run`, undo everything and only report).
 
-    Subscribers are matched by normalised address; a known subscriber gets the row's
-    name (when not empty) and its extra columns merged into their attributes. Counts
-    per valid row: `created` when the row added a member to the list, `updated` when
+    `mapping` ({lower-cased column: field}, see layouts.parse_mapping) maps or
+    overrides columns; `default_status` is the status of rows when the file has no
+    status column (else: subscribed). Subscribers are matched by normalised address; a
+    known subscriber gets the row's name (when not empty) and its attributes merged.
+
+    Counts per valid row: `created` when it added a confirmed member, `updated` when
     it changed a known member (profile, or a pending subscription now confirmed),
-    `unchanged` otherwise. Someone who unsubscribed from the list is left alone,
-    counted unchanged and reported. Rejected rows are reported as Problem("row N", …).
+    `unchanged` otherwise; `pending`, `unsubscribed` and `suppressed` for people
+    recorded with that status. Someone who unsubscribed from the list is never
+    re-subscribed: counted unchanged, with a warning. Rejected rows are reported as
+    Problem("row N", "<column> …").
 
     Raises NotFoundError for an unknown list and InvalidInputError when the file
-    cannot be read as UTF-8 CSV with an `email` column.
+    cannot be read as UTF-8 CSV with an email column.
     """
     if not source or len(source) > MAX_SOURCE:
         raise InvalidInputError(f"source must be 1 to {MAX_SOURCE} characters")
     mailing_list = get_list(session, list_slug)
-    rows, problems = read_subscriber_rows(_read_text(path), str(path))
-    rows, forgotten = _without_forgotten(session, rows)
-    problems.extend(forgotten)
-    report = ImportReport()
-    for start in range(0, len(rows), BATCH_SIZE):
-        batch = rows[start : start + BATCH_SIZE]
-        problems.extend(_save_batch(session, mailing_list.id, batch, source, report))
-    session.commit()
-    report.problems = [problem for _line, problem in sorted(problems, key=lambda p: p[0])]
+    reading = read_subscriber_rows(
+        _read_text(path), str(path), mapping=mapping, default_status=default_status
+    )
+    report = SubscriberImportReport(dry_run=dry_run, layout=reading.layout.label)
+    problems = list(reading.problems)
+    warnings: list[tuple[int, Problem]] = []
+    with import_transaction(session, dry_run=dry_run):
+        rows, forgotten = _without_forgotten(session, reading.rows)
+        problems.extend(forgotten)
+        for start in range(0, len(rows), BATCH_SIZE):
+            batch = rows[start : start + BATCH_SIZE]
+            warnings.extend(
+                _save_batch(session, mailing_list.id, batch, source, reading.layout, report)
+            )
+    report.problems = _in_line_order(problems)
+    report.warnings = _in_line_order(warnings)
     return report
 
 
-FORGOTTEN = "this person asked us to forget them; not imported"
+def _in_line_order(found: list[tuple[int, Problem]]) -> list[Problem]:
+    return [problem for _line, problem in sorted(found, key=lambda item: item[0])]
 
 
 def _without_forgotten(
@@ -104,51 +198,245 @@ def _without_forgotten(
     return kept, skipped
 
 
-def read_subscriber_rows(
-    text: str, name: str = "the file"
-) -> tuple[list[SubscriberRow], list[tuple[int, Problem]]]:
-    """Parse and check CSV text: the valid rows, and (line, problem) for the others.
+@dataclass
+class RowsReading:
+    """The file read: its layout, its valid rows and (line, problem) for the others."""
 
-    Raises InvalidInputError when there is no header row with an `email` column or a
-    column name appears twice; `name` names the file in that message.
+    layout: Layout
+    rows: list[SubscriberRow]
+    problems: list[tuple[int, Problem]]
+
+
+def read_subscriber_rows(
+    text: str,
+    name: str = "the file",
+    *,
+    mapping: dict[str, str] | None = None,
+    default_status: RowStatus | None = None,
+) -> RowsReading:
+    """Parse and check CSV text: its layout, the valid rows, and the rejected ones.
+
+    Raises InvalidInputError when there is no email column (after `mapping`), a
+    column name appears twice, `mapping` names a column the file lacks, or a Sendy
+    export (no header row) does not say the status of its people; `name` names the
+    file in those messages.
     """
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, [])
     except csv.Error as exc:
         raise InvalidInputError(f"{name}: row 1: {exc}") from exc
-    columns = [cell.strip() for cell in header]
-    email_at, name_at = _find_columns(columns, name)
-    extras = [
-        (at, column)
-        for at, column in enumerate(columns)
-        if column and at not in (email_at, name_at)
-    ]
+    plan = _ColumnPlan.for_header(header, name, mapping or {}, default_status)
     rows: list[SubscriberRow] = []
     problems: list[tuple[int, Problem]] = []
-    first_line_of: dict[str, int] = {}
-    last_line = reader.line_num
+    first_of: dict[str, int] = {}
+    numbered = _numbered(reader, name, reader.line_num)
+    if plan.header_is_data:
+        numbered = itertools.chain([(1, header)], numbered)
+    for line, cells in numbered:
+        if not any(cell.strip() for cell in cells):
+            continue  # blank lines, and the empty rows spreadsheets leave at the end
+        try:
+            row = plan.row(cells, line)
+        except InvalidInputError as exc:
+            problems.append((line, Problem(f"row {line}", str(exc))))
+            continue
+        earlier = first_of.setdefault(row.email, len(rows))
+        if earlier != len(rows):
+            first = rows[earlier]
+            reason = f"duplicate of row {first.line}"
+            if _RANK[row.status] > _RANK[first.status]:
+                # Someone listed twice is not mailed on the strength of the other row.
+                rows[earlier] = SubscriberRow(
+                    first.line, first.email, first.name, first.attributes, row.status, row.why
+                )
+                reason += f"; this row's status ({row.status}) applies"
+            problems.append((line, Problem(f"row {line}", reason)))
+            continue
+        rows.append(row)
+    return RowsReading(plan.layout, rows, problems)
+
+
+def _numbered(reader: Any, name: str, last_line: int) -> Iterator[tuple[int, list[str]]]:
+    """Each row of a csv.reader with the line it starts on (quoted cells may span lines)."""
     while True:
         try:
             cells = next(reader, None)
         except csv.Error as exc:
             raise InvalidInputError(f"{name}: row {last_line + 1}: {exc}") from exc
         if cells is None:
-            break
-        line, last_line = last_line + 1, reader.line_num
-        if not any(cell.strip() for cell in cells):
-            continue  # blank lines, and the empty rows spreadsheets leave at the end
+            return
+        line_num = reader.line_num
+        yield last_line + 1, cells
+        last_line = line_num
+
+
+@dataclass
+class _ColumnPlan:
+    """What each column of a file means, and how a row becomes a SubscriberRow."""
+
+    layout: Layout
+    header: list[str]
+    targets: list[str]
+    file_status: RowStatus | None
+    default_status: RowStatus
+    header_is_data: bool = False
+
+    @classmethod
+    def for_header(
+        cls,
+        header: list[str],
+        name: str,
+        mapping: dict[str, str],
+        default_status: RowStatus | None,
+    ) -> _ColumnPlan:
+        columns = [cell.strip() for cell in header]
+        folded = [column.lower() for column in columns]
+        for column in mapping:
+            if column not in folded:
+                found = ", ".join(repr(c) for c in columns if c) or "none"
+                raise InvalidInputError(
+                    f"{name}: --map names column {column!r}, which is not in the header row "
+                    f"(found: {found})"
+                )
+        layout = recognise(columns)
+        if EMAIL not in (mapping.get(c) or _target(layout, c) for c in folded if c):
+            if _looks_like_sendy(columns):
+                return cls._sendy(columns, name, default_status)
+            found = ", ".join(repr(c) for c in columns if c) or "none"
+            raise InvalidInputError(
+                f"{name}: no 'email' column in the header row (found: {found}); "
+                'name it with --map "<column>=email"'
+            )
+        for column in folded:
+            if column and folded.count(column) > 1:
+                raise InvalidInputError(f"{name}: column {column!r} appears more than once")
+        targets = [(mapping.get(c) or _target(layout, c)) if c else IGNORE for c in folded]
+        file_status = next(
+            (
+                status
+                for column, status in layout.file_statuses.items()
+                if column in folded and column not in mapping
+            ),
+            None,
+        )
+        return cls(
+            layout=layout,
+            header=columns,
+            targets=targets,
+            file_status=file_status,
+            default_status=default_status or RowStatus.subscribed,
+        )
+
+    @classmethod
+    def _sendy(cls, cells: list[str], name: str, default_status: RowStatus | None) -> _ColumnPlan:
+        status = default_status or sendy_status(Path(name).name)
+        if status is None:
+            raise InvalidInputError(
+                f"{name}: a Sendy export (no header row) says who is subscribed only in its "
+                "file name (…-active.csv, -unconfirmed, -unsubscribed, -bounced, "
+                "-marked-as-spam); an '-all' export mixes them: export each status, or "
+                "give --status"
+            )
+        header = ["Name", "Email", *(f"field {index}" for index in range(3, len(cells) + 1))]
+        targets = [NAME, EMAIL, *(f"{ATTRIBUTE_PREFIX}field_{i}" for i in range(3, len(cells) + 1))]
+        return cls(SENDY, header, targets, status, status, header_is_data=True)
+
+    def row(self, cells: Sequence[str], line: int) -> SubscriberRow:
+        if len(cells) != len(self.targets) and not self.header_is_data:
+            raise InvalidInputError(f"expected {len(self.targets)} columns, found {len(cells)}")
+        email = ""
+        names: dict[str, str] = {}
+        attributes: dict[str, Any] = {}
+        statuses: list[tuple[RowStatus, str]] = []
+        for column, target, raw in zip(self.header, self.targets, cells, strict=False):
+            value = raw.strip()
+            if target == EMAIL:
+                email = self._email(column, value)
+            elif target in (NAME, FIRST_NAME, LAST_NAME):
+                names[target] = value
+            elif target == ATTRIBUTES_JSON:
+                attributes.update(_json_attributes(column, value))
+            elif target in (STATUS, UNSUBSCRIBED_AT, CLEANED_AT, EMAIL_DISABLED, SUBSCRIBED):
+                found = self._status(column, target, value)
+                if found is not None:
+                    statuses.append((found, f"{column} {value}".strip()))
+            elif target.startswith(ATTRIBUTE_PREFIX) and value:
+                attributes[target[len(ATTRIBUTE_PREFIX) :]] = value
+            elif target != IGNORE and value:
+                attributes[column] = value
+        name = names.get(NAME) or " ".join(
+            part for part in (names.get(FIRST_NAME, ""), names.get(LAST_NAME, "")) if part
+        )
+        if len(name) > MAX_NAME:
+            raise InvalidInputError(f"name is longer than {MAX_NAME} characters")
+        status, why = self._row_status(statuses)
+        return SubscriberRow(line, email, name, attributes, status, why)
+
+    def _email(self, column: str, value: str) -> str:
+        if not value:
+            raise InvalidInputError(f"{column}: no email address")
         try:
-            row = _check_row(cells, line, len(columns), email_at, name_at, extras)
+            return normalise_email(value)
         except InvalidInputError as exc:
-            problems.append((line, Problem(f"row {line}", str(exc))))
-            continue
-        earlier = first_line_of.setdefault(row.email, line)
-        if earlier != line:
-            problems.append((line, Problem(f"row {line}", f"duplicate of row {earlier}")))
-            continue
-        rows.append(row)
-    return rows, problems
+            raise InvalidInputError(f"{column} {value!r}: {exc}") from exc
+
+    def _status(self, column: str, target: str, value: str) -> RowStatus | None:
+        if target == STATUS:
+            status = self.layout.status_of(value) if value else None
+            if status is None:
+                raise InvalidInputError(
+                    f"{column} {value!r} is not a status we know; the row is not imported "
+                    "(nobody is mailed on a guess)"
+                )
+            return status
+        if target in (UNSUBSCRIBED_AT, CLEANED_AT):
+            if not value:
+                return None
+            return RowStatus.unsubscribed if target == UNSUBSCRIBED_AT else RowStatus.suppressed
+        flag = is_true(value)
+        if flag is None:
+            raise InvalidInputError(f"{column} {value!r} must be true or false")
+        opted_out = flag if target == EMAIL_DISABLED else not flag
+        return RowStatus.unsubscribed if opted_out else None
+
+    def _row_status(self, found: list[tuple[RowStatus, str]]) -> tuple[RowStatus, str]:
+        if self.file_status is not None:
+            found = [*found, (self.file_status, f"{self.layout.label} {self.file_status} export")]
+        if not found:
+            return self.default_status, ""
+        return max(found, key=lambda item: _RANK[item[0]])
+
+
+def _target(layout: Layout, column: str) -> str:
+    """What a (lower-cased) column means in this layout; ours: email, name, else an
+    attribute named as the column."""
+    if column in layout.columns:
+        return layout.columns[column]
+    if column in (EMAIL, NAME) and layout is OURS:
+        return column
+    return ""  # an attribute keyed by the column's own name
+
+
+def _looks_like_sendy(cells: list[str]) -> bool:
+    """A header row that is data: a name, then an address (Sendy writes no header)."""
+    return len(cells) >= 2 and "@" in cells[1] and " " not in cells[1].strip()
+
+
+def _json_attributes(column: str, value: str) -> dict[str, Any]:
+    if not value:
+        return {}
+    try:
+        data = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{column} is not JSON: {exc.msg}") from exc
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"{column} must be a JSON object")
+    return {
+        str(key): item if isinstance(item, str) else json.dumps(item)
+        for key, item in data.items()
+        if item not in (None, "")
+    }
 
 
 def _read_text(path: Path) -> str:
@@ -163,51 +451,16 @@ def _read_text(path: Path) -> str:
         raise InvalidInputError(f"{path}: row {line} is not UTF-8 text") from exc
 
 
-def _find_columns(columns: Sequence[str], name: str) -> tuple[int, int | None]:
-    """The positions of the email and name columns (header names match in any case)."""
-    folded = [column.lower() for column in columns]
-    if "email" not in folded:
-        found = ", ".join(repr(column) for column in columns if column) or "none"
-        raise InvalidInputError(f"{name}: no 'email' column in the header row (found: {found})")
-    for column in folded:
-        if column and folded.count(column) > 1:
-            raise InvalidInputError(f"{name}: column {column!r} appears more than once")
-    name_at = folded.index("name") if "name" in folded else None
-    return folded.index("email"), name_at
-
-
-def _check_row(
-    cells: Sequence[str],
-    line: int,
-    width: int,
-    email_at: int,
-    name_at: int | None,
-    extras: Sequence[tuple[int, str]],
-) -> SubscriberRow:
-    if len(cells) != width:
-        raise InvalidInputError(f"expected {width} columns, found {len(cells)}")
-    raw_email = cells[email_at].strip()
-    if not raw_email:
-        raise InvalidInputError("no email address")
-    try:
-        email = normalise_email(raw_email)
-    except InvalidInputError as exc:
-        raise InvalidInputError(f"{exc}: {raw_email!r}") from exc
-    name = cells[name_at].strip() if name_at is not None else ""
-    if len(name) > MAX_NAME:
-        raise InvalidInputError(f"name is longer than {MAX_NAME} characters")
-    attributes = {column: value for at, column in extras if (value := cells[at].strip())}
-    return SubscriberRow(line=line, email=email, name=name, attributes=attributes)
-
-
 def _save_batch(
     session: Session,
     list_id: int,
     rows: Sequence[SubscriberRow],
     source: str,
-    report: ImportReport,
+    layout: Layout,
+    report: SubscriberImportReport,
 ) -> list[tuple[int, Problem]]:
-    """Upsert one batch of subscribers and their subscriptions; count each row."""
+    """Upsert one batch of subscribers and their subscriptions; count each row; the
+    warnings about rows that were not applied as asked."""
     now = utcnow()
     known = {
         subscriber.email: subscriber
@@ -226,41 +479,112 @@ def _save_batch(
             )
         )
     }
+    newly_suppressed = _suppress(
+        session, [row for row in rows if row.status is RowStatus.suppressed], layout
+    )
     new_subscriptions: list[dict[str, object]] = []
-    problems: list[tuple[int, Problem]] = []
+    warnings: list[tuple[int, Problem]] = []
     for row in rows:
-        subscriber_id = subscriber_ids[row.email]
-        subscription = subscriptions.get(subscriber_id)
-        if subscription is not None and subscription.status is SubscriptionStatus.unsubscribed:
+        subscription = subscriptions.get(subscriber_ids[row.email])
+        if (
+            row.status is RowStatus.subscribed
+            and subscription is not None
+            and subscription.status is SubscriptionStatus.unsubscribed
+        ):
             # Their choice outranks whoever holds the spreadsheet.
             report.unchanged += 1
-            problems.append((row.line, Problem(f"row {row.line}", UNSUBSCRIBED_EARLIER)))
+            warnings.append((row.line, Problem(f"row {row.line}", UNSUBSCRIBED_EARLIER)))
             continue
-        changed = row.email in known and _merge_profile(known[row.email], row)
+        profile_changed = row.email in known and _merge_profile(known[row.email], row)
         if subscription is None:
             new_subscriptions.append(
-                {
-                    "subscriber_id": subscriber_id,
-                    "list_id": list_id,
-                    "status": SubscriptionStatus.confirmed,
-                    "source": source,
-                    "confirmed_at": now,
-                }
+                _new_subscription(subscriber_ids[row.email], list_id, row, source, now)
             )
-            report.created += 1
+            _count_new(report, row.status)
             continue
-        if subscription.status is SubscriptionStatus.unconfirmed:
-            subscription.status = SubscriptionStatus.confirmed
-            subscription.confirmed_at = now
-            changed = True
-        if changed:
+        status_changed = _apply_status(subscription, row.status, now)
+        if row.status is RowStatus.suppressed and (status_changed or row.email in newly_suppressed):
+            report.suppressed += 1
+        elif row.status is RowStatus.unsubscribed and status_changed:
+            report.unsubscribed += 1
+        elif status_changed or profile_changed:
             report.updated += 1
         else:
             report.unchanged += 1
     if new_subscriptions:
         session.execute(insert(Subscription), new_subscriptions)
     session.flush()
-    return problems
+    return warnings
+
+
+_SUBSCRIPTION_STATUS = {
+    RowStatus.subscribed: SubscriptionStatus.confirmed,
+    RowStatus.pending: SubscriptionStatus.unconfirmed,
+    RowStatus.unsubscribed: SubscriptionStatus.unsubscribed,
+    RowStatus.suppressed: SubscriptionStatus.unsubscribed,
+}
+
+
+def _new_subscription(
+    subscriber_id: int, list_id: int, row: SubscriberRow, source: str, now: Any
+) -> dict[str, object]:
+    status = _SUBSCRIPTION_STATUS[row.status]
+    return {
+        "subscriber_id": subscriber_id,
+        "list_id": list_id,
+        "status": status,
+        "source": source,
+        "confirmed_at": now if status is SubscriptionStatus.confirmed else None,
+        "unsubscribed_at": now if status is SubscriptionStatus.unsubscribed else None,
+    }
+
+
+def _count_new(report: SubscriberImportReport, status: RowStatus) -> None:
+    if status is RowStatus.subscribed:
+        report.created += 1
+    elif status is RowStatus.pending:
+        report.pending += 1
+    elif status is RowStatus.unsubscribed:
+        report.unsubscribed += 1
+    else:
+        report.suppressed += 1
+
+
+def _apply_status(subscription: Subscription, status: RowStatus, now: Any) -> bool:
+    """Move a known member's subscription as the row says, only ever towards less mail
+    (a pending row leaves a confirmed member confirmed); True if it changed."""
+    if status is RowStatus.subscribed:
+        if subscription.status is SubscriptionStatus.unconfirmed:
+            subscription.status = SubscriptionStatus.confirmed
+            subscription.confirmed_at = now
+            return True
+        return False
+    if status is RowStatus.pending:
+        return False
+    if subscription.status is SubscriptionStatus.unsubscribed:
+        return False
+    subscription.status = SubscriptionStatus.unsubscribed
+    subscription.unsubscribed_at = now
+    return True
+
+
+def _suppress(session: Session, rows: Sequence[SubscriberRow], layout: Layout) -> set[str]:
+    """Add the rows' addresses to the suppression list; the ones that were not on it."""
+    if not rows:
+        return set()
+    emails = [row.email for row in rows]
+    already = set(session.scalars(select(Suppression.email).where(Suppression.email.in_(emails))))
+    fresh = [row for row in rows if row.email not in already]
+    if fresh:
+        detail = {row.email: f"{layout.label}: {row.why}"[:MAX_DETAIL] for row in fresh}
+        session.execute(
+            upsert_insert(session, Suppression).on_conflict_do_nothing(),
+            [
+                {"email": row.email, "reason": SUPPRESSION_REASON, "detail": detail[row.email]}
+                for row in fresh
+            ],
+        )
+    return {row.email for row in fresh}
 
 
 def _insert_subscribers(session: Session, rows: Sequence[SubscriberRow]) -> dict[str, int]:

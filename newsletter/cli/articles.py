@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -22,35 +21,42 @@ app = typer.Typer(help="Articles: import Markdown and feeds, list.", no_args_is_
 @app.command("import")
 def articles_import(
     sources: Annotated[
-        list[str], typer.Argument(help="Markdown files or folders, RSS/Atom files or URLs.")
+        list[str],
+        typer.Argument(
+            help="Markdown files or folders (Jekyll, Hugo), WordPress (WXR) or Ghost "
+            "exports, RSS/Atom files or URLs."
+        ),
     ],
     series: Annotated[
         str | None, typer.Option(help="Put the articles of a feed into this series.")
     ] = None,
+    site_url: Annotated[
+        str,
+        typer.Option(
+            help="Address of the old site: its relative links and images are made absolute."
+        ),
+    ] = "",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be imported; write nothing.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Import articles: Markdown with front matter (the same slug updates, never
-    duplicates) or RSS/Atom feeds (the same entry id updates, never duplicates)."""
-    from newsletter.content.feeds import import_feed, is_feed_source
-    from newsletter.content.importer import import_articles
-    from newsletter.importing import ImportReport
+    """Import articles: Markdown with YAML or TOML front matter (Jekyll and Hugo sites
+    too), WordPress and Ghost exports, RSS/Atom feeds. The same slug (or feed entry id)
+    updates, never duplicates."""
+    from newsletter.content.sources import import_sources
 
-    report = ImportReport()
     with open_session(settings()) as session:
-        markdown = [Path(s) for s in sources if not is_feed_source(s)]
-        for source in (s for s in sources if is_feed_source(s)):
-            report.merge(import_feed(session, source, series_slug=series))
-        if markdown:
-            report.merge(import_articles(session, markdown))
+        report = import_sources(
+            session, sources, series_slug=series, site_url=site_url, dry_run=dry_run
+        )
     if as_json:
         print_json(report.as_json())
     else:
-        report_problems(report.problems)
-        console.print(
-            f"articles: {report.created} created, {report.updated} updated, "
-            f"{report.unchanged} unchanged, {len(report.problems)} problems"
-        )
-    if report.problems and not (report.created or report.updated or report.unchanged):
+        report_problems(report.problems, report.warnings)
+        done = "dry run, nothing written: " if dry_run else ""
+        console.print(f"articles: {done}{report.summary()}")
+    if report.problems and not report.imported:
         raise typer.Exit(1)
 
 

@@ -22,6 +22,7 @@ console = Console(markup=False, highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+DRY_RUN_ROWS_SHOWN = 10  # a dry run shows the first bad rows, not all of them
 
 
 def settings() -> Settings:
@@ -55,9 +56,12 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def report_problems(problems: Sequence[object]) -> None:
+def report_problems(problems: Sequence[object], warnings: Sequence[object] = ()) -> None:
+    """Skipped items, then warnings about items that were imported all the same."""
     for problem in problems:
         err_console.print(f"skipped {problem}", style="yellow")
+    for warning in warnings:
+        err_console.print(f"warning {warning}", style="yellow")
 
 
 def split_values(values: str | None) -> tuple[str, ...]:

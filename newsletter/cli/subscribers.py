@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from newsletter.cli.common import (
+    DRY_RUN_ROWS_SHOWN,
     JsonOption,
     console,
     err_console,
@@ -29,22 +30,54 @@ app = typer.Typer(
 @app.command("import")
 def subscribers_import(
     file: Path,
-    list_slug: Annotated[str, typer.Option("--list", help="The list to subscribe them to.")],
+    list_slug: Annotated[str, typer.Option("--list", help="The list to import them into.")],
+    column_map: Annotated[
+        str | None,
+        typer.Option(
+            "--map",
+            help='Columns to fields, e.g. "Email Address=email,First Name=name,Plan=attr.plan,'
+            'LEID=ignore" (fields: email, name, first_name, last_name, status, '
+            "unsubscribed_at, cleaned_at, email_disabled, subscribed, attributes, ignore).",
+        ),
+    ] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            help="Status of every row when the file has no status column: subscribed, "
+            "pending, unsubscribed or suppressed."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be imported; write nothing.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Import a CSV (email, name, then any columns as attributes) as confirmed members."""
+    """Import a CSV: ours (email, name, any columns as attributes) or an export of
+    Mailchimp, listmonk, Substack, Kit, Buttondown, Ghost or Sendy. Opted-out people
+    are kept unsubscribed, bounced and blocklisted ones suppressed: never mailed."""
     from newsletter.audience.importer import import_subscribers_csv
+    from newsletter.audience.layouts import parse_mapping, parse_status
 
+    default_status = parse_status(status) if status is not None else None
+    mapping = parse_mapping(column_map) if column_map else None
     with open_session(settings()) as session:
-        report = import_subscribers_csv(session, file, list_slug)
+        report = import_subscribers_csv(
+            session,
+            file,
+            list_slug,
+            mapping=mapping,
+            default_status=default_status,
+            dry_run=dry_run,
+        )
     if as_json:
         print_json(report.as_json())
         return
-    report_problems(report.problems)
-    console.print(
-        f"subscribers: {report.created} created, {report.updated} updated, "
-        f"{report.unchanged} unchanged, {len(report.problems)} rows skipped"
-    )
+    shown = report.problems[:DRY_RUN_ROWS_SHOWN] if dry_run else report.problems
+    report_problems(shown, report.warnings)
+    if len(shown) < len(report.problems):
+        err_console.print(f"… and {len(report.problems) - len(shown)} more rows skipped")
+    done = "dry run, nothing written: " if dry_run else ""
+    console.print(f"subscribers ({report.layout}): {done}{report.summary()}")
 
 
 def _private_file(path: Path) -> int:

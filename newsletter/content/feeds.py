@@ -49,17 +49,14 @@ from sqlalchemy.orm import Session
 
 from newsletter.content.importer import (
     MARKDOWN_SUFFIXES,
-    SLUG_RE,
     Outcome,
     count_outcome,
     ensure_series,
     next_position,
-    plain_text,
-    sanitize_html,
-    slugify,
     upsert_article,
 )
 from newsletter.content.models import Article, Feed, Series
+from newsletter.content.text import SLUG_RE, plain_text, sanitize_html, slugify
 from newsletter.db import utcnow
 from newsletter.errors import InvalidInputError, NewsletterError, Problem
 from newsletter.importing import ImportReport
