@@ -122,9 +122,9 @@ def parts(message: EmailMessage) -> tuple[EmailMessage, EmailMessage]:
 def expected_bodies(snapshot: Snapshot, values: dict[str, str]) -> tuple[bytes, bytes]:
     """What a full render would send: raw values in text, escaped in HTML, CRLF, UTF-8."""
     merged = {**snapshot.fallbacks, **{k: v for k, v in values.items() if v}}
-    text = SlotTemplate.compile(snapshot.text).fill(merged)
+    text = SlotTemplate.compile(snapshot.text, snapshot.marker).fill(merged)
     escaped = {k: html.escape(v) for k, v in merged.items()}
-    html_body = SlotTemplate.compile(snapshot.html).fill(escaped)
+    html_body = SlotTemplate.compile(snapshot.html, snapshot.marker).fill(escaped)
     return (
         text.replace("\n", "\r\n").encode("utf-8"),
         html_body.replace("\n", "\r\n").encode("utf-8"),
@@ -202,7 +202,7 @@ def test_bodies_equal_a_full_fill_of_the_snapshot(
     text, html_part = parts(parse(data))
     assert "Hello Zoë," in text.get_content()
     assert "Hello Zoë," in html_part.get_content()
-    assert find_unfilled(data.decode("ascii")) == []
+    assert find_unfilled(data.decode("ascii"), snapshot.marker) == []
 
 
 def test_empty_values_fall_back(snapshot: Snapshot, template: MessageTemplate) -> None:

@@ -28,6 +28,7 @@ from newsletter.rendering.mime import MessageTemplate, Recipient
 from newsletter.rendering.model import ArticleView, EmailContent, Link
 from newsletter.rendering.render import render_email
 from newsletter.rendering.sandbox import TemplateProblem, plain_context, render_subject
+from newsletter.rendering.slots import find_unfilled, sentinel
 from tests.test_mime import HEADERS, decoded_bodies
 
 HTML = """\
@@ -260,8 +261,9 @@ def test_the_text_is_not_escaped() -> None:
 def test_slots_are_left_for_each_recipient_with_their_fallbacks() -> None:
     snapshot = render_email(template(), CONTENT)
 
-    assert snapshot.subject == "__slot_name__, news"
-    assert "Hello __slot_name__," in snapshot.html and "Hello __slot_name__," in snapshot.text
+    name = sentinel("name", snapshot.marker)
+    assert snapshot.subject == f"{name}, news"
+    assert f"Hello {name}," in snapshot.html and f"Hello {name}," in snapshot.text
     assert snapshot.fallbacks == {"name": "there", "unsubscribe_url": ""}
 
 
@@ -275,7 +277,7 @@ def test_two_fallbacks_for_one_slot_are_refused() -> None:
 def test_a_template_subject_wraps_the_campaigns() -> None:
     snapshot = render_email(template(subject="[{{ list_name }}] {{ subject }}"), CONTENT)
 
-    assert snapshot.subject == "[Clinic news] __slot_name__, news"
+    assert snapshot.subject == f"[Clinic news] {sentinel('name', snapshot.marker)}, news"
 
 
 def test_the_campaign_subject_is_rendered_in_the_sandbox_too() -> None:
@@ -290,8 +292,8 @@ def test_the_campaign_subject_is_rendered_in_the_sandbox_too() -> None:
 def test_without_text_the_html_becomes_the_text() -> None:
     snapshot = render_email(template(text=""), CONTENT)
 
-    assert "Hello __slot_name__," in snapshot.text
-    assert "Unsubscribe (__slot_unsubscribe_url__)" in snapshot.text
+    assert f"Hello {sentinel('name', snapshot.marker)}," in snapshot.text
+    assert f"Unsubscribe ({sentinel('unsubscribe_url', snapshot.marker)})" in snapshot.text
 
 
 def test_a_stored_template_goes_through_the_same_mime_step() -> None:
@@ -306,10 +308,12 @@ def test_a_stored_template_goes_through_the_same_mime_step() -> None:
     assert b"Subject: =?utf-8?b?" in data
 
 
-def test_a_literal_sentinel_still_gets_a_value() -> None:
+def test_H1_a_sentinel_written_out_in_a_stored_template_is_text_not_a_slot() -> None:
     snapshot = render_email(template(html="<p>__slot_preferences_url__</p>"), CONTENT)
 
-    assert snapshot.fallbacks["preferences_url"] == ""
+    assert "preferences_url" not in snapshot.fallbacks
+    assert find_unfilled(snapshot.html, snapshot.marker) == []
+    assert "<p>__slot_preferences_url__</p>" in snapshot.html
 
 
 def test_templates_see_plain_data_only() -> None:
@@ -363,17 +367,22 @@ def test_templates_cli_refuses_an_unsafe_template(database_url: str, tmp_path: P
     assert json.loads(listed.output) == []
 
 
-def test_a_sentinel_written_in_an_article_fills_with_nothing() -> None:
+def test_H1_a_sentinel_written_in_an_article_is_shown_as_written() -> None:
     article = ArticleView(title="About __slot_next_url__ tokens", url="https://x.example/a")
     snapshot = render_email("digest", replace(CONTENT, subject="News", articles=(article,)))
-    values = {"email": "zoe@example.org", "unsubscribe_url": "https://u.example/x"}
+    values = {
+        "email": "zoe@example.org",
+        "unsubscribe_url": "https://u.example/x",
+        "next_url": "https://u.example/next",
+    }
 
     data = MessageTemplate(snapshot, HEADERS).build(
         Recipient("zoe@example.org", "", values, "<1@clinic.example>")
     )
 
     text, _ = decoded_bodies(data)
-    assert b"About  tokens" in text
+    assert b"About __slot_next_url__ tokens" in text
+    assert b"https://u.example/next" not in data
 
 
 # --- campaigns: built-in or stored templates ---------------------------------------------

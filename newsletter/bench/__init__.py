@@ -254,8 +254,8 @@ def _stage_costs(settings: Settings, campaign_id: int, smtp_url: str) -> dict[st
     signer = TokenSigner(settings.secret_key)
     values = {"name": "Alex Meyer", "email": "reader0000001@bench.example"}
     values.update(subscriber_links(settings, signer, 1, 1))
-    html = SlotTemplate.compile(snapshot.html)
-    text = SlotTemplate.compile(snapshot.text)
+    html = SlotTemplate.compile(snapshot.html, snapshot.marker)
+    text = SlotTemplate.compile(snapshot.text, snapshot.marker)
     recipient = Recipient("reader0000001@bench.example", "Alex Meyer", values, "<bench@x>")
     data = template.build(recipient)
     mailer = SmtpMailer(settings.mail_target)  # type: ignore[arg-type]

@@ -254,9 +254,10 @@ class MessageTemplate:
 
     def __init__(self, snapshot: Snapshot, headers: SenderHeaders) -> None:
         self.boundary = self._choose_boundary(snapshot)
-        self.subject = SlotTemplate.compile(snapshot.subject)
-        self.text = SlotTemplate.compile(snapshot.text).map_parts(_qp)
-        self.html = SlotTemplate.compile(snapshot.html).map_parts(_qp)
+        marker = snapshot.marker
+        self.subject = SlotTemplate.compile(snapshot.subject, marker)
+        self.text = SlotTemplate.compile(snapshot.text, marker).map_parts(_qp)
+        self.html = SlotTemplate.compile(snapshot.html, marker).map_parts(_qp)
         # Every key gets a fallback: a sentinel written out in an article (not through
         # slot()) must fill with "" rather than fail every message with a KeyError.
         keys = (*self.subject.keys, *self.text.keys, *self.html.keys)

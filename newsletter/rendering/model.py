@@ -72,6 +72,8 @@ class Snapshot:
     fallbacks: dict[str, str]
     # When the templates read the reader (PersonalSpec as JSON): how to render each variant.
     personal: dict[str, Any] | None = None
+    # The render's slot marker (rendering/slots.py); "" in snapshots frozen before it.
+    marker: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +86,7 @@ class Snapshot:
             text=data["text"],
             fallbacks=dict(data.get("fallbacks", {})),
             personal=data.get("personal"),
+            marker=data.get("marker", ""),
         )
 
 

@@ -21,7 +21,7 @@ def fill_html(snapshot: Snapshot, values: dict[str, str] | None = None) -> str:
     A slot takes its value (sample values when none are given), or its fallback when
     that value is empty or missing, or "" when it has neither.
     """
-    template = SlotTemplate.compile(snapshot.html)
+    template = SlotTemplate.compile(snapshot.html, snapshot.marker)
     merged = dict.fromkeys(template.keys, "")
     merged.update(slot_values(snapshot.fallbacks, SAMPLE_VALUES if values is None else values))
     return template.fill({k: html.escape(v) for k, v in merged.items()})

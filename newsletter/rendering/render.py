@@ -28,7 +28,7 @@ from newsletter.rendering.model import (
 )
 from newsletter.rendering.readers import reader_context, reader_fields
 from newsletter.rendering.sandbox import TemplateProblem, render_staff_parts, render_subject
-from newsletter.rendering.slots import SLOT_PATTERN, SlotRecorder
+from newsletter.rendering.slots import SlotRecorder, new_marker
 
 
 def render_email(
@@ -52,7 +52,7 @@ def render_email(
     # Which reader values the sources read: needed for the run's own render only.
     fields = reader_fields(sources) if reader is None else ()
     seen = reader if reader is not None else reader_context(fields)
-    slot = SlotRecorder()
+    slot = SlotRecorder(new_marker())
     if stored is not None:
         parts = render_staff_parts(stored, content, slot, seen)
         subject, text = parts.subject, parts.text
@@ -63,16 +63,18 @@ def render_email(
     else:
         assert isinstance(template, str)
         subject, html, text = _render_builtin(template, content, slot, seen, library)
-    fallbacks = dict(slot.fallbacks)
-    # A sentinel written out literally (in an article, say) is still filled per
-    # recipient, so it must have a fallback.
-    for key in SLOT_PATTERN.findall(subject + html + text):
-        fallbacks.setdefault(key, "")
     personal = None
     if fields:
         builtin, stored_sources = ("", asdict(stored)) if stored else (str(template), {})
         personal = PersonalSpec(fields, content, builtin, stored_sources).to_json()
-    return Snapshot(subject=subject, html=html, text=text, fallbacks=fallbacks, personal=personal)
+    return Snapshot(
+        subject=subject,
+        html=html,
+        text=text,
+        fallbacks=dict(slot.fallbacks),
+        personal=personal,
+        marker=slot.marker,
+    )
 
 
 def _render_builtin(

@@ -27,7 +27,7 @@ from newsletter.errors import DeliveryError, InvalidInputError
 from newsletter.rendering.library import TemplateLibrary, template_library
 from newsletter.rendering.mime import MessageTemplate, Recipient, SenderHeaders, new_message_id
 from newsletter.rendering.model import Snapshot
-from newsletter.rendering.slots import sentinel
+from newsletter.rendering.slots import new_marker, sentinel
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +105,10 @@ def confirmation_template(
 ) -> MessageTemplate:
     """The email encoded once: fixed wording, our list names, the links; the address
     is a slot, filled as any recipient value is (never read as a template)."""
+    marker = new_marker()
     context = {
         "sender_name": sender.sender_name,
-        "address": sentinel("email"),
+        "address": sentinel("email", marker),
         "links": links,
         "valid_for": human_duration(sender.ttl_seconds),
     }
@@ -116,6 +117,7 @@ def confirmation_template(
         html=sender.library.render("email/confirm.html", context),
         text=sender.library.render("email/confirm.txt", context),
         fallbacks={},
+        marker=marker,
     )
     return MessageTemplate(snapshot, SenderHeaders(sender.from_address))
 

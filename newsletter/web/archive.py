@@ -46,9 +46,9 @@ class ArchivedSeries:
     articles: list[ArchivedArticle]
 
 
-def _subject(subject: str, fallbacks: dict[str, str] | None) -> str:
+def _subject(subject: str, fallbacks: dict[str, str] | None, marker: str) -> str:
     """A run's frozen subject with its slots filled as for an anonymous reader."""
-    template = SlotTemplate.compile(subject)
+    template = SlotTemplate.compile(subject, marker)
     values = dict.fromkeys(template.keys, "")
     values.update(slot_values(fallbacks or {}, NEUTRAL_SLOTS))
     return template.fill(values)
@@ -62,6 +62,7 @@ def archived_runs(session: Session) -> list[ArchivedRun]:
             Run.id,
             Run.snapshot["subject"].as_string(),
             Run.snapshot["fallbacks"],
+            Run.snapshot["marker"].as_string(),
             sent,
         )
         .where(
@@ -72,8 +73,8 @@ def archived_runs(session: Session) -> list[ArchivedRun]:
         .order_by(sent.desc(), Run.id.desc())
     ).all()
     return [
-        ArchivedRun(run_id, _subject(subject or "", fallbacks), human_date(at))
-        for run_id, subject, fallbacks, at in rows
+        ArchivedRun(run_id, _subject(subject or "", fallbacks, marker or ""), human_date(at))
+        for run_id, subject, fallbacks, marker, at in rows
     ]
 
 
