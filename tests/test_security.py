@@ -102,7 +102,7 @@ def test_H1_markers_through_every_importer_never_reach_a_reader(
         '<?xml version="1.0"?><rss version="2.0"><channel><title>F</title>'
         f"<item><guid>1</guid><title>Feed {MARKERS.replace('&', '&amp;')}</title>"
         "<pubDate>Mon, 01 Jan 2024 10:00:00 GMT</pubDate>"
-        f"<description>&lt;img src=\"{EVIL_IMAGE.replace('&', '&amp;amp;')}\"&gt;</description>"
+        f'<description>&lt;img src="{EVIL_IMAGE.replace("&", "&amp;amp;")}"&gt;</description>'
         f'<enclosure url="{EVIL_IMAGE.replace("&", "&amp;")}" type="image/gif"/>'
         "</item></channel></rss>"
     )
