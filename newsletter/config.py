@@ -101,7 +101,12 @@ class Settings(BaseSettings):
     broker_url: str = EMBEDDED_BROKER
     mail_url: str = "outbox:outbox"
     base_url: str = "http://localhost:8000"
+    # "production" (the default) refuses to start serve, worker and scheduler with the
+    # development key or a short one; "development" allows it, for trials on one machine.
+    env: str = "production"
     secret_key: str = INSECURE_DEV_KEY
+    # Earlier keys, comma-separated: links signed with them still work until removed.
+    secret_keys_old: str = ""
     from_address: str = "Riverside Clinic <newsletter@clinic.example>"
     list_domain: str = ""
     # A folder of the publisher's own template files, each replacing the built-in file
@@ -185,6 +190,13 @@ class Settings(BaseSettings):
             raise ValueError("must be an address such as 'Clinic News <news@clinic.example>'")
         return value
 
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: str) -> str:
+        if value not in ("production", "development"):
+            raise ValueError("must be production or development")
+        return value
+
     @field_validator("soft_bounce_limit")
     @classmethod
     def _soft_bounce_limit(cls, value: int) -> int:
@@ -226,6 +238,11 @@ class Settings(BaseSettings):
         return ""
 
     @property
+    def old_secret_keys(self) -> tuple[str, ...]:
+        """Keys that signed links in the past and still verify (key rotation)."""
+        return tuple(k.strip() for k in self.secret_keys_old.split(",") if k.strip())
+
+    @property
     def journal_directory(self) -> Path:
         """Where delivery results are journalled (NEWSLETTER_JOURNAL_DIR, else a folder
         of this user's in the temporary directory)."""
@@ -254,6 +271,35 @@ class Settings(BaseSettings):
     def list_id_domain(self) -> str:
         """The right-hand side of List-Id headers (RFC 2919)."""
         return self.list_domain or self.sender_domain
+
+
+MIN_SECRET_BYTES = 32
+
+
+def check_secret_key(settings: Settings) -> None:
+    """ConfigError unless the secret key is fit to sign subscribers' links in production:
+    not empty, not the public development key, at least 32 bytes. A process started
+    with NEWSLETTER_ENV=development may use the development key (trials, the demo)."""
+    if settings.env == "development":
+        return
+    generate = "e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    key = settings.secret_key
+    if not key or key == INSECURE_DEV_KEY:
+        raise ConfigError(
+            f"{ENV_PREFIX}SECRET_KEY: set a random key of at least {MIN_SECRET_BYTES} bytes "
+            f"({generate}); or NEWSLETTER_ENV=development to try the service out"
+        )
+    if len(key.encode("utf-8")) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"{ENV_PREFIX}SECRET_KEY: {len(key.encode('utf-8'))} bytes is too short; use at "
+            f"least {MIN_SECRET_BYTES} random bytes ({generate})"
+        )
+    for old in settings.old_secret_keys:
+        if len(old.encode("utf-8")) < MIN_SECRET_BYTES or old == INSECURE_DEV_KEY:
+            raise ConfigError(
+                f"{ENV_PREFIX}SECRET_KEYS_OLD: every old key must be one that was valid "
+                f"(at least {MIN_SECRET_BYTES} bytes, not the development key)"
+            )
 
 
 def load_settings(**overrides: object) -> Settings:

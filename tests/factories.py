@@ -31,7 +31,7 @@ def settings_for(database_url: str, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "database_url": database_url,
         "base_url": BASE_URL,
-        "secret_key": "test-secret",
+        "secret_key": "test-secret-of-at-least-32-bytes-long",
         "from_address": "Riverside Clinic <news@clinic.example>",
         "mail_url": "outbox:/nonexistent-outbox-set-mail_url",
     }

@@ -70,7 +70,7 @@ def cli_env(folder: Path) -> dict[str, str]:
         NEWSLETTER_DATABASE_URL=f"sqlite:///{folder / 'nl.db'}",
         NEWSLETTER_MAIL_URL=f"outbox:{folder / 'outbox'}",
         NEWSLETTER_BASE_URL="https://news.example.org",
-        NEWSLETTER_SECRET_KEY="test",
+        NEWSLETTER_SECRET_KEY="a-test-secret-key-of-32-bytes-or-more",
     )
     return env
 

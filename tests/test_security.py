@@ -9,14 +9,19 @@ import json
 from email.message import EmailMessage
 from pathlib import Path
 
+import pytest
 from sqlalchemy.orm import Session
 
+from newsletter.audience.tokens import InvalidTokenError, Purpose, TokenSigner
+from newsletter.config import INSECURE_DEV_KEY, check_secret_key, load_settings
 from newsletter.content.models import Article, Series
 from newsletter.content.sources import import_sources
 from newsletter.db import utcnow
 from newsletter.delivery.mailers import MemoryMailer
 from newsletter.delivery.sending import ChunkSender
+from newsletter.errors import ConfigError
 from tests.factories import add_member, make_list, settings_for, start_run
+from tests.test_cli import REDIS_BROKER, Cli, assert_clean_error
 
 # What a hostile feed author writes: every reader's address and permanent links.
 MARKERS = "e=__slot_email__&p=__slot_preferences_url__&u=__slot_unsubscribe_url__&n=__slot_name__"
@@ -134,3 +139,59 @@ def test_H1_markers_through_every_importer_never_reach_a_reader(
 
     assert report.imported == 4, report.problems
     assert_no_reader_data_in_content(send_digest(session, database_url))
+
+
+# --- H2: no public or weak signing key in production ----------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", [("serve", "--port", "0"), ("scheduler", "tick"), ("worker",)])
+def test_H2_serve_worker_and_scheduler_refuse_the_public_development_key(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    cli = Cli(tmp_path)
+    cli.ok("db", "upgrade")
+    result = cli.run(
+        *command, NEWSLETTER_SECRET_KEY=INSECURE_DEV_KEY, NEWSLETTER_BROKER_URL=REDIS_BROKER
+    )
+    assert_clean_error(result, "NEWSLETTER_SECRET_KEY", "set a random key of at least 32 bytes")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [("", "set a random key of at least 32 bytes"), ("short-but-not-empty-key", "23 bytes")],
+)
+def test_H2_an_empty_or_short_key_is_refused(tmp_path: Path, key: str, why: str) -> None:
+    cli = Cli(tmp_path)
+    cli.ok("db", "upgrade")
+    assert_clean_error(cli.run("scheduler", "tick", NEWSLETTER_SECRET_KEY=key), why)
+
+
+@pytest.mark.slow
+def test_H2_the_development_key_is_allowed_only_when_asked_for(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    cli.ok("db", "upgrade")
+    env = {"NEWSLETTER_SECRET_KEY": INSECURE_DEV_KEY, "NEWSLETTER_ENV": "development"}
+    assert cli.run("scheduler", "tick", **env).returncode == 0
+    assert "NEWSLETTER_ENV" in cli.run("scheduler", "tick", NEWSLETTER_ENV="staging").stderr
+
+
+def test_H2_links_signed_with_a_rotated_key_work_until_it_is_removed() -> None:
+    old, new = "o" * 40, "n" * 40
+    token = TokenSigner(old).sign(Purpose.unsubscribe, 42, 7)
+
+    rotated = TokenSigner(new, old_keys=(old,))
+    assert rotated.verify(token, Purpose.unsubscribe).subscriber_id == 42
+    assert TokenSigner(new).verify(rotated.sign(Purpose.unsubscribe, 1, 2), Purpose.unsubscribe)
+    with pytest.raises(InvalidTokenError):
+        TokenSigner(new).verify(token, Purpose.unsubscribe)
+
+
+def test_H2_old_keys_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEYS_OLD", f"{'a' * 32}, {'b' * 32}")
+    assert load_settings().old_secret_keys == ("a" * 32, "b" * 32)
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "k" * 32)
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEYS_OLD", "short")
+    with pytest.raises(ConfigError, match="NEWSLETTER_SECRET_KEYS_OLD"):
+        check_secret_key(load_settings())

@@ -143,7 +143,7 @@ def live_server(
         "DATABASE_URL": database_url,
         "MAIL_URL": smtp_sink.url,
         "BASE_URL": url,
-        "SECRET_KEY": "live-server-secret",
+        "SECRET_KEY": "live-server-secret-of-32-bytes-or-more",
         "FROM_ADDRESS": "Riverside Clinic <news@clinic.example>",
         "BROKER_URL": "memory://localhost/",
         "REDIS_URL": "",

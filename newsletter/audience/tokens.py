@@ -66,12 +66,26 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-class TokenSigner:
-    def __init__(self, secret_key: str) -> None:
-        self._key = hashlib.sha256(b"newsletter-tokens:" + secret_key.encode()).digest()
+def _derive(secret_key: str) -> bytes:
+    return hashlib.sha256(b"newsletter-tokens:" + secret_key.encode()).digest()
 
-    def _signature(self, payload: str) -> str:
-        return _b64(hmac.digest(self._key, payload.encode("ascii"), "sha256")[:16])
+
+class TokenSigner:
+    """Signs with the current key; verifies with it or any of the old keys, so links
+    already sent keep working while a key is rotated out."""
+
+    def __init__(self, secret_key: str, old_keys: tuple[str, ...] = ()) -> None:
+        self._key = _derive(secret_key)
+        self._old = tuple(_derive(key) for key in old_keys)
+
+    def _signature(self, payload: str, key: bytes | None = None) -> str:
+        return _b64(hmac.digest(key or self._key, payload.encode("ascii"), "sha256")[:16])
+
+    def _genuine(self, payload: str, signature: str) -> bool:
+        return any(
+            hmac.compare_digest(signature, self._signature(payload, key))
+            for key in (self._key, *self._old)
+        )
 
     def sign(self, purpose: Purpose, subscriber_id: int, scope: int, ttl_seconds: int = 0) -> str:
         """A token for `subscriber_id` about `scope` (a list id; a sequence id for
@@ -87,7 +101,7 @@ class TokenSigner:
         if not token.isascii():
             raise InvalidTokenError("this link is not valid (it may be incomplete)")
         payload, _, signature = token.partition(".")
-        if not payload or not hmac.compare_digest(signature, self._signature(payload)):
+        if not payload or not self._genuine(payload, signature):
             raise InvalidTokenError("this link is not valid (it may be incomplete)")
         try:
             kind, subscriber, scope, expires = _unb64(payload).decode("ascii").split(":")

@@ -14,7 +14,7 @@ from newsletter.cli.common import (
     print_json,
     settings,
 )
-from newsletter.delivery.startup import check_sending_settings
+from newsletter.delivery.startup import check_start_settings
 from newsletter.errors import BrokerUnavailableError
 
 scheduler = typer.Typer(help="The scheduler process.", no_args_is_help=True)
@@ -35,7 +35,7 @@ def worker(
             "process: set it to redis://… to run separate workers, or use "
             "`newsletter scheduler run`, which runs a worker in-process"
         )
-    check_sending_settings(cfg)
+    check_start_settings(cfg)
     celery_app = configure(cfg)
     celery_app.worker_main(
         ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", *ctx.args]
@@ -53,7 +53,7 @@ def scheduler_run() -> None:
     )
     cfg = settings()
     check_schema(cfg)
-    check_sending_settings(cfg, journal=cfg.embedded_broker)
+    check_start_settings(cfg, journal=cfg.embedded_broker)
     configure(cfg)
     stopper = Stopper()
     stopper.install()
@@ -81,7 +81,7 @@ def scheduler_tick(
 
     cfg = settings()
     check_schema(cfg)
-    check_sending_settings(cfg, journal=cfg.embedded_broker)
+    check_start_settings(cfg, journal=cfg.embedded_broker)
     celery_app = configure(cfg)
     if cfg.embedded_broker:
         # No worker process to hand work to: run what the tick enqueues right here.
@@ -115,5 +115,5 @@ def serve(
 
     cfg = settings()
     check_schema(cfg)
-    check_sending_settings(cfg, journal=False)
+    check_start_settings(cfg, journal=False)
     uvicorn.run(create_app(cfg), host=host, port=port, log_level="info")

@@ -1,8 +1,9 @@
-"""Settings that only sending reads, checked when a process starts.
+"""Settings checked when a process that serves or sends starts.
 
-A worker, scheduler or web server with an unreadable DKIM key, an unusable journal
-folder or a malformed unsubscribe address stops at once, with one line naming the
-variable, instead of failing its first message minutes later.
+A worker, scheduler or web server with the development secret key (in production),
+an unreadable DKIM key, an unusable journal folder or a malformed unsubscribe address
+stops at once, with one line naming the variable, instead of failing (or signing
+forgeable links) later.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from newsletter.config import Settings
+from newsletter.config import Settings, check_secret_key
 from newsletter.delivery.dkim import signer_from_settings
 from newsletter.errors import ConfigError, InvalidInputError
 from newsletter.rendering.mime import check_unsubscribe_mailto
@@ -50,10 +51,11 @@ def check_journal_directory(settings: Settings) -> None:
         raise ConfigError(f"NEWSLETTER_JOURNAL_DIR: {directory} is not writable")
 
 
-def check_sending_settings(settings: Settings, journal: bool = True) -> None:
-    """Every sending setting a process would meet later; ConfigError naming the first
-    bad one. `journal`: the process sends campaign mail itself (workers, and the
-    scheduler with the embedded broker), not only confirmations (the web server)."""
+def check_start_settings(settings: Settings, journal: bool = True) -> None:
+    """Every setting a serving or sending process would meet later; ConfigError naming
+    the first bad one. `journal`: the process sends campaign mail itself (workers, and
+    the scheduler with the embedded broker), not only confirmations (the web server)."""
+    check_secret_key(settings)
     check_dkim(settings)
     check_unsubscribe_address(settings)
     if journal:

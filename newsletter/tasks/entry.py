@@ -8,13 +8,13 @@ app; the top-level `worker.py` does the same for `celery -A worker worker` in a 
 import sys
 
 from newsletter.config import load_settings
-from newsletter.delivery.startup import check_sending_settings
+from newsletter.delivery.startup import check_start_settings
 from newsletter.errors import ConfigError
 from newsletter.tasks.app import configure
 
 try:
     _settings = load_settings()
-    check_sending_settings(_settings)
+    check_start_settings(_settings)
 except ConfigError as exc:
     sys.exit(f"error: {exc}")
 app = configure(_settings)

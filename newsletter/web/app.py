@@ -40,7 +40,7 @@ def create_app(
     library = template_library(settings.templates_dir)
     web = Web(
         settings=settings,
-        signer=TokenSigner(settings.secret_key),
+        signer=TokenSigner(settings.secret_key, settings.old_secret_keys),
         templates=Jinja2Templates(env=library.web_environment()),
         sessions=app.state.sessions,
         policy=policy,
