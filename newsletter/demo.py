@@ -49,7 +49,7 @@ def _prepare(settings: Settings, subscribers: int) -> int:
             mailing_list = get_list(session, LIST_SLUG)
         except NotFoundError:
             mailing_list = create_list(
-                session, LIST_SLUG, "Riverside Clinic news", opt_in=OptIn.double
+                session, LIST_SLUG, "Riverside Clinic news", opt_in=OptIn.double, public=True
             )
         session.flush()
         generate_subscribers(session, mailing_list, subscribers)

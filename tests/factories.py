@@ -6,6 +6,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from newsletter.audience.addresses import normalise_email
 from newsletter.audience.lists import create_list
 from newsletter.audience.models import (
     MailingList,
@@ -48,7 +49,7 @@ def import_sample(session: Session) -> None:
 def make_list(
     session: Session, slug: str = "clinic-news", name: str = "Clinic news"
 ) -> MailingList:
-    mailing_list = create_list(session, slug, name, opt_in=OptIn.double)
+    mailing_list = create_list(session, slug, name, opt_in=OptIn.double, public=True)
     session.flush()
     return mailing_list
 
@@ -61,6 +62,7 @@ def add_member(
     status: SubscriptionStatus = SubscriptionStatus.confirmed,
     **attributes: str,
 ) -> Subscriber:
+    email = normalise_email(email)  # as every domain function stores it
     subscriber = session.query(Subscriber).filter_by(email=email).one_or_none()
     if subscriber is None:
         subscriber = Subscriber(email=email, name=name, attributes=attributes)

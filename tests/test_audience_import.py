@@ -67,9 +67,9 @@ def test_valid_rows_are_imported_as_confirmed_members(
 
     assert (report.created, report.updated, report.unchanged) == (2, 0, 0)
     assert report.problems == []
-    assert subscriber(session, "Ann@example.com").name == "Ann"
+    assert subscriber(session, "ann@example.com").name == "Ann"
     assert subscriber(session, "bob@example.org").name == ""
-    member = subscription(session, "Ann@example.com", news)
+    member = subscription(session, "ann@example.com", news)
     assert member.status is SubscriptionStatus.confirmed
     assert member.source == "spring-fair"
     assert member.confirmed_at is not None
@@ -84,7 +84,7 @@ def test_bad_rows_are_reported_with_row_numbers_and_reasons(
         "ann@example.com,Ann\n"  # row 2
         "not-an-address,Nobody\n"  # row 3
         "cy@example.com\n"  # row 4: one column short
-        "ANN@EXAMPLE.COM,Ann again\n"  # row 5: a different local part case is another box
+        "ANN@EXAMPLE.COM,Ann again\n"  # row 5: the same mailbox in capitals (M2)
         "ann@Example.com,Ann twice\n"  # row 6: same as row 2 once normalised
         "dee@localhost,Dee\n"  # row 7
         "eve@example.com,Eve\n",  # row 8
@@ -95,13 +95,13 @@ def test_bad_rows_are_reported_with_row_numbers_and_reasons(
     assert report.problems == [
         Problem("row 3", "email 'not-an-address': not an email address"),
         Problem("row 4", "expected 2 columns, found 1"),
+        Problem("row 5", "duplicate of row 2"),
         Problem("row 6", "duplicate of row 2"),
         Problem("row 7", "email 'dee@localhost': domain has no dot"),
     ]
-    assert report.created == 3
+    assert report.created == 2
     assert {s.email for s in session.scalars(select(Subscriber))} == {
         "ann@example.com",
-        "ANN@example.com",
         "eve@example.com",
     }
     assert subscriber(session, "ann@example.com").name == "Ann"
@@ -284,12 +284,12 @@ def test_large_import_uses_batches_not_a_query_per_row(
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ("  Ann.Smith+news@Example.COM \n", "Ann.Smith+news@example.com"),
+        ("  Ann.Smith+news@Example.COM \n", "ann.smith+news@example.com"),
         ("o'brien@sub.example.co.uk", "o'brien@sub.example.co.uk"),
         ("ann@Bücher.Example", "ann@xn--bcher-kva.example"),
     ],
 )
-def test_normalise_email_lowercases_only_the_domain(raw: str, expected: str) -> None:
+def test_normalise_email_gives_one_canonical_lower_case_spelling(raw: str, expected: str) -> None:
     assert normalise_email(raw) == expected
 
 

@@ -341,7 +341,13 @@ def test_subscribers_import_skips_bad_rows_and_names_them(
     assert "row 5: expected 3 columns, found 2" in skipped
     assert "row 2" not in skipped
     assert clinic.json("lists", "list") == [
-        {"slug": "clinic-news", "name": "Clinic news", "opt_in": "double", "confirmed": CONFIRMED}
+        {
+            "slug": "clinic-news",
+            "name": "Clinic news",
+            "opt_in": "double",
+            "public": False,
+            "confirmed": CONFIRMED,
+        }
     ]
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+from newsletter.audience.addresses import email_hash
 from newsletter.audience.models import (
     BounceEvent,
     Subscriber,
@@ -19,7 +20,7 @@ from newsletter.audience.models import (
     SubscriptionStatus,
     Suppression,
 )
-from newsletter.audience.signup import email_hash, is_suppressed
+from newsletter.audience.signup import is_suppressed
 from newsletter.cli.subscribers import app as subscribers_app
 from newsletter.content.models import Series
 from newsletter.db import Base, utcnow

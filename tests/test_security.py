@@ -10,16 +10,33 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from newsletter.audience.addresses import email_hash, normalise_email
+from newsletter.audience.importer import import_subscribers_csv
+from newsletter.audience.lists import create_list
+from newsletter.audience.models import Subscriber, Subscription, SubscriptionStatus, Suppression
+from newsletter.audience.signup import find_lists, parse_signup, request_subscription
 from newsletter.audience.tokens import InvalidTokenError, Purpose, TokenSigner
+from newsletter.bounces.actions import apply_report
+from newsletter.bounces.dsn import Kind, RecipientResult, make_report
 from newsletter.config import INSECURE_DEV_KEY, check_secret_key, load_settings
 from newsletter.content.models import Article, Series
 from newsletter.content.sources import import_sources
-from newsletter.db import utcnow
+from newsletter.db import make_engine, make_sessionmaker, upgrade, utcnow
 from newsletter.delivery.mailers import MemoryMailer
 from newsletter.delivery.sending import ChunkSender
-from newsletter.errors import ConfigError
+from newsletter.errors import ConfigError, InvalidInputError
+from newsletter.services.data_rights import forget
+from newsletter.web.app import create_app
+from newsletter.web.common import SignupPolicy
+from newsletter.web.ratelimit import Limit, MemoryRateLimiter
+from newsletter.web.subscriber import csrf_token
 from tests.factories import add_member, make_list, settings_for, start_run
 from tests.test_cli import REDIS_BROKER, Cli, assert_clean_error
 
@@ -195,3 +212,213 @@ def test_H2_old_keys_are_read_from_the_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("NEWSLETTER_SECRET_KEYS_OLD", "short")
     with pytest.raises(ConfigError, match="NEWSLETTER_SECRET_KEYS_OLD"):
         check_secret_key(load_settings())
+
+
+# --- M2: one canonical spelling of an address ------------------------------------------
+
+
+def test_M2_a_forgotten_person_signing_up_in_capitals_is_not_mailed(
+    session: Session, database_url: str, tmp_path: Path
+) -> None:
+    news = make_list(session)
+    add_member(session, news, "dave@example.org")
+    session.commit()
+    forget(session, "dave@example.org")
+    session.commit()
+
+    request = parse_signup("Dave@Example.org", "Dave", ["clinic-news"])
+    confirmation = request_subscription(session, request, find_lists(session, ["clinic-news"]))
+
+    assert confirmation is None
+    assert session.scalar(select(func.count()).select_from(Subscriber)) == 0
+
+
+def test_M2_case_variants_in_a_csv_are_one_subscriber(session: Session, tmp_path: Path) -> None:
+    make_list(session)
+    csv = tmp_path / "readers.csv"
+    csv.write_text("email,name\nDup@example.org,A\ndup@example.org,B\nDUP@EXAMPLE.ORG,C\n")
+
+    report = import_subscribers_csv(session, csv, "clinic-news")
+
+    assert report.created == 1
+    assert list(session.scalars(select(Subscriber.email))) == ["dup@example.org"]
+
+
+def test_M2_a_complaint_for_a_case_variant_suppresses_the_reader(session: Session) -> None:
+    add_member(session, make_list(session), "known4@example.org")
+    complaint = make_report(
+        None, "<c1@fbl>", [RecipientResult("KNOWN4@example.org", Kind.complaint, "")]
+    )
+
+    apply_report(session, complaint, "dsn")
+
+    assert list(session.scalars(select(Suppression.email))) == ["known4@example.org"]
+    status = session.scalar(select(Subscription.status))
+    assert status is SubscriptionStatus.unsubscribed
+
+
+def test_M2_the_per_address_limit_counts_every_spelling(database_url: str) -> None:
+    settings = settings_for(database_url)
+    engine = make_engine(database_url)
+    with make_sessionmaker(engine)() as session:
+        make_list(session)
+        session.commit()
+    policy = SignupPolicy(Limit("ip", 100, 600), Limit("address", 2, 86400), 3600)
+    app = create_app(settings, policy=policy, rate_limiter=MemoryRateLimiter())
+    with TestClient(app) as client:
+        answers = [
+            client.post("/subscribe", json={"email": spelling, "list": "clinic-news"})
+            for spelling in ("Dup@example.org", "dup@example.org", "DUP@example.org")
+        ]
+    engine.dispose()
+    assert [a.status_code for a in answers] == [200, 200, 429]
+
+
+def test_M2_the_migration_merges_case_duplicates_without_losing_subscriptions(
+    tmp_path: Path,
+) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    upgrade(engine, "0004")
+    with engine.begin() as conn:
+        run = conn.execute
+        now = "2026-01-01 00:00:00"
+        for slug in ("a", "b"):
+            run(
+                text(
+                    "INSERT INTO mailing_lists (slug, name, description, timezone, opt_in, "
+                    "created_at) VALUES (:s, :s, '', 'UTC', 'double', :t)"
+                ),
+                {"s": slug, "t": now},
+            )
+        for email, name in (("Dave@example.org", ""), ("dave@example.org", "Dave")):
+            run(
+                text(
+                    "INSERT INTO subscribers (email, name, attributes, created_at, soft_bounces)"
+                    " VALUES (:e, :n, '{}', :t, 1)"
+                ),
+                {"e": email, "n": name, "t": now},
+            )
+        # Dave@ is on list a (confirmed) and b (left); dave@ on b (confirmed).
+        for subscriber, list_id, status in (
+            (1, 1, "confirmed"),
+            (1, 2, "unsubscribed"),
+            (2, 2, "confirmed"),
+        ):
+            run(
+                text(
+                    "INSERT INTO subscriptions (subscriber_id, list_id, status, source, "
+                    "created_at) VALUES (:s, :l, :st, 'x', :t)"
+                ),
+                {"s": subscriber, "l": list_id, "st": status, "t": now},
+            )
+        for email in ("KNOWN@example.org", "known@example.org"):
+            run(
+                text(
+                    "INSERT INTO suppressions (email, reason, detail, created_at) "
+                    "VALUES (:e, 'hard-bounce', '', :t)"
+                ),
+                {"e": email, "t": now},
+            )
+
+    upgrade(engine)
+
+    with engine.connect() as conn:
+        subscribers = conn.execute(text("SELECT id, email, name, soft_bounces FROM subscribers"))
+        assert subscribers.all() == [(1, "dave@example.org", "Dave", 2)]
+        memberships = conn.execute(
+            text("SELECT subscriber_id, list_id, status FROM subscriptions ORDER BY list_id")
+        ).all()
+        # A list left under either spelling stays left: nobody is mailed against a leave.
+        assert memberships == [(1, 1, "confirmed"), (1, 2, "unsubscribed")]
+        assert conn.execute(text("SELECT email FROM suppressions")).scalars().all() == [
+            "known@example.org"
+        ]
+        with pytest.raises(IntegrityError):
+            conn.execute(
+                text(
+                    "INSERT INTO subscribers (email, name, attributes, created_at, soft_bounces)"
+                    " VALUES ('DAVE@example.org', '', '{}', '2026-01-01', 0)"
+                )
+            )
+    engine.dispose()
+
+
+@given(
+    local=st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9._+-]{0,20}[A-Za-z0-9])?", fullmatch=True),
+    domain=st.from_regex(
+        r"[A-Za-z0-9]{1,10}(\.[A-Za-z0-9]{1,10}){0,2}\.[A-Za-z]{2,6}", fullmatch=True
+    ),
+)
+@settings(max_examples=300, deadline=None)
+def test_M2_canonical_form_is_one_lower_case_spelling_whatever_the_case(
+    local: str, domain: str
+) -> None:
+    raw = f"{local}@{domain}"
+    try:
+        canonical = normalise_email(raw)
+    except InvalidInputError:
+        return  # e.g. two dots in a row: refused in every spelling
+    assert canonical == canonical.lower()
+    assert normalise_email(canonical) == canonical  # idempotent
+    assert normalise_email(raw.upper()) == canonical
+    assert normalise_email(f"  {raw.swapcase()} ") == canonical
+    assert email_hash(normalise_email(raw.upper())) == email_hash(canonical)
+
+
+# --- M4: an id is never handed out twice ------------------------------------------------
+
+
+def test_M4_a_forgotten_subscribers_links_never_open_a_newcomers_preferences(
+    sqlite_url: str,
+) -> None:
+    settings = settings_for(sqlite_url)
+    engine = make_engine(sqlite_url)
+    with make_sessionmaker(engine)() as session:
+        news = make_list(session)
+        gone_id = add_member(session, news, "gone@example.org").id
+        session.commit()
+        old_link = TokenSigner(settings.secret_key).sign(Purpose.preferences, gone_id, news.id)
+        forget(session, "gone@example.org")
+        session.commit()
+        newcomer = add_member(session, news, "new@example.org")
+        session.commit()
+        assert newcomer.id != gone_id
+    with TestClient(create_app(settings, rate_limiter=MemoryRateLimiter())) as client:
+        page = client.get(f"/preferences/{old_link}")
+    engine.dispose()
+    assert "new@example.org" not in page.text
+    assert page.status_code in (400, 404)
+
+
+# --- L9: private lists ---------------------------------------------------------------
+
+
+def test_L9_a_private_list_is_not_offered_nor_joinable(database_url: str) -> None:
+    settings = settings_for(database_url)
+    engine = make_engine(database_url)
+    with make_sessionmaker(engine)() as session:
+        news = make_list(session)
+        create_list(session, "support-group", "Depression support group")  # private
+        reader = add_member(session, news, "reader@example.org")
+        session.commit()
+        token = TokenSigner(settings.secret_key).sign(Purpose.preferences, reader.id, news.id)
+    with TestClient(create_app(settings, rate_limiter=MemoryRateLimiter())) as client:
+        form = client.get("/subscribe").text
+        signup = client.post("/subscribe", json={"email": "x@example.org", "list": "support-group"})
+        prefs = client.get(f"/preferences/{token}").text
+        joined = client.post(
+            f"/preferences/{token}",
+            data={
+                "csrf": csrf_token(settings.secret_key, token),
+                "list": ["clinic-news", "support-group"],
+            },
+        )
+    with make_sessionmaker(engine)() as session:
+        members = session.scalars(
+            select(Subscription.subscriber_id).where(Subscription.list_id != news.id)
+        ).all()
+    engine.dispose()
+    assert "Depression support group" not in form and "support-group" not in form
+    assert signup.status_code == 400 and "there is no list 'support-group'" in signup.text
+    assert "Depression support group" not in prefs
+    assert joined.status_code == 200 and members == []

@@ -1,10 +1,25 @@
-"""Email addresses as we store them: one spelling per mailbox."""
+"""Email addresses as we store them: one canonical spelling per mailbox.
+
+The canonical form is the whole address in lower case, with the domain in ASCII
+(IDNA 2008 / UTS 46, through email-validator). RFC 5321 lets a receiving server treat
+"Ann" and "ann" as two mailboxes, but no provider a newsletter reaches does, and a
+list holding both spellings mails one person twice, misses their unsubscribe or
+their suppression, and brings a forgotten person back. So sign-up, imports,
+suppressions, forgetting, rate limits and webhooks all go through `normalise_email`,
+and the database keeps one row per canonical address (a unique index on lower(email)).
+
+Our own checks come first, for the mistakes people make, with short messages that
+name the problem; email-validator then checks the rest of the syntax and the
+internationalised domain.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import re
 import unicodedata
+
+from email_validator import EmailNotValidError, validate_email
 
 from newsletter.errors import InvalidInputError
 
@@ -19,10 +34,9 @@ _LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
 
 
 def normalise_email(raw: str) -> str:
-    """The address with surrounding whitespace removed and the domain lower-cased.
+    """The canonical address: surrounding whitespace removed, lower-cased, the domain
+    in ASCII (IDNA).
 
-    Non-ASCII domains are IDNA-encoded; the local part keeps its case, because
-    only the receiving server may decide that "Ann" and "ann" are one mailbox.
     Raises InvalidInputError (with a short reason) for anything that is not a plain
     `local@domain` address: quoted local parts and IP-literal domains included.
     """
@@ -40,7 +54,25 @@ def normalise_email(raw: str) -> str:
     ascii_domain = _normalise_domain(domain)
     if len(local.encode("utf-8")) + 1 + len(ascii_domain) > MAX_ADDRESS:
         raise InvalidInputError("too long")
-    return f"{local}@{ascii_domain}"
+    try:
+        checked = validate_email(
+            f"{local}@{ascii_domain}",
+            check_deliverability=False,
+            allow_smtputf8=True,
+            allow_quoted_local=False,
+            allow_domain_literal=False,
+        )
+    except EmailNotValidError as exc:
+        reason = str(exc).rstrip(".")
+        raise InvalidInputError(reason[:1].lower() + reason[1:]) from exc
+    return f"{checked.local_part.lower()}@{checked.ascii_domain.lower()}"
+
+
+def legacy_spelling(raw: str) -> str:
+    """How addresses were stored before they were canonical: the local part as typed,
+    the domain lower-cased. Only for matching the hashes of people forgotten then."""
+    local, _, domain = raw.strip().rpartition("@")
+    return f"{local}@{normalise_email(raw).rpartition('@')[2]}" if local and domain else raw
 
 
 def _check_local_part(local: str) -> None:
@@ -82,5 +114,12 @@ def _normalise_domain(domain: str) -> str:
 
 def email_hash(address: str) -> str:
     """The hash a forgotten address leaves in Suppression.email_hash: hex SHA-256 of
-    the normalised address's UTF-8."""
+    the canonical address's UTF-8."""
     return hashlib.sha256(address.encode("utf-8")).hexdigest()
+
+
+def forgotten_hashes(raw: str) -> tuple[str, ...]:
+    """The hashes a forgotten person with this address may have left: of the canonical
+    address, and of the spelling addresses had before they were canonical."""
+    canonical = normalise_email(raw)
+    return tuple(dict.fromkeys((email_hash(canonical), email_hash(legacy_spelling(raw)))))

@@ -23,8 +23,11 @@ def create_list(
     name: str,
     opt_in: OptIn = OptIn.double,
     description: str = "",
+    public: bool = False,
 ) -> MailingList:
-    """Add a mailing list and flush it (the caller commits).
+    """Add a mailing list and flush it (the caller commits). Only a `public` list is
+    offered on the sign-up form and on preferences pages; a private one is joined
+    only through staff (imports, the API).
 
     Raises InvalidInputError when the slug is malformed or taken, or the name is empty.
     """
@@ -41,7 +44,9 @@ def create_list(
         raise InvalidInputError(f"list description is longer than {MAX_DESCRIPTION} characters")
     if session.scalar(select(MailingList.id).where(MailingList.slug == slug)) is not None:
         raise InvalidInputError(f"list '{slug}' already exists")
-    mailing_list = MailingList(slug=slug, name=name, opt_in=opt_in, description=description)
+    mailing_list = MailingList(
+        slug=slug, name=name, opt_in=opt_in, description=description, public=public
+    )
     try:
         # A savepoint, so losing a race with another creator leaves the caller's
         # transaction usable.

@@ -6,7 +6,17 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Enum, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from newsletter.db import Base, JsonType, UtcDateTime, utcnow
@@ -25,9 +35,15 @@ class SubscriptionStatus(enum.StrEnum):
 
 class Subscriber(Base):
     __tablename__ = "subscribers"
+    __table_args__ = (
+        # One row per mailbox, whatever the spelling (audience/addresses.py).
+        Index("uq_subscribers_email_canonical", func.lower(text("email")), unique=True),
+        # SQLite: ids are never reused, so a forgotten person's links stay dead.
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    # Normalised by audience.addresses.normalise_email: domain case-folded.
+    # Canonical (audience.addresses.normalise_email): lower case, ASCII domain.
     email: Mapped[str] = mapped_column(String(320), unique=True)
     name: Mapped[str] = mapped_column(String(300), default="")
     attributes: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
@@ -52,6 +68,9 @@ class MailingList(Base):
         Enum(OptIn, native_enum=False, length=20), default=OptIn.double
     )
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Shown on the sign-up form and offered on preferences pages. A private list (for
+    # staff, or a group whose very name is personal) is joined only by staff.
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Subscription(Base):
@@ -81,6 +100,9 @@ class Suppression(Base):
     """An address never mailed again (hard bounce, complaint, manual)."""
 
     __tablename__ = "suppressions"
+    __table_args__ = (
+        Index("uq_suppressions_email_canonical", func.lower(text("email")), unique=True),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # A forgotten person's entry keeps only a hash of the address (see email_hash).

@@ -28,7 +28,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from newsletter.audience.addresses import email_hash, normalise_email
+from newsletter.audience.addresses import forgotten_hashes, normalise_email
 from newsletter.audience.models import (
     MailingList,
     OptIn,
@@ -55,11 +55,12 @@ class FieldError(InvalidInputError):
 
 @dataclass(frozen=True)
 class SignupRequest:
-    """A well-formed signup: a normalised address, a clean name, one or more slugs."""
+    """A well-formed signup: a canonical address, a clean name, one or more slugs."""
 
     email: str
     name: str
     list_slugs: tuple[str, ...]
+    typed: str = ""  # the address as typed (matches hashes left before canonical spelling)
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def parse_signup(email: str, name: str, list_slugs: Sequence[str]) -> SignupRequ
     if not address.isascii():
         # We do not speak SMTPUTF8: such an address could never get its confirmation.
         raise FieldError("email", "we cannot send to addresses with non-ASCII characters")
-    return SignupRequest(address, clean_name(name), _clean_slugs(list_slugs))
+    return SignupRequest(address, clean_name(name), _clean_slugs(list_slugs), email.strip())
 
 
 def clean_name(name: str) -> str:
@@ -109,10 +110,13 @@ def _clean_slugs(list_slugs: Sequence[str]) -> tuple[str, ...]:
 
 
 def find_lists(session: Session, slugs: Sequence[str]) -> list[MailingList]:
-    """The lists with these slugs, in that order; FieldError naming an unknown one."""
+    """The public lists with these slugs, in that order; FieldError naming an unknown
+    one (a private list is unknown to strangers: the same answer, nothing to learn)."""
     found = {
         ml.slug: ml
-        for ml in session.scalars(select(MailingList).where(MailingList.slug.in_(slugs)))
+        for ml in session.scalars(
+            select(MailingList).where(MailingList.slug.in_(slugs), MailingList.public)
+        )
     }
     for slug in slugs:
         if slug not in found:
@@ -120,9 +124,11 @@ def find_lists(session: Session, slugs: Sequence[str]) -> list[MailingList]:
     return [found[slug] for slug in slugs]
 
 
-def is_suppressed(session: Session, address: str) -> bool:
-    """True when the (normalised) address, or its hash, is on the suppression list."""
-    match = or_(Suppression.email == address, Suppression.email_hash == email_hash(address))
+def is_suppressed(session: Session, address: str, typed: str = "") -> bool:
+    """True when the canonical address, or a hash a forgotten person left (of it, or of
+    the spelling `typed`), is on the suppression list."""
+    hashes = forgotten_hashes(typed or address)
+    match = or_(Suppression.email == address, Suppression.email_hash.in_(hashes))
     return session.scalar(select(Suppression.id).where(match).limit(1)) is not None
 
 
@@ -152,7 +158,7 @@ def request_subscription(
     Returns the confirmation email to send after the commit, or None when nobody is
     to be mailed.
     """
-    if is_suppressed(session, request.email):
+    if is_suppressed(session, request.email, request.typed):
         return None
     subscriber = _subscriber_for(session, request.email, request.name)
     to_confirm = []

@@ -23,8 +23,15 @@ def lists_create(
     name: Annotated[str, typer.Option(help="Name shown to subscribers.")],
     opt_in: Annotated[str, typer.Option(help="single or double opt-in.")] = "double",
     description: str = "",
+    public: Annotated[
+        bool,
+        typer.Option(
+            "--public/--private",
+            help="Offer it on the sign-up form and preferences pages (default: private).",
+        ),
+    ] = False,
 ) -> None:
-    """Create a mailing list."""
+    """Create a mailing list (private unless --public: only staff add people to it)."""
     from newsletter.audience.lists import create_list
     from newsletter.audience.models import OptIn
     from newsletter.errors import InvalidInputError
@@ -34,7 +41,7 @@ def lists_create(
     except ValueError as exc:
         raise InvalidInputError("--opt-in must be single or double") from exc
     with open_session(settings()) as session:
-        create_list(session, slug, name, opt_in=mode, description=description)
+        create_list(session, slug, name, opt_in=mode, description=description, public=public)
     console.print(f"list {slug} created")
 
 
@@ -45,11 +52,18 @@ def lists_list(as_json: JsonOption = False) -> None:
 
     with open_session(settings()) as session:
         rows = [
-            {"slug": ml.slug, "name": ml.name, "opt_in": ml.opt_in.value, "confirmed": count}
+            {
+                "slug": ml.slug,
+                "name": ml.name,
+                "opt_in": ml.opt_in.value,
+                "public": ml.public,
+                "confirmed": count,
+            }
             for ml, count in list_lists(session)
         ]
     if as_json:
         print_json(rows)
         return
     for r in rows:
-        console.print(f"{r['slug']:<30} {r['confirmed']:>9} confirmed  {r['name']}")
+        shown = "public " if r["public"] else "private"
+        console.print(f"{r['slug']:<30} {shown} {r['confirmed']:>9} confirmed  {r['name']}")

@@ -116,6 +116,8 @@ def load_preferences(session: Session, subscriber_id: int) -> Preferences:
 
 
 def _list_choices(session: Session, subscriber_id: int) -> list[ListChoice]:
+    """The public lists, and the private ones the subscriber is (or was) on: a private
+    list is neither shown to nor joinable by anyone else."""
     rows = session.execute(
         select(MailingList, Subscription.status)
         .outerjoin(
@@ -123,6 +125,7 @@ def _list_choices(session: Session, subscriber_id: int) -> list[ListChoice]:
             (Subscription.list_id == MailingList.id)
             & (Subscription.subscriber_id == subscriber_id),
         )
+        .where(MailingList.public | Subscription.id.is_not(None))
         .order_by(MailingList.name, MailingList.id)
     ).all()
     return [ListChoice(ml.slug, ml.name, ml.id, status) for ml, status in rows]

@@ -155,7 +155,9 @@ def _signup_page(
     error: FieldError | None,
     status: int,
 ) -> HTMLResponse:
-    lists = session.scalars(select(MailingList).order_by(MailingList.name, MailingList.id)).all()
+    lists = session.scalars(
+        select(MailingList).where(MailingList.public).order_by(MailingList.name, MailingList.id)
+    ).all()
     return web.page(
         request, "subscribe.html", status, title="Subscribe", lists=lists, form=form, error=error
     )
