@@ -14,20 +14,23 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from newsletter.accounts import audit
 from newsletter.audience.addresses import email_hash, normalise_email
 from newsletter.audience.lists import get_list
 from newsletter.audience.models import (
+    ImportJob,
     Subscriber,
     Subscription,
     SubscriptionStatus,
     Suppression,
 )
 from newsletter.db import utcnow
-from newsletter.errors import InvalidInputError, Problem
+from newsletter.errors import InvalidInputError, NotFoundError, Problem
 from newsletter.importing import ImportReport
 
 BATCH_SIZE = 1000
@@ -49,7 +52,18 @@ class SubscriberRow:
 def import_subscribers_csv(
     session: Session, path: Path, list_slug: str, *, source: str = "csv"
 ) -> ImportReport:
-    """Subscribe every valid row of the CSV file to the list, as confirmed, and commit.
+    """`import_subscribers_text` of a file's text; commits."""
+    report = import_subscribers_text(
+        session, read_csv_file(path), str(path), list_slug, source=source
+    )
+    session.commit()
+    return report
+
+
+def import_subscribers_text(
+    session: Session, text: str, name: str, list_slug: str, *, source: str = "csv"
+) -> ImportReport:
+    """Subscribe every valid row of the CSV text to the list, as confirmed; flushes.
 
     Subscribers are matched by normalised address; a known subscriber gets the row's
     name (when not empty) and its extra columns merged into their attributes. Counts
@@ -58,22 +72,109 @@ def import_subscribers_csv(
     `unchanged` otherwise. Someone who unsubscribed from the list is left alone,
     counted unchanged and reported. Rejected rows are reported as Problem("row N", …).
 
-    Raises NotFoundError for an unknown list and InvalidInputError when the file
-    cannot be read as UTF-8 CSV with an `email` column.
+    Raises NotFoundError for an unknown list and InvalidInputError when the text
+    is not CSV with an `email` column (`name` names it in that message).
     """
     if not source or len(source) > MAX_SOURCE:
         raise InvalidInputError(f"source must be 1 to {MAX_SOURCE} characters")
     mailing_list = get_list(session, list_slug)
-    rows, problems = read_subscriber_rows(_read_text(path), str(path))
+    rows, problems = read_subscriber_rows(text, name)
+    return upsert_rows(session, mailing_list.id, rows, problems, source)
+
+
+def upsert_rows(
+    session: Session,
+    list_id: int,
+    rows: list[SubscriberRow],
+    problems: list[tuple[int, Problem]],
+    source: str,
+) -> ImportReport:
+    """Save checked rows as confirmed members of the list, batch by batch; flushes."""
     rows, forgotten = _without_forgotten(session, rows)
-    problems.extend(forgotten)
+    problems = [*problems, *forgotten]
     report = ImportReport()
     for start in range(0, len(rows), BATCH_SIZE):
         batch = rows[start : start + BATCH_SIZE]
-        problems.extend(_save_batch(session, mailing_list.id, batch, source, report))
-    session.commit()
+        problems.extend(_save_batch(session, list_id, batch, source, report))
     report.problems = [problem for _line, problem in sorted(problems, key=lambda p: p[0])]
     return report
+
+
+def run_import(
+    session: Session, text: str, filename: str, list_slug: str, *, dry_run: bool = False
+) -> ImportJob:
+    """Import CSV text into a list and keep the outcome as an import job; a dry run
+    does the same work, reports what would change and rolls it back. Flushes.
+
+    Unreadable text (no `email` column, broken quoting) raises InvalidInputError and
+    records nothing."""
+    mailing_list = get_list(session, list_slug)
+    name = filename or "upload.csv"
+    if dry_run:
+        savepoint = session.begin_nested()
+        try:
+            report = import_subscribers_text(session, text, name, list_slug, source="csv")
+        finally:
+            savepoint.rollback()
+    else:
+        report = import_subscribers_text(session, text, name, list_slug, source="csv")
+    job = ImportJob(
+        list_id=mailing_list.id,
+        filename=name[:300],
+        dry_run=dry_run,
+        status="finished",
+        rows=report.created + report.updated + report.unchanged + _rejected(report),
+        created=report.created,
+        updated=report.updated,
+        unchanged=report.unchanged,
+        problems=[{"where": p.where, "reason": p.reason} for p in report.problems],
+        finished_at=utcnow(),
+    )
+    session.add(job)
+    session.flush()
+    audit.record(
+        session,
+        "subscribers.import_dry_run" if dry_run else "subscribers.import",
+        f"list:{list_slug}",
+        detail={
+            "job": job.id,
+            "created": job.created,
+            "updated": job.updated,
+            "unchanged": job.unchanged,
+            "problems": len(job.problems),
+        },
+    )
+    return job
+
+
+def _rejected(report: ImportReport) -> int:
+    """Rows skipped outright (a problem not also counted as unchanged)."""
+    return sum(1 for p in report.problems if p.reason != UNSUBSCRIBED_EARLIER)
+
+
+def describe_job(job: ImportJob) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "list": job.mailing_list.slug,
+        "filename": job.filename,
+        "dry_run": job.dry_run,
+        "status": job.status,
+        "progress": 1.0 if job.status == "finished" else 0.0,
+        "rows": job.rows,
+        "created": job.created,
+        "updated": job.updated,
+        "unchanged": job.unchanged,
+        "problems": list(job.problems),
+        "created_at": job.created_at.isoformat() if job.created_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+
+
+def get_job(session: Session, job_id: int) -> ImportJob:
+    job = session.get(ImportJob, job_id)
+    if job is None:
+        raise NotFoundError(f"no import {job_id}")
+    return job
 
 
 FORGOTTEN = "this person asked us to forget them; not imported"
@@ -151,7 +252,7 @@ def read_subscriber_rows(
     return rows, problems
 
 
-def _read_text(path: Path) -> str:
+def read_csv_file(path: Path) -> str:
     try:
         data = path.read_bytes()
     except OSError as exc:

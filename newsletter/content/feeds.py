@@ -47,6 +47,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
+from newsletter.accounts import audit
 from newsletter.content.importer import (
     MARKDOWN_SUFFIXES,
     SLUG_RE,
@@ -640,6 +641,17 @@ def import_feed(session: Session, source: str, *, series_slug: str | None = None
     entries = parse_feed(data, source, base_url=base, problems=problems)
     report = import_feed_entries(session, entries, series_slug=series_slug, source=saved_as)
     report.problems[:0] = problems
+    audit.record(
+        session,
+        "articles.import_feed",
+        f"feed:{saved_as}"[:400],
+        detail={
+            "created": report.created,
+            "updated": report.updated,
+            "unchanged": report.unchanged,
+            "problems": len(report.problems),
+        },
+    )
     return report
 
 
@@ -687,6 +699,12 @@ def add_feed(session: Session, url: str, *, series_slug: str | None, every_secon
             session.flush()
     except IntegrityError as exc:  # added by someone else a moment ago
         raise InvalidInputError(f"feed {url} is already added") from exc
+    audit.record(
+        session,
+        "feed.add",
+        f"feed:{feed.id}",
+        after={"url": url, "series": series_slug, "every_seconds": every_seconds},
+    )
     return feed
 
 

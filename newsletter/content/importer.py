@@ -36,8 +36,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
+from newsletter.accounts import audit
 from newsletter.content.models import Article, Series
-from newsletter.errors import Problem
+from newsletter.errors import InvalidInputError, NotFoundError, Problem
 from newsletter.importing import ImportReport
 
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -139,9 +140,34 @@ def import_articles(session: Session, paths: Sequence[Path]) -> ImportReport:
     line is known; warnings (unknown fields) are reported too, but the file is saved.
     """
     report = ImportReport()
+    files = find_markdown_files(paths, report.problems)
+    parsed = [(path, *parse_article_file(path)) for path in files]
+    _save_parsed(session, parsed, report, source=None)
+    session.commit()
+    return report
+
+
+def import_markdown_texts(session: Session, documents: Sequence[tuple[str, str]]) -> ImportReport:
+    """Like `import_articles`, for Markdown documents given as (name, text) rather than
+    files (an upload): problems name the document and line. Flushes; no commit."""
+    report = ImportReport()
+    parsed = []
+    for name, text in documents:
+        path = Path(name)
+        article, problems = parse_article_text(text.removeprefix("\ufeff"), path)
+        parsed.append((path, article, problems))
+    _save_parsed(session, parsed, report, source="upload")
+    return report
+
+
+def _save_parsed(
+    session: Session,
+    parsed: Sequence[tuple[Path, ParsedArticle | None, list[Problem]]],
+    report: ImportReport,
+    source: str | None,
+) -> None:
     slug_owners: dict[str, Path] = {}
-    for path in find_markdown_files(paths, report.problems):
-        article, problems = parse_article_file(path)
+    for path, article, problems in parsed:
         report.problems.extend(problems)
         if article is None:
             continue
@@ -152,14 +178,58 @@ def import_articles(session: Session, paths: Sequence[Path]) -> ImportReport:
             continue
         try:
             with session.begin_nested():
-                outcome = save_article(session, article)
+                outcome = save_article(
+                    session, article, source=f"{source}:{path}" if source else None
+                )
         except (IntegrityError, DataError) as exc:
             # A concurrent import of the same slug, or a value the database refuses.
             report.problems.append(Problem(str(path), f"could not be saved: {exc.orig}"))
             continue
         count_outcome(report, outcome)
-    session.commit()
-    return report
+    audit.record(
+        session,
+        "articles.import",
+        detail={
+            "documents": len(parsed),
+            "created": report.created,
+            "updated": report.updated,
+            "unchanged": report.unchanged,
+            "problems": len(report.problems),
+        },
+    )
+
+
+def save_article_fields(
+    session: Session, fields: Mapping[str, Any], body_markdown: str, slug: str | None = None
+) -> tuple[Article, Outcome]:
+    """Create or update one article from JSON fields (the front-matter names, with
+    `published` an ISO time and `tags` a list) and a Markdown body; flushes.
+
+    With `slug`, the article must exist (an update of it). Raises InvalidInputError
+    naming every field that is wrong."""
+    data = {key: value for key, value in fields.items() if value is not None}
+    if slug is not None:
+        existing = session.scalar(select(Article).where(Article.slug == slug))
+        if existing is None:
+            raise NotFoundError(f"no article '{slug}'")
+        data["slug"] = slug
+    reader = _FieldReader(Path("article"), data, {key: 0 for key in data})
+    article = reader.article(body_markdown)
+    errors = [p.reason for p in reader.problems]
+    if article is None:
+        raise InvalidInputError("; ".join(errors) or "the article is not valid")
+    if "slug" not in data and slug is None:
+        raise InvalidInputError("slug is missing")
+    outcome = save_article(session, article, source="api")
+    saved = session.scalar(select(Article).where(Article.slug == article.slug))
+    assert saved is not None
+    audit.record(
+        session,
+        f"article.{outcome.value}" if outcome is not Outcome.unchanged else "article.save",
+        f"article:{saved.slug}",
+        after={"title": saved.title, "published_at": saved.published_at},
+    )
+    return saved, outcome
 
 
 def find_markdown_files(paths: Sequence[Path], problems: list[Problem]) -> list[Path]:
@@ -199,6 +269,12 @@ def parse_article_file(path: Path) -> tuple[ParsedArticle | None, list[Problem]]
         return None, [Problem(str(path), f"not UTF-8 text (byte {exc.start}: {exc.reason})")]
     except OSError as exc:
         return None, [Problem(str(path), f"cannot read the file: {exc.strerror or exc}")]
+    return parse_article_text(text, path)
+
+
+def parse_article_text(text: str, path: Path) -> tuple[ParsedArticle | None, list[Problem]]:
+    """Validate one article's text (front matter and Markdown); `path` names it in
+    problems and, unless it has a `slug`, gives the article its slug."""
     try:
         front_matter, body = split_front_matter(text)
         data, key_lines = _load_yaml(front_matter)
@@ -250,11 +326,12 @@ def slugify(value: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
 
 
-def save_article(session: Session, parsed: ParsedArticle) -> Outcome:
+def save_article(session: Session, parsed: ParsedArticle, source: str | None = None) -> Outcome:
     """Insert the article, or update the one with the same slug; say which.
 
     The series is created when it does not exist yet, and retitled when the file
-    gives a different series_title.
+    gives a different series_title. `source` (default: the file's path) records where
+    it came from.
     """
     article = session.scalar(select(Article).where(Article.slug == parsed.slug))
     series = (
@@ -274,7 +351,7 @@ def save_article(session: Session, parsed: ParsedArticle) -> Outcome:
         "tags": list(parsed.tags),
         "series_id": series.id if series is not None else None,
         "position": _position(session, parsed, series, article),
-        "source": str(parsed.path.resolve()),
+        "source": source if source is not None else str(parsed.path.resolve()),
     }
     return upsert_article(session, article, values)
 
