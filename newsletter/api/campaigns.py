@@ -53,8 +53,8 @@ from newsletter.campaigns.templates import (
 )
 from newsletter.delivery.previews import preview_for, send_test
 from newsletter.errors import NotFoundError
-from newsletter.runs.models import Delivery, DeliveryStatus, Run
-from newsletter.runs.progress import run_progress
+from newsletter.runs.models import Run
+from newsletter.runs.progress import find_deliveries, run_progress
 from newsletter.sequences.service import (
     create_sequence,
     describe_sequence,
@@ -253,26 +253,6 @@ def get_run(run_id: int, caller: Reader, session: ReadSession) -> RunOut:
     return RunOut(**run_progress(session, run, run_name(session, run)).as_json())
 
 
-def _delivery_out(row: Delivery, campaign_id: int | None) -> DeliveryOut:
-    def iso(value: object) -> str | None:
-        return value.isoformat() if value is not None else None  # type: ignore[attr-defined]
-
-    return DeliveryOut(
-        id=row.id,
-        run=row.run_id,
-        campaign=campaign_id,
-        subscriber=row.subscriber_id,
-        email=row.email,
-        status=row.status.value,
-        attempts=row.attempts,
-        smtp_reply=row.smtp_reply,
-        message_id=row.message_id,
-        sent_at=iso(row.sent_at),
-        next_attempt_at=iso(row.next_attempt_at),
-        updated_at=iso(row.updated_at),
-    )
-
-
 @router.get("/deliveries", response_model=Page[DeliveryOut], tags=["deliveries"])
 def deliveries(
     request: Request,
@@ -290,22 +270,17 @@ def deliveries(
 ) -> JSONResponse:
     """The ledger: who got what, with status, attempts and the server's last reply.
     "Did Alice get it?": `?campaign=12&email=alice@example.org`."""
-    query = (
-        select(Delivery, Run.campaign_id)
-        .join(Run, Run.id == Delivery.run_id)
-        .where(Delivery.id > decode_cursor(cursor))
+    rows = find_deliveries(
+        session,
+        run_id=run,
+        campaign_id=campaign,
+        email=email,
+        status=status,
+        after_id=decode_cursor(cursor),
+        limit=limit,
     )
-    if run is not None:
-        query = query.where(Delivery.run_id == run)
-    if campaign is not None:
-        query = query.where(Run.campaign_id == campaign)
-    if email:
-        query = query.where(Delivery.email == email.strip())
-    if status:
-        query = query.where(Delivery.status == DeliveryStatus(status))
-    rows = session.execute(query.order_by(Delivery.id).limit(limit)).all()
-    items = [_delivery_out(row, campaign_id) for row, campaign_id in rows]
-    return page(request, items, rows[-1][0].id if rows else None, limit)
+    items = [DeliveryOut(**row) for row in rows]
+    return page(request, items, rows[-1]["id"] if rows else None, limit)
 
 
 @router.get("/templates", response_model=Page[TemplateOut], tags=["templates"])

@@ -53,6 +53,7 @@ app.command("audit")(users.audit)
 app.add_typer(processes.scheduler, name="scheduler")
 app.command("schedule")(ops.schedule)
 app.command("status")(ops.status)
+app.command("deliveries")(ops.deliveries)
 app.command("worker", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
     processes.worker
 )
