@@ -15,6 +15,7 @@ from newsletter.api.common import (
     ApiError,
     Caller,
     CallerDep,
+    Id,
     ReadSession,
     decode_cursor,
     page,
@@ -68,12 +69,12 @@ def create_user(body: UserIn, caller: Admin, request: Request) -> Response:
 
 
 @router.get("/users/{user_id}", response_model=UserOut, tags=["users"])
-def get_user(user_id: int, caller: AdminReader, session: ReadSession) -> UserOut:
+def get_user(user_id: Id, caller: AdminReader, session: ReadSession) -> UserOut:
     return UserOut(**users.describe_user(users.get_user_by_id(session, user_id)))
 
 
 @router.patch("/users/{user_id}", response_model=UserOut, tags=["users"])
-def update_user(user_id: int, body: UserPatch, caller: Admin, request: Request) -> Response:
+def update_user(user_id: Id, body: UserPatch, caller: Admin, request: Request) -> Response:
     """Change role, name, list scope; `disabled: true` stops the user at once."""
 
     def work(session: Session) -> tuple[int, UserOut, str]:
@@ -97,7 +98,7 @@ def update_user(user_id: int, body: UserPatch, caller: Admin, request: Request) 
 
 
 @router.post("/users/{user_id}/password", response_model=UserOut, tags=["users"])
-def set_password(user_id: int, body: PasswordIn, caller: Admin, request: Request) -> Response:
+def set_password(user_id: Id, body: PasswordIn, caller: Admin, request: Request) -> Response:
     """A new password; the user's sessions end."""
 
     def work(session: Session) -> tuple[int, UserOut, str]:
@@ -109,7 +110,7 @@ def set_password(user_id: int, body: PasswordIn, caller: Admin, request: Request
 
 
 @router.post("/users/{user_id}/totp", response_model=TotpOut, tags=["users"])
-def enroll_totp(user_id: int, caller: Admin, request: Request) -> Response:
+def enroll_totp(user_id: Id, caller: Admin, request: Request) -> Response:
     """Enrol a TOTP second factor; the URI is shown once."""
 
     def work(session: Session) -> tuple[int, TotpOut, str]:
@@ -157,7 +158,7 @@ def create_token(body: TokenIn, caller: CallerDep, request: Request) -> Response
 
 
 @router.delete("/tokens/{token_id}", response_model=TokenOut, tags=["tokens"])
-def revoke_token(token_id: int, caller: CallerDep, request: Request) -> Response:
+def revoke_token(token_id: Id, caller: CallerDep, request: Request) -> Response:
     """Revoke a token at once (yours; an admin: anyone's)."""
 
     def work(session: Session) -> tuple[int, TokenOut, str]:

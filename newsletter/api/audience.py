@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from newsletter.api.common import (
     ApiError,
     Caller,
+    Id,
     ReadSession,
     audited,
     decode_cursor,
@@ -65,7 +66,7 @@ def _list_out(ml: MailingList, confirmed: int) -> ListOut:
     )
 
 
-def _confirmed(session: Session, list_id: int) -> int:
+def _confirmed(session: Session, list_id: Id) -> int:
     return (
         session.scalar(
             select(func.count(Subscription.id)).where(
@@ -168,7 +169,7 @@ def search(
 
 @router.get("/subscribers/{subscriber_id}", response_model=SubscriberOut, tags=["subscribers"])
 def get_subscriber(
-    subscriber_id: int,
+    subscriber_id: Id,
     caller: Annotated[Caller, Depends(scoped("subscribers:read"))],
     session: ReadSession,
 ) -> SubscriberOut:
@@ -263,7 +264,7 @@ def start_import(
 
 @router.get("/imports/{import_id}", response_model=ImportJobOut, tags=["imports"])
 def get_import(
-    import_id: int,
+    import_id: Id,
     caller: Annotated[Caller, Depends(scoped("subscribers:read"))],
     session: ReadSession,
 ) -> ImportJobOut:

@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session
 from newsletter.api.common import (
     ApiError,
     Caller,
+    Id,
+    IdQuery,
     ReadSession,
     api_of,
     check_if_match,
@@ -136,14 +138,14 @@ def create(body: CampaignIn, request: Request, caller: Writer) -> Response:
 
 
 @router.get("/campaigns/{campaign_id}", response_model=CampaignOut, tags=["campaigns"])
-def get_one(campaign_id: int, caller: Reader, session: ReadSession) -> JSONResponse:
+def get_one(campaign_id: Id, caller: Reader, session: ReadSession) -> JSONResponse:
     """The campaign and the progress of its runs; its ETag goes in If-Match to edit it."""
     campaign = get_campaign(session, campaign_id)
     return json_response(_out(session, campaign), etag=service.campaign_version(campaign))
 
 
 @router.patch("/campaigns/{campaign_id}", response_model=CampaignOut, tags=["campaigns"])
-def update(campaign_id: int, body: CampaignPatch, request: Request, caller: Writer) -> Response:
+def update(campaign_id: Id, body: CampaignPatch, request: Request, caller: Writer) -> Response:
     """Change a draft. Needs If-Match with the ETag read, so two editors never
     overwrite each other (412 when it changed since)."""
 
@@ -170,7 +172,7 @@ def update(campaign_id: int, body: CampaignPatch, request: Request, caller: Writ
 
 @router.get("/campaigns/{campaign_id}/preview", response_model=PreviewOut, tags=["campaigns"])
 def preview(
-    campaign_id: int,
+    campaign_id: Id,
     request: Request,
     caller: Reader,
     session: ReadSession,
@@ -182,7 +184,7 @@ def preview(
 
 
 @router.post("/campaigns/{campaign_id}/test", response_model=TestSendOut, tags=["campaigns"])
-def test_send(campaign_id: int, body: TestSendIn, request: Request, caller: Sender) -> Response:
+def test_send(campaign_id: Id, body: TestSendIn, request: Request, caller: Sender) -> Response:
     """Send one copy marked [Test] (nothing goes in the ledger)."""
     settings = api_of(request).settings
 
@@ -195,7 +197,7 @@ def test_send(campaign_id: int, body: TestSendIn, request: Request, caller: Send
 
 
 @router.post("/campaigns/{campaign_id}/schedule", response_model=ScheduledOut, tags=["campaigns"])
-def schedule(campaign_id: int, body: ScheduleIn, request: Request, caller: Sender) -> Response:
+def schedule(campaign_id: Id, body: ScheduleIn, request: Request, caller: Sender) -> Response:
     """Once (`at` in `timezone`, or `now`) or recurring (`cron`), optionally at the
     same wall-clock time in each subscriber's zone (`local_time`)."""
 
@@ -210,9 +212,7 @@ def schedule(campaign_id: int, body: ScheduleIn, request: Request, caller: Sende
     return write(request, caller, body, work)
 
 
-def _control(
-    request: Request, caller: Caller, campaign_id: int, change: control.Change
-) -> Response:
+def _control(request: Request, caller: Caller, campaign_id: Id, change: control.Change) -> Response:
     def work(session: Session) -> tuple[int, CampaignOut, str]:
         _own(caller, get_campaign(session, campaign_id))
         return 200, _out(session, change(session, campaign_id)), ""
@@ -221,31 +221,31 @@ def _control(
 
 
 @router.post("/campaigns/{campaign_id}/pause", response_model=CampaignOut, tags=["campaigns"])
-def pause(campaign_id: int, request: Request, caller: Pauser) -> Response:
+def pause(campaign_id: Id, request: Request, caller: Pauser) -> Response:
     """Workers stop within a second or two; resume continues where it stopped."""
     return _control(request, caller, campaign_id, control.pause_campaign)
 
 
 @router.post("/campaigns/{campaign_id}/resume", response_model=CampaignOut, tags=["campaigns"])
-def resume(campaign_id: int, request: Request, caller: Sender) -> Response:
+def resume(campaign_id: Id, request: Request, caller: Sender) -> Response:
     return _control(request, caller, campaign_id, control.resume_campaign)
 
 
 @router.post("/campaigns/{campaign_id}/cancel", response_model=CampaignOut, tags=["campaigns"])
-def cancel(campaign_id: int, request: Request, caller: Sender) -> Response:
+def cancel(campaign_id: Id, request: Request, caller: Sender) -> Response:
     """Stop for good; what was sent stays recorded."""
     return _control(request, caller, campaign_id, control.cancel_campaign)
 
 
 @router.get("/campaigns/{campaign_id}/runs", response_model=Page[RunOut], tags=["runs"])
-def campaign_runs(campaign_id: int, caller: Reader, session: ReadSession) -> JSONResponse:
+def campaign_runs(campaign_id: Id, caller: Reader, session: ReadSession) -> JSONResponse:
     campaign = get_campaign(session, campaign_id)
     items = [RunOut(**run_progress(session, run, campaign.name).as_json()) for run in campaign.runs]
     return JSONResponse(Page[RunOut](items=items).model_dump(mode="json"))
 
 
 @router.get("/runs/{run_id}", response_model=RunOut, tags=["runs"])
-def get_run(run_id: int, caller: Reader, session: ReadSession) -> RunOut:
+def get_run(run_id: Id, caller: Reader, session: ReadSession) -> RunOut:
     """How far a run has got: counts by status, rate, ETA."""
     run = session.get(Run, run_id)
     if run is None:
@@ -258,8 +258,8 @@ def deliveries(
     request: Request,
     caller: Annotated[Caller, Depends(scoped("deliveries:read"))],
     session: ReadSession,
-    run: int | None = None,
-    campaign: int | None = None,
+    run: IdQuery = None,
+    campaign: IdQuery = None,
     email: Annotated[str | None, Query(max_length=320)] = None,
     status: Annotated[
         str | None,
@@ -358,7 +358,7 @@ def new_sequence(
 
 @router.get("/sequences/{sequence_id}", response_model=SequenceOut, tags=["sequences"])
 def sequence(
-    sequence_id: int,
+    sequence_id: Id,
     caller: Annotated[Caller, Depends(scoped("sequences:read"))],
     session: ReadSession,
 ) -> SequenceOut:

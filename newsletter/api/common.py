@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
@@ -28,6 +28,9 @@ from newsletter.config import Settings
 from newsletter.ratelimit import Decision, Limit, RateLimiter
 
 T = TypeVar("T")
+# Ids of rows: integer columns, so larger numbers are refused as invalid, not looked up.
+Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
+IdQuery = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
 SESSION_COOKIE = "nl_session"
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
