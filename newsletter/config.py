@@ -150,6 +150,8 @@ class Settings(BaseSettings):
     login_limit_per_ip: int = 20
     login_limit_per_ip_seconds: float = 900.0
     api_rate_limit: int = 600  # requests per minute per token (or session)
+    # Let staff requests make the server fetch URLs on private or loopback addresses.
+    allow_private_urls: bool = False
 
     @field_validator("database_url")
     @classmethod

@@ -110,3 +110,10 @@ def test_concurrent_requests_with_one_key_do_not_both_run(staff: Staff) -> None:
     assert campaigns(staff) == 1
     assert set(statuses) <= {201, 409}
     assert 201 in statuses
+
+
+def test_a_feed_on_this_machines_network_is_refused(staff: Staff) -> None:
+    with staff.client(staff.token("ann@clinic.example")) as http:
+        refused = http.post("/articles/feed", json={"url": "http://127.0.0.1:9/feed.xml"})
+    assert refused.status_code == 422
+    assert "not a public address" in refused.json()["detail"]

@@ -22,7 +22,7 @@ from newsletter.api.schemas import (
     SeriesOut,
 )
 from newsletter.content import editing
-from newsletter.content.feeds import import_feed
+from newsletter.content.feeds import check_public_host, import_feed
 from newsletter.content.importer import import_markdown_texts, save_article_fields
 from newsletter.content.series import get_article, get_series
 
@@ -96,7 +96,10 @@ def import_markdown(body: MarkdownIn, request: Request, caller: Writer) -> Respo
 
 @router.post("/articles/feed", response_model=ImportReportOut, tags=["articles"])
 def import_from_feed(body: FeedImportIn, request: Request, caller: Writer) -> Response:
-    """Import an RSS or Atom feed once, by URL (the same entry updates)."""
+    """Import an RSS or Atom feed once, by URL (the same entry updates). URLs on
+    private or loopback addresses are refused unless NEWSLETTER_ALLOW_PRIVATE_URLS."""
+    if not request.app.state.api.settings.allow_private_urls:
+        check_public_host(body.url)
 
     def work(session: Session) -> tuple[int, ImportReportOut, str]:
         report = import_feed(session, body.url, series_slug=body.series)

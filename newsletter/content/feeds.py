@@ -258,6 +258,25 @@ def _read_at_most(response: httpx.Response, max_bytes: int, url: str, deadline: 
     return bytes(body)
 
 
+def check_public_host(url: str) -> None:
+    """FeedError unless every address the URL's host resolves to is a public one: a
+    feed fetched on a staff member's request must not reach the server's own network
+    (loopback, private, link-local, cloud metadata addresses)."""
+    import ipaddress
+    import socket
+
+    _check_feed_url(url)
+    host = urlsplit(url.strip()).hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError) as exc:
+        raise FeedError(url, f"the host {host!r} cannot be resolved") from exc
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if not address.is_global:
+            raise FeedError(url, f"the host {host!r} is not a public address ({address})")
+
+
 def _check_feed_url(url: str) -> None:
     if len(url) > MAX_URL:
         raise FeedError(url[:80] + "…", f"a feed URL is at most {MAX_URL} characters")
