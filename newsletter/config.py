@@ -142,12 +142,21 @@ class Settings(BaseSettings):
     webhook_postmark_user: str = ""
     webhook_postmark_password: str = ""
     webhook_sns_topic_arns: str = ""  # comma-separated SNS topics we accept
-    # Public sign-up (see web/app.py and web/ratelimit.py).
+    # Public sign-up (see web/app.py and ratelimit.py).
     confirm_ttl_seconds: int = 3 * 86400
     signup_limit_per_ip: int = 5
     signup_limit_per_ip_seconds: float = 600.0
     signup_limit_per_address: int = 3
     signup_limit_per_address_seconds: float = 86400.0
+    # Staff sessions, logins and the API (see accounts/ and api/).
+    session_hours: float = 12.0
+    login_limit_per_account: int = 5
+    login_limit_per_account_seconds: float = 900.0
+    login_limit_per_ip: int = 20
+    login_limit_per_ip_seconds: float = 900.0
+    api_rate_limit: int = 600  # requests per minute per token (or session)
+    # Let staff requests make the server fetch URLs on private or loopback addresses.
+    allow_private_urls: bool = False
 
     @field_validator("database_url")
     @classmethod
@@ -202,6 +211,15 @@ class Settings(BaseSettings):
     def _soft_bounce_limit(cls, value: int) -> int:
         if value < 1:
             raise ValueError("must be a whole number of at least 1")
+        return value
+
+    @field_validator(
+        "login_limit_per_account", "login_limit_per_ip", "api_rate_limit", "session_hours"
+    )
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be above 0")
         return value
 
     @field_validator("templates_dir")

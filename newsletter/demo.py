@@ -128,6 +128,12 @@ def _summarise(
     engine.dispose()
     sent = counts.get(DeliveryStatus.sent, 0)
     failed = counts.get(DeliveryStatus.failed, 0)
+    database = f"NEWSLETTER_DATABASE_URL=sqlite:///{folder.resolve() / 'newsletter.db'}"
+    console.print(
+        "staff API: no user yet; create the first admin, then serve:\n"
+        f"  {database} newsletter users create you@example.org --role admin\n"
+        f"  {database} newsletter serve   # /api/v1 (docs: /api/v1/docs)"
+    )
     console.print(f"outbox:  {folder.resolve() / 'outbox'}  (one .eml per message)")
     console.print(f"preview: {preview}")
     console.print(

@@ -20,7 +20,9 @@
     │   ├── UnauthenticatedWebhook   401
     │   ├── ForgedWebhook            403
     │   └── CertificateUnavailable   the signing certificate cannot be fetched: 503
-    ├── RateLimiterUnavailableError  (web.ratelimit) the limits' store does not answer
+    ├── RateLimiterUnavailableError  (ratelimit) the limits' store does not answer
+    ├── LoginFailed                  (accounts.sessions) unknown user, wrong password, disabled
+    ├── SecondFactorRequired         (accounts.sessions) a valid TOTP code is needed
     └── DeliveryError                a message could not be handed over
         ├── TemporaryDeliveryError   retry later (4xx, timeouts, dropped connections)
         │   └── ThrottledError       the server asks us to slow down (421, "rate limit")

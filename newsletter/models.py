@@ -1,7 +1,15 @@
 """Every mapped class, imported in one place for Alembic and for tests."""
 
+from newsletter.accounts.models import (
+    ApiToken,
+    AuditEntry,
+    IdempotentRequest,
+    StaffSession,
+    User,
+)
 from newsletter.audience.models import (
     BounceEvent,
+    ImportJob,
     MailingList,
     OptIn,
     Subscriber,
@@ -22,7 +30,9 @@ from newsletter.runs.models import Delivery, DeliveryStatus, Run, RunStatus
 from newsletter.sequences.models import Enrollment, EnrollmentStatus, Sequence, SequenceStatus
 
 __all__ = [
+    "ApiToken",
     "Article",
+    "AuditEntry",
     "Base",
     "BounceEvent",
     "Campaign",
@@ -33,6 +43,8 @@ __all__ = [
     "Enrollment",
     "EnrollmentStatus",
     "Feed",
+    "IdempotentRequest",
+    "ImportJob",
     "MailingList",
     "OptIn",
     "Run",
@@ -40,10 +52,12 @@ __all__ = [
     "Sequence",
     "SequenceStatus",
     "Series",
+    "StaffSession",
     "Subscriber",
     "Subscription",
     "SubscriptionStatus",
     "Suppression",
     "Template",
+    "User",
     "campaign_lists",
 ]

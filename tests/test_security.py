@@ -32,10 +32,10 @@ from newsletter.db import make_engine, make_sessionmaker, upgrade, utcnow
 from newsletter.delivery.mailers import MemoryMailer
 from newsletter.delivery.sending import ChunkSender
 from newsletter.errors import ConfigError, InvalidInputError
+from newsletter.ratelimit import Limit, MemoryRateLimiter
 from newsletter.services.data_rights import forget
 from newsletter.web.app import create_app
 from newsletter.web.common import SignupPolicy
-from newsletter.web.ratelimit import Limit, MemoryRateLimiter
 from newsletter.web.subscriber import csrf_token
 from tests.factories import add_member, make_list, settings_for, start_run
 from tests.test_cli import REDIS_BROKER, Cli, assert_clean_error

@@ -32,12 +32,7 @@ from newsletter.audience.models import (
 from newsletter.audience.tokens import Purpose, TokenSigner
 from newsletter.config import Settings, load_settings
 from newsletter.db import utcnow
-from newsletter.sequences.engine import sync_enrollments
-from newsletter.sequences.models import Enrollment, EnrollmentStatus
-from newsletter.sequences.service import create_sequence
-from newsletter.web.app import create_app
-from newsletter.web.common import SignupPolicy
-from newsletter.web.ratelimit import (
+from newsletter.ratelimit import (
     Limit,
     MemoryRateLimiter,
     RateLimiter,
@@ -45,6 +40,11 @@ from newsletter.web.ratelimit import (
     RedisRateLimiter,
     make_rate_limiter,
 )
+from newsletter.sequences.engine import sync_enrollments
+from newsletter.sequences.models import Enrollment, EnrollmentStatus
+from newsletter.sequences.service import create_sequence
+from newsletter.web.app import create_app
+from newsletter.web.common import SignupPolicy
 from newsletter.web.subscriber import csrf_token
 from tests.conftest import REDIS_URL
 from tests.factories import add_member, import_sample, make_list, settings_for

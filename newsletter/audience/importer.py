@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from newsletter.accounts import audit
 from newsletter.audience.addresses import email_hash, normalise_email
 from newsletter.audience.layouts import (
     ATTRIBUTE_PREFIX,
@@ -51,13 +52,14 @@ from newsletter.audience.layouts import (
 )
 from newsletter.audience.lists import get_list
 from newsletter.audience.models import (
+    ImportJob,
     Subscriber,
     Subscription,
     SubscriptionStatus,
     Suppression,
 )
 from newsletter.db import upsert_insert, utcnow
-from newsletter.errors import InvalidInputError, Problem
+from newsletter.errors import InvalidInputError, NotFoundError, Problem
 from newsletter.importing import ImportReport, import_transaction
 
 BATCH_SIZE = 1000
@@ -147,12 +149,34 @@ def import_subscribers_csv(
     Raises NotFoundError for an unknown list and InvalidInputError when the file
     cannot be read as UTF-8 CSV with an email column.
     """
+    return import_subscribers_text(
+        session,
+        read_csv_file(path),
+        str(path),
+        list_slug,
+        source=source,
+        mapping=mapping,
+        default_status=default_status,
+        dry_run=dry_run,
+    )
+
+
+def import_subscribers_text(
+    session: Session,
+    text: str,
+    name: str,
+    list_slug: str,
+    *,
+    source: str = "csv",
+    mapping: dict[str, str] | None = None,
+    default_status: RowStatus | None = None,
+    dry_run: bool = False,
+) -> SubscriberImportReport:
+    """`import_subscribers_csv` of CSV text (an upload); `name` names it in messages."""
     if not source or len(source) > MAX_SOURCE:
         raise InvalidInputError(f"source must be 1 to {MAX_SOURCE} characters")
     mailing_list = get_list(session, list_slug)
-    reading = read_subscriber_rows(
-        _read_text(path), str(path), mapping=mapping, default_status=default_status
-    )
+    reading = read_subscriber_rows(text, name, mapping=mapping, default_status=default_status)
     report = SubscriberImportReport(dry_run=dry_run, layout=reading.layout.label)
     problems = list(reading.problems)
     warnings: list[tuple[int, Problem]] = []
@@ -165,6 +189,27 @@ def import_subscribers_csv(
                 _save_batch(session, mailing_list.id, batch, source, reading.layout, report)
             )
     report.problems = _in_line_order(problems)
+    report.warnings = _in_line_order(warnings)
+    return report
+
+
+def upsert_rows(
+    session: Session,
+    list_id: int,
+    rows: list[SubscriberRow],
+    problems: list[tuple[int, Problem]],
+    source: str,
+) -> SubscriberImportReport:
+    """Save checked rows (people given one by one or in bulk, not a file) with the
+    rules of an import, batch by batch; flushes."""
+    report = SubscriberImportReport(layout=OURS.label)
+    rows, forgotten = _without_forgotten(session, rows)
+    found = [*problems, *forgotten]
+    warnings: list[tuple[int, Problem]] = []
+    for start in range(0, len(rows), BATCH_SIZE):
+        batch = rows[start : start + BATCH_SIZE]
+        warnings.extend(_save_batch(session, list_id, batch, source, OURS, report))
+    report.problems = _in_line_order(found)
     report.warnings = _in_line_order(warnings)
     return report
 
@@ -439,7 +484,7 @@ def _json_attributes(column: str, value: str) -> dict[str, Any]:
     }
 
 
-def _read_text(path: Path) -> str:
+def read_csv_file(path: Path) -> str:
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -612,3 +657,88 @@ def _merge_profile(subscriber: Subscriber, row: SubscriberRow) -> bool:
         subscriber.attributes = merged
         changed = True
     return changed
+
+
+def run_import(
+    session: Session,
+    text: str,
+    filename: str,
+    list_slug: str,
+    *,
+    dry_run: bool = False,
+    mapping: dict[str, str] | None = None,
+    default_status: RowStatus | None = None,
+) -> tuple[ImportJob, SubscriberImportReport]:
+    """Import CSV text into a list and keep the outcome as an import job (a dry run
+    reports what would change and changes nothing but the job); the one import of the
+    CLI and the API. Flushes the job; the import itself is committed (or undone).
+
+    Unreadable text (no email column, broken quoting) raises InvalidInputError and
+    records nothing."""
+    mailing_list = get_list(session, list_slug)
+    name = filename or "upload.csv"
+    report = import_subscribers_text(
+        session,
+        text,
+        name,
+        list_slug,
+        mapping=mapping,
+        default_status=default_status,
+        dry_run=dry_run,
+    )
+    job = ImportJob(
+        list_id=mailing_list.id,
+        filename=Path(name).name[:300],
+        dry_run=dry_run,
+        status="finished",
+        rows=report.imported + report.skipped,
+        created=report.created,
+        updated=report.updated,
+        unchanged=report.unchanged,
+        problems=[{"where": p.where, "reason": p.reason} for p in report.problems],
+        finished_at=utcnow(),
+    )
+    session.add(job)
+    session.flush()
+    audit.record(
+        session,
+        "subscribers.import_dry_run" if dry_run else "subscribers.import",
+        f"list:{list_slug}",
+        detail={
+            "job": job.id,
+            "layout": report.layout,
+            "created": report.created,
+            "updated": report.updated,
+            "unchanged": report.unchanged,
+            "pending": report.pending,
+            "unsubscribed": report.unsubscribed,
+            "suppressed": report.suppressed,
+            "problems": len(report.problems),
+        },
+    )
+    return job, report
+
+
+def describe_job(job: ImportJob) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "list": job.mailing_list.slug,
+        "filename": job.filename,
+        "dry_run": job.dry_run,
+        "status": job.status,
+        "progress": 1.0 if job.status == "finished" else 0.0,
+        "rows": job.rows,
+        "created": job.created,
+        "updated": job.updated,
+        "unchanged": job.unchanged,
+        "problems": list(job.problems),
+        "created_at": job.created_at.isoformat() if job.created_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+
+
+def get_job(session: Session, job_id: int) -> ImportJob:
+    job = session.get(ImportJob, job_id)
+    if job is None:
+        raise NotFoundError(f"no import {job_id}")
+    return job

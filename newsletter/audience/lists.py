@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from newsletter.accounts import audit
 from newsletter.audience.models import MailingList, OptIn, Subscription, SubscriptionStatus
 from newsletter.errors import InvalidInputError, NotFoundError
 
@@ -54,6 +55,12 @@ def create_list(
             session.add(mailing_list)
     except IntegrityError as exc:
         raise InvalidInputError(f"list '{slug}' already exists") from exc
+    audit.record(
+        session,
+        "list.create",
+        f"list:{slug}",
+        after={"name": name, "opt_in": opt_in.value, "description": description},
+    )
     return mailing_list
 
 

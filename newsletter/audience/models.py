@@ -127,3 +127,25 @@ class BounceEvent(Base):
     kind: Mapped[str] = mapped_column(String(20))  # hard, soft, complaint, delayed, other
     detail: Mapped[str] = mapped_column(String(2000), default="")
     received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ImportJob(Base):
+    """One CSV import into a list (or a dry run of it): its counts and rejected rows."""
+
+    __tablename__ = "subscriber_imports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("mailing_lists.id", ondelete="CASCADE"))
+    filename: Mapped[str] = mapped_column(String(300), default="")
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(20), default="finished")
+    rows: Mapped[int] = mapped_column(Integer, default=0)  # data rows read
+    created: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    # [{"where": "row 3", "reason": "..."}]
+    problems: Mapped[list[dict[str, str]]] = mapped_column(JsonType, default=list)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    mailing_list: Mapped[MailingList] = relationship()

@@ -9,6 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from newsletter.accounts import audit
+from newsletter.audience.addresses import email_hash
 from newsletter.audience.models import (
     MailingList,
     Subscriber,
@@ -145,3 +147,6 @@ def suppress_address(session: Session, email: str, reason: str, detail: str) -> 
     if session.scalar(select(Suppression.id).where(Suppression.email == email)) is None:
         session.add(Suppression(email=email, reason=reason, detail=detail[:2000]))
         session.flush()
+        audit.record(
+            session, "suppression.add", f"email_hash:{email_hash(email)}", detail={"reason": reason}
+        )

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from newsletter.accounts import audit
 from newsletter.audience.lists import get_list
 from newsletter.campaigns.content import get_campaign, select_articles
 from newsletter.campaigns.models import Campaign, CampaignStatus, ContentKind
 from newsletter.campaigns.templates import check_campaign_template
 from newsletter.db import utcnow
 from newsletter.errors import InvalidInputError
-from newsletter.recurrence import check_cron, zone
+from newsletter.recurrence import check_cron, next_occurrence, zone
 from newsletter.rendering.library import BUILTIN, TemplateLibrary
 from newsletter.runs.progress import run_progress
 
@@ -95,7 +99,131 @@ def create_campaign(
     check_campaign_template(session, template, campaign.subject, preheader, library)
     session.add(campaign)
     session.flush()
+    audit.record(session, "campaign.create", f"campaign:{campaign.id}", after=audited(campaign))
     return campaign
+
+
+def audited(campaign: Campaign) -> dict[str, Any]:
+    """What the audit log keeps of a campaign, before and after a change."""
+    return {
+        "name": campaign.name,
+        "subject": campaign.subject,
+        "preheader": campaign.preheader,
+        "template": campaign.template,
+        "content": {"kind": campaign.content_kind.value, **campaign.content_args},
+        "lists": sorted(ml.slug for ml in campaign.lists),
+        "status": campaign.status.value,
+        "send_at": campaign.send_at.isoformat() if campaign.send_at else None,
+        "cron": campaign.cron,
+        "timezone": campaign.timezone,
+        "skip_if_empty": campaign.skip_if_empty,
+        "local_time": campaign.local_time,
+    }
+
+
+def campaign_version(campaign: Campaign) -> str:
+    """A strong validator of the campaign's editable state and status (its ETag)."""
+    text = json.dumps(audited(campaign), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def update_campaign(
+    session: Session,
+    campaign_id: int,
+    *,
+    name: str | None = None,
+    subject: str | None = None,
+    preheader: str | None = None,
+    template: str | None = None,
+    list_slugs: list[str] | None = None,
+    content: ContentSpec | None = None,
+    library: TemplateLibrary = BUILTIN,
+) -> Campaign:
+    """Change a draft; checked as `create_campaign` checks a new one."""
+    campaign = get_campaign(session, campaign_id)
+    if campaign.status is not CampaignStatus.draft:
+        raise InvalidInputError(
+            f"campaign {campaign_id} is {campaign.status.value}; only a draft can be edited"
+        )
+    before = audited(campaign)
+    if name is not None:
+        if not name.strip():
+            raise InvalidInputError("name must not be empty")
+        campaign.name = name.strip()
+    if subject is not None:
+        if not subject.strip() or "\n" in subject or "\r" in subject:
+            raise InvalidInputError("subject must be one line, not empty")
+        campaign.subject = subject.strip()
+    if preheader is not None:
+        campaign.preheader = preheader
+    if template is not None:
+        campaign.template = template
+    if list_slugs is not None:
+        if not list_slugs:
+            raise InvalidInputError("lists: name at least one list")
+        campaign.lists = [get_list(session, slug) for slug in dict.fromkeys(list_slugs)]
+    if content is not None:
+        campaign.content_kind, campaign.content_args = content.kind_and_args()
+        if not (content.since_last or content.tag) and not select_articles(session, campaign):
+            raise InvalidInputError("the chosen content has no published article")
+    check_campaign_template(
+        session, campaign.template, campaign.subject, campaign.preheader, library
+    )
+    session.flush()
+    after = audited(campaign)
+    if after != before:
+        audit.record(
+            session, "campaign.update", f"campaign:{campaign.id}", before=before, after=after
+        )
+    return campaign
+
+
+def list_campaigns(session: Session, after_id: int = 0, limit: int | None = None) -> list[Campaign]:
+    query = select(Campaign).where(Campaign.id > after_id).order_by(Campaign.id)
+    return list(session.scalars(query.limit(limit) if limit else query))
+
+
+@dataclass(frozen=True)
+class ScheduleRequest:
+    """When to send: once `at` a time read in `timezone`, `now`, or every `cron`
+    occurrence (from `at`, else from now) in `timezone`."""
+
+    at: str | None = None
+    timezone: str = "UTC"
+    now: bool = False
+    cron: str | None = None
+    skip_if_empty: bool = False
+    local_time: bool = False
+
+
+def schedule(session: Session, campaign_id: int, request: ScheduleRequest) -> str:
+    """Schedule the campaign as asked; returns a sentence saying when it goes."""
+    if request.cron is not None:
+        if request.now:
+            raise InvalidInputError("--cron and --now do not go together")
+        starting = parse_local_time(request.at, request.timezone) if request.at else utcnow()
+        schedule_recurring(
+            session,
+            campaign_id,
+            request.cron,
+            request.timezone,
+            skip_if_empty=request.skip_if_empty,
+            starting=starting,
+            local_time=request.local_time,
+        )
+        first = next_occurrence(request.cron, request.timezone, starting)
+        return (
+            f"campaign {campaign_id} recurs at {request.cron!r} in {request.timezone}; "
+            f"next {first.isoformat()} (UTC)"
+        )
+    if request.now == (request.at is not None):
+        raise InvalidInputError("give exactly one of --at TIME, --now or --cron EXPR")
+    send_at = utcnow() if request.now else parse_local_time(request.at or "", request.timezone)
+    schedule_campaign(
+        session, campaign_id, send_at, request.timezone, local_time=request.local_time
+    )
+    where = " in each subscriber's time zone" if request.local_time else " (UTC)"
+    return f"campaign {campaign_id} scheduled for {send_at.isoformat()}{where}"
 
 
 def parse_local_time(value: str, zone: str) -> datetime:
@@ -133,6 +261,7 @@ def schedule_recurring(
             "campaign can be scheduled"
         )
     zone(timezone)
+    before = audited(campaign)
     campaign.cron = check_cron(cron)
     campaign.timezone = timezone
     campaign.skip_if_empty = skip_if_empty
@@ -140,6 +269,13 @@ def schedule_recurring(
     campaign.send_at = starting or utcnow()
     campaign.status = CampaignStatus.scheduled
     session.flush()
+    audit.record(
+        session,
+        "campaign.schedule",
+        f"campaign:{campaign.id}",
+        before=before,
+        after=audited(campaign),
+    )
     return campaign
 
 
@@ -161,12 +297,24 @@ def schedule_campaign(
             f"campaign {campaign_id} is {campaign.status.value}; only a draft or scheduled "
             "campaign can be scheduled"
         )
+    try:
+        zone(timezone)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"--tz: {exc}") from exc
+    before = audited(campaign)
     campaign.send_at = send_at
     campaign.timezone = timezone
     campaign.cron = None
     campaign.local_time = local_time
     campaign.status = CampaignStatus.scheduled
     session.flush()
+    audit.record(
+        session,
+        "campaign.schedule",
+        f"campaign:{campaign.id}",
+        before=before,
+        after=audited(campaign),
+    )
     return campaign
 
 

@@ -9,6 +9,7 @@ run later. Rendering always goes through `rendering.sandbox`, at save and at sen
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, replace
 from typing import Any
@@ -17,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from newsletter.accounts import audit
 from newsletter.campaigns.models import Template
 from newsletter.errors import InvalidInputError, NotFoundError
 from newsletter.rendering.library import BUILTIN, EMAIL_TEMPLATES, TemplateLibrary
@@ -116,8 +118,11 @@ def save_template(session: Session, name: str, subject: str, html: str, text: st
         raise InvalidInputError(f"template name {name!r} is a built-in template")
     check_template(StaffTemplate(name, subject, html, text))
     template = session.scalar(select(Template).where(Template.name == name))
+    before = None
     if template is None:
         template = Template(name=name)
+    else:
+        before = {"subject": template.subject, "html": template.html, "text": template.text}
     template.subject, template.html, template.text = subject, html, text
     try:
         # A savepoint, so losing a race with another writer of the same name leaves
@@ -126,7 +131,18 @@ def save_template(session: Session, name: str, subject: str, html: str, text: st
             session.add(template)
     except IntegrityError as exc:
         raise InvalidInputError(f"template {name!r} was saved by someone else; retry") from exc
+    after = {"subject": subject, "html": html, "text": text}
+    if after != before:
+        audit.record(session, "template.save", f"template:{name}", before=before, after=after)
     return template
+
+
+def template_version(template: Template) -> str:
+    """A strong validator of the template's sources (its ETag)."""
+    digest = hashlib.sha256()
+    for part in (template.name, template.subject, template.html, template.text):
+        digest.update(len(part.encode()).to_bytes(8, "big") + part.encode())
+    return digest.hexdigest()[:32]
 
 
 def render_campaign_email(

@@ -26,6 +26,7 @@ from newsletter.cli import (
     subscribers,
     templates,
     tools,
+    users,
 )
 from newsletter.cli.common import err_console
 from newsletter.errors import NewsletterError
@@ -46,9 +47,13 @@ app.add_typer(campaigns.app, name="campaigns")
 app.add_typer(templates.app, name="templates")
 app.add_typer(sequences.app, name="sequences")
 app.add_typer(bounces.app, name="bounces")
+app.add_typer(users.users, name="users")
+app.add_typer(users.tokens, name="tokens")
+app.command("audit")(users.audit)
 app.add_typer(processes.scheduler, name="scheduler")
 app.command("schedule")(ops.schedule)
 app.command("status")(ops.status)
+app.command("deliveries")(ops.deliveries)
 app.command("worker", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
     processes.worker
 )

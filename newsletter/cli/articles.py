@@ -63,14 +63,10 @@ def articles_import(
 @app.command("list")
 def articles_list(as_json: JsonOption = False) -> None:
     """Articles, newest first, with their series and position."""
-    from sqlalchemy import select
-
-    from newsletter.content.models import Article
+    from newsletter.content.editing import list_articles
 
     with open_session(settings()) as session:
-        articles = session.scalars(
-            select(Article).order_by(Article.published_at.desc().nulls_first(), Article.id)
-        ).all()
+        articles = list_articles(session)
         rows = [
             {
                 "slug": a.slug,

@@ -82,41 +82,14 @@ def campaigns_schedule(
     ] = False,
 ) -> None:
     """Schedule a campaign once (--at TIME in --tz, or --now) or recurring (--cron)."""
-    from newsletter.campaigns.service import (
-        parse_local_time,
-        schedule_campaign,
-        schedule_recurring,
-    )
-    from newsletter.db import utcnow
-    from newsletter.errors import InvalidInputError
-    from newsletter.recurrence import next_occurrence
+    from newsletter.campaigns.service import ScheduleRequest, schedule
 
-    if cron is not None:
-        if now:
-            raise InvalidInputError("--cron and --now do not go together")
-        starting = parse_local_time(at, tz) if at else utcnow()
-        with open_session(settings()) as session:
-            schedule_recurring(
-                session,
-                campaign_id,
-                cron,
-                tz,
-                skip_if_empty=skip_if_empty,
-                starting=starting,
-                local_time=local_time,
-            )
-        first = next_occurrence(cron, tz, starting)
-        console.print(
-            f"campaign {campaign_id} recurs at {cron!r} in {tz}; next {first.isoformat()} (UTC)"
-        )
-        return
-    if now == (at is not None):
-        raise InvalidInputError("give exactly one of --at TIME, --now or --cron EXPR")
-    send_at = utcnow() if now else parse_local_time(at or "", tz)
+    request = ScheduleRequest(
+        at=at, timezone=tz, now=now, cron=cron, skip_if_empty=skip_if_empty, local_time=local_time
+    )
     with open_session(settings()) as session:
-        schedule_campaign(session, campaign_id, send_at, tz, local_time=local_time)
-    where = " in each subscriber's time zone" if local_time else " (UTC)"
-    console.print(f"campaign {campaign_id} scheduled for {send_at.isoformat()}{where}")
+        said = schedule(session, campaign_id, request)
+    console.print(said)
 
 
 @app.command("show")
@@ -150,9 +123,7 @@ def campaigns_show(campaign_id: int, as_json: JsonOption = False) -> None:
 @app.command("list")
 def campaigns_list(as_json: JsonOption = False) -> None:
     """Every campaign with its status."""
-    from sqlalchemy import select
-
-    from newsletter.campaigns.models import Campaign
+    from newsletter.campaigns.service import list_campaigns
 
     with open_session(settings()) as session:
         rows = [
@@ -162,7 +133,7 @@ def campaigns_list(as_json: JsonOption = False) -> None:
                 "status": c.status.value,
                 "send_at": c.send_at.isoformat() if c.send_at else None,
             }
-            for c in session.scalars(select(Campaign).order_by(Campaign.id))
+            for c in list_campaigns(session)
         ]
     if as_json:
         print_json(rows)
@@ -175,15 +146,24 @@ def campaigns_list(as_json: JsonOption = False) -> None:
 
 @app.command("preview")
 def campaigns_preview(
-    campaign_id: int, out: Annotated[Path, typer.Option(help="HTML file to write.")]
+    campaign_id: int,
+    out: Annotated[Path, typer.Option(help="HTML file to write.")],
+    subscriber: Annotated[
+        str | None, typer.Option(help="As this subscriber (email) gets it; default: samples.")
+    ] = None,
+    text: Annotated[
+        Path | None, typer.Option("--text", help="Also write the text part to this file.")
+    ] = None,
 ) -> None:
-    """Render the campaign as it would be sent now, filled with sample values."""
-    from newsletter.delivery.previews import preview_html
+    """Render the campaign as it would be sent now, for one subscriber or with samples."""
+    from newsletter.delivery.previews import preview_for
 
     cfg = settings()
     with open_session(cfg) as session:
-        html = preview_html(session, campaign_id, cfg)
-    out.write_text(html, encoding="utf-8")
+        preview = preview_for(session, campaign_id, cfg, subscriber)
+    out.write_text(preview.html, encoding="utf-8")
+    if text is not None:
+        text.write_text(preview.text, encoding="utf-8")
     console.print(f"preview written to {out}")
 
 

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from sqlalchemy.orm import Session
 
+from newsletter.accounts.audit import Actor, act_as
 from newsletter.config import Settings, load_settings
 from newsletter.db import is_migrated, make_engine, make_sessionmaker, session_scope
 from newsletter.errors import ConfigError
@@ -41,12 +42,14 @@ def check_schema(cfg: Settings) -> None:
 
 @contextmanager
 def open_session(cfg: Settings, require_schema: bool = True) -> Iterator[Session]:
-    """A session that commits when the command succeeds."""
+    """A session that commits when the command succeeds; what it changes is audited
+    as done by the CLI (someone with a shell on the server)."""
     engine = make_engine(cfg.database_url)
     try:
         if require_schema and not is_migrated(engine):
             raise ConfigError("the database has no schema yet: run `newsletter db upgrade` first")
         with session_scope(make_sessionmaker(engine)) as session:
+            act_as(session, Actor.cli())
             yield session
     finally:
         engine.dispose()

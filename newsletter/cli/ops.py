@@ -62,3 +62,37 @@ def status(as_json: JsonOption = False) -> None:
             f"{n['deferred']} deferred, {n['failed']} failed, "
             f"{n['pending'] + n['sending']} pending, {r.rate_per_second}/s, ETA {eta}",
         )
+
+
+def deliveries(
+    campaign: Annotated[int | None, typer.Option(help="Runs of this campaign.")] = None,
+    run: Annotated[int | None, typer.Option(help="This run.")] = None,
+    email: Annotated[str | None, typer.Option(help="This recipient's address.")] = None,
+    status: Annotated[str | None, typer.Option(help="sent, failed, deferred, …")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """The ledger: did Alice get it? Status, attempts and the server's last reply."""
+    from newsletter.errors import InvalidInputError
+    from newsletter.runs.models import DeliveryStatus
+    from newsletter.runs.progress import find_deliveries
+
+    if status is not None and status not in DeliveryStatus.__members__:
+        raise InvalidInputError(f"--status must be one of {', '.join(DeliveryStatus)}")
+    with open_session(settings()) as session:
+        rows = find_deliveries(
+            session,
+            run_id=run,
+            campaign_id=campaign,
+            email=email,
+            status=status,
+            limit=max(1, min(limit, 100_000)),
+        )
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        console.print(
+            f"run {r['run']:>5}  {r['email']:<40} {r['status']:<10} "
+            f"attempts {r['attempts']}  {r['smtp_reply']}"
+        )

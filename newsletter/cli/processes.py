@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from enum import StrEnum
+from typing import Annotated, Any
 
 import typer
 
@@ -14,6 +15,7 @@ from newsletter.cli.common import (
     print_json,
     settings,
 )
+from newsletter.config import Settings
 from newsletter.delivery.startup import check_start_settings
 from newsletter.errors import BrokerUnavailableError
 
@@ -104,16 +106,46 @@ def scheduler_tick(
         )
 
 
+class Only(StrEnum):
+    public = "public"
+    staff = "staff"
+
+
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    only: Annotated[
+        Only | None,
+        typer.Option(help="public: subscribers' pages only; staff: /api/v1 only. Default: both."),
+    ] = None,
 ) -> None:
-    """Serve the public web app (unsubscribe, preferences, archive, /healthz)."""
+    """Serve the public web app (unsubscribe, preferences, archive, /healthz) and the
+    staff API (/api/v1), in one process or, with --only, apart."""
     import uvicorn
-
-    from newsletter.web.app import create_app
 
     cfg = settings()
     check_schema(cfg)
     check_start_settings(cfg, journal=False)
-    uvicorn.run(create_app(cfg), host=host, port=port, log_level="info")
+    uvicorn.run(build_app(cfg, only), host=host, port=port, log_level="info")
+
+
+def build_app(cfg: Settings, only: Only | None = None) -> Any:
+    """The ASGI app `serve` runs: the public app, the staff API, or both, split by
+    path (/api/… goes to the staff API; nothing else of it is reachable)."""
+    from newsletter.api.app import create_staff_app
+    from newsletter.web.app import create_app
+
+    if only is Only.public:
+        return create_app(cfg)
+    staff = create_staff_app(cfg)
+    if only is Only.staff:
+        return staff
+    public = create_app(cfg)
+
+    async def both(scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "") if scope["type"] in ("http", "websocket") else ""
+        await (staff if path == "/api" or path.startswith("/api/") else public)(
+            scope, receive, send
+        )
+
+    return both

@@ -56,16 +56,10 @@ def sequences_create(
 @app.command("list")
 def sequences_list(as_json: JsonOption = False) -> None:
     """Every sequence with its enrollments by status."""
-    from sqlalchemy import select
-
-    from newsletter.sequences.models import Sequence
-    from newsletter.sequences.service import describe_sequence
+    from newsletter.sequences.service import describe_sequence, list_sequences
 
     with open_session(settings()) as session:
-        rows = [
-            describe_sequence(session, s)
-            for s in session.scalars(select(Sequence).order_by(Sequence.id))
-        ]
+        rows = [describe_sequence(session, s) for s in list_sequences(session)]
     if as_json:
         print_json(rows)
         return

@@ -55,22 +55,25 @@ def subscribers_import(
     """Import a CSV: ours (email, name, any columns as attributes) or an export of
     Mailchimp, listmonk, Substack, Kit, Buttondown, Ghost or Sendy. Opted-out people
     are kept unsubscribed, bounced and blocklisted ones suppressed: never mailed."""
-    from newsletter.audience.importer import import_subscribers_csv
+    from newsletter.audience.importer import read_csv_file, run_import
     from newsletter.audience.layouts import parse_mapping, parse_status
 
     default_status = parse_status(status) if status is not None else None
     mapping = parse_mapping(column_map) if column_map else None
+    text = read_csv_file(file)
     with open_session(settings()) as session:
-        report = import_subscribers_csv(
+        job, report = run_import(
             session,
-            file,
+            text,
+            str(file),
             list_slug,
             mapping=mapping,
             default_status=default_status,
             dry_run=dry_run,
         )
+        job_id = job.id
     if as_json:
-        print_json(report.as_json())
+        print_json({**report.as_json(), "import": job_id})
         return
     shown = report.problems[:DRY_RUN_ROWS_SHOWN] if dry_run else report.problems
     report_problems(shown, report.warnings)
@@ -78,6 +81,73 @@ def subscribers_import(
         err_console.print(f"… and {len(report.problems) - len(shown)} more rows skipped")
     done = "dry run, nothing written: " if dry_run else ""
     console.print(f"subscribers ({report.layout}): {done}{report.summary()}")
+
+
+@app.command("upsert")
+def subscribers_upsert(
+    file: Annotated[
+        Path, typer.Argument(help='JSON array of {"email", "name", "attributes"}; - for stdin.')
+    ],
+    list_slug: Annotated[str, typer.Option("--list", help="The list to subscribe them to.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Add or update people given as JSON, as confirmed members of a list."""
+    import json
+
+    from newsletter.audience.subscribers import upsert_subscribers
+
+    try:
+        raw = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+        items = json.loads(raw)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {file}: {exc.strerror or exc}") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(f"{file}: not a JSON document: {exc}") from exc
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise InvalidInputError(f"{file}: expected a JSON array of objects")
+    with open_session(settings()) as session:
+        report = upsert_subscribers(session, list_slug, items, source="cli")
+    if as_json:
+        print_json(report.as_json())
+        return
+    report_problems(report.problems)
+    console.print(f"subscribers: {report.summary()}")
+
+
+@app.command("search")
+def subscribers_search(
+    email: Annotated[str | None, typer.Option(help="Part of the address.")] = None,
+    name: Annotated[str | None, typer.Option(help="Part of the name.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="confirmed, unconfirmed, unsubscribed.")
+    ] = None,
+    list_slug: Annotated[str | None, typer.Option("--list", help="Members of this list.")] = None,
+    attribute: Annotated[str | None, typer.Option(help="key=value, or key for present.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """Find subscribers by address, name, status, list or attribute."""
+    from newsletter.audience.subscribers import describe_subscriber, search_subscribers
+
+    with open_session(settings()) as session:
+        rows = [
+            describe_subscriber(session, s)
+            for s in search_subscribers(
+                session,
+                email=email,
+                name=name,
+                status=status,
+                list_slug=list_slug,
+                attribute=attribute,
+                limit=max(1, min(limit, 10_000)),
+            )
+        ]
+    if as_json:
+        print_json(rows)
+        return
+    for row in rows:
+        lists = ", ".join(f"{slug} ({state})" for slug, state in row["lists"].items())
+        console.print(f"{row['id']:>7}  {row['email']:<40} {row['name']:<24} {lists}")
 
 
 def _private_file(path: Path) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from newsletter.accounts import audit
 from newsletter.content.models import Article, Series
 from newsletter.content.series import get_article, get_series, is_published
 from newsletter.errors import InvalidInputError
@@ -45,7 +46,15 @@ def create_series(session: Session, slug: str, title: str, description: str = ""
     series = Series(slug=slug, title=title.strip(), description=description)
     session.add(series)
     session.flush()
+    audit.record(session, "series.create", f"series:{slug}", after={"title": series.title})
     return series
+
+
+def _audit_order(session: Session, action: str, series: Series, before: list[str]) -> None:
+    after = [a.slug for a in in_order(session, series)]
+    audit.record(
+        session, action, f"series:{series.slug}", before={"order": before}, after={"order": after}
+    )
 
 
 def reorder(session: Session, series_slug: str, article_slugs: list[str]) -> list[Article]:
@@ -63,6 +72,7 @@ def reorder(session: Session, series_slug: str, article_slugs: list[str]) -> lis
     ordered = [current[slug] for slug in article_slugs]
     _renumber(ordered)
     session.flush()
+    _audit_order(session, "series.reorder", series, list(current))
     return ordered
 
 
@@ -70,13 +80,15 @@ def insert(session: Session, series_slug: str, article_slug: str, at: int) -> li
     """Put the article into the series at position `at` (1-based), shifting the rest."""
     series = get_series(session, series_slug)
     article = get_article(session, article_slug)
-    articles = [a for a in in_order(session, series) if a.id != article.id]
+    before = in_order(session, series)
+    articles = [a for a in before if a.id != article.id]
     if not 1 <= at <= len(articles) + 1:
         raise InvalidInputError(f"--at must be between 1 and {len(articles) + 1}")
     articles.insert(at - 1, article)
     article.series_id = series.id
     _renumber(articles)
     session.flush()
+    _audit_order(session, "series.insert", series, [a.slug for a in before])
     return articles
 
 
@@ -86,11 +98,13 @@ def move_out(session: Session, series_slug: str, article_slug: str) -> list[Arti
     article = get_article(session, article_slug)
     if article.series_id != series.id:
         raise InvalidInputError(f"article {article_slug!r} is not in series {series_slug!r}")
+    before = in_order(session, series)
     article.series_id = None
     article.position = None
-    rest = [a for a in in_order(session, series) if a.id != article.id]
+    rest = [a for a in before if a.id != article.id]
     _renumber(rest)
     session.flush()
+    _audit_order(session, "series.remove", series, [a.slug for a in before])
     return rest
 
 
@@ -119,3 +133,27 @@ def list_series(session: Session) -> list[dict[str, Any]]:
         .order_by(Series.slug)
     ).all()
     return [{"slug": s.slug, "title": s.title, "articles": n} for s, n in rows]
+
+
+def describe_article(article: Article) -> dict[str, Any]:
+    return {
+        "slug": article.slug,
+        "title": article.title,
+        "summary": article.summary,
+        "author": article.author,
+        "url": article.url,
+        "image": article.image,
+        "published_at": article.published_at.isoformat() if article.published_at else None,
+        "tags": list(article.tags or []),
+        "series": article.series.slug if article.series else None,
+        "position": article.position,
+    }
+
+
+def list_articles(session: Session, after_id: int = 0, limit: int | None = None) -> list[Article]:
+    """Articles newest first (drafts first of all) for people; by id for paging."""
+    if limit is None:
+        query = select(Article).order_by(Article.published_at.desc().nulls_first(), Article.id)
+        return list(session.scalars(query))
+    query = select(Article).where(Article.id > after_id).order_by(Article.id).limit(limit)
+    return list(session.scalars(query))

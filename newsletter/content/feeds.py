@@ -47,6 +47,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
+from newsletter.accounts import audit
 from newsletter.content.importer import (
     MARKDOWN_SUFFIXES,
     Outcome,
@@ -252,6 +253,25 @@ def _read_at_most(response: httpx.Response, max_bytes: int, url: str, deadline: 
         if time.monotonic() > deadline:
             raise FeedError(url, "the download took too long")
     return bytes(body)
+
+
+def check_public_host(url: str) -> None:
+    """FeedError unless every address the URL's host resolves to is a public one: a
+    feed fetched on a staff member's request must not reach the server's own network
+    (loopback, private, link-local, cloud metadata addresses)."""
+    import ipaddress
+    import socket
+
+    _check_feed_url(url)
+    host = urlsplit(url.strip()).hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError) as exc:
+        raise FeedError(url, f"the host {host!r} cannot be resolved") from exc
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if not address.is_global:
+            raise FeedError(url, f"the host {host!r} is not a public address ({address})")
 
 
 def _check_feed_url(url: str) -> None:
@@ -637,6 +657,17 @@ def import_feed(session: Session, source: str, *, series_slug: str | None = None
     entries = parse_feed(data, source, base_url=base, problems=problems)
     report = import_feed_entries(session, entries, series_slug=series_slug, source=saved_as)
     report.problems[:0] = problems
+    audit.record(
+        session,
+        "articles.import_feed",
+        f"feed:{saved_as}"[:400],
+        detail={
+            "created": report.created,
+            "updated": report.updated,
+            "unchanged": report.unchanged,
+            "problems": len(report.problems),
+        },
+    )
     return report
 
 
@@ -684,6 +715,12 @@ def add_feed(session: Session, url: str, *, series_slug: str | None, every_secon
             session.flush()
     except IntegrityError as exc:  # added by someone else a moment ago
         raise InvalidInputError(f"feed {url} is already added") from exc
+    audit.record(
+        session,
+        "feed.add",
+        f"feed:{feed.id}",
+        after={"url": url, "series": series_slug, "every_seconds": every_seconds},
+    )
     return feed
 
 

@@ -22,6 +22,7 @@ WordPress and Ghost importers save through the same steps.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,15 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
+from newsletter.accounts import audit
 from newsletter.content.models import Article, Series
-from newsletter.content.posts import ParsedArticle, parse_article_file
-from newsletter.errors import Problem
+from newsletter.content.posts import (
+    ParsedArticle,
+    parse_article_fields,
+    parse_article_file,
+    parse_article_text,
+)
+from newsletter.errors import InvalidInputError, NotFoundError, Problem
 from newsletter.importing import ArticleImportReport, ImportReport, import_transaction
 
 MARKDOWN_SUFFIXES = frozenset({".md", ".markdown"})
@@ -116,6 +123,71 @@ def save_parsed(
         count_outcome(report, outcome)
         if article.published_at is None:
             report.drafts += 1
+
+
+def import_markdown_texts(
+    session: Session, documents: Sequence[tuple[str, str]], site_url: str = ""
+) -> ArticleImportReport:
+    """Like `import_articles`, for Markdown documents given as (name, text) rather than
+    files (an upload): problems name the document and line. Flushes; no commit."""
+    report = ArticleImportReport()
+    articles = []
+    for name, text in documents:
+        reading = parse_article_text(text, Path(name), site_url=site_url)
+        report.problems.extend(reading.errors)
+        report.warnings.extend(reading.warnings)
+        if reading.article is not None:
+            articles.append(replace(reading.article, source=f"upload:{name}"[:2000]))
+    save_parsed(session, articles, report)
+    audit_import(session, report)
+    return report
+
+
+def audit_import(session: Session, report: ImportReport) -> None:
+    """One audit entry for an import of articles (files, exports or uploads)."""
+    audit.record(
+        session,
+        "articles.import",
+        detail={
+            "documents": report.imported + report.skipped,
+            "created": report.created,
+            "updated": report.updated,
+            "unchanged": report.unchanged,
+            "problems": len(report.problems),
+        },
+    )
+
+
+def save_article_fields(
+    session: Session, fields: Mapping[str, Any], body_markdown: str, slug: str | None = None
+) -> tuple[Article, Outcome]:
+    """Create or update one article from JSON fields (the front-matter names, with
+    `published` an ISO time and `tags` a list) and a Markdown body; flushes.
+
+    With `slug`, the article must exist (an update of it). Raises InvalidInputError
+    naming every field that is wrong."""
+    data = {key: value for key, value in fields.items() if value is not None}
+    if slug is not None:
+        if session.scalar(select(Article.id).where(Article.slug == slug)) is None:
+            raise NotFoundError(f"no article '{slug}'")
+        data["slug"] = slug
+    if "slug" not in data:
+        raise InvalidInputError("slug is missing")
+    reading = parse_article_fields(data, body_markdown)
+    article = reading.article
+    if article is None:
+        errors = [p.reason for p in reading.errors]
+        raise InvalidInputError("; ".join(errors) or "the article is not valid")
+    outcome = save_article(session, replace(article, source="api"))
+    saved = session.scalar(select(Article).where(Article.slug == article.slug))
+    assert saved is not None
+    audit.record(
+        session,
+        f"article.{outcome.value}" if outcome is not Outcome.unchanged else "article.save",
+        f"article:{saved.slug}",
+        after={"title": saved.title, "published_at": saved.published_at},
+    )
+    return saved, outcome
 
 
 def find_markdown_files(paths: Sequence[Path], problems: list[Problem]) -> list[Path]:

@@ -162,12 +162,28 @@ def parse_article_file(path: Path, now: datetime | None = None, site_url: str = 
     except OSError as exc:
         reason = f"cannot read the file: {exc.strerror or exc}"
         return Reading(errors=[Problem(str(path), reason)])
+    return parse_article_text(text, path, now, site_url)
+
+
+def parse_article_text(
+    text: str, path: Path, now: datetime | None = None, site_url: str = ""
+) -> Reading:
+    """Validate one post's text (front matter and Markdown) without touching the
+    database; `path` names it in messages and, unless it has a `slug`, gives the slug."""
     try:
-        front = read_front_matter(text)
+        front = read_front_matter(text.removeprefix("\ufeff"))
     except FrontMatterError as exc:
         return Reading(errors=[Problem(_where(str(path), exc.line), exc.reason)])
     fields = _PostFields(path, front.data, front.key_lines, now or datetime.now(UTC), site_url)
     article = fields.article(front.body)
+    return Reading(article, fields.sorted(fields.errors), fields.sorted(fields.warnings))
+
+
+def parse_article_fields(data: dict[str, Any], body: str, name: str = "article") -> Reading:
+    """Validate an article given as fields (the front-matter names) and a Markdown body,
+    as an API sends it; problems name the field."""
+    fields = _PostFields(Path(name), data, dict.fromkeys(data, 0), datetime.now(UTC))
+    article = fields.article(body)
     return Reading(article, fields.sorted(fields.errors), fields.sorted(fields.warnings))
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.content.feeds import import_feed, is_feed_source
 from newsletter.content.ghost import is_ghost_export, read_ghost_export
-from newsletter.content.importer import read_markdown, save_parsed
+from newsletter.content.importer import audit_import, read_markdown, save_parsed
 from newsletter.content.posts import ParsedArticle
 from newsletter.content.text import is_site_url
 from newsletter.content.wordpress import is_wordpress_export, read_wordpress_export
@@ -62,6 +62,8 @@ def import_sources(
         articles.extend(read_markdown(markdown, report, site_url))
         # Saved together, so two sources giving one slug are told apart, not merged.
         save_parsed(session, articles, report)
+        if markdown or articles:
+            audit_import(session, report)
     return report
 
 

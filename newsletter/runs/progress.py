@@ -100,3 +100,52 @@ def active_runs(session: Session) -> list[Run]:
     return list(
         session.scalars(select(Run).where(Run.status.in_(ACTIVE_RUN_STATUSES)).order_by(Run.id))
     )
+
+
+def find_deliveries(
+    session: Session,
+    *,
+    run_id: int | None = None,
+    campaign_id: int | None = None,
+    email: str | None = None,
+    status: str | None = None,
+    after_id: int = 0,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Ledger rows by id (keyset after `after_id`): who got what, with status, attempts
+    and the server's last reply ("did Alice get it?")."""
+    query = (
+        select(Delivery, Run.campaign_id)
+        .join(Run, Run.id == Delivery.run_id)
+        .where(Delivery.id > after_id)
+    )
+    if run_id is not None:
+        query = query.where(Delivery.run_id == run_id)
+    if campaign_id is not None:
+        query = query.where(Run.campaign_id == campaign_id)
+    if email:
+        query = query.where(Delivery.email == email.strip())
+    if status:
+        query = query.where(Delivery.status == DeliveryStatus(status))
+    rows = session.execute(query.order_by(Delivery.id).limit(limit)).all()
+    return [_delivery(row, campaign) for row, campaign in rows]
+
+
+def _delivery(row: Delivery, campaign_id: int | None) -> dict[str, Any]:
+    def iso(value: datetime | None) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    return {
+        "id": row.id,
+        "run": row.run_id,
+        "campaign": campaign_id,
+        "subscriber": row.subscriber_id,
+        "email": row.email,
+        "status": row.status.value,
+        "attempts": row.attempts,
+        "smtp_reply": row.smtp_reply,
+        "message_id": row.message_id,
+        "sent_at": iso(row.sent_at),
+        "next_attempt_at": iso(row.next_attempt_at),
+        "updated_at": iso(row.updated_at),
+    }

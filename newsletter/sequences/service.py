@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from newsletter.accounts import audit
 from newsletter.audience.lists import get_list
 from newsletter.content.series import get_series
 from newsletter.errors import InvalidInputError, NotFoundError
@@ -65,7 +66,23 @@ def create_sequence(
     )
     session.add(sequence)
     session.flush()
+    audit.record(
+        session,
+        "sequence.create",
+        f"sequence:{sequence.id}",
+        after={
+            "series": series_slug,
+            "list": list_slug,
+            "every_seconds": every_seconds,
+            "cron": sequence.cron,
+            "timezone": timezone,
+        },
+    )
     return sequence
+
+
+def list_sequences(session: Session) -> list[Sequence]:
+    return list(session.scalars(select(Sequence).order_by(Sequence.id)))
 
 
 def get_sequence(session: Session, sequence_id: int) -> Sequence:

@@ -35,6 +35,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from newsletter.accounts import audit
 from newsletter.audience.addresses import email_hash, normalise_email
 from newsletter.audience.lists import get_list
 from newsletter.audience.models import (
@@ -117,6 +118,7 @@ def export_list_csv(session: Session, list_slug: str, out: TextIO) -> int:
     would run as a formula start with an apostrophe.
     """
     mailing_list = get_list(session, list_slug)
+    audit.record(session, "list.export", f"list:{list_slug}")
     attribute_columns = _attribute_columns(session, mailing_list.id)
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([*LIST_COLUMNS, *attribute_columns.values()])
@@ -293,6 +295,7 @@ def export_data(session: Session, email: str) -> dict[str, Any]:
     if not any(readable):
         hashed = " (only a hash of the address, on the suppression list)"
         raise NotFoundError(f"we hold no data on {address}{hashed if data['suppressions'] else ''}")
+    audit.record(session, "subscriber.export_data", f"email_hash:{email_hash(address)}")
     return data
 
 
@@ -373,6 +376,13 @@ def forget(session: Session, email: str) -> ForgetReport:
         session, update(BounceEvent).where(BounceEvent.email == address).values(email="", detail="")
     )
     suppression = _keep_hashed_suppression(session, address)
+    # The log names the person by the hash the suppression keeps, never in the clear.
+    audit.record(
+        session,
+        "subscriber.forget",
+        f"email_hash:{email_hash(address)}",
+        detail={"subscriber": subscriber_id, **counts, "bounce_events": anonymised},
+    )
     session.flush()
     # Objects of the deleted rows may still sit in the identity map; drop them.
     session.expire_all()

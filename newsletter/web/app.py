@@ -13,11 +13,11 @@ from fastapi.templating import Jinja2Templates
 from newsletter.audience.tokens import TokenSigner
 from newsletter.config import Settings
 from newsletter.db import make_engine, make_sessionmaker
+from newsletter.ratelimit import RateLimiter, make_rate_limiter
 from newsletter.rendering.library import template_library
 from newsletter.services.confirmation import ConfirmationSender
 from newsletter.web import archive, health, signup, subscriber
 from newsletter.web.common import SignupPolicy, Web
-from newsletter.web.ratelimit import RateLimiter, make_rate_limiter
 from newsletter.web.webhooks import router as bounce_webhooks
 
 
@@ -33,7 +33,8 @@ def create_app(
     `settings.shared_redis_url` is set, else in-process ones).
     """
     engine = make_engine(settings.database_url)
-    app = FastAPI(title="newsletter", docs_url=None, redoc_url=None)
+    # Subscribers' pages document nothing: no /openapi.json, no /docs.
+    app = FastAPI(title="newsletter", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.sessions = make_sessionmaker(engine)
     policy = policy or SignupPolicy.from_settings(settings)

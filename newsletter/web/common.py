@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.audience.tokens import TokenSigner
 from newsletter.config import Settings
+from newsletter.ratelimit import Limit, RateLimiter
 from newsletter.services.confirmation import ConfirmationSender
-from newsletter.web.ratelimit import Limit, RateLimiter
 
 # Pages holding a signed token must not leak it to other sites (Referer) or be framed.
 PAGE_HEADERS = {"Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}

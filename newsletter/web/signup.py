@@ -23,9 +23,9 @@ from newsletter.audience.signup import FieldError, find_lists, parse_signup, req
 from newsletter.audience.subscriptions import ConfirmOutcome, confirm_pending
 from newsletter.audience.tokens import InvalidTokenError, Purpose
 from newsletter.errors import NotFoundError
+from newsletter.ratelimit import Limit, RateLimiterUnavailableError
 from newsletter.services.confirmation import send_confirmation
 from newsletter.web.common import SessionDep, Web, client_ip, wants_json
-from newsletter.web.ratelimit import Limit, RateLimiterUnavailableError
 
 log = logging.getLogger(__name__)
 

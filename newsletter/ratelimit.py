@@ -1,4 +1,5 @@
-"""Rate limits for public forms: at most N hits per key within a sliding window.
+"""Rate limits (public forms, staff logins, API tokens): at most N hits per key within
+a sliding window.
 
 One interface, two implementations:
 
@@ -49,6 +50,8 @@ class Limit:
 class Decision:
     allowed: bool
     retry_after: int = 0  # whole seconds until a hit would be allowed; 0 when allowed
+    remaining: int = 0  # hits still allowed in the window after this one
+    reset_after: int = 0  # whole seconds until the oldest counted hit leaves the window
 
 
 class RateLimiter(Protocol):
@@ -80,9 +83,11 @@ class MemoryRateLimiter:
             while hits and hits[0] <= now - limit.window_seconds:
                 hits.popleft()
             if len(hits) >= limit.count:
-                return Decision(False, _retry_after(hits[0] + limit.window_seconds - now))
+                wait = _retry_after(hits[0] + limit.window_seconds - now)
+                return Decision(False, wait, 0, wait)
             hits.append(now)
-            return Decision(True)
+            reset = _retry_after(hits[0] + limit.window_seconds - now)
+            return Decision(True, 0, limit.count - len(hits), reset)
 
     def _sweep_now_and_then(self, now: float) -> None:
         self._since_sweep += 1
@@ -98,19 +103,20 @@ class MemoryRateLimiter:
 
 # KEYS[1] the sorted set of one key's hits (score = time in ms);
 # ARGV: now (ms), window (ms), count, a unique member for this hit.
-# Returns {1, 0} when allowed and recorded, else {0, ms until the oldest hit expires}.
+# Returns {allowed (1 or 0), ms until the oldest counted hit expires, hits counted}.
 _SLIDING_LOG = """
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+local allowed = 0
 if redis.call('ZCARD', key) < tonumber(ARGV[3]) then
   redis.call('ZADD', key, now, ARGV[4])
   redis.call('PEXPIRE', key, window)
-  return {1, 0}
+  allowed = 1
 end
 local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-return {0, tonumber(oldest[2]) + window - now}
+return {allowed, tonumber(oldest[2]) + window - now, redis.call('ZCARD', key)}
 """
 
 
@@ -145,14 +151,15 @@ class RedisRateLimiter:
         window_ms = max(1, int(limit.window_seconds * 1000))
         member = f"{now_ms}:{secrets.token_hex(6)}"
         try:
-            allowed, wait_ms = self._script(
+            allowed, wait_ms, counted = self._script(
                 keys=[self._key(limit, key)], args=[now_ms, window_ms, limit.count, member]
             )
         except redis.RedisError as exc:
             raise RateLimiterUnavailableError(f"rate limits unavailable: {exc}") from exc
+        reset = _retry_after(int(wait_ms) / 1000)
         if allowed:
-            return Decision(True)
-        return Decision(False, _retry_after(int(wait_ms) / 1000))
+            return Decision(True, 0, max(0, limit.count - int(counted)), reset)
+        return Decision(False, reset, 0, reset)
 
 
 def make_rate_limiter(redis_url: str) -> RateLimiter:
