@@ -1,10 +1,10 @@
-# The two commands of the README: `make demo` and `make test`; the image of its
-# "Production" section.
+# The two commands of the README: `make demo` and `make test`; the image and the
+# docker-compose check of its "Production" section.
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: demo test lint install clean wheelhouse image
+.PHONY: demo test lint install clean wheelhouse image compose-check
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ IMAGE ?= newsletter:latest
 BASE_IMAGE ?= python:3.11-slim
 image: wheelhouse
 	docker build --force-rm --network none --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(IMAGE) .
+
+## docker-compose.yml built and run end to end, then removed (see README "Production").
+compose-check: $(BIN)/.installed
+	PYTHON=$(BIN)/python scripts/compose-check
 
 clean:
 	rm -rf $(VENV) newsletter-demo .pytest_cache .mypy_cache .ruff_cache
