@@ -2,7 +2,8 @@
 #
 # Installed from a wheelhouse (`make wheelhouse`: `pip wheel` of this project and Flower
 # into build/wheelhouse), so the build itself needs no network; `make image` does both.
-# Templates, migrations and the sample series are inside the project's wheel.
+# The wheels are those of the machine that ran `pip wheel`: Linux of the image's
+# architecture. Templates, migrations and the sample series are inside the project's wheel.
 #
 # BASE_IMAGE: any Debian-based image with Python 3.11+ and its venv module. The default
 # is the official one; scripts/stand-in-images builds a local stand-in from Debian
