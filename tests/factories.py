@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.audience.lists import create_list
 from newsletter.audience.models import (
+    ArchiveVisibility,
     MailingList,
     OptIn,
     Subscriber,
@@ -25,6 +26,7 @@ from newsletter.runs.ledger import Chunk
 SAMPLE_ARTICLES = Path(__file__).resolve().parent.parent / "newsletter" / "sample" / "articles"
 SERIES = "understanding-treatment"
 BASE_URL = "https://news.example.org"
+POSTAL_ADDRESS = "12 River Road, Springfield, IL 62701, USA"
 
 
 def settings_for(database_url: str, **overrides: object) -> Settings:
@@ -34,6 +36,7 @@ def settings_for(database_url: str, **overrides: object) -> Settings:
         "secret_key": "test-secret",
         "from_address": "Riverside Clinic <news@clinic.example>",
         "mail_url": "outbox:/nonexistent-outbox-set-mail_url",
+        "postal_address": POSTAL_ADDRESS,
     }
     values.update(overrides)
     return load_settings(**values)
@@ -46,9 +49,17 @@ def import_sample(session: Session) -> None:
 
 
 def make_list(
-    session: Session, slug: str = "clinic-news", name: str = "Clinic news"
+    session: Session,
+    slug: str = "clinic-news",
+    name: str = "Clinic news",
+    archive: ArchiveVisibility = ArchiveVisibility.public,
+    postal_address: str = POSTAL_ADDRESS,
 ) -> MailingList:
-    mailing_list = create_list(session, slug, name, opt_in=OptIn.double)
+    """A double opt-in list with a public archive and a postal address of its own (so
+    its campaigns can be scheduled without settings)."""
+    mailing_list = create_list(
+        session, slug, name, opt_in=OptIn.double, archive=archive, postal_address=postal_address
+    )
     session.flush()
     return mailing_list
 

@@ -25,11 +25,11 @@ from newsletter.rendering.mime import (
     encode_header,
     safe_header_value,
 )
-from newsletter.rendering.model import ArticleView, EmailContent, Link, Snapshot
+from newsletter.rendering.model import ArticleView, EmailContent, Link, Sender, Snapshot
 from newsletter.rendering.render import render_email
 from newsletter.rendering.slots import SlotTemplate, find_unfilled
 
-SUBJECT = "{{ slot('name') }}, news for {{ slot('attr.city', 'your area') }}"
+SUBJECT = "{{ slot('name', 'Reader') }}, news for {{ slot('attr.city', 'your area') }}"
 HEADERS = ListHeaders(
     from_address="Riverside Clinic <news@clinic.example>",
     list_name="Clinic news",
@@ -83,7 +83,8 @@ def make_snapshot(subject: str = SUBJECT) -> Snapshot:
             articles=(first, other),
             list_name="Clinic news",
             sender_name="Riverside Clinic",
-            web_url="https://news.example.org/archive/runs/1",
+            web_url="https://news.example.org/archive/emails/abc",
+            sender=Sender("Riverside Clinic", "12 River Road, Springfield, IL 62701, USA"),
         ),
     )
 
@@ -212,7 +213,7 @@ def test_empty_values_fall_back(snapshot: Snapshot, template: MessageTemplate) -
 
     text, _ = parts(parse(data))
     assert "Hello there," in text.get_content()
-    assert parse(data)["Subject"] == "there, news for your area"
+    assert parse(data)["Subject"] == "Reader, news for your area"  # the subject's own
     assert decoded_bodies(data) == expected_bodies(snapshot, values)
 
 

@@ -25,7 +25,7 @@ from newsletter.cli.templates import app as templates_app
 from newsletter.errors import InvalidInputError, NotFoundError
 from newsletter.rendering import sandbox
 from newsletter.rendering.mime import MessageTemplate, Recipient
-from newsletter.rendering.model import ArticleView, EmailContent, Link
+from newsletter.rendering.model import ArticleView, EmailContent, Link, Sender
 from newsletter.rendering.render import render_email
 from newsletter.rendering.sandbox import TemplateProblem, plain_context, render_subject
 from tests.test_mime import HEADERS, decoded_bodies
@@ -40,6 +40,7 @@ HTML = """\
 {% if a.next %}<p>Next: {{ a.next.title }}</p>{% endif %}
 {% endfor %}
 <p><a href="{{ slot('unsubscribe_url') }}">Unsubscribe</a> from {{ list_name }}</p>
+<div class="fine-print">{{ footer }}</div>
 """
 TEXT = """\
 Hello {{ slot("name", "there") }},
@@ -47,6 +48,7 @@ Hello {{ slot("name", "there") }},
 * {{ a.title }}: {{ a.url }}
 {% endfor %}
 Unsubscribe: {{ slot("unsubscribe_url") }}
+{{ footer }}
 """
 CONTENT = EmailContent(
     subject="{{ slot('name', 'there') }}, news",
@@ -64,7 +66,8 @@ CONTENT = EmailContent(
     ),
     list_name="Clinic news",
     sender_name="Riverside Clinic",
-    web_url="https://news.example.org/archive/runs/1",
+    web_url="https://news.example.org/archive/emails/abc",
+    sender=Sender("Riverside Clinic", "12 River Road, Springfield, IL 62701, USA"),
 )
 
 # Server-side template injection payloads that must never be stored.
@@ -192,7 +195,7 @@ def test_a_syntax_error_names_the_line(session: Session) -> None:
 
 
 def test_a_template_that_breaks_on_a_sparse_article_is_refused(session: Session) -> None:
-    html = "<p>Filed under {{ article.tags[0] }}</p>"
+    html = "<p>Filed under {{ article.tags[0] }}</p>{{ footer }}"
 
     with pytest.raises(InvalidInputError, match=r"line 1: .* \(with the sparse"):
         save_template(session, "fragile", "", html, "")
@@ -262,7 +265,12 @@ def test_slots_are_left_for_each_recipient_with_their_fallbacks() -> None:
 
     assert snapshot.subject == "__slot_name__, news"
     assert "Hello __slot_name__," in snapshot.html and "Hello __slot_name__," in snapshot.text
-    assert snapshot.fallbacks == {"name": "there", "unsubscribe_url": ""}
+    assert snapshot.fallbacks == {
+        "name": "there",
+        "unsubscribe_url": "",
+        "email": "",
+        "preferences_url": "",
+    }
 
 
 def test_two_fallbacks_for_one_slot_are_refused() -> None:
@@ -307,9 +315,9 @@ def test_a_stored_template_goes_through_the_same_mime_step() -> None:
 
 
 def test_a_literal_sentinel_still_gets_a_value() -> None:
-    snapshot = render_email(template(html="<p>__slot_preferences_url__</p>"), CONTENT)
+    snapshot = render_email(template(html="<p>__slot_next_url__</p>{{ footer }}"), CONTENT)
 
-    assert snapshot.fallbacks["preferences_url"] == ""
+    assert snapshot.fallbacks["next_url"] == ""
 
 
 def test_templates_see_plain_data_only() -> None:

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.orm import Session
 
-from newsletter.audience.lists import get_list
+from newsletter.audience.lists import get_list, require_postal_address
 from newsletter.campaigns.content import get_campaign, select_articles
 from newsletter.campaigns.models import Campaign, CampaignStatus, ContentKind
 from newsletter.campaigns.templates import check_campaign_template
@@ -124,14 +124,19 @@ def schedule_recurring(
     skip_if_empty: bool = False,
     starting: datetime | None = None,
     local_time: bool = False,
+    postal_address: str = "",
 ) -> Campaign:
-    """Send the campaign at every occurrence of `cron` in `timezone`, from `starting` on."""
+    """Send the campaign at every occurrence of `cron` in `timezone`, from `starting` on.
+
+    `postal_address` is NEWSLETTER_POSTAL_ADDRESS: without it, every list of the
+    campaign needs one of its own (InvalidInputError naming the setting)."""
     campaign = get_campaign(session, campaign_id)
     if campaign.status not in (CampaignStatus.draft, CampaignStatus.scheduled):
         raise InvalidInputError(
             f"campaign {campaign_id} is {campaign.status.value}; only a draft or scheduled "
             "campaign can be scheduled"
         )
+    require_postal_address(campaign.lists, postal_address)
     zone(timezone)
     campaign.cron = check_cron(cron)
     campaign.timezone = timezone
@@ -150,17 +155,21 @@ def schedule_campaign(
     timezone: str = "UTC",
     *,
     local_time: bool = False,
+    postal_address: str = "",
 ) -> Campaign:
     """Mark a draft (or rescheduled) campaign to start at `send_at` (UTC).
 
     With `local_time`, each subscriber gets it at send_at's wall-clock time (read in
-    `timezone`) in their own time zone, over the 26 hours the zones span."""
+    `timezone`) in their own time zone, over the 26 hours the zones span.
+    `postal_address` is NEWSLETTER_POSTAL_ADDRESS: without it, every list of the
+    campaign needs one of its own (InvalidInputError naming the setting)."""
     campaign = get_campaign(session, campaign_id)
     if campaign.status not in (CampaignStatus.draft, CampaignStatus.scheduled):
         raise InvalidInputError(
             f"campaign {campaign_id} is {campaign.status.value}; only a draft or scheduled "
             "campaign can be scheduled"
         )
+    require_postal_address(campaign.lists, postal_address)
     campaign.send_at = send_at
     campaign.timezone = timezone
     campaign.cron = None

@@ -50,6 +50,7 @@ KNOWN_FIELDS = frozenset(
         "author",
         "url",
         "image",
+        "image_alt",
         "published",
         "series",
         "series_title",
@@ -121,6 +122,7 @@ class ParsedArticle:
     author: str
     url: str
     image: str
+    image_alt: str
     published_at: datetime | None
     series_slug: str | None
     series_title: str | None
@@ -270,6 +272,7 @@ def save_article(session: Session, parsed: ParsedArticle) -> Outcome:
         "author": parsed.author,
         "url": parsed.url,
         "image": parsed.image,
+        "image_alt": parsed.image_alt,
         "published_at": parsed.published_at,
         "tags": list(parsed.tags),
         "series_id": series.id if series is not None else None,
@@ -403,6 +406,7 @@ class _FieldReader:
         author = self._plain("author", max_length=300)
         url = self._url("url")
         image = self._url("image")
+        image_alt = self._plain("image_alt", max_length=1000)
         published_at = self._published()
         series_slug = self._series()
         series_title = self._plain("series_title", max_length=500) or None
@@ -424,6 +428,7 @@ class _FieldReader:
             author=author,
             url=url,
             image=image,
+            image_alt=image_alt,
             published_at=published_at,
             series_slug=series_slug,
             series_title=series_title,

@@ -1,7 +1,8 @@
 """Settings that only sending reads, checked when a process starts.
 
-A worker, scheduler or web server with an unreadable DKIM key, an unusable journal
-folder or a malformed unsubscribe address stops at once, with one line naming the
+A worker, scheduler or web server with an http base URL for a public host, an
+unreadable DKIM key, an unusable journal folder or a malformed unsubscribe address
+stops at once, with one line naming the
 variable, instead of failing its first message minutes later.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from newsletter.config import Settings
+from newsletter.config import Settings, check_public_url
 from newsletter.delivery.dkim import signer_from_settings
 from newsletter.errors import ConfigError, InvalidInputError
 from newsletter.rendering.mime import check_unsubscribe_mailto
@@ -54,6 +55,7 @@ def check_sending_settings(settings: Settings, journal: bool = True) -> None:
     """Every sending setting a process would meet later; ConfigError naming the first
     bad one. `journal`: the process sends campaign mail itself (workers, and the
     scheduler with the embedded broker), not only confirmations (the web server)."""
+    check_public_url(settings)
     check_dkim(settings)
     check_unsubscribe_address(settings)
     if journal:
