@@ -67,6 +67,7 @@ def cli_env(folder: Path) -> dict[str, str]:
         NEWSLETTER_MAIL_URL=f"outbox:{folder / 'outbox'}",
         NEWSLETTER_BASE_URL="https://news.example.org",
         NEWSLETTER_SECRET_KEY="test",
+        NEWSLETTER_POSTAL_ADDRESS="12 River Road, Springfield, IL 62701, USA",
     )
     return env
 

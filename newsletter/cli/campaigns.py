@@ -91,11 +91,12 @@ def campaigns_schedule(
     from newsletter.errors import InvalidInputError
     from newsletter.recurrence import next_occurrence
 
+    cfg = settings()
     if cron is not None:
         if now:
             raise InvalidInputError("--cron and --now do not go together")
         starting = parse_local_time(at, tz) if at else utcnow()
-        with open_session(settings()) as session:
+        with open_session(cfg) as session:
             schedule_recurring(
                 session,
                 campaign_id,
@@ -104,6 +105,7 @@ def campaigns_schedule(
                 skip_if_empty=skip_if_empty,
                 starting=starting,
                 local_time=local_time,
+                postal_address=cfg.postal_address,
             )
         first = next_occurrence(cron, tz, starting)
         console.print(
@@ -113,8 +115,15 @@ def campaigns_schedule(
     if now == (at is not None):
         raise InvalidInputError("give exactly one of --at TIME, --now or --cron EXPR")
     send_at = utcnow() if now else parse_local_time(at or "", tz)
-    with open_session(settings()) as session:
-        schedule_campaign(session, campaign_id, send_at, tz, local_time=local_time)
+    with open_session(cfg) as session:
+        schedule_campaign(
+            session,
+            campaign_id,
+            send_at,
+            tz,
+            local_time=local_time,
+            postal_address=cfg.postal_address,
+        )
     where = " in each subscriber's time zone" if local_time else " (UTC)"
     console.print(f"campaign {campaign_id} scheduled for {send_at.isoformat()}{where}")
 
