@@ -26,6 +26,7 @@ lint: $(BIN)/.installed
 ## Lint, type-check and run the whole suite against real PostgreSQL, Redis, Celery and SMTP.
 test: lint
 	scripts/ensure-services
+	scripts/ensure-browser
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 clean:

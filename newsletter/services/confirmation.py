@@ -107,6 +107,11 @@ def confirmation_link(
 def confirmation_template(sender: ConfirmationSender, link: ConfirmationLink) -> MessageTemplate:
     """The email encoded once: fixed wording, our list names, the link; the address
     is a slot, filled as any recipient value is (never read as a template)."""
+    return MessageTemplate(confirmation_snapshot(sender, link), SenderHeaders(sender.from_address))
+
+
+def confirmation_snapshot(sender: ConfirmationSender, link: ConfirmationLink) -> Snapshot:
+    """The confirmation's subject, inlined HTML and text, the address left as a slot."""
     context = {
         "subject": SUBJECT,
         "sender_name": sender.sender_name,
@@ -118,13 +123,12 @@ def confirmation_template(sender: ConfirmationSender, link: ConfirmationLink) ->
         "confirm_url": link.url,
         "valid_for": human_duration(sender.ttl_seconds),
     }
-    snapshot = Snapshot(
+    return Snapshot(
         subject=SUBJECT,
         html=inline_css(sender.library.render("email/confirm.html", context)),
         text=sender.library.render("email/confirm.txt", context),
         fallbacks={},
     )
-    return MessageTemplate(snapshot, SenderHeaders(sender.from_address))
 
 
 def send_confirmation(
