@@ -421,3 +421,64 @@ def test_render_subject_renders_a_campaign_subject_in_the_sandbox() -> None:
     assert subject == "__slot_name__, 1 new" and slot.fallbacks == {"name": "there"}
     with pytest.raises(TemplateProblem, match="'__globals__' is private"):
         render_subject("{{ cycler.__init__.__globals__.os.popen('id').read() }}", context)
+
+
+# --- the mandatory footer ------------------------------------------------------------
+
+
+def test_a_template_without_the_footer_is_refused_at_save(session: Session) -> None:
+    html = HTML.replace("{{ footer }}", "")
+
+    with pytest.raises(InvalidInputError, match=r"template 'bare': .*put \{\{ footer \}\}"):
+        save_template(session, "bare", "", html, TEXT)
+    assert stored(session) == 0
+
+
+def test_a_text_part_without_the_footer_is_refused_at_save(session: Session) -> None:
+    text = TEXT.replace("{{ footer }}", "")
+
+    with pytest.raises(InvalidInputError, match="the text part has no preferences link"):
+        save_template(session, "bare-text", "", HTML, text)
+    assert stored(session) == 0
+
+
+@pytest.mark.parametrize(
+    ("html", "reason"),
+    [
+        ('<div style="display:none">{{ footer }}</div>', "display:none"),
+        ("<style>.gone { visibility: hidden }</style><div class=gone>{{ footer }}</div>", "hidden"),
+        (
+            "<style>@media screen { .small { display: none !important } }</style>"
+            "<table><tr><td class=small>{{ footer }}</td></tr></table>",
+            "display:none",
+        ),
+        ('<div style="font-size:0">{{ footer }}</div>', "font-size"),
+        (
+            "<p>News</p><!--[if !mso]><!-->{{ footer }}<!--<![endif]-->",
+            "only outside classic Outlook",
+        ),
+        ('<div style="max-height:0;overflow:hidden">{{ footer }}</div>', "max-height:0"),
+        ("<div hidden>{{ footer }}</div>", "hidden attribute"),
+    ],
+    ids=["inline", "class", "media-query", "tiny-text", "not-outlook", "collapsed", "attribute"],
+)
+def test_a_template_that_hides_the_footer_is_refused_at_save(
+    session: Session, html: str, reason: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=reason):
+        save_template(session, "sneaky", "", html, TEXT)
+    assert stored(session) == 0
+
+
+def test_a_template_may_style_the_footer(session: Session) -> None:
+    # (font-size:0 on a wrapper, set again inside, is the usual fix for inline gaps.)
+    html = (
+        "<style>.fine { font-size: 13px; color: #555; border-top: 1px solid #ccc }</style>"
+        '<p>News</p><div style="font-size:0"><div class="fine">{{ footer }}</div></div>'
+    )
+
+    save_template(session, "styled", "", html, TEXT)
+
+    snapshot = render_email(template(html=html), CONTENT)
+    assert "12 River Road, Springfield" in snapshot.html
+    assert 'class="fine" style="font-size:13px' in snapshot.html

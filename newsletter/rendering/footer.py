@@ -10,7 +10,8 @@ template nor a publisher's override of a built-in file can send without it.
 
 "Hidden" means what a mail client would not show: inside a comment (an MSO
 conditional included), `<head>`, `<title>`, `<style>`, `<script>`, `<template>` or
-`<noscript>`; an element or ancestor with `hidden`, `display:none`,
+`<noscript>`; only in an `[if !mso]` block; an element or ancestor with `hidden`,
+`display:none`,
 `visibility:hidden`, `opacity:0`, `mso-hide:all`, a zero height or width with
 overflow hidden, or text under 8 px, whether written inline or by a rule left in a
 `<style>` block (premailer inlines the rest). Colour against background is not
@@ -37,6 +38,8 @@ MIN_FONT_PX = 8.0
 _INVISIBLE_TAGS = frozenset({"head", "title", "style", "script", "template", "noscript"})
 _LENGTH = re.compile(r"^\s*(-?[\d.]+)\s*(px|pt|em|rem|%)?\s*$")
 _PSEUDO = re.compile(r"::?[a-zA-Z-]+(\([^)]*\))?")
+# What every client but classic Outlook shows (Outlook skips it).
+_NOT_OUTLOOK = re.compile(r"<!--\[if !mso\]><!-->.*?<!--<!\[endif\]-->", re.DOTALL)
 
 
 class MissingFooterError(InvalidInputError):
@@ -110,6 +113,7 @@ def _style_rules(rules: object) -> Iterator[cssutils.css.CSSStyleRule]:
 
 
 def _why_hidden(element: etree._Element, by_rules: dict[etree._Element, str]) -> str:
+    sized = False  # the nearest font-size decides the text's size; outer ones do not
     for node in (element, *element.iterancestors()):
         if not isinstance(node.tag, str):
             continue
@@ -117,7 +121,13 @@ def _why_hidden(element: etree._Element, by_rules: dict[etree._Element, str]) ->
             return f"it is inside <{node.tag}>"
         if node.get("hidden") is not None:
             return "an element around it has the hidden attribute"
-        reason = hiding_reason(node.get("style", "")) or by_rules.get(node, "")
+        style = node.get("style", "")
+        declared = _declarations(style)
+        if sized:
+            declared.pop("font-size", None)
+        sized = sized or "font-size" in declared
+        reason = hiding_reason(";".join(f"{k}:{v}" for k, v in declared.items()))
+        reason = reason or by_rules.get(node, "")
         if reason:
             return f"an element around it has {reason}"
     return ""
@@ -153,6 +163,12 @@ def check_opt_out(html: str, text: str, sender: Sender) -> None:
         if value not in text:
             raise MissingFooterError(
                 f"the text part has no {what}: put {{{{ footer }}}} in the text template"
+            )
+    outside_outlook_only = _NOT_OUTLOOK.sub("", html)
+    for what, url in (("unsubscribe link", unsubscribe), ("preferences link", preferences)):
+        if url in html and url not in outside_outlook_only:
+            raise MissingFooterError(
+                f"the HTML shows its {what} only outside classic Outlook ([if !mso])"
             )
     tree = lxml_html.document_fromstring(html)
     by_rules = _hidden_by_rules(tree)
