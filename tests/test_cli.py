@@ -332,7 +332,15 @@ def test_subscribers_import_skips_bad_rows_and_names_them(
     assert "row 5: expected 3 columns, found 2" in skipped
     assert "row 2" not in skipped
     assert clinic.json("lists", "list") == [
-        {"slug": "clinic-news", "name": "Clinic news", "opt_in": "double", "confirmed": CONFIRMED}
+        {
+            "slug": "clinic-news",
+            "name": "Clinic news",
+            "opt_in": "double",
+            "archive": "private",
+            "organization": "",
+            "postal_address": "",
+            "confirmed": CONFIRMED,
+        }
     ]
 
 
@@ -486,7 +494,7 @@ def test_campaign_that_cannot_render_is_refused_when_created(clinic: Cli) -> Non
         "--list",
         "clinic-news",
         "--subject",
-        "{{ slot('name', 'Hello') }}, new articles",
+        "{{ slot('name', 'Hello') }} and {{ slot('name', 'Hi') }}, new articles",
         "--series",
         SERIES,
     )
