@@ -9,6 +9,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from email.header import decode_header, make_header
 from email.message import EmailMessage
 from email.utils import getaddresses, parsedate_to_datetime
@@ -331,6 +332,13 @@ def test_given_date_is_used(template: MessageTemplate) -> None:
     date = "Mon, 07 Sep 2026 09:00:00 GMT"
 
     assert unfolded_header(template.build(recipient(), date), "Date") == date
+
+
+def test_the_date_is_utc_with_a_numeric_zone(template: MessageTemplate) -> None:
+    date = unfolded_header(template.build(recipient()), "Date")
+
+    assert date.endswith(" +0000")  # not the obsolete "GMT" (RFC 5322 4.3)
+    assert abs(parsedate_to_datetime(date) - datetime.now(UTC)) < timedelta(minutes=1)
 
 
 def test_lines_are_short_and_end_in_crlf(template: MessageTemplate) -> None:

@@ -13,12 +13,12 @@ from sqlalchemy.orm import Session
 
 from newsletter.campaigns.content import freeze_campaign_run
 from newsletter.campaigns.models import CampaignStatus
-from newsletter.campaigns.runs import claim_due_campaigns
+from newsletter.campaigns.runs import claim_due_campaigns, prepare_campaign_run
 from newsletter.campaigns.service import schedule_campaign, schedule_recurring
 from newsletter.config import ConfigError, check_public_url, load_settings
-from newsletter.db import utcnow
+from newsletter.db import make_sessionmaker, utcnow
 from newsletter.errors import InvalidInputError
-from newsletter.runs.models import Run
+from newsletter.runs.models import Run, RunStatus
 from tests.factories import import_sample, make_list, series_digest, settings_for
 from tests.smtp_sink import free_port
 from tests.test_cli import Cli
@@ -176,3 +176,38 @@ def test_campaigns_schedule_without_a_postal_address_is_one_line_naming_the_sett
     cli.ok("lists", "update", "clinic-news", "--postal-address", "1 Main Street\nSpringfield")
     cli.ok("campaigns", "schedule", "1", "--now", NEWSLETTER_POSTAL_ADDRESS="")
     assert "1 Main Street, Springfield" in cli.ok("lists", "list", "--json").stdout
+
+
+# --- the send path checks what it renders ----------------------------------------------
+
+
+def test_a_run_whose_footer_template_lost_its_links_fails_and_sends_nothing(
+    session: Session, tmp_path: Path
+) -> None:
+    # A publisher's override of the footer file that drops the opt-out.
+    (tmp_path / "email").mkdir()
+    (tmp_path / "email" / "_footer.html").write_text("<p>{{ sender.organization }}</p>")
+    settings = settings_for(
+        str(session.get_bind().url.render_as_string(hide_password=False)),
+        templates_dir=str(tmp_path),
+    )
+    import_sample(session)
+    make_list(session)
+    campaign = series_digest(session, ["clinic-news"])
+    schedule_campaign(session, campaign.id, utcnow())
+    [run_id] = claim_due_campaigns(session, utcnow())
+    session.commit()
+    enqueued: list[object] = []
+
+    with pytest.raises(InvalidInputError, match="the HTML has no unsubscribe link"):
+        prepare_campaign_run(
+            make_sessionmaker(session.get_bind()),  # type: ignore[arg-type]
+            run_id,
+            settings,
+            enqueued.append,
+        )
+
+    session.expire_all()
+    run = session.get_one(Run, run_id)
+    assert run.status is RunStatus.failed and "unsubscribe link" in run.error
+    assert enqueued == [] and run.recipients == 0
