@@ -20,6 +20,7 @@ judged: contrast is a reader's matter, hiding by colour a deliberate act we log.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 
@@ -88,20 +89,28 @@ def _hidden_by_rules(tree: etree._Element) -> dict[etree._Element, str]:
     """Elements that rules left in <style> blocks (media queries…) would hide."""
     hidden: dict[etree._Element, str] = {}
     for block in tree.iter("style"):
-        sheet = cssutils.parseString(block.text or "", validate=False)
-        for rule in _style_rules(sheet.cssRules):
-            reason = hiding_reason(rule.style.cssText)
-            if not reason:
-                continue
-            for selector in rule.selectorList:
-                text = _PSEUDO.sub("", selector.selectorText).strip() or "*"
-                try:
-                    matched = CSSSelector(text)(tree)
-                except Exception:  # a selector lxml cannot evaluate: cannot hide by it
-                    continue
-                for element in matched:
-                    hidden.setdefault(element, reason)
+        for selector, reason in _hiding_selectors(block.text or ""):
+            for element in selector(tree):
+                hidden.setdefault(element, reason)
     return hidden
+
+
+@functools.lru_cache(maxsize=64)
+def _hiding_selectors(css: str) -> tuple[tuple[CSSSelector, str], ...]:
+    """The selectors of a stylesheet's rules that hide what they match (parsed once per
+    distinct stylesheet: a run's variants and the next run share it)."""
+    found = []
+    for rule in _style_rules(cssutils.parseString(css, validate=False).cssRules):
+        reason = hiding_reason(rule.style.cssText)
+        if not reason:
+            continue
+        for selector in rule.selectorList:
+            text = _PSEUDO.sub("", selector.selectorText).strip() or "*"
+            try:
+                found.append((CSSSelector(text), reason))
+            except Exception:  # a selector lxml cannot evaluate cannot hide anything
+                continue
+    return tuple(found)
 
 
 def _style_rules(rules: object) -> Iterator[cssutils.css.CSSStyleRule]:
@@ -134,7 +143,14 @@ def _why_hidden(element: etree._Element, by_rules: dict[etree._Element, str]) ->
 
 
 def _holders(root: etree._Element, text: str) -> list[etree._Element]:
-    """The innermost elements whose text holds `text`."""
+    """The innermost elements whose own text holds `text`, else (the text spans several
+    elements) the innermost elements whose whole text holds it."""
+    found = []
+    for string in root.xpath("//text()[contains(., $text)]", text=text):
+        element = string.getparent()
+        found.append(element.getparent() if string.is_tail else element)
+    if found:
+        return [e for e in found if e is not None]
     return [
         element
         for element in root.iter()
