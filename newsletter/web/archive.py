@@ -97,7 +97,13 @@ def archived_runs(session: Session, after: str = "") -> tuple[list[ArchivedRun],
     before."""
     sent = _sent_at()
     query = (
-        select(Run.archive_key, Run.snapshot["subject"].as_string(), Run.snapshot, sent)
+        select(
+            Run.archive_key,
+            Run.snapshot["subject"].as_string(),
+            Run.snapshot["fallbacks"],
+            Run.snapshot["subject_fallbacks"],
+            sent,
+        )
         .where(
             Run.campaign_id.is_not(None),
             Run.campaign_id.not_in(_private_campaigns()),
@@ -113,8 +119,12 @@ def archived_runs(session: Session, after: str = "") -> tuple[list[ArchivedRun],
             query = query.where(or_(sent < last[0], and_(sent == last[0], Run.id < last[1])))
     rows = session.execute(query).all()
     page = [
-        ArchivedRun(key, archive_subject(Snapshot.from_json(snapshot)), human_date(at))
-        for key, _, snapshot, at in rows[:EMAILS_PER_PAGE]
+        ArchivedRun(
+            key,
+            archive_subject(Snapshot(subject or "", "", "", fallbacks or {}, None, own or None)),
+            human_date(at),
+        )
+        for key, subject, fallbacks, own, at in rows[:EMAILS_PER_PAGE]
     ]
     more = len(rows) > EMAILS_PER_PAGE
     return page, page[-1].key if more else ""
