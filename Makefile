@@ -27,6 +27,7 @@ lint: $(BIN)/.installed
 ## Lint, type-check and run the whole suite against real PostgreSQL, Redis, Celery and SMTP.
 test: lint
 	scripts/ensure-services
+	scripts/ensure-browser
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 ## The wheels the image installs from: this project, Flower and their dependencies.

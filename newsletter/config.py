@@ -109,6 +109,15 @@ class Settings(BaseSettings):
     secret_keys_old: str = ""
     from_address: str = "Riverside Clinic <newsletter@clinic.example>"
     list_domain: str = ""
+    # Who sends, as every campaign email's footer says it (a list may override each):
+    # the organisation (default: the From name), its postal address (US CAN-SPAM
+    # requires one; nothing is scheduled without it) and an optional note.
+    organization: str = ""
+    postal_address: str = ""
+    footer_note: str = ""
+    # Allow an http:// base URL for a public host (testing only): List-Unsubscribe
+    # one-click needs https (RFC 8058), so servers refuse to start without it.
+    allow_http: bool = False
     # A folder of the publisher's own template files, each replacing the built-in file
     # of the same relative name (e.g. email/digest.html, email/style.css, web/base.html).
     templates_dir: str = ""
@@ -190,6 +199,18 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an absolute http(s) URL such as https://news.example.org")
         return value.rstrip("/")
+
+    @field_validator("organization", "postal_address", "footer_note")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        # A postal address is often written on several lines; emails show it on one.
+        lines = [" ".join(line.split()) for line in value.replace("\r", "\n").split("\n")]
+        text = ", ".join(line for line in lines if line)
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise ValueError("must be plain text without control characters")
+        if len(text) > 500:
+            raise ValueError("must be at most 500 characters")
+        return text
 
     @field_validator("from_address")
     @classmethod
@@ -286,6 +307,11 @@ class Settings(BaseSettings):
         return parseaddr(self.from_address)[0] or self.sender_domain
 
     @property
+    def organization_name(self) -> str:
+        """Who sends, as footers name it: NEWSLETTER_ORGANIZATION, else the From name."""
+        return self.organization or self.sender_name
+
+    @property
     def list_id_domain(self) -> str:
         """The right-hand side of List-Id headers (RFC 2919)."""
         return self.list_domain or self.sender_domain
@@ -318,6 +344,23 @@ def check_secret_key(settings: Settings) -> None:
                 f"{ENV_PREFIX}SECRET_KEYS_OLD: every old key must be one that was valid "
                 f"(at least {MIN_SECRET_BYTES} bytes, not the development key)"
             )
+
+
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def check_public_url(settings: Settings) -> None:
+    """ConfigError unless the base URL is https, or names this machine, or http is
+    allowed explicitly: one-click unsubscribe (RFC 8058) needs an https URI, and
+    Gmail and Yahoo ignore it otherwise. Servers and workers check it at start."""
+    parts = urlsplit(settings.base_url)
+    if parts.scheme == "https" or settings.allow_http or parts.hostname in LOCAL_HOSTS:
+        return
+    raise ConfigError(
+        f"{ENV_PREFIX}BASE_URL: {settings.base_url} is not https; unsubscribe links must be "
+        f"https (RFC 8058). Use https://{parts.netloc}, or set {ENV_PREFIX}ALLOW_HTTP=1 "
+        "for testing"
+    )
 
 
 def load_settings(**overrides: object) -> Settings:

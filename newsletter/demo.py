@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from newsletter.audience.generate import generate_subscribers
 from newsletter.audience.lists import create_list, get_list
-from newsletter.audience.models import OptIn
+from newsletter.audience.models import ArchiveVisibility, OptIn
 from newsletter.campaigns.service import ContentSpec, create_campaign, schedule_campaign
 from newsletter.config import EMBEDDED_BROKER, Settings, load_settings
 from newsletter.content.importer import import_articles
@@ -29,14 +29,30 @@ SERIES = "understanding-treatment"
 LIST_SLUG = "clinic-news"
 
 
+# The clinic the demo plays: a postal address (every campaign email shows one) and
+# the clinic's own note, which only this publisher's emails carry.
+DEMO_POSTAL_ADDRESS = "Riverside Clinic, 200 River Road, Springfield, IL 62701, USA"
+DEMO_FOOTER_NOTE = (
+    "This newsletter shares general health information. It is not medical advice; "
+    "please talk to your own clinician about your care."
+)
+
+
 def demo_settings(folder: Path) -> Settings:
-    """Embedded default inside `folder`: SQLite file, in-memory broker, outbox folder."""
+    """Embedded default inside `folder`: SQLite file, in-memory broker, outbox folder,
+    and the demo clinic's address and note unless NEWSLETTER_* variables give others."""
     folder = folder.resolve()
-    return load_settings(
-        database_url=f"sqlite:///{folder / 'newsletter.db'}",
-        broker_url=EMBEDDED_BROKER,
-        mail_url=f"outbox:{folder / 'outbox'}",
-    )
+    values: dict[str, object] = {
+        "database_url": f"sqlite:///{folder / 'newsletter.db'}",
+        "broker_url": EMBEDDED_BROKER,
+        "mail_url": f"outbox:{folder / 'outbox'}",
+    }
+    configured = load_settings(**values)
+    if not configured.postal_address:
+        values["postal_address"] = DEMO_POSTAL_ADDRESS
+    if not configured.footer_note:
+        values["footer_note"] = DEMO_FOOTER_NOTE
+    return load_settings(**values)
 
 
 def _prepare(settings: Settings, subscribers: int) -> int:
@@ -49,7 +65,12 @@ def _prepare(settings: Settings, subscribers: int) -> int:
             mailing_list = get_list(session, LIST_SLUG)
         except NotFoundError:
             mailing_list = create_list(
-                session, LIST_SLUG, "Riverside Clinic news", opt_in=OptIn.double, public=True
+                session,
+                LIST_SLUG,
+                "Riverside Clinic news",
+                opt_in=OptIn.double,
+                archive=ArchiveVisibility.public,
+                public=True,
             )
         session.flush()
         generate_subscribers(session, mailing_list, subscribers)
@@ -57,11 +78,16 @@ def _prepare(settings: Settings, subscribers: int) -> int:
             session,
             name="Demo digest: Understanding treatment options",
             list_slugs=[LIST_SLUG],
-            subject="{{ slot('name') }}, a series on treatment options",
+            subject="Understanding treatment options: a short series",
             preheader="Five short articles on ketamine infusions, TMS and continuing care.",
             content=ContentSpec(series=SERIES),
         )
-        schedule_campaign(session, campaign.id, utcnow() + timedelta(seconds=3))
+        schedule_campaign(
+            session,
+            campaign.id,
+            utcnow() + timedelta(seconds=3),
+            postal_address=settings.postal_address,
+        )
         campaign_id = campaign.id
     engine.dispose()
     return campaign_id

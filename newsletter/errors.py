@@ -9,6 +9,7 @@
     │   ├── InvalidTokenError        (audience.tokens) a link's token is forged or expired
     │   ├── FeedError                (content.feeds) a feed cannot be read or parsed
     │   ├── TemplateProblem          (rendering.sandbox) a template part, line and reason
+    │   ├── MissingFooterError       (rendering.footer) an email without its visible footer
     │   ├── HeaderInjectionError     (rendering.mime) a header value held CR or LF
     │   └── UnsupportedAddressError  (rendering.mime) an address that needs SMTPUTF8
     ├── BrokerUnavailableError       the configured broker cannot do what was asked

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from newsletter.audience.addresses import normalise_email
 from newsletter.audience.lists import create_list
 from newsletter.audience.models import (
+    ArchiveVisibility,
     MailingList,
     OptIn,
     Subscriber,
@@ -26,6 +27,7 @@ from newsletter.runs.ledger import Chunk
 SAMPLE_ARTICLES = Path(__file__).resolve().parent.parent / "newsletter" / "sample" / "articles"
 SERIES = "understanding-treatment"
 BASE_URL = "https://news.example.org"
+POSTAL_ADDRESS = "12 River Road, Springfield, IL 62701, USA"
 
 
 def settings_for(database_url: str, **overrides: object) -> Settings:
@@ -35,6 +37,7 @@ def settings_for(database_url: str, **overrides: object) -> Settings:
         "secret_key": "test-secret-of-at-least-32-bytes-long",
         "from_address": "Riverside Clinic <news@clinic.example>",
         "mail_url": "outbox:/nonexistent-outbox-set-mail_url",
+        "postal_address": POSTAL_ADDRESS,
     }
     values.update(overrides)
     return load_settings(**values)
@@ -47,9 +50,19 @@ def import_sample(session: Session) -> None:
 
 
 def make_list(
-    session: Session, slug: str = "clinic-news", name: str = "Clinic news"
+    session: Session,
+    slug: str = "clinic-news",
+    name: str = "Clinic news",
+    archive: ArchiveVisibility = ArchiveVisibility.public,
+    postal_address: str = POSTAL_ADDRESS,
 ) -> MailingList:
-    mailing_list = create_list(session, slug, name, opt_in=OptIn.double, public=True)
+    """A double opt-in list with a public archive and a postal address of its own (so
+    its campaigns can be scheduled without settings)."""
+    mailing_list = create_list(
+        session, slug, name, opt_in=OptIn.double, archive=archive,
+        postal_address=postal_address,
+        public=True,
+    )
     session.flush()
     return mailing_list
 

@@ -53,7 +53,7 @@ def test_every_corpus_file_has_a_label() -> None:
 # - 30 is a delay warning whose cause is a full mailbox: delayed, not soft.
 # - 34 is a DMARC failure report (ARF auth-failure): kind complaint, as labelled;
 #   acting on it is another matter (test_dmarc_failure_report_unsubscribes_nobody).
-# - 44 is Apple Mail's unsubscribe request, marked Auto-Submitted: not a bounce.
+# - 44 is Apple Mail's unsubscribe request, marked Auto-Submitted: an unsubscribe, not a bounce.
 @pytest.mark.parametrize("row", LABELS, ids=[r["file"][:2] for r in LABELS])
 def test_corpus_message_is_classified_as_labelled(row: dict[str, str]) -> None:
     report = classify((CORPUS / row["file"]).read_bytes())
@@ -443,5 +443,5 @@ def test_cli_import_reports_what_it_did(cli_env: str, tmp_path: Path) -> None:
     second = CliRunner().invoke(bounces_cli, ["import", str(tmp_path), "--json"])
 
     assert first.exit_code == 0, first.output
-    assert first.output == ("bounces: 2 messages (1 autoreply, 1 hard); 1 ignored, 1 suppressed\n")
+    assert first.output == ("mailbox: 2 messages (1 autoreply, 1 hard); 1 ignored, 1 suppressed\n")
     assert '"replayed": 1' in second.output

@@ -71,6 +71,7 @@ def cli_env(folder: Path) -> dict[str, str]:
         NEWSLETTER_MAIL_URL=f"outbox:{folder / 'outbox'}",
         NEWSLETTER_BASE_URL="https://news.example.org",
         NEWSLETTER_SECRET_KEY="a-test-secret-key-of-32-bytes-or-more",
+        NEWSLETTER_POSTAL_ADDRESS="12 River Road, Springfield, IL 62701, USA",
     )
     return env
 
@@ -346,6 +347,9 @@ def test_subscribers_import_skips_bad_rows_and_names_them(
             "name": "Clinic news",
             "opt_in": "double",
             "public": False,
+            "archive": "private",
+            "organization": "",
+            "postal_address": "",
             "confirmed": CONFIRMED,
         }
     ]
@@ -501,7 +505,7 @@ def test_campaign_that_cannot_render_is_refused_when_created(clinic: Cli) -> Non
         "--list",
         "clinic-news",
         "--subject",
-        "{{ slot('name', 'Hello') }}, new articles",
+        "{{ slot('name', 'Hello') }} and {{ slot('name', 'Hi') }}, new articles",
         "--series",
         SERIES,
     )

@@ -255,3 +255,23 @@ def test_smtp_port_limits_are_accepted(port: int) -> None:
 
     assert isinstance(target, SmtpTarget)
     assert target.port == port
+
+
+def test_a_postal_address_on_several_lines_is_shown_on_one() -> None:
+    settings = load_settings(postal_address="Riverside Clinic\n200 River Road\r\n\nSpringfield")
+
+    assert settings.postal_address == "Riverside Clinic, 200 River Road, Springfield"
+
+
+def test_the_organisation_defaults_to_the_from_name() -> None:
+    assert load_settings(
+        from_address="Harbour Health <news@harbour.example>"
+    ).organization_name == ("Harbour Health")
+    assert load_settings(organization="Harbour Health Trust").organization_name == (
+        "Harbour Health Trust"
+    )
+
+
+def test_a_footer_note_with_control_characters_is_one_line_naming_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"^NEWSLETTER_FOOTER_NOTE: must be plain text"):
+        load_settings(footer_note="note\x07")

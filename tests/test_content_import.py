@@ -394,3 +394,45 @@ def test_unknown_slugs_raise_not_found(session: Session) -> None:
         get_series(session, "nope")
     with pytest.raises(NotFoundError, match="no article 'nope'"):
         get_article(session, "nope")
+
+
+def test_an_images_alt_text_comes_from_front_matter_else_the_title(
+    session: Session, tmp_path: Path
+) -> None:
+    from newsletter.content.views import article_view
+    from newsletter.rendering.model import EmailContent, Sender
+    from newsletter.rendering.render import render_email
+
+    write_article(
+        tmp_path,
+        "with-alt.md",
+        "title: Sleep and mood\nimage: https://clinic.example/sleep.jpg\n"
+        "image_alt: A reader asleep by a window\npublished: 2026-09-01",
+    )
+    write_article(
+        tmp_path,
+        "without-alt.md",
+        "title: Eating well\nimage: https://clinic.example/food.jpg\npublished: 2026-09-02",
+    )
+    assert import_articles(session, [tmp_path]).problems == []
+    views = tuple(
+        article_view(session, a, "https://news.example.org")
+        for a in session.scalars(select(Article).order_by(Article.id))
+    )
+
+    html = render_email(
+        "digest",
+        EmailContent(
+            subject="News",
+            preheader="",
+            articles=views,
+            list_name="Clinic news",
+            sender_name="Riverside Clinic",
+            web_url="https://news.example.org/archive",
+            sender=Sender("Riverside Clinic", "12 River Road, Springfield"),
+        ),
+    ).html
+
+    assert 'alt="A reader asleep by a window"' in html
+    assert 'alt="Eating well"' in html
+    assert 'alt=""' not in html

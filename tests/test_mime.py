@@ -9,6 +9,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from email.header import decode_header, make_header
 from email.message import EmailMessage
 from email.utils import getaddresses, parsedate_to_datetime
@@ -25,11 +26,11 @@ from newsletter.rendering.mime import (
     encode_header,
     safe_header_value,
 )
-from newsletter.rendering.model import ArticleView, EmailContent, Link, Snapshot
+from newsletter.rendering.model import ArticleView, EmailContent, Link, Sender, Snapshot
 from newsletter.rendering.render import render_email
 from newsletter.rendering.slots import SlotTemplate, find_unfilled
 
-SUBJECT = "{{ slot('name') }}, news for {{ slot('attr.city', 'your area') }}"
+SUBJECT = "{{ slot('name', 'Reader') }}, news for {{ slot('attr.city', 'your area') }}"
 HEADERS = ListHeaders(
     from_address="Riverside Clinic <news@clinic.example>",
     list_name="Clinic news",
@@ -83,7 +84,8 @@ def make_snapshot(subject: str = SUBJECT) -> Snapshot:
             articles=(first, other),
             list_name="Clinic news",
             sender_name="Riverside Clinic",
-            web_url="https://news.example.org/archive/runs/1",
+            web_url="https://news.example.org/archive/emails/abc",
+            sender=Sender("Riverside Clinic", "12 River Road, Springfield, IL 62701, USA"),
         ),
     )
 
@@ -212,7 +214,7 @@ def test_empty_values_fall_back(snapshot: Snapshot, template: MessageTemplate) -
 
     text, _ = parts(parse(data))
     assert "Hello there," in text.get_content()
-    assert parse(data)["Subject"] == "there, news for your area"
+    assert parse(data)["Subject"] == "Reader, news for your area"  # the subject's own
     assert decoded_bodies(data) == expected_bodies(snapshot, values)
 
 
@@ -330,6 +332,13 @@ def test_given_date_is_used(template: MessageTemplate) -> None:
     date = "Mon, 07 Sep 2026 09:00:00 GMT"
 
     assert unfolded_header(template.build(recipient(), date), "Date") == date
+
+
+def test_the_date_is_utc_with_a_numeric_zone(template: MessageTemplate) -> None:
+    date = unfolded_header(template.build(recipient()), "Date")
+
+    assert date.endswith(" +0000")  # not the obsolete "GMT" (RFC 5322 4.3)
+    assert abs(parsedate_to_datetime(date) - datetime.now(UTC)) < timedelta(minutes=1)
 
 
 def test_lines_are_short_and_end_in_crlf(template: MessageTemplate) -> None:

@@ -31,6 +31,7 @@ HTML = """<html><body>
 talks are open to you.</p>{% endif %}
 {% for a in articles %}<h2>{{ a.title }}</h2>{% endfor %}
 <a href="{{ slot('unsubscribe_url') }}">Unsubscribe</a>
+{{ footer }}
 </body></html>"""
 SUBJECT = (
     '{% if subscriber.attributes.get("lang") == "de" %}Neu{% else %}New{% endif %}: '
@@ -158,7 +159,7 @@ def test_a_reader_whose_values_break_the_template_fails_alone(
     html = (
         "<p>{% if subscriber.attributes.visits %}One in "
         "{{ 100 // (subscriber.attributes.visits | int) }}{% endif %}</p>"
-        "<a href=\"{{ slot('unsubscribe_url') }}\">Unsubscribe</a>"
+        "<a href=\"{{ slot('unsubscribe_url') }}\">Unsubscribe</a>{{ footer }}"
     )
     save_template(session, "visits", "", html, "")
     import_sample(session)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import re
 from dataclasses import replace
 from html.parser import HTMLParser
@@ -12,7 +14,8 @@ import pytest
 from newsletter.config import load_settings
 from newsletter.errors import ConfigError, InvalidInputError
 from newsletter.rendering.library import BUILTIN_DIR, template_library
-from newsletter.rendering.model import ArticleView, EmailContent, Link, Snapshot
+from newsletter.rendering.mime import ListHeaders, MessageTemplate, Recipient
+from newsletter.rendering.model import ArticleView, EmailContent, Link, Sender, Snapshot
 from newsletter.rendering.preview import SAMPLE_VALUES, fill_html
 from newsletter.rendering.render import render_email
 from newsletter.rendering.slots import (
@@ -67,6 +70,9 @@ STANDALONE = ArticleView(
 )
 
 
+SENDER = Sender("Riverside Clinic", "12 River Road, Springfield, IL 62701, USA")
+
+
 def content(*articles: ArticleView, subject: str = "News from the clinic") -> EmailContent:
     return EmailContent(
         subject=subject,
@@ -74,7 +80,8 @@ def content(*articles: ArticleView, subject: str = "News from the clinic") -> Em
         articles=articles,
         list_name="Clinic news",
         sender_name="Riverside Clinic",
-        web_url="https://news.example.org/archive/runs/1",
+        web_url="https://news.example.org/archive/emails/abc",
+        sender=SENDER,
     )
 
 
@@ -139,8 +146,8 @@ def test_stylesheet_rules_are_inlined_onto_elements() -> None:
 def test_every_digest_card_carries_its_inline_style() -> None:
     html = render_email("digest", content(*series(), STANDALONE)).html
 
-    cards = with_class(html, "div", "card")
-    buttons = with_class(html, "a", "button")
+    cards = with_class(html, "td", "card-cell")
+    buttons = with_class(html, "td", "button-cell")
     assert len(cards) == len(buttons) == 4
     assert all("padding:20px 0" in card["style"] for card in cards)
     assert all("background-color:#1d6a5e" in button["style"] for button in buttons)
@@ -156,7 +163,7 @@ def test_media_query_survives_in_a_style_block() -> None:
     assert "!important" in block
     # Ordinary rules moved onto the elements; only the media query is left.
     assert "Georgia" not in block
-    assert ".series-nav" not in block
+    assert "padding: 6px 12px" not in block  # .series-nav-cell, inlined
 
 
 # --- the text part ---------------------------------------------------------------------
@@ -239,7 +246,13 @@ def test_author_and_date_are_shown() -> None:
 
 
 def nav_links(html: str, css_class: str) -> list[str]:
-    return [attrs["href"] for attrs in with_class(html, "a", css_class)]
+    """The links in the navigation cells of this class (<td class=…><a href=…>)."""
+    found = elements(html).found
+    return [
+        found[i + 1][1]["href"]
+        for i, (tag, attrs) in enumerate(found)
+        if tag == "td" and css_class in attrs.get("class", "").split() and found[i + 1][0] == "a"
+    ]
 
 
 @pytest.mark.parametrize("template", ["digest", "article"])
@@ -295,7 +308,7 @@ def test_last_series_article_has_no_next(template: str) -> None:
 def test_non_series_article_has_no_series_navigation(template: str) -> None:
     snapshot = render_email(template, content(STANDALONE))
 
-    for absent in ("Part ", "Previous:", "Next:", "series-nav", "series-label"):
+    for absent in ("Part ", "Previous:", "Next:", 'class="series-nav', 'class="series-label'):
         assert absent not in snapshot.html
         assert absent not in snapshot.text
 
@@ -424,22 +437,40 @@ def test_attribute_slot_keeps_its_fallback() -> None:
     assert SlotTemplate.compile(snapshot.subject, snapshot.marker).keys == ("attr.city",)
 
 
-def test_conflicting_fallbacks_for_one_slot_are_refused() -> None:
-    # base.html greets with slot("name", "there").
+def test_conflicting_fallbacks_for_one_slot_in_one_part_are_refused() -> None:
     with pytest.raises(InvalidInputError, match="two fallbacks"):
-        render_email("digest", content(STANDALONE, subject="{{ slot('name', 'friend') }}"))
+        render_email(
+            "digest",
+            content(STANDALONE, subject="{{ slot('name', 'a') }} and {{ slot('name', 'b') }}"),
+        )
 
 
-def test_repeating_the_same_fallback_is_allowed() -> None:
-    snapshot = render_email("digest", content(STANDALONE, subject="{{ slot('name', 'there') }}"))
+def test_the_subject_chooses_its_own_fallback_apart_from_the_body() -> None:
+    # base.html greets with slot("name", "there"); the subject says 'Reader'.
+    snapshot = render_email(
+        "digest", content(STANDALONE, subject="{{ slot('name', 'Reader') }}, your news")
+    )
 
+    assert snapshot.subject_slot_fallbacks["name"] == "Reader"
     assert snapshot.fallbacks["name"] == "there"
+    template = MessageTemplate(
+        snapshot, ListHeaders("News <news@clinic.example>", "News", "n.x.example")
+    )
+    message = email.message_from_bytes(
+        template.build(
+            Recipient("a@example.org", "", {"unsubscribe_url": "https://x.example/u"}, "<m@x>")
+        ),
+        policy=email.policy.default,
+    )
+    assert message["Subject"] == "Reader, your news"
+    html = message.get_body(("html",))
+    assert html is not None and "Hello there," in html.get_content()
 
 
-def test_slot_without_fallback_shares_the_one_given_elsewhere() -> None:
-    # The subject calls slot("name") first; base.html later gives "there".
+def test_a_slot_without_fallback_in_the_subject_shows_nothing_when_empty() -> None:
     snapshot = render_email("digest", content(STANDALONE, subject="Hi {{ slot('name') }}"))
 
+    assert snapshot.subject_slot_fallbacks["name"] == ""
     assert snapshot.fallbacks["name"] == "there"
 
 

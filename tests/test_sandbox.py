@@ -25,7 +25,7 @@ from newsletter.cli.templates import app as templates_app
 from newsletter.errors import InvalidInputError, NotFoundError
 from newsletter.rendering import sandbox
 from newsletter.rendering.mime import MessageTemplate, Recipient
-from newsletter.rendering.model import ArticleView, EmailContent, Link
+from newsletter.rendering.model import ArticleView, EmailContent, Link, Sender
 from newsletter.rendering.render import render_email
 from newsletter.rendering.sandbox import TemplateProblem, plain_context, render_subject
 from newsletter.rendering.slots import find_unfilled, sentinel
@@ -41,6 +41,7 @@ HTML = """\
 {% if a.next %}<p>Next: {{ a.next.title }}</p>{% endif %}
 {% endfor %}
 <p><a href="{{ slot('unsubscribe_url') }}">Unsubscribe</a> from {{ list_name }}</p>
+<div class="fine-print">{{ footer }}</div>
 """
 TEXT = """\
 Hello {{ slot("name", "there") }},
@@ -48,6 +49,7 @@ Hello {{ slot("name", "there") }},
 * {{ a.title }}: {{ a.url }}
 {% endfor %}
 Unsubscribe: {{ slot("unsubscribe_url") }}
+{{ footer }}
 """
 CONTENT = EmailContent(
     subject="{{ slot('name', 'there') }}, news",
@@ -65,7 +67,8 @@ CONTENT = EmailContent(
     ),
     list_name="Clinic news",
     sender_name="Riverside Clinic",
-    web_url="https://news.example.org/archive/runs/1",
+    web_url="https://news.example.org/archive/emails/abc",
+    sender=Sender("Riverside Clinic", "12 River Road, Springfield, IL 62701, USA"),
 )
 
 # Server-side template injection payloads that must never be stored.
@@ -193,7 +196,7 @@ def test_a_syntax_error_names_the_line(session: Session) -> None:
 
 
 def test_a_template_that_breaks_on_a_sparse_article_is_refused(session: Session) -> None:
-    html = "<p>Filed under {{ article.tags[0] }}</p>"
+    html = "<p>Filed under {{ article.tags[0] }}</p>{{ footer }}"
 
     with pytest.raises(InvalidInputError, match=r"line 1: .* \(with the sparse"):
         save_template(session, "fragile", "", html, "")
@@ -264,7 +267,12 @@ def test_slots_are_left_for_each_recipient_with_their_fallbacks() -> None:
     name = sentinel("name", snapshot.marker)
     assert snapshot.subject == f"{name}, news"
     assert f"Hello {name}," in snapshot.html and f"Hello {name}," in snapshot.text
-    assert snapshot.fallbacks == {"name": "there", "unsubscribe_url": ""}
+    assert snapshot.fallbacks == {
+        "name": "there",
+        "unsubscribe_url": "",
+        "email": "",
+        "preferences_url": "",
+    }
 
 
 def test_two_fallbacks_for_one_slot_are_refused() -> None:
@@ -309,11 +317,11 @@ def test_a_stored_template_goes_through_the_same_mime_step() -> None:
 
 
 def test_H1_a_sentinel_written_out_in_a_stored_template_is_text_not_a_slot() -> None:
-    snapshot = render_email(template(html="<p>__slot_preferences_url__</p>"), CONTENT)
+    snapshot = render_email(template(html="<p>__slot_next_url__</p>{{ footer }}"), CONTENT)
 
-    assert "preferences_url" not in snapshot.fallbacks
-    assert find_unfilled(snapshot.html, snapshot.marker) == []
-    assert "<p>__slot_preferences_url__</p>" in snapshot.html
+    assert "next_url" not in snapshot.fallbacks
+    assert "next_url" not in find_unfilled(snapshot.html, snapshot.marker)
+    assert "<p>__slot_next_url__</p>" in snapshot.html
 
 
 def test_templates_see_plain_data_only() -> None:
@@ -422,3 +430,64 @@ def test_render_subject_renders_a_campaign_subject_in_the_sandbox() -> None:
     assert subject == "__slot_name__, 1 new" and slot.fallbacks == {"name": "there"}
     with pytest.raises(TemplateProblem, match="'__globals__' is private"):
         render_subject("{{ cycler.__init__.__globals__.os.popen('id').read() }}", context)
+
+
+# --- the mandatory footer ------------------------------------------------------------
+
+
+def test_a_template_without_the_footer_is_refused_at_save(session: Session) -> None:
+    html = HTML.replace("{{ footer }}", "")
+
+    with pytest.raises(InvalidInputError, match=r"template 'bare': .*put \{\{ footer \}\}"):
+        save_template(session, "bare", "", html, TEXT)
+    assert stored(session) == 0
+
+
+def test_a_text_part_without_the_footer_is_refused_at_save(session: Session) -> None:
+    text = TEXT.replace("{{ footer }}", "")
+
+    with pytest.raises(InvalidInputError, match="the text part has no preferences link"):
+        save_template(session, "bare-text", "", HTML, text)
+    assert stored(session) == 0
+
+
+@pytest.mark.parametrize(
+    ("html", "reason"),
+    [
+        ('<div style="display:none">{{ footer }}</div>', "display:none"),
+        ("<style>.gone { visibility: hidden }</style><div class=gone>{{ footer }}</div>", "hidden"),
+        (
+            "<style>@media screen { .small { display: none !important } }</style>"
+            "<table><tr><td class=small>{{ footer }}</td></tr></table>",
+            "display:none",
+        ),
+        ('<div style="font-size:0">{{ footer }}</div>', "font-size"),
+        (
+            "<p>News</p><!--[if !mso]><!-->{{ footer }}<!--<![endif]-->",
+            "only outside classic Outlook",
+        ),
+        ('<div style="max-height:0;overflow:hidden">{{ footer }}</div>', "max-height:0"),
+        ("<div hidden>{{ footer }}</div>", "hidden attribute"),
+    ],
+    ids=["inline", "class", "media-query", "tiny-text", "not-outlook", "collapsed", "attribute"],
+)
+def test_a_template_that_hides_the_footer_is_refused_at_save(
+    session: Session, html: str, reason: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=reason):
+        save_template(session, "sneaky", "", html, TEXT)
+    assert stored(session) == 0
+
+
+def test_a_template_may_style_the_footer(session: Session) -> None:
+    # (font-size:0 on a wrapper, set again inside, is the usual fix for inline gaps.)
+    html = (
+        "<style>.fine { font-size: 13px; color: #555; border-top: 1px solid #ccc }</style>"
+        '<p>News</p><div style="font-size:0"><div class="fine">{{ footer }}</div></div>'
+    )
+
+    save_template(session, "styled", "", html, TEXT)
+
+    snapshot = render_email(template(html=html), CONTENT)
+    assert "12 River Road, Springfield" in snapshot.html
+    assert 'class="fine" style="font-size:13px' in snapshot.html

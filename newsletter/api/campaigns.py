@@ -204,9 +204,9 @@ def schedule(campaign_id: Id, body: ScheduleIn, request: Request, caller: Sender
     def work(session: Session) -> tuple[int, ScheduledOut, str]:
         campaign = get_campaign(session, campaign_id)
         _own(caller, campaign)
-        message = service.schedule(
-            session, campaign_id, service.ScheduleRequest(**body.model_dump())
-        )
+        postal_address = api_of(request).settings.postal_address
+        asked = service.ScheduleRequest(**body.model_dump(), postal_address=postal_address)
+        message = service.schedule(session, campaign_id, asked)
         return 200, ScheduledOut(campaign=_out(session, campaign), message=message), ""
 
     return write(request, caller, body, work)

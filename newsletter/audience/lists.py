@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from newsletter.accounts import audit
-from newsletter.audience.models import MailingList, OptIn, Subscription, SubscriptionStatus
+from newsletter.audience.models import (
+    ArchiveVisibility,
+    MailingList,
+    OptIn,
+    Subscription,
+    SubscriptionStatus,
+)
 from newsletter.errors import InvalidInputError, NotFoundError
+from newsletter.rendering.model import Sender
 
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 MAX_SLUG = 200
 MAX_NAME = 300
 MAX_DESCRIPTION = 2000
+MAX_IDENTITY = 500
 
 
 def create_list(
@@ -25,10 +34,16 @@ def create_list(
     opt_in: OptIn = OptIn.double,
     description: str = "",
     public: bool = False,
+    *,
+    archive: ArchiveVisibility = ArchiveVisibility.private,
+    organization: str = "",
+    postal_address: str = "",
+    footer_note: str = "",
 ) -> MailingList:
     """Add a mailing list and flush it (the caller commits). Only a `public` list is
     offered on the sign-up form and on preferences pages; a private one is joined
-    only through staff (imports, the API).
+    only through staff (imports, the API). Its archive is private unless asked
+    otherwise; "" identity fields use the settings' values.
 
     Raises InvalidInputError when the slug is malformed or taken, or the name is empty.
     """
@@ -46,7 +61,15 @@ def create_list(
     if session.scalar(select(MailingList.id).where(MailingList.slug == slug)) is not None:
         raise InvalidInputError(f"list '{slug}' already exists")
     mailing_list = MailingList(
-        slug=slug, name=name, opt_in=opt_in, description=description, public=public
+        slug=slug,
+        name=name,
+        opt_in=opt_in,
+        description=description,
+        archive=archive,
+        organization=clean_identity("organization", organization),
+        postal_address=clean_identity("postal_address", postal_address),
+        footer_note=clean_identity("footer_note", footer_note),
+        public=public,
     )
     try:
         # A savepoint, so losing a race with another creator leaves the caller's
@@ -87,3 +110,73 @@ def list_lists(session: Session) -> list[tuple[MailingList, int]]:
     )
     rows = session.execute(select(MailingList, confirmed).order_by(MailingList.slug))
     return [(mailing_list, count) for mailing_list, count in rows]
+
+
+def list_sender(
+    lists: Sequence[MailingList], organization: str, postal_address: str, footer_note: str
+) -> Sender:
+    """Who sends to these lists, as the footer says it: the first list's own values
+    (lists of different brands), each falling back to the settings' (given here)."""
+    first = min(lists, key=lambda ml: ml.id) if lists else None
+    return Sender(
+        organization=(first.organization if first else "") or organization,
+        postal_address=(first.postal_address if first else "") or postal_address,
+        footer_note=(first.footer_note if first else "") or footer_note,
+    )
+
+
+def require_postal_address(lists: Sequence[MailingList], default: str) -> None:
+    """InvalidInputError naming the setting unless every list has a postal address of
+    its own or `default` (NEWSLETTER_POSTAL_ADDRESS) is set."""
+    missing = [ml.slug for ml in lists if not ml.postal_address]
+    if default or not missing:
+        return
+    raise InvalidInputError(
+        "NEWSLETTER_POSTAL_ADDRESS is not set: every campaign email must show the sender's "
+        "postal address (US CAN-SPAM). Set it, or give the list one with "
+        f"`newsletter lists update {missing[0]} --postal-address '…'`"
+    )
+
+
+def update_list(
+    session: Session,
+    slug: str,
+    *,
+    name: str | None = None,
+    organization: str | None = None,
+    postal_address: str | None = None,
+    footer_note: str | None = None,
+    archive: ArchiveVisibility | None = None,
+) -> MailingList:
+    """Change a list's name, sender identity or archive visibility (None: unchanged;
+    "" for an identity field: use the settings' value). Flushes."""
+    mailing_list = get_list(session, slug)
+    if name is not None:
+        if not name.strip() or len(name.strip()) > MAX_NAME:
+            raise InvalidInputError(f"list name must be 1 to {MAX_NAME} characters")
+        mailing_list.name = name.strip()
+    for field, value in (
+        ("organization", organization),
+        ("postal_address", postal_address),
+        ("footer_note", footer_note),
+    ):
+        if value is not None:
+            setattr(mailing_list, field, clean_identity(field, value))
+    if archive is not None:
+        mailing_list.archive = archive
+    session.flush()
+    return mailing_list
+
+
+def clean_identity(field: str, value: str) -> str:
+    """An organisation, postal address or note on one line (several lines are joined
+    with ", "); InvalidInputError naming the option when too long or holding control
+    characters."""
+    lines = [" ".join(line.split()) for line in value.replace("\r", "\n").split("\n")]
+    text = ", ".join(line for line in lines if line)
+    option = "--" + field.replace("_", "-")
+    if len(text) > MAX_IDENTITY:
+        raise InvalidInputError(f"{option} is longer than {MAX_IDENTITY} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise InvalidInputError(f"{option} must be plain text without control characters")
+    return text

@@ -27,6 +27,11 @@ class OptIn(enum.StrEnum):
     double = "double"
 
 
+class ArchiveVisibility(enum.StrEnum):
+    public = "public"  # listed in the web archive
+    private = "private"  # shown only at the unguessable link in its own emails
+
+
 class SubscriptionStatus(enum.StrEnum):
     unconfirmed = "unconfirmed"
     confirmed = "confirmed"
@@ -66,6 +71,14 @@ class MailingList(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     opt_in: Mapped[OptIn] = mapped_column(
         Enum(OptIn, native_enum=False, length=20), default=OptIn.double
+    )
+    # Who sends this list's emails, when it is not the settings' organisation (lists
+    # of different brands): "" falls back to NEWSLETTER_ORGANIZATION and so on.
+    organization: Mapped[str] = mapped_column(String(500), default="")
+    postal_address: Mapped[str] = mapped_column(String(500), default="")
+    footer_note: Mapped[str] = mapped_column(String(500), default="")
+    archive: Mapped[ArchiveVisibility] = mapped_column(
+        Enum(ArchiveVisibility, native_enum=False, length=20), default=ArchiveVisibility.private
     )
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     # Shown on the sign-up form and offered on preferences pages. A private list (for

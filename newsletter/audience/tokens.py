@@ -40,6 +40,16 @@ class TokenClaims:
     # next-step link, a drip sequence. Read it as `list_id` or `sequence_id`.
     scope: int
     expires_at: int  # unix seconds; 0 = never
+    # A confirmation link may name several lists (one link confirms all the lists one
+    # signup asked for); `scope` is then the first of them.
+    scopes: tuple[int, ...] = ()
+
+    @property
+    def list_ids(self) -> tuple[int, ...]:
+        """Every list the link names (confirm links may name several)."""
+        if self.purpose is Purpose.next_step:
+            raise InvalidTokenError("a next-step link names a sequence, not a list")
+        return self.scopes or (self.scope,)
 
     @property
     def list_id(self) -> int:
@@ -94,6 +104,17 @@ class TokenSigner:
         payload = _b64(f"{_CODES[purpose]}:{subscriber_id}:{scope}:{expires}".encode("ascii"))
         return f"{payload}.{self._signature(payload)}"
 
+    def sign_lists(
+        self, purpose: Purpose, subscriber_id: int, list_ids: tuple[int, ...], ttl_seconds: int = 0
+    ) -> str:
+        """A token naming several lists (read back as `TokenClaims.list_ids`)."""
+        if not list_ids or purpose is Purpose.next_step:
+            raise InvalidInputError("a token names at least one list")
+        expires = int(time.time()) + ttl_seconds if ttl_seconds else 0
+        scopes = ".".join(str(int(list_id)) for list_id in list_ids)
+        payload = _b64(f"{_CODES[purpose]}:{subscriber_id}:{scopes}:{expires}".encode("ascii"))
+        return f"{payload}.{self._signature(payload)}"
+
     def verify(self, token: str, purpose: Purpose, now: float | None = None) -> TokenClaims:
         """The claims of a genuine, unexpired token of this purpose, else InvalidTokenError."""
         # A token comes from a URL: anything but ASCII is not ours (and would make the
@@ -105,7 +126,9 @@ class TokenSigner:
             raise InvalidTokenError("this link is not valid (it may be incomplete)")
         try:
             kind, subscriber, scope, expires = _unb64(payload).decode("ascii").split(":")
-            claims = TokenClaims(Purpose(kind), int(subscriber), int(scope), int(expires))
+            scopes = tuple(int(s) for s in scope.split(".")) if "." in scope else ()
+            first = scopes[0] if scopes else int(scope)
+            claims = TokenClaims(Purpose(kind), int(subscriber), first, int(expires), scopes)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidTokenError("this link is not valid") from exc
         if claims.purpose is not purpose:

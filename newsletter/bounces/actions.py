@@ -88,7 +88,8 @@ def apply_report(
         raise InvalidInputError("the soft bounce limit must be at least 1")
     if not report.event_id:
         raise InvalidInputError("a bounce report needs an event id")
-    if report.kind in (Kind.autoreply, Kind.not_bounce):
+    if report.kind in (Kind.autoreply, Kind.not_bounce, Kind.unsubscribe):
+        # (An unsubscribe request is acted on by unsubscribes.py, when its token is valid.)
         return [Outcome(Action.ignored, "", f"ignored: {report.kind}")]
     if not report.recipients:
         return [Outcome(Action.ignored, "", f"ignored: {report.kind} naming no recipient")]
@@ -96,7 +97,7 @@ def apply_report(
     for recipient in report.recipients:
         address = _normalised(recipient.address)
         detail = _detail(recipient, report.feedback_type)
-        if not _record_event(
+        if not record_event(
             session,
             source,
             _event_key(report, recipient),
@@ -194,7 +195,7 @@ def _suppress(session: Session, email: str, reason: str, detail: str, why: str) 
     return Outcome(Action.suppressed, email, f"suppressed {email} ({why})")
 
 
-def _record_event(
+def record_event(
     session: Session, source: str, event_id: str, email: str, kind: Kind, detail: str
 ) -> bool:
     """Insert the event unless its (source, event_id) exists; True if inserted."""

@@ -16,7 +16,8 @@ order and the first that recognises the message wins:
    Exchange 5.5 to Office 365, SMTP32, Domino): recipients from `X-Failed-Recipients`
    or the notice, codes from the text; a failure notice naming no address (old
    Exchange names a display name) is still a bounce, with no recipient;
-6. an unsubscribe request sent by a mail client (not a bounce);
+6. an unsubscribe request sent by a mail client (`X-Apple-Unsubscribe: true`, or a
+   subject starting with "unsubscribe"): kind *unsubscribe*, not a bounce;
 7. an auto-reply (RFC 3834 `Auto-Submitted`, vacation headers, "out of office").
 
 Anything else is `not-bounce`. Only the report's own parts are read: the returned
@@ -60,6 +61,7 @@ class Kind(enum.StrEnum):
     delayed = "delayed"
     complaint = "complaint"
     autoreply = "autoreply"
+    unsubscribe = "unsubscribe"  # a reader asking to leave, by mail (bounces/unsubscribes.py)
     not_bounce = "not-bounce"
 
 
@@ -714,11 +716,18 @@ def _diagnostic(text: str) -> str:
 # --- 6. unsubscribe requests and 7. auto-replies ---------------------------------------
 
 
+_UNSUBSCRIBE_SUBJECT = re.compile(r"^\s*unsubscribe\b", re.IGNORECASE)
+
+
 def _unsubscribe_request(message: Message, text: str) -> _Finding | None:
     # Apple Mail's one-tap unsubscribe mails the List-Unsubscribe address, marked
-    # Auto-Submitted like an auto-reply; it is a request to leave, not a bounce.
+    # Auto-Submitted like an auto-reply; other clients mail it with the subject the
+    # mailto: URI gives ("unsubscribe <token>"). A request to leave, not a bounce:
+    # bounces/unsubscribes.py acts on it when it carries a valid signed token.
     if _header(message, "X-Apple-Unsubscribe").strip().lower() == "true":
-        return _Finding(Kind.not_bounce, [])
+        return _Finding(Kind.unsubscribe, [])
+    if _UNSUBSCRIBE_SUBJECT.match(_decoded_header(message, "Subject")):
+        return _Finding(Kind.unsubscribe, [])
     return None
 
 

@@ -1,8 +1,10 @@
 """Bounce mailboxes: a Maildir, an mbox file, a folder of .eml files, or IMAP.
 
 Every message is classified (`dsn.classify`) and acted on (`actions.apply_report`)
-with source `dsn`. Reading the same mailbox twice is harmless: each report is known
-by its Message-ID (or a hash of its bytes), so the second pass changes nothing.
+with source `dsn`; given the token signer, a reader's request to unsubscribe by mail
+is acted on too (`unsubscribes.apply_unsubscribe_request`, source `mailto`).
+Reading the same mailbox twice is harmless: each report is known by its Message-ID
+(or a hash of its bytes), so the second pass changes nothing.
 """
 
 from __future__ import annotations
@@ -18,11 +20,16 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
+from newsletter.audience.tokens import TokenSigner
 from newsletter.bounces.actions import DEFAULT_SOFT_BOUNCE_LIMIT, apply_report
-from newsletter.bounces.dsn import classify
+from newsletter.bounces.dsn import Kind, classify
+from newsletter.bounces.unsubscribes import apply_unsubscribe_request
 from newsletter.errors import NewsletterError, NotFoundError, Problem
 
 SOURCE = "dsn"
+# What a message carrying an unsubscribe token may be classified as (a hand-written
+# request need not start its subject with "unsubscribe"; Apple's looks auto-submitted).
+_MAY_ASK_TO_LEAVE = (Kind.unsubscribe, Kind.not_bounce, Kind.autoreply)
 
 
 class MailboxError(NewsletterError):
@@ -37,11 +44,18 @@ class MailboxReport:
     kinds: Counter[str] = field(default_factory=Counter)  # hard, soft, complaint…
     actions: Counter[str] = field(default_factory=Counter)  # suppressed, counted, replayed…
     problems: list[Problem] = field(default_factory=list)
+    # Reads unsubscribe requests (the List-Unsubscribe mailto:) when given.
+    signer: TokenSigner | None = None
 
     def add(self, session: Session, raw: bytes, soft_bounce_limit: int) -> None:
         report = classify(raw)
         self.messages += 1
         self.kinds[report.kind] += 1
+        if self.signer is not None and report.kind in _MAY_ASK_TO_LEAVE:
+            outcome = apply_unsubscribe_request(session, self.signer, raw)
+            if outcome is not None:
+                self.actions[outcome.action] += 1
+                return
         for outcome in apply_report(session, report, SOURCE, soft_bounce_limit):
             self.actions[outcome.action] += 1
 
@@ -55,16 +69,20 @@ class MailboxReport:
 
 
 def import_mailbox(
-    session: Session, path: Path, soft_bounce_limit: int = DEFAULT_SOFT_BOUNCE_LIMIT
+    session: Session,
+    path: Path,
+    soft_bounce_limit: int = DEFAULT_SOFT_BOUNCE_LIMIT,
+    signer: TokenSigner | None = None,
 ) -> MailboxReport:
     """Read every message at `path` and act on the bounces among them.
 
     `path` is a Maildir (a folder with cur/ and new/), a folder of `.eml` files, a
     single `.eml` file, or an mbox file. Messages are left where they are. The
     session is flushed, not committed. A message that cannot be read is reported in
-    `problems` and the rest are still processed.
+    `problems` and the rest are still processed. With `signer`, unsubscribe requests
+    carrying a valid token unsubscribe their reader.
     """
-    result = MailboxReport()
+    result = MailboxReport(signer=signer)
     for where, raw in _messages_at(path, result.problems):
         try:
             result.add(session, raw, soft_bounce_limit)
@@ -124,15 +142,17 @@ def fetch_imap(
     port: int | None = None,
     soft_bounce_limit: int = DEFAULT_SOFT_BOUNCE_LIMIT,
     connect: Callable[[str, int, bool], ImapClient] = connect_imap,
+    signer: TokenSigner | None = None,
 ) -> MailboxReport:
     """Process the folder's unseen messages, then mark each one seen.
 
     Each message's effects are committed before it is flagged \\Seen, so a crash in
     between leaves it unseen and the next run reads it again, harmlessly (replay).
     Messages are fetched with BODY.PEEK, so a failure never marks one seen early.
-    IMAP and network errors raise MailboxError.
+    IMAP and network errors raise MailboxError. With `signer`, unsubscribe requests
+    are acted on as `import_mailbox` does.
     """
-    result = MailboxReport()
+    result = MailboxReport(signer=signer)
     try:
         client = connect(host, port or (993 if ssl else 143), ssl)
     except (imaplib.IMAP4.error, OSError) as exc:

@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from newsletter.audience.lists import list_sender, require_postal_address
 from newsletter.campaigns.models import Campaign, ContentKind
 from newsletter.campaigns.templates import render_campaign_email
 from newsletter.config import Settings
@@ -17,7 +18,7 @@ from newsletter.db import utcnow
 from newsletter.errors import InvalidInputError, NewsletterError, NotFoundError
 from newsletter.recurrence import previous_occurrence
 from newsletter.rendering.library import template_library
-from newsletter.rendering.model import EmailContent, Snapshot
+from newsletter.rendering.model import EmailContent, Sender, Snapshot
 from newsletter.runs import lifecycle
 from newsletter.runs.models import Run
 
@@ -99,6 +100,15 @@ def email_content(
         list_name=", ".join(ml.name for ml in campaign.lists),
         sender_name=settings.sender_name,
         web_url=web_url,
+        sender=campaign_sender(campaign, settings),
+    )
+
+
+def campaign_sender(campaign: Campaign, settings: Settings) -> Sender:
+    """Who sends the campaign, as its footer says it (its first list's, else the
+    settings')."""
+    return list_sender(
+        campaign.lists, settings.organization_name, settings.postal_address, settings.footer_note
     )
 
 
@@ -127,6 +137,7 @@ def freeze_campaign_run(session: Session, run: Run, settings: Settings) -> Snaps
         return frozen
     assert run.campaign_id is not None
     campaign = get_campaign(session, run.campaign_id)
+    require_postal_address(campaign.lists, settings.postal_address)
     content = email_content(session, campaign, settings, settings.base_url + run.archive_path, run)
     library = template_library(settings.templates_dir)
     snapshot = render_campaign_email(session, campaign.template, content, library)

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.accounts import audit
-from newsletter.audience.lists import get_list
+from newsletter.audience.lists import get_list, require_postal_address
 from newsletter.campaigns.content import get_campaign, select_articles
 from newsletter.campaigns.models import Campaign, CampaignStatus, ContentKind
 from newsletter.campaigns.templates import check_campaign_template
@@ -194,6 +194,8 @@ class ScheduleRequest:
     cron: str | None = None
     skip_if_empty: bool = False
     local_time: bool = False
+    # NEWSLETTER_POSTAL_ADDRESS (lists may have their own): no email goes without one.
+    postal_address: str = ""
 
 
 def schedule(session: Session, campaign_id: int, request: ScheduleRequest) -> str:
@@ -210,6 +212,7 @@ def schedule(session: Session, campaign_id: int, request: ScheduleRequest) -> st
             skip_if_empty=request.skip_if_empty,
             starting=starting,
             local_time=request.local_time,
+            postal_address=request.postal_address,
         )
         first = next_occurrence(request.cron, request.timezone, starting)
         return (
@@ -220,7 +223,12 @@ def schedule(session: Session, campaign_id: int, request: ScheduleRequest) -> st
         raise InvalidInputError("give exactly one of --at TIME, --now or --cron EXPR")
     send_at = utcnow() if request.now else parse_local_time(request.at or "", request.timezone)
     schedule_campaign(
-        session, campaign_id, send_at, request.timezone, local_time=request.local_time
+        session,
+        campaign_id,
+        send_at,
+        request.timezone,
+        local_time=request.local_time,
+        postal_address=request.postal_address,
     )
     where = " in each subscriber's time zone" if request.local_time else " (UTC)"
     return f"campaign {campaign_id} scheduled for {send_at.isoformat()}{where}"
@@ -252,14 +260,19 @@ def schedule_recurring(
     skip_if_empty: bool = False,
     starting: datetime | None = None,
     local_time: bool = False,
+    postal_address: str = "",
 ) -> Campaign:
-    """Send the campaign at every occurrence of `cron` in `timezone`, from `starting` on."""
+    """Send the campaign at every occurrence of `cron` in `timezone`, from `starting` on.
+
+    `postal_address` is NEWSLETTER_POSTAL_ADDRESS: without it, every list of the
+    campaign needs one of its own (InvalidInputError naming the setting)."""
     campaign = get_campaign(session, campaign_id)
     if campaign.status not in (CampaignStatus.draft, CampaignStatus.scheduled):
         raise InvalidInputError(
             f"campaign {campaign_id} is {campaign.status.value}; only a draft or scheduled "
             "campaign can be scheduled"
         )
+    require_postal_address(campaign.lists, postal_address)
     zone(timezone)
     before = audited(campaign)
     campaign.cron = check_cron(cron)
@@ -286,17 +299,21 @@ def schedule_campaign(
     timezone: str = "UTC",
     *,
     local_time: bool = False,
+    postal_address: str = "",
 ) -> Campaign:
     """Mark a draft (or rescheduled) campaign to start at `send_at` (UTC).
 
     With `local_time`, each subscriber gets it at send_at's wall-clock time (read in
-    `timezone`) in their own time zone, over the 26 hours the zones span."""
+    `timezone`) in their own time zone, over the 26 hours the zones span.
+    `postal_address` is NEWSLETTER_POSTAL_ADDRESS: without it, every list of the
+    campaign needs one of its own (InvalidInputError naming the setting)."""
     campaign = get_campaign(session, campaign_id)
     if campaign.status not in (CampaignStatus.draft, CampaignStatus.scheduled):
         raise InvalidInputError(
             f"campaign {campaign_id} is {campaign.status.value}; only a draft or scheduled "
             "campaign can be scheduled"
         )
+    require_postal_address(campaign.lists, postal_address)
     try:
         zone(timezone)
     except InvalidInputError as exc:

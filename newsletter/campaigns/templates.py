@@ -1,7 +1,8 @@
 """Staff templates: stored Jinja2 sources for subject, HTML and text, checked when saved.
 
-A template is saved only when every part compiles in the sandbox and the whole
-renders with two sample emails: a full one (two articles in a series, every field
+A template is saved only when every part compiles in the sandbox, shows the
+mandatory footer (`{{ footer }}`: rendering/footer.py; it may be styled, not hidden)
+and the whole renders with two sample emails: a full one (two articles in a series, every field
 set) and a sparse one (one article with only a title and URL). So a template that
 breaks on some article is refused now, by name, part and line, rather than failing a
 run later. Rendering always goes through `rendering.sandbox`, at save and at send.
@@ -21,9 +22,10 @@ from sqlalchemy.orm import Session
 from newsletter.accounts import audit
 from newsletter.campaigns.models import Template
 from newsletter.errors import InvalidInputError, NotFoundError
+from newsletter.rendering.footer import MissingFooterError
 from newsletter.rendering.library import BUILTIN, EMAIL_TEMPLATES, TemplateLibrary
 from newsletter.rendering.model import ArticleView, EmailContent, Link, Snapshot, TemplateSource
-from newsletter.rendering.render import check_templates, render_email
+from newsletter.rendering.render import SAMPLE_SENDER, check_templates, render_email
 from newsletter.rendering.sandbox import TemplateProblem, check_parts
 
 NAME_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
@@ -62,7 +64,8 @@ SAMPLE_CONTENTS = (
         articles=(_FIRST, ArticleView(title="Flu season", url="https://example.org/flu")),
         list_name="Clinic news",
         sender_name="Riverside Clinic",
-        web_url="https://example.org/archive/runs/1",
+        web_url="https://example.org/archive/emails/sample",
+        sender=SAMPLE_SENDER,
     ),
     EmailContent(
         subject="News",
@@ -72,6 +75,7 @@ SAMPLE_CONTENTS = (
         sender_name="Sender",
         web_url="https://example.org/archive",
         extra={"sequence": True},
+        sender=SAMPLE_SENDER,
     ),
 )
 
@@ -101,6 +105,8 @@ def check_template(template: StaffTemplate) -> None:
                 ) from exc
     except TemplateProblem as exc:
         raise InvalidInputError(f"template {name!r}, {exc}") from exc
+    except MissingFooterError as exc:
+        raise InvalidInputError(f"template {name!r}: {exc}") from exc
 
 
 def save_template(session: Session, name: str, subject: str, html: str, text: str) -> Template:

@@ -1,4 +1,8 @@
-"""`newsletter bounces …`: read bounce mailboxes, try the classifier on a file."""
+"""`newsletter bounces …`: read bounce mailboxes, try the classifier on a file;
+`newsletter unsubscribes …`: read the mailbox of the List-Unsubscribe mailto: address.
+
+Both read any mailbox the same way: bounces, complaints and unsubscribe requests
+(a valid signed token in the subject or address) are each acted on once."""
 
 from __future__ import annotations
 
@@ -22,20 +26,29 @@ app = typer.Typer(
     help="Bounces and complaints: read the bounce mailbox, suppress bad addresses.",
     no_args_is_help=True,
 )
+unsubscribes = typer.Typer(
+    help="Unsubscribe requests mailed to NEWSLETTER_LIST_UNSUBSCRIBE_MAILTO.",
+    no_args_is_help=True,
+)
+MailboxPath = Annotated[Path, typer.Argument(help="A Maildir, an mbox file, .eml files' folder.")]
 
 
 @app.command("import")
-def import_command(
-    path: Annotated[Path, typer.Argument(help="A Maildir, an mbox file, .eml files' folder.")],
-    as_json: JsonOption = False,
-) -> None:
-    """Act on every bounce in a mailbox; reading it again changes nothing."""
+def import_command(path: MailboxPath, as_json: JsonOption = False) -> None:
+    """Act on every bounce and unsubscribe request in a mailbox; again changes nothing."""
+    from newsletter.audience.tokens import TokenSigner
     from newsletter.bounces.mailbox import import_mailbox
 
     cfg = settings()
     with open_session(cfg) as session:
-        report = import_mailbox(session, path, cfg.soft_bounce_limit)
+        report = import_mailbox(session, path, cfg.soft_bounce_limit, TokenSigner(cfg.secret_key))
     _print_report(report, as_json)
+
+
+@unsubscribes.command("import")
+def unsubscribes_import(path: MailboxPath, as_json: JsonOption = False) -> None:
+    """Unsubscribe the readers who mailed the unsubscribe address (a Maildir, mbox…)."""
+    import_command(path, as_json)
 
 
 @app.command("fetch")
@@ -54,12 +67,31 @@ def fetch_command(
     as_json: JsonOption = False,
 ) -> None:
     """Act on the folder's unseen messages over IMAP and mark them seen."""
+    from newsletter.audience.tokens import TokenSigner
     from newsletter.bounces.mailbox import fetch_imap
 
     cfg = settings()
     with open_session(cfg) as session:
-        report = fetch_imap(session, host, user, password, folder, ssl, port, cfg.soft_bounce_limit)
+        report = fetch_imap(
+            session,
+            host,
+            user,
+            password,
+            folder,
+            ssl,
+            port,
+            cfg.soft_bounce_limit,
+            signer=TokenSigner(cfg.secret_key),
+        )
     _print_report(report, as_json)
+
+
+# The same IMAP reading for the unsubscribe address's own mailbox.
+unsubscribes.command(
+    "fetch",
+    help="Unsubscribe the readers who mailed the unsubscribe "
+    "address: the folder's unseen messages over IMAP.",
+)(fetch_command)
 
 
 @app.command("classify")
@@ -105,4 +137,4 @@ def _print_report(report: MailboxReport, as_json: bool) -> None:
     report_problems(report.problems)
     kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(report.kinds.items())) or "none"
     actions = ", ".join(f"{n} {a}" for a, n in sorted(report.actions.items())) or "nothing"
-    console.print(f"bounces: {report.messages} messages ({kinds}); {actions}")
+    console.print(f"mailbox: {report.messages} messages ({kinds}); {actions}")

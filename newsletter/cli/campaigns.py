@@ -84,10 +84,17 @@ def campaigns_schedule(
     """Schedule a campaign once (--at TIME in --tz, or --now) or recurring (--cron)."""
     from newsletter.campaigns.service import ScheduleRequest, schedule
 
+    cfg = settings()
     request = ScheduleRequest(
-        at=at, timezone=tz, now=now, cron=cron, skip_if_empty=skip_if_empty, local_time=local_time
+        at=at,
+        timezone=tz,
+        now=now,
+        cron=cron,
+        skip_if_empty=skip_if_empty,
+        local_time=local_time,
+        postal_address=cfg.postal_address,
     )
-    with open_session(settings()) as session:
+    with open_session(cfg) as session:
         said = schedule(session, campaign_id, request)
     console.print(said)
 

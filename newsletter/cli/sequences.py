@@ -35,9 +35,11 @@ def sequences_create(
     """Create a drip sequence; the scheduler enrols the list's confirmed members."""
     from newsletter.sequences.service import create_sequence
 
-    with open_session(settings()) as session:
+    cfg = settings()
+    with open_session(cfg) as session:
         sequence = create_sequence(
             session,
+            postal_address=cfg.postal_address,
             series_slug=series,
             list_slug=list_slug,
             every=every,

@@ -40,7 +40,8 @@ def templates_save(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Create or replace a template, after checking that it renders safely."""
+    """Create or replace a template, after checking that it renders safely and shows the
+    mandatory footer: write {{ footer }} where it goes (HTML and text; style it freely)."""
     from newsletter.campaigns.templates import describe_template, save_template
 
     sources = (_read_source(html, "--html"), _read_source(text, "--text"))

@@ -147,6 +147,7 @@ class _Export:
             author=", ".join(name for name in authors if name)[:300],
             url=url if url.startswith(("http://", "https://")) else "",
             image=image if image.startswith(("http://", "https://")) else "",
+            image_alt=plain_text(str(post.get("feature_image_alt") or ""))[:1000],
             published_at=published_at,
             series_slug=None,
             series_title=None,

@@ -258,6 +258,7 @@ def save_article(session: Session, parsed: ParsedArticle) -> Outcome:
         "author": parsed.author,
         "url": parsed.url,
         "image": parsed.image,
+        "image_alt": parsed.image_alt,
         "published_at": parsed.published_at,
         "tags": list(parsed.tags),
         "series_id": series.id if series is not None else None,

@@ -33,6 +33,7 @@ class Article(Base):
     author: Mapped[str] = mapped_column(String(300), default="")
     url: Mapped[str] = mapped_column(String(2000), default="")
     image: Mapped[str] = mapped_column(String(2000), default="")
+    image_alt: Mapped[str] = mapped_column(String(1000), default="")
     # None means a draft: never sent, never shown as previous/next.
     published_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
     tags: Mapped[list[str]] = mapped_column(JsonType, default=list)

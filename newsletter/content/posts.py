@@ -45,6 +45,7 @@ OUR_FIELDS = frozenset(
         "author",
         "url",
         "image",
+        "image_alt",
         "published",
         "series",
         "series_title",
@@ -136,6 +137,7 @@ class ParsedArticle:
     position: int | None
     tags: tuple[str, ...]
     body_html: str
+    image_alt: str = ""  # the image's alt text (else the title is used)
 
 
 @dataclass
@@ -284,6 +286,7 @@ class _PostFields:
         author = self._author()
         url = self._address("url")
         image = self._image()
+        image_alt = self._plain("image_alt") if "image_alt" in self.data else ""
         published_at = self._published_at()
         series_slug, series_title = self._series()
         position = self._position(series_slug)
@@ -304,6 +307,7 @@ class _PostFields:
             author=author,
             url=url,
             image=image,
+            image_alt=image_alt,
             published_at=published_at,
             series_slug=series_slug,
             series_title=series_title,

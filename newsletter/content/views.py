@@ -35,6 +35,7 @@ def article_view(session: Session, article: Article, base_url: str) -> ArticleVi
         body_html=article.body_html,
         author=article.author,
         image=article.image,
+        image_alt=article.image_alt,
         published=human_date(article.published_at),
         tags=tuple(article.tags or ()),
         series_title=place.series_title if place else "",

@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from email.utils import formatdate, parseaddr
+from email.utils import parseaddr
 from typing import Any
 
 from sqlalchemy import Engine
@@ -41,7 +41,13 @@ from newsletter.errors import (
     ThrottledError,
 )
 from newsletter.rendering.library import template_library
-from newsletter.rendering.mime import ListHeaders, MessageTemplate, Recipient
+from newsletter.rendering.mime import (
+    UNSUBSCRIBE_TOKEN,
+    ListHeaders,
+    MessageTemplate,
+    Recipient,
+    message_date,
+)
 from newsletter.rendering.model import PersonalSpec, Snapshot
 from newsletter.rendering.personal import Variants
 from newsletter.rendering.slots import ATTRIBUTE_PREFIX
@@ -72,6 +78,7 @@ def subscriber_links(
     return {
         "unsubscribe_url": f"{settings.base_url}/unsubscribe/{unsubscribe}",
         "preferences_url": f"{settings.base_url}/preferences/{preferences}",
+        UNSUBSCRIBE_TOKEN: unsubscribe,
     }
 
 
@@ -223,7 +230,7 @@ class ChunkSender:
         counts: dict[str, int],
     ) -> bool:
         """Send the claimed rows in order; returns True if a pause or cancel stopped it."""
-        date = formatdate(usegmt=True)
+        date = message_date()
         next_check = time.monotonic() + CHECK_EVERY_SECONDS
         for row in rows:
             if time.monotonic() >= next_check:

@@ -1,9 +1,9 @@
 """Settings checked when a process that serves or sends starts.
 
 A worker, scheduler or web server with the development secret key (in production),
-an unreadable DKIM key, an unusable journal folder or a malformed unsubscribe address
-stops at once, with one line naming the variable, instead of failing (or signing
-forgeable links) later.
+an http base URL for a public host, an unreadable DKIM key, an unusable journal folder
+or a malformed unsubscribe address stops at once, with one line naming the variable,
+instead of failing (or signing forgeable links) later.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from newsletter.config import Settings, check_secret_key
+from newsletter.config import Settings, check_public_url, check_secret_key
 from newsletter.delivery.dkim import signer_from_settings
 from newsletter.errors import ConfigError, InvalidInputError
 from newsletter.rendering.mime import check_unsubscribe_mailto
@@ -56,6 +56,7 @@ def check_start_settings(settings: Settings, journal: bool = True) -> None:
     the first bad one. `journal`: the process sends campaign mail itself (workers, and
     the scheduler with the embedded broker), not only confirmations (the web server)."""
     check_secret_key(settings)
+    check_public_url(settings)
     check_dkim(settings)
     check_unsubscribe_address(settings)
     if journal:

@@ -14,7 +14,8 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.utils import formatdate, make_msgid, parseaddr
+from datetime import UTC, datetime
+from email.utils import format_datetime, make_msgid, parseaddr
 
 from newsletter.errors import InvalidInputError
 from newsletter.rendering.model import Snapshot
@@ -216,6 +217,11 @@ def _shorten_last_line(encoded: bytes) -> bytes:
     return encoded[:start] + last[:cut] + SOFT_BREAK + last[cut:]
 
 
+# A recipient value that is no slot: the signed unsubscribe token, which the mailto
+# entry of List-Unsubscribe carries in its subject.
+UNSUBSCRIBE_TOKEN = "unsubscribe_token"
+
+
 @dataclass(frozen=True)
 class Recipient:
     """One recipient's slot values and envelope."""
@@ -262,6 +268,12 @@ class MessageTemplate:
         # slot()) must fill with "" rather than fail every message with a KeyError.
         keys = (*self.subject.keys, *self.text.keys, *self.html.keys)
         self.fallbacks = {**dict.fromkeys(keys, ""), **snapshot.fallbacks}
+        # The subject's slots have fallbacks of their own ('Reader' there, 'there' in
+        # the greeting).
+        self.subject_fallbacks = {
+            **dict.fromkeys(self.subject.keys, ""),
+            **snapshot.subject_slot_fallbacks,
+        }
         self.is_list = isinstance(headers, ListHeaders)
         list_fields = ""
         self.unsubscribe_mailto = ""
@@ -297,13 +309,18 @@ class MessageTemplate:
             self.pieces.append(body.parts[-1].encode("ascii"))
         self.pieces.append(b"\r\n--" + b + b"--\r\n")
 
-    def _list_unsubscribe(self, url: str) -> str:
+    def _list_unsubscribe(self, url: str, token: str) -> str:
         unsubscribe = _header_url(url, "List-Unsubscribe")
         value = f"<{unsubscribe}>"
         if self.unsubscribe_mailto:
             # RFC 2369 allows folding between the entries; a long URL keeps its own line.
+            # The subject carries the same signed token as the URL, so a mail sent to
+            # this address (Apple's one-tap, a client's "unsubscribe") names its list.
             fold = ",\r\n " if len(unsubscribe) > 40 else ", "
-            value += f"{fold}<mailto:{self.unsubscribe_mailto}?subject=unsubscribe>"
+            subject = "unsubscribe"
+            if token:
+                subject += "%20" + _header_url(token, "List-Unsubscribe mailto token")
+            value += f"{fold}<mailto:{self.unsubscribe_mailto}?subject={subject}>"
         return f"List-Unsubscribe: {value}\r\n"
 
     @staticmethod
@@ -319,12 +336,21 @@ class MessageTemplate:
         Raises UnsupportedAddressError for an address we cannot send to (not ASCII).
         """
         values = slot_values(self.fallbacks, recipient.values)
+        subject_values = (
+            slot_values(self.subject_fallbacks, recipient.values) if self.subject.keys else values
+        )
         headers = (
-            f"Date: {date or formatdate(localtime=False, usegmt=True)}\r\n"
+            f"Date: {date or message_date()}\r\n"
             f"Message-ID: {safe_header_value(recipient.message_id, 'Message-ID')}\r\n"
             f"To: {encode_address(recipient.name, recipient.email)}\r\n"
-            f"Subject: {encode_header(self.subject.fill(values), 'Subject')}\r\n"
-            + (self._list_unsubscribe(values["unsubscribe_url"]) if self.is_list else "")
+            f"Subject: {encode_header(self.subject.fill(subject_values), 'Subject')}\r\n"
+            + (
+                self._list_unsubscribe(
+                    values["unsubscribe_url"], recipient.values.get(UNSUBSCRIBE_TOKEN, "")
+                )
+                if self.is_list
+                else ""
+            )
         ).encode("ascii")
         pieces = self.pieces.copy()
         pieces[0] = headers
@@ -369,6 +395,12 @@ def check_unsubscribe_mailto(address: str) -> str:
             f"List-Unsubscribe mailto: {address!r} is not an address such as leave@clinic.example"
         )
     return _header_url(address, "List-Unsubscribe mailto") if address else ""
+
+
+def message_date(moment: datetime | None = None) -> str:
+    """A Date value in UTC with a numeric zone, "Sun, 29 Nov 2026 09:00:00 +0000"
+    (RFC 5322 3.3; "GMT" is the obsolete form)."""
+    return format_datetime((moment or datetime.now(UTC)).astimezone(UTC))
 
 
 def new_message_id(domain: str) -> str:

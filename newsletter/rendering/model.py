@@ -30,6 +30,7 @@ class ArticleView:
     body_html: str = ""
     author: str = ""
     image: str = ""
+    image_alt: str = ""  # the image's text alternative (front matter), else the title
     published: str = ""  # human date, e.g. "7 September 2026"
     tags: tuple[str, ...] = ()
     series_title: str = ""
@@ -37,6 +38,16 @@ class ArticleView:
     parts: int = 0
     previous: Link | None = None
     next: Link | None = None
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who sends, as the mandatory footer says it: the organisation, its postal address
+    (required by US CAN-SPAM in every commercial email) and an optional note."""
+
+    organization: str = ""
+    postal_address: str = ""
+    footer_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,7 @@ class EmailContent:
     sender_name: str
     web_url: str  # the web-archive copy of this run ("view in browser")
     extra: dict[str, Any] = field(default_factory=dict)
+    sender: Sender = field(default_factory=Sender)
 
 
 @dataclass(frozen=True)
@@ -74,6 +86,13 @@ class Snapshot:
     personal: dict[str, Any] | None = None
     # The render's slot marker (rendering/slots.py); "" in snapshots frozen before it.
     marker: str = ""
+    # The subject's own fallbacks (`slot('name', 'Reader')` there, 'there' in the body);
+    # None in runs frozen before subjects had their own: then `fallbacks` serve both.
+    subject_fallbacks: dict[str, str] | None = None
+
+    @property
+    def subject_slot_fallbacks(self) -> dict[str, str]:
+        return self.fallbacks if self.subject_fallbacks is None else self.subject_fallbacks
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,6 +106,9 @@ class Snapshot:
             fallbacks=dict(data.get("fallbacks", {})),
             personal=data.get("personal"),
             marker=data.get("marker", ""),
+            subject_fallbacks=(
+                None if data.get("subject_fallbacks") is None else dict(data["subject_fallbacks"])
+            ),
         )
 
 
@@ -121,7 +143,8 @@ class PersonalSpec:
             )
             for a in c["articles"]
         )
-        content = EmailContent(**{**c, "articles": articles})
+        sender = Sender(**c.get("sender", {}))
+        content = EmailContent(**{**c, "articles": articles, "sender": sender})
         return cls(tuple(data["fields"]), content, data["builtin"], dict(data["template"]))
 
     @property

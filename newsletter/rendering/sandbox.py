@@ -5,8 +5,9 @@ Stored templates are written by staff, not by us, so they are rendered in
 into dicts and tuples (never ORM objects, settings or modules). The layers:
 
 * **Names.** A template sees `articles`, `article`, `subject`, `preheader`,
-  `list_name`, `sender_name`, `web_url`, `sequence` (drip steps), `slot()` and a
-  bounded `range()`; nothing else (no `cycler`, `joiner`, `lipsum`, `namespace`,
+  `list_name`, `sender_name`, `sender`, `web_url`, `sequence` (drip steps), `footer`
+  (the mandatory footer, see footer.py), `slot()` and a bounded `range()`; nothing
+  else (no `cycler`, `joiner`, `lipsum`, `namespace`,
   `config`, `request`). Attributes and keys starting with `_` are refused, before
   rendering (with the line) and by the sandbox while rendering.
 * **Calls.** Only `slot()`, `range()`, macros, `loop.cycle()`/`loop.changed()` and
@@ -73,6 +74,8 @@ CONTEXT_NAMES = (
     "sequence",
     "slot",
     "subscriber",
+    "sender",
+    "footer",
 )
 _LOOP_GUARD = "_nl_counted_loop"  # the name of our wrapper around every loop's iterable
 _TEMPLATE_FILE = "<template>"  # Jinja's file name for templates compiled from strings
@@ -447,6 +450,7 @@ def plain_context(content: EmailContent, slot: SlotRecorder) -> dict[str, Any]:
         "sender_name": content.sender_name,
         "web_url": content.web_url,
         "preheader": content.preheader,
+        "sender": asdict(content.sender),
     }
 
 
@@ -475,17 +479,24 @@ class StaffRender:
 
 
 def render_staff_parts(
-    template: TemplateSource, content: EmailContent, slot: SlotRecorder, reader: dict[str, Any]
+    template: TemplateSource,
+    content: EmailContent,
+    slot: SlotRecorder,
+    reader: dict[str, Any],
+    subject_slot: SlotRecorder | None = None,
+    footer: tuple[str, str] = ("", ""),
 ) -> StaffRender:
     """Render a stored template's subject, HTML and text in the sandbox, within one
-    budget; `reader` is the `subscriber` it sees.
+    budget; `reader` is the `subscriber` it sees. Subjects call `subject_slot` (their
+    slots' fallbacks are their own), the body `slot`; `footer` is the mandatory
+    footer's HTML and text, shown where the template writes `{{ footer }}`.
 
     The campaign's subject (`content.subject`) is rendered first, in the sandbox too;
     a stored template with a subject of its own renders that one, where `subject` is
     the campaign's. A template without text gets the text of its HTML. Raises
     TemplateProblem (an InvalidInputError) naming the part, line and problem.
     """
-    context = plain_context(content, slot)
+    context = plain_context(content, subject_slot or slot)
     context["subscriber"] = reader
     token = _BUDGET.set(_Budget(deadline=time.monotonic() + RENDER_SECONDS))
     try:
@@ -494,8 +505,11 @@ def render_staff_parts(
             context["subject"] = subject
             subject = _one_line(_render_part(template.subject, "subject", False, context))
         context["subject"] = subject
+        context["slot"] = slot
+        context["footer"] = Markup(footer[0])
         html = _render_part(template.html, "html", True, context)
         if template.text.strip():
+            context["footer"] = footer[1]
             text = _render_part(template.text, "text", False, context)
         else:
             text = html_to_text(html)

@@ -4,6 +4,7 @@ sequence), and one row per (run, subscriber) recording what was sent."""
 from __future__ import annotations
 
 import enum
+import secrets
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +12,11 @@ from sqlalchemy import Enum, ForeignKey, Index, Integer, String, Text, UniqueCon
 from sqlalchemy.orm import Mapped, mapped_column
 
 from newsletter.db import Base, JsonType, UtcDateTime, utcnow
+
+
+def new_archive_key() -> str:
+    """128 random bits, URL-safe: a run's unguessable name in the archive."""
+    return secrets.token_urlsafe(16)
 
 
 class RunStatus(enum.StrEnum):
@@ -60,11 +66,14 @@ class Run(Base):
     # has lost its queued tasks (broker flushed, workers killed) and is re-enqueued.
     last_progress_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     error: Mapped[str] = mapped_column(Text, default="")
+    # The run's name in archive URLs: random, so a private list's emails cannot be
+    # found by counting run ids.
+    archive_key: Mapped[str] = mapped_column(String(32), unique=True, default=new_archive_key)
 
     @property
     def archive_path(self) -> str:
         """Where the web archive shows the run's email ("view in browser")."""
-        return f"/archive/runs/{self.id}"
+        return f"/archive/emails/{self.archive_key}"
 
     @property
     def tag(self) -> str:

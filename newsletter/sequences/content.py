@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from newsletter.audience.lists import list_sender, require_postal_address
 from newsletter.config import Settings
 from newsletter.content.models import Article
 from newsletter.content.views import article_view
@@ -30,6 +31,12 @@ def step_content(session: Session, run: Run, settings: Settings, web_url: str) -
         sender_name=settings.sender_name,
         web_url=web_url,
         extra={"sequence": True},
+        sender=list_sender(
+            [sequence.mailing_list],
+            settings.organization_name,
+            settings.postal_address,
+            settings.footer_note,
+        ),
     )
 
 
@@ -39,6 +46,9 @@ def freeze_step_run(session: Session, run: Run, settings: Settings) -> Snapshot:
     frozen = lifecycle.frozen_snapshot(run)
     if frozen is not None:
         return frozen
+    assert run.sequence_id is not None
+    sequence = session.get_one(Sequence, run.sequence_id)
+    require_postal_address([sequence.mailing_list], settings.postal_address)
     content = step_content(session, run, settings, settings.base_url + run.archive_path)
     library = template_library(settings.templates_dir)
     return lifecycle.freeze(session, run, render_email("article", content, library=library))

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from newsletter.accounts import audit
-from newsletter.audience.lists import get_list
+from newsletter.audience.lists import get_list, require_postal_address
 from newsletter.content.series import get_series
 from newsletter.errors import InvalidInputError, NotFoundError
 from newsletter.recurrence import check_cron, zone
@@ -38,8 +38,13 @@ def create_sequence(
     timezone: str = "UTC",
     initial_delay: str | None = None,
     restart_on_rejoin: bool = False,
+    postal_address: str | None = None,
 ) -> Sequence:
-    """A sequence sending `series` to the members of `list`, one article per period."""
+    """A sequence sending `series` to the members of `list`, one article per period.
+
+    `postal_address` is NEWSLETTER_POSTAL_ADDRESS; when given ("" for unset), a list
+    without an address of its own is refused (each step is refused when sent anyway).
+    """
     if (every is None) == (cron is None):
         raise InvalidInputError("give exactly one of --every PERIOD or --cron EXPR")
     every_seconds = parse_period(every) if every else None
@@ -48,6 +53,8 @@ def create_sequence(
     zone(timezone)
     series = get_series(session, series_slug)
     mailing_list = get_list(session, list_slug)
+    if postal_address is not None:
+        require_postal_address([mailing_list], postal_address)
     exists = session.scalar(
         select(Sequence.id).where(
             Sequence.series_id == series.id, Sequence.list_id == mailing_list.id

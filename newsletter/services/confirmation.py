@@ -4,8 +4,9 @@ Anyone can make us send this email to any address, so it carries no text the
 requester chose except the address itself: not their name, not a message. The
 list names are ours (set by staff), the wording is the template's.
 
-Steps, each a short function: sign one expiring link per list → render the text and
-HTML templates, with the address as a per-recipient slot → the outgoing pipeline
+Steps, each a short function: sign one expiring link for all the lists the signup
+asked for → render the text and HTML templates (the layout every email shares, its
+CSS inlined), with the address as a per-recipient slot → the outgoing pipeline
 (delivery/outgoing.py: MIME, DKIM, mailer), as a transactional message: no
 List-Unsubscribe, the reader is not on any list yet.
 """
@@ -24,9 +25,10 @@ from newsletter.delivery.dkim import DkimSigner, signer_from_settings
 from newsletter.delivery.mailers import Mailer, make_mailer
 from newsletter.delivery.outgoing import Outgoing
 from newsletter.errors import DeliveryError, InvalidInputError
+from newsletter.rendering.inline import inline_css
 from newsletter.rendering.library import TemplateLibrary, template_library
 from newsletter.rendering.mime import MessageTemplate, Recipient, SenderHeaders, new_message_id
-from newsletter.rendering.model import Snapshot
+from newsletter.rendering.model import Sender, Snapshot
 from newsletter.rendering.slots import new_marker, sentinel
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,9 @@ SUBJECT = "Please confirm your subscription"
 
 @dataclass(frozen=True)
 class ConfirmationLink:
-    list_name: str
+    """The one link that confirms every list named."""
+
+    list_names: tuple[str, ...]
     url: str
 
 
@@ -46,6 +50,7 @@ class ConfirmationSender:
 
     from_address: str  # the From header, e.g. "Riverside Clinic <news@clinic.example>"
     sender_name: str
+    sender: Sender  # the organisation and postal address its footer shows
     base_url: str
     sender_domain: str  # right-hand side of Message-IDs
     ttl_seconds: int  # how long a confirmation link works
@@ -62,6 +67,7 @@ class ConfirmationSender:
         return cls(
             from_address=settings.from_address,
             sender_name=settings.sender_name,
+            sender=Sender(settings.organization_name, settings.postal_address),
             base_url=settings.base_url,
             sender_domain=settings.sender_domain,
             ttl_seconds=settings.confirm_ttl_seconds if ttl_seconds is None else ttl_seconds,
@@ -84,42 +90,47 @@ def human_duration(seconds: int) -> str:
     return f"{seconds} seconds"
 
 
-def confirmation_links(
+def confirmation_link(
     signer: TokenSigner, sender: ConfirmationSender, confirmation: Confirmation
-) -> list[ConfirmationLink]:
-    """One signed link per list to confirm, each expiring after the sender's TTL."""
-    return [
-        ConfirmationLink(
-            item.list_name,
-            f"{sender.base_url}/confirm/"
-            + signer.sign(
-                Purpose.confirm, confirmation.subscriber_id, item.list_id, sender.ttl_seconds
-            ),
-        )
-        for item in confirmation.lists
-    ]
+) -> ConfirmationLink:
+    """One signed link that confirms every list to confirm, expiring after the TTL."""
+    token = signer.sign_lists(
+        Purpose.confirm,
+        confirmation.subscriber_id,
+        tuple(item.list_id for item in confirmation.lists),
+        sender.ttl_seconds,
+    )
+    names = tuple(item.list_name for item in confirmation.lists)
+    return ConfirmationLink(names, f"{sender.base_url}/confirm/{token}")
 
 
-def confirmation_template(
-    sender: ConfirmationSender, links: list[ConfirmationLink]
-) -> MessageTemplate:
-    """The email encoded once: fixed wording, our list names, the links; the address
+def confirmation_template(sender: ConfirmationSender, link: ConfirmationLink) -> MessageTemplate:
+    """The email encoded once: fixed wording, our list names, the link; the address
     is a slot, filled as any recipient value is (never read as a template)."""
+    return MessageTemplate(confirmation_snapshot(sender, link), SenderHeaders(sender.from_address))
+
+
+def confirmation_snapshot(sender: ConfirmationSender, link: ConfirmationLink) -> Snapshot:
+    """The confirmation's subject, inlined HTML and text, the address left as a slot."""
     marker = new_marker()
     context = {
+        "subject": SUBJECT,
         "sender_name": sender.sender_name,
+        "sender": sender.sender,
+        "list_name": "",
+        "preheader": "One click confirms your subscription.",
         "address": sentinel("email", marker),
-        "links": links,
+        "list_names": link.list_names,
+        "confirm_url": link.url,
         "valid_for": human_duration(sender.ttl_seconds),
     }
-    snapshot = Snapshot(
+    return Snapshot(
         subject=SUBJECT,
-        html=sender.library.render("email/confirm.html", context),
+        html=inline_css(sender.library.render("email/confirm.html", context)),
         text=sender.library.render("email/confirm.txt", context),
         fallbacks={},
         marker=marker,
     )
-    return MessageTemplate(snapshot, SenderHeaders(sender.from_address))
 
 
 def send_confirmation(
@@ -133,7 +144,7 @@ def send_confirmation(
     message_id = new_message_id(sender.sender_domain)
     outgoing = sender.outgoing()
     try:
-        template = confirmation_template(sender, confirmation_links(signer, sender, confirmation))
+        template = confirmation_template(sender, confirmation_link(signer, sender, confirmation))
         recipient = Recipient(confirmation.email, "", {"email": confirmation.email}, message_id)
         outgoing.deliver(template, recipient)
     except InvalidInputError as exc:

@@ -126,21 +126,30 @@ def routes(web: Web) -> APIRouter:
         # scanner at the recipient's own provider still proves the email reached that
         # mailbox, and a second "click to confirm" button loses many real readers.
         # Confirming only ever moves unconfirmed → confirmed, never back from a leave.
+        # One link confirms every list the signup asked for.
         try:
             claims = web.signer.verify(token, Purpose.confirm)
-            mailing_list = session.get(MailingList, claims.list_id)
-            outcome = confirm_pending(session, claims.subscriber_id, claims.list_id)
+            outcomes = {
+                list_id: confirm_pending(session, claims.subscriber_id, list_id)
+                for list_id in claims.list_ids
+            }
             session.commit()
         except (InvalidTokenError, NotFoundError) as exc:
             return web.invalid_link(request, str(exc))
+        names = [
+            mailing_list.name
+            for list_id, outcome in outcomes.items()
+            if outcome is not ConfirmOutcome.cancelled
+            and (mailing_list := session.get(MailingList, list_id)) is not None
+        ]
         # The link reached the reader's mailbox, so it may lead to their preferences.
         preferences = web.signer.sign(Purpose.preferences, claims.subscriber_id, claims.list_id)
         return web.page(
             request,
             "confirmed.html",
             title="Subscription confirmed",
-            list_name=mailing_list.name if mailing_list else "the newsletter",
-            cancelled=outcome is ConfirmOutcome.cancelled,
+            list_name=" and ".join(names) or "the newsletter",
+            cancelled=not names,
             preferences_url=f"{web.settings.base_url}/preferences/{preferences}",
         )
 
