@@ -6,6 +6,8 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import re
+import time
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -25,6 +27,9 @@ from newsletter.audience.signup import find_lists, parse_signup, request_subscri
 from newsletter.audience.tokens import InvalidTokenError, Purpose, TokenSigner
 from newsletter.bounces.actions import apply_report
 from newsletter.bounces.dsn import Kind, RecipientResult, make_report
+from newsletter.campaigns.models import Template
+from newsletter.campaigns.service import ContentSpec, create_campaign
+from newsletter.campaigns.templates import StaffTemplate, check_template, save_template
 from newsletter.config import INSECURE_DEV_KEY, check_secret_key, load_settings
 from newsletter.content.models import Article, Series
 from newsletter.content.sources import import_sources
@@ -37,7 +42,7 @@ from newsletter.services.data_rights import forget
 from newsletter.web.app import create_app
 from newsletter.web.common import SignupPolicy
 from newsletter.web.subscriber import csrf_token
-from tests.factories import add_member, make_list, settings_for, start_run
+from tests.factories import add_member, import_sample, make_list, settings_for, start_run
 from tests.test_cli import REDIS_BROKER, Cli, assert_clean_error
 
 # What a hostile feed author writes: every reader's address and permanent links.
@@ -422,3 +427,76 @@ def test_L9_a_private_list_is_not_offered_nor_joinable(database_url: str) -> Non
     assert signup.status_code == 400 and "there is no list 'support-group'" in signup.text
     assert "Depression support group" not in prefs
     assert joined.status_code == 200 and members == []
+
+
+# --- M1: the sandbox enforces its budget ----------------------------------------------
+
+
+def staff_template(html: str) -> StaffTemplate:
+    return StaffTemplate("monthly", "", f"<p>{html}</p>{{{{ footer }}}}", "")
+
+
+@pytest.mark.parametrize(
+    ("html", "why"),
+    [
+        ("{% set x = 10**1000 %}{{ x * x * x }}", "x * y may have at most 4096 bits"),
+        (
+            "{% set a = 3 %}" + "{% set a = a * a %}" * 15 + "{{ a }}",
+            "x * y may have at most 4096 bits",
+        ),
+        (
+            '{% set s = "x" * 100000 %}{{ s' + " ~ s" * 10 + " }}",
+            "'~' would make a string of more than 1,000,000 characters",
+        ),
+    ],
+)
+def test_M1_arithmetic_and_concatenation_are_bounded(html: str, why: str) -> None:
+    with pytest.raises(InvalidInputError, match=re.escape(why)):
+        check_template(staff_template(html))
+
+
+def test_M1_the_deadline_holds_while_rendering() -> None:
+    # No loop and no call: only filters, each bounded, hundreds of them in a row
+    # (before, only loops and calls looked at the clock: such a template was saved
+    # after rendering for several seconds).
+    heavy = (
+        '{% set s = "x" * 100000 %}{% set s = s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s %}'
+        + '{% set s = s|replace("x", "y")|replace("y", "x")|replace("x", "y")|replace("y", "x") %}'
+        * 700
+        + "{{ s|length }}"
+    )
+    started = time.monotonic()
+    with pytest.raises(InvalidInputError, match="took more than 2 s to render"):
+        check_template(staff_template(heavy))
+    assert time.monotonic() - started < 20  # the 2 s budget per sample, not minutes
+
+
+def test_M1_a_costly_branch_the_samples_skip_is_refused_at_save(session: Session) -> None:
+    branch = (
+        '{% if list_name == "VIP readers" %}'
+        "{% for i in range(1000) %}{% for j in range(1000) %}{{ i }}{% endfor %}{% endfor %}"
+        "{% endif %}"
+    )
+    with pytest.raises(InvalidInputError, match="rendering every branch"):
+        save_template(session, "monthly", "", f"<p>{branch}</p>{{{{ footer }}}}", "")
+    assert session.scalar(select(func.count()).select_from(Template)) == 0
+
+
+def test_M1_a_costly_subject_branch_is_refused_when_the_campaign_is_created(
+    session: Session,
+) -> None:
+    import_sample(session)
+    make_list(session)
+    subject = (
+        '{% if subscriber.attributes.plan == "vip" %}'
+        "{% for i in range(1000) %}{% for j in range(1000) %}x{% endfor %}{% endfor %}"
+        "{% endif %}News"
+    )
+    with pytest.raises(InvalidInputError, match="rendering every branch"):
+        create_campaign(
+            session,
+            name="d",
+            list_slugs=["clinic-news"],
+            subject=subject,
+            content=ContentSpec(latest=2),
+        )
