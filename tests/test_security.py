@@ -3,8 +3,10 @@ named after it. The web-facing findings are in test_web_security.py."""
 
 from __future__ import annotations
 
+import csv
 import email
 import email.policy
+import io
 import json
 import re
 import time
@@ -38,7 +40,7 @@ from newsletter.delivery.mailers import MemoryMailer
 from newsletter.delivery.sending import ChunkSender
 from newsletter.errors import ConfigError, InvalidInputError
 from newsletter.ratelimit import Limit, MemoryRateLimiter
-from newsletter.services.data_rights import forget
+from newsletter.services.data_rights import export_list_csv, forget
 from newsletter.web.app import create_app
 from newsletter.web.common import SignupPolicy
 from newsletter.web.subscriber import csrf_token
@@ -500,3 +502,40 @@ def test_M1_a_costly_subject_branch_is_refused_when_the_campaign_is_created(
             subject=subject,
             content=ContentSpec(latest=2),
         )
+
+
+# --- L7, L8: CSV in and out --------------------------------------------------------------
+
+
+def test_L7_an_exported_list_runs_no_formula_in_any_column(session: Session) -> None:
+    news = make_list(session)
+    add_member(session, news, "=1+2@example.org", "Ann", **{"=cmd|'/c calc'!A1": "x"})
+    session.commit()
+    out = io.StringIO()
+
+    export_list_csv(session, "clinic-news", out)
+
+    rows = list(csv.reader(io.StringIO(out.getvalue())))
+    cells = [cell for row in rows for cell in row]
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@") and not c[1:].isdigit()]
+    assert "'=1+2@example.org" in cells and "'=cmd|'/c calc'!A1" in rows[0]
+
+
+def test_L8_control_characters_in_a_csv_row_skip_that_row_only(
+    session: Session, tmp_path: Path
+) -> None:
+    make_list(session)
+    csv_file = tmp_path / "readers.csv"
+    csv_file.write_bytes(
+        b"email,name,city\n"
+        b'ann@example.org,"Ann\r\nBcc: everyone@example.org",Berlin\n'
+        b"bob@example.org,Bob\x1b[31m,Paris\n"
+        b"cat@example.org,Cat,Os\x00lo\n"
+        b"dan@example.org,Dan,Rome\n"
+    )
+
+    report = import_subscribers_csv(session, csv_file, "clinic-news")
+
+    assert [p.where for p in report.problems] == ["row 2", "row 4", "row 5"]
+    assert "control characters" in report.problems[0].reason
+    assert list(session.scalars(select(Subscriber.email))) == ["dan@example.org"]
