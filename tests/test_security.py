@@ -40,6 +40,9 @@ from newsletter.delivery.mailers import MemoryMailer
 from newsletter.delivery.sending import ChunkSender
 from newsletter.errors import ConfigError, InvalidInputError
 from newsletter.ratelimit import Limit, MemoryRateLimiter
+from newsletter.rendering.model import ArticleView, EmailContent
+from newsletter.rendering.render import SAMPLE_SENDER, render_email
+from newsletter.rendering.slots import find_unfilled
 from newsletter.services.data_rights import export_list_csv, forget
 from newsletter.web.app import create_app
 from newsletter.web.common import SignupPolicy
@@ -539,3 +542,35 @@ def test_L8_control_characters_in_a_csv_row_skip_that_row_only(
     assert [p.where for p in report.problems] == ["row 2", "row 4", "row 5"]
     assert "control characters" in report.problems[0].reason
     assert list(session.scalars(select(Subscriber.email))) == ["dan@example.org"]
+
+
+# --- fuzzing: slot escaping --------------------------------------------------------------
+
+_SLOTTY = st.text(
+    alphabet=st.sampled_from(list("_slotnameurlp.-x ABCDEF0123456789<>\"'&")),
+    max_size=60,
+).map(lambda s: s.replace("x", "__slot_"))
+
+
+@given(title=_SLOTTY, summary=_SLOTTY)
+@settings(max_examples=40, deadline=None)
+def test_H1_no_text_in_content_ever_becomes_a_slot(title: str, summary: str) -> None:
+    plain = render_email("digest", _digest(ArticleView(title="T", url="https://x.example/a")))
+    hostile = render_email(
+        "digest", _digest(ArticleView(title=title, summary=summary, url="https://x.example/a"))
+    )
+    keys = sorted(set(find_unfilled(hostile.html + hostile.text, hostile.marker)))
+    assert keys == sorted(set(find_unfilled(plain.html + plain.text, plain.marker)))
+    assert hostile.marker != plain.marker
+
+
+def _digest(article: ArticleView) -> EmailContent:
+    return EmailContent(
+        subject="News",
+        preheader="",
+        articles=(article,),
+        list_name="Clinic news",
+        sender_name="Riverside Clinic",
+        web_url="https://news.example.org/archive/emails/x",
+        sender=SAMPLE_SENDER,
+    )
