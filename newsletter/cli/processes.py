@@ -26,7 +26,7 @@ def worker(
     loglevel: str = "INFO",
 ) -> None:
     """Start a Celery worker (the same as `celery -A worker worker`); extra args go to Celery."""
-    from newsletter.tasks.app import configure
+    from newsletter.tasks.app import configure, require_broker
 
     cfg = settings()
     if cfg.embedded_broker:
@@ -36,6 +36,8 @@ def worker(
             "`newsletter scheduler run`, which runs a worker in-process"
         )
     check_sending_settings(cfg)
+    check_schema(cfg)
+    require_broker(cfg)
     celery_app = configure(cfg)
     celery_app.worker_main(
         ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", *ctx.args]
@@ -45,15 +47,16 @@ def worker(
 @scheduler.command("run")
 def scheduler_run() -> None:
     """Tick every few seconds until SIGTERM; with the in-memory broker, also run a worker."""
-    from newsletter.tasks.app import configure, embedded_worker, runtime
+    from newsletter.tasks.app import configure, embedded_worker, require_broker, runtime
     from newsletter.tasks.scheduler import Stopper, run_forever
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     cfg = settings()
     check_schema(cfg)
     check_sending_settings(cfg, journal=cfg.embedded_broker)
+    require_broker(cfg)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     configure(cfg)
     stopper = Stopper()
     stopper.install()
@@ -108,7 +111,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
-    """Serve the public web app (unsubscribe, preferences, archive, /healthz)."""
+    """Serve the public web app (unsubscribe, preferences, archive, /healthz, /readyz)."""
     import uvicorn
 
     from newsletter.web.app import create_app
@@ -116,4 +119,14 @@ def serve(
     cfg = settings()
     check_schema(cfg)
     check_sending_settings(cfg, journal=False)
-    uvicorn.run(create_app(cfg), host=host, port=port, log_level="info")
+    # uvicorn would believe X-Forwarded-For from loopback by default: anyone on this
+    # machine could then pick the address their sign-ups are counted under. The app
+    # reads the header itself, from NEWSLETTER_TRUSTED_PROXIES only.
+    uvicorn.run(
+        create_app(cfg),
+        host=host,
+        port=port,
+        log_level="info",
+        proxy_headers=False,
+        server_header=False,
+    )
