@@ -9,6 +9,7 @@ from newsletter.audience.models import (
     SubscriptionStatus,
     Suppression,
 )
+from newsletter.bounces.models import WebhookSignature
 from newsletter.campaigns.models import (
     Campaign,
     CampaignStatus,
@@ -45,5 +46,6 @@ __all__ = [
     "SubscriptionStatus",
     "Suppression",
     "Template",
+    "WebhookSignature",
     "campaign_lists",
 ]
