@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, inspect, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.audience.models import (
@@ -40,7 +40,7 @@ from newsletter.bounces.models import WebhookSignature
 from newsletter.bounces.replay import remember_signature
 from newsletter.bounces.webhooks import SignedToken, sns_string_to_sign
 from newsletter.config import Settings, load_settings
-from newsletter.db import make_engine, make_sessionmaker
+from newsletter.db import downgrade, make_engine, make_sessionmaker, upgrade
 from newsletter.web.webhooks import router
 from tests.factories import add_member, make_list
 
@@ -628,3 +628,12 @@ def test_provider_without_a_secret_is_disabled(refusing: Hooks, provider: str) -
 
     assert response.status_code == 404
     assert refusing.database() == NOTHING
+
+
+def test_the_webhook_signatures_migration_goes_down_and_up(engine: Engine) -> None:
+    downgrade(engine, "0004")
+    assert "webhook_signatures" not in inspect(engine).get_table_names()
+
+    upgrade(engine)
+
+    assert "webhook_signatures" in inspect(engine).get_table_names()
