@@ -815,6 +815,7 @@ def test_L10_processes_refuse_a_schema_that_is_not_at_the_head(
 
 
 def test_L10_nonsense_settings_stop_a_command_naming_the_variable(cli: Cli) -> None:
+    cli.ok("db", "upgrade")
     for name, value in [
         ("LEASE_SECONDS", "0"),
         ("SIGNUP_LIMIT_PER_IP", "-5"),

@@ -310,11 +310,8 @@ class Served:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
 
-@pytest.fixture
-def served(tmp_path: Path, sqlite_url: str) -> Iterator[Served]:
-    port = free_port()
-    settings = settings_for(sqlite_url, base_url=f"http://127.0.0.1:{port}", signup_limit_per_ip=2)
-    log = tmp_path / "serve.log"
+def run_serve(settings: Settings, port: int, log: Path) -> Iterator[Served]:
+    """`newsletter serve` with these settings, until the generator is closed."""
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(Path(sys.executable).parent / "newsletter"), "serve", "--port", str(port)],
@@ -335,9 +332,18 @@ def served(tmp_path: Path, sqlite_url: str) -> Iterator[Served]:
     else:
         process.kill()
         pytest.fail(f"serve did not start: {log.read_text()}")
-    yield Served(url, process, log, sqlite_url)
-    process.terminate()
-    process.wait(timeout=10)
+    try:
+        yield Served(url, process, log, settings.database_url)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def served(tmp_path: Path, sqlite_url: str) -> Iterator[Served]:
+    port = free_port()
+    settings = settings_for(sqlite_url, base_url=f"http://127.0.0.1:{port}", signup_limit_per_ip=2)
+    yield from run_serve(settings, port, tmp_path / "serve.log")
 
 
 @pytest.mark.slow
@@ -450,11 +456,19 @@ def test_M6_a_signup_is_answered_while_the_relay_hangs(
 
 @pytest.mark.slow
 def test_M6_unsubscribe_stays_fast_under_signups_while_the_relay_hangs(
-    sqlite_url: str, hung_relay: HungRelay
+    sqlite_url: str, hung_relay: HungRelay, tmp_path: Path
 ) -> None:
-    """Must-show 3: 60 sign-ups at once while the relay accepts and never answers; the
-    unsubscribe page is asked 100 times meanwhile, and its p99 stays under 200 ms."""
-    settings = settings_for(sqlite_url, mail_url=hung_relay.url)
+    """Must-show 3: `newsletter serve` takes 60 sign-ups at once while the relay accepts
+    and never answers; the unsubscribe page, asked 100 times meanwhile, keeps its p99
+    under 200 ms (on the unfixed code it waited for the relay's timeout)."""
+    port = free_port()
+    settings = settings_for(
+        sqlite_url,
+        base_url=f"http://127.0.0.1:{port}",
+        mail_url=hung_relay.url,
+        signup_limit_per_ip=10_000,
+        signup_limit_per_address=10_000,
+    )
     engine = make_engine(sqlite_url)
     with make_sessionmaker(engine)() as session:
         news = make_list(session, "events", "Events")
@@ -462,32 +476,41 @@ def test_M6_unsubscribe_stays_fast_under_signups_while_the_relay_hangs(
         session.commit()
         token = TokenSigner(settings.secret_key).sign(Purpose.unsubscribe, reader.id, news.id)
     engine.dispose()
+
+    async def sign_up_everyone(url: str) -> list[int]:
+        """60 sign-ups, a new one every 20 ms, each waited for on its own."""
+        async with httpx.AsyncClient(base_url=url, timeout=30) as signups:
+            posts = []
+            for i in range(60):
+                body = {"email": f"s{i}@example.org", "list": "events"}
+                posts.append(asyncio.create_task(signups.post("/subscribe", json=body)))
+                await asyncio.sleep(0.02)
+            answers = await asyncio.gather(*posts)
+        return [answer.status_code for answer in answers]
+
     latencies: list[float] = []
-    for live in serve_in_thread(create_app(settings, policy=GENEROUS)):
+    for served in run_serve(settings, port, tmp_path / "serve.log"):
         with (
-            httpx.Client(base_url=live.url, timeout=10) as signups,
-            httpx.Client(base_url=live.url, timeout=2) as reader_browser,
-            ThreadPoolExecutor(max_workers=30) as pool,
+            httpx.Client(base_url=served.url, timeout=2) as reader_browser,
+            ThreadPoolExecutor(max_workers=1) as pool,
         ):
-            posted = [
-                pool.submit(
-                    signups.post,
-                    "/subscribe",
-                    json={"email": f"s{i}@example.org", "list": "events"},
-                )
-                for i in range(60)
-            ]
-            time.sleep(0.3)  # the sign-ups are in flight; the relay holds their mail
-            for _ in range(100):
+            # A warm site: the page compiled, the reader's connection open.
+            assert reader_browser.get(f"/unsubscribe/{token}").status_code == 200
+            signups = pool.submit(asyncio.run, sign_up_everyone(served.url))
+            time.sleep(0.2)  # the first sign-ups are in, and the relay holds their mail
+            for _ in range(100):  # a reader every 10 ms, while the sign-ups go on
                 started = time.perf_counter()
                 page = reader_browser.get(f"/unsubscribe/{token}")
                 latencies.append(time.perf_counter() - started)
                 assert page.status_code == 200
-            assert all(f.result().status_code == 200 for f in posted)
+                time.sleep(0.01)
+            assert signups.result() == [200] * 60
         hung_relay.close()
 
     p99 = statistics.quantiles(latencies, n=100)[98]
-    assert p99 < 0.2, f"p99 {p99 * 1000:.0f} ms, median {statistics.median(latencies) * 1000:.0f}"
+    figures = f"p99 {p99 * 1000:.1f} ms, median {statistics.median(latencies) * 1000:.1f} ms"
+    print(f"unsubscribe page under 60 sign-ups with a hung relay: {figures}")
+    assert p99 < 0.2, figures
 
 
 @pytest.mark.slow
@@ -495,6 +518,8 @@ def test_M6_with_a_real_broker_the_workers_send_the_confirmation(
     sqlite_url: str, smtp_sink: SmtpSink, private_redis: RedisServer
 ) -> None:
     settings = settings_for(sqlite_url, mail_url=smtp_sink.url, broker_url=private_redis.url)
+    # The web process could not send it itself: only a worker can have sent the mail.
+    web_settings = settings.model_copy(update={"mail_url": f"smtp://127.0.0.1:{free_port()}"})
     engine = make_engine(sqlite_url)
     with make_sessionmaker(engine)() as session:
         make_list(session, "events", "Events")
@@ -502,7 +527,7 @@ def test_M6_with_a_real_broker_the_workers_send_the_confirmation(
     engine.dispose()
     worker = WorkerProcess(settings, concurrency=1).start()
     try:
-        with client_for(settings) as client:
+        with client_for(web_settings) as client:
             answer = client.post(
                 "/subscribe", json={"email": "reader@example.org", "list": "events"}
             )
