@@ -814,6 +814,28 @@ def test_L10_processes_refuse_a_schema_that_is_not_at_the_head(
     assert_clean_error(result, "schema is at revision 0003", "newsletter db upgrade")
 
 
+def test_L10_the_celery_entry_point_refuses_an_old_schema(cli: Cli) -> None:
+    cli.ok("db", "upgrade")
+    engine = make_engine(cli.env["NEWSLETTER_DATABASE_URL"])
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0003'"))
+    engine.dispose()
+
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "newsletter.tasks.entry", "worker"],
+        cwd=cli.folder,
+        env={**cli.env, "NEWSLETTER_BROKER_URL": REDIS_BROKER},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 1
+    assert "error: the database schema is at revision 0003" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_L10_nonsense_settings_stop_a_command_naming_the_variable(cli: Cli) -> None:
     cli.ok("db", "upgrade")
     for name, value in [

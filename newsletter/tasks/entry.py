@@ -1,16 +1,19 @@
 """Celery's entry point for installed copies: `celery -A newsletter.tasks.entry worker`.
 
-It reads the settings from the environment once, checks what sending needs, that the
-database's schema is at the head migration and that the broker answers (a problem
-stops the worker at once with one line naming it), and configures the app; the
-top-level `worker.py` does the same for `celery -A worker worker` in a checkout.
+On import it reads the settings from the environment once and checks what sending
+needs (a bad value stops the process at once with one line naming the variable), and
+configures the app; the top-level `worker.py` does the same for `celery -A worker
+worker` in a checkout. When a worker starts (not on a mere import, nor for `celery
+flower`), it also checks that the database's schema is at the head migration and that
+the broker answers, and stops with one line if not.
 """
 
 import sys
 
+from celery.signals import worker_init
 from sqlalchemy.exc import DBAPIError
 
-from newsletter.config import load_settings
+from newsletter.config import Settings, load_settings
 from newsletter.db import make_engine, schema_problem
 from newsletter.delivery.startup import check_sending_settings
 from newsletter.errors import ConfigError, NewsletterError
@@ -19,16 +22,29 @@ from newsletter.tasks.app import configure, require_broker
 try:
     _settings = load_settings()
     check_sending_settings(_settings)
-    _engine = make_engine(_settings.database_url)
+except ConfigError as exc:
+    sys.exit(f"error: {exc}")
+app = configure(_settings)
+
+
+def check_before_working(settings: Settings) -> None:
+    """ConfigError or BrokerUnavailableError unless the schema is at the head migration
+    and the broker answers."""
+    engine = make_engine(settings.database_url)
     try:
-        _problem = schema_problem(_engine)
+        problem = schema_problem(engine)
     except DBAPIError as exc:
         raise ConfigError(f"database: {' '.join(str(exc.orig).split())}") from exc
     finally:
-        _engine.dispose()
-    if _problem is not None:
-        raise ConfigError(_problem)
-    require_broker(_settings)
-except NewsletterError as exc:
-    sys.exit(f"error: {exc}")
-app = configure(_settings)
+        engine.dispose()
+    if problem is not None:
+        raise ConfigError(problem)
+    require_broker(settings)
+
+
+@worker_init.connect  # type: ignore[untyped-decorator]
+def _check_on_start(**_: object) -> None:
+    try:
+        check_before_working(_settings)
+    except NewsletterError as exc:
+        sys.exit(f"error: {exc}")
