@@ -85,6 +85,15 @@ FIELDS = [
     "mail",
     "messageId",
     "complaintFeedbackType",
+    "Type",
+    "TopicArn",
+    "Signature",
+    "SignatureVersion",
+    "SigningCertURL",
+    "Message",
+    "MessageId",
+    "Token",
+    "SubscribeURL",
 ]
 WORDS = [
     "failed",
@@ -133,6 +142,11 @@ json_values = st.recursive(
     max_leaves=30,
 )
 json_objects = st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=8)
+# JSON nested deeper than Python's parser goes: a list or an object per level.
+deep_json = st.integers(min_value=900, max_value=100_000).flatmap(
+    lambda depth: st.sampled_from(["[" * depth + "]" * depth, '{"a":' * depth + "1" + "}" * depth])
+)
+raw_bodies = st.binary(max_size=300) | deep_json.map(str.encode)
 
 
 def survives(call: Any) -> list[BounceReport]:
@@ -161,7 +175,7 @@ def mailgun_body(event: Any) -> bytes:
 
 
 @FUZZ
-@given(body=st.binary(max_size=300) | json_values.map(dumps))
+@given(body=raw_bodies | json_values.map(dumps))
 def test_mailgun_any_body(body: bytes) -> None:
     survives(lambda: mailgun_reports(body, MAILGUN_KEY, time.time()))
 
@@ -188,7 +202,7 @@ def sendgrid_public(key: ec.EllipticCurvePrivateKey) -> str:
 
 
 @FUZZ
-@given(body=st.binary(max_size=300) | st.lists(json_objects | json_values).map(dumps))
+@given(body=raw_bodies | st.lists(json_objects | json_values).map(dumps))
 def test_sendgrid_any_signed_batch(sendgrid_key: ec.EllipticCurvePrivateKey, body: bytes) -> None:
     stamp = str(int(time.time()))
     signature = sendgrid_key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
@@ -201,7 +215,7 @@ def test_sendgrid_any_signed_batch(sendgrid_key: ec.EllipticCurvePrivateKey, bod
 
 
 @FUZZ
-@given(body=st.binary(max_size=300) | (json_objects | json_values).map(dumps))
+@given(body=raw_bodies | (json_objects | json_values).map(dumps))
 def test_postmark_any_body_with_the_credentials(body: bytes) -> None:
     authorization = "Basic " + base64.b64encode(":".join(POSTMARK).encode()).decode()
     survives(lambda: postmark_reports(body, authorization, *POSTMARK))
@@ -219,13 +233,16 @@ def sns_key() -> rsa.RSAPrivateKey:
 @given(
     notification=json_objects | json_values,
     extra=st.dictionaries(st.sampled_from(["Subject", "MessageId", "Timestamp"]), scalars),
+    deep=st.none() | deep_json,
 )
 def test_ses_any_notification_signed_by_sns(
-    sns_key: rsa.RSAPrivateKey, notification: Any, extra: dict[str, Any]
+    sns_key: rsa.RSAPrivateKey, notification: Any, extra: dict[str, Any], deep: str | None
 ) -> None:
     now = datetime.now(UTC)
     pem = certificate(sns_key, now - timedelta(days=1), now + timedelta(days=1))
     message = dict(payload("sns-ses-bounce.json"), **extra, Message=json.dumps(notification))
+    if deep is not None:
+        message["Message"] = deep
     message["SignatureVersion"] = "2"
     try:
         to_sign = sns_string_to_sign(message)
@@ -244,7 +261,7 @@ def test_ses_any_notification_signed_by_sns(
 
 
 @FUZZ
-@given(body=st.binary(max_size=300) | (json_objects | json_values).map(dumps))
+@given(body=raw_bodies | (json_objects | json_values).map(dumps))
 def test_ses_any_body(body: bytes) -> None:
     def fetch(url: str) -> bytes:
         raise AssertionError(f"fetched {url} for an unsigned body")
