@@ -10,7 +10,7 @@ the broker answers, and stops with one line if not.
 
 import sys
 
-from celery.signals import worker_init
+from celery.signals import celeryd_init
 from sqlalchemy.exc import DBAPIError
 
 from newsletter.config import Settings, load_settings
@@ -42,7 +42,7 @@ def check_before_working(settings: Settings) -> None:
     require_broker(settings)
 
 
-@worker_init.connect  # type: ignore[untyped-decorator]
+@celeryd_init.connect  # type: ignore[untyped-decorator]
 def _check_on_start(**_: object) -> None:
     try:
         check_before_working(_settings)
