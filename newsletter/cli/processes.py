@@ -28,7 +28,7 @@ def worker(
     loglevel: str = "INFO",
 ) -> None:
     """Start a Celery worker (the same as `celery -A worker worker`); extra args go to Celery."""
-    from newsletter.tasks.app import configure
+    from newsletter.tasks.app import configure, require_broker
 
     cfg = settings()
     if cfg.embedded_broker:
@@ -38,6 +38,8 @@ def worker(
             "`newsletter scheduler run`, which runs a worker in-process"
         )
     check_start_settings(cfg)
+    check_schema(cfg)
+    require_broker(cfg)
     celery_app = configure(cfg)
     celery_app.worker_main(
         ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", *ctx.args]
@@ -47,15 +49,16 @@ def worker(
 @scheduler.command("run")
 def scheduler_run() -> None:
     """Tick every few seconds until SIGTERM; with the in-memory broker, also run a worker."""
-    from newsletter.tasks.app import configure, embedded_worker, runtime
+    from newsletter.tasks.app import configure, embedded_worker, require_broker, runtime
     from newsletter.tasks.scheduler import Stopper, run_forever
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     cfg = settings()
     check_schema(cfg)
     check_start_settings(cfg, journal=cfg.embedded_broker)
+    require_broker(cfg)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     configure(cfg)
     stopper = Stopper()
     stopper.install()
@@ -126,7 +129,17 @@ def serve(
     cfg = settings()
     check_schema(cfg)
     check_start_settings(cfg, journal=False)
-    uvicorn.run(build_app(cfg, only), host=host, port=port, log_level="info")
+    # uvicorn would believe X-Forwarded-For from loopback by default: anyone on this
+    # machine could then pick the address their sign-ups are counted under. The app
+    # reads the header itself, from NEWSLETTER_TRUSTED_PROXIES only.
+    uvicorn.run(
+        build_app(cfg, only),
+        host=host,
+        port=port,
+        log_level="info",
+        proxy_headers=False,
+        server_header=False,
+    )
 
 
 def build_app(cfg: Settings, only: Only | None = None) -> Any:
