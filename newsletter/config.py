@@ -166,6 +166,13 @@ class Settings(BaseSettings):
     api_rate_limit: int = 600  # requests per minute per token (or session)
     # Let staff requests make the server fetch URLs on private or loopback addresses.
     allow_private_urls: bool = False
+    # Opens and clicks (see tracking/): raw events are deleted after this many days
+    # (the counts stay); a hit this soon after the message was handed over is a
+    # machine's; three links of one message (or all, when fewer) within this many
+    # seconds are a scanner's.
+    tracking_retention_days: int = 180
+    tracking_machine_seconds: float = 10.0
+    tracking_burst_seconds: float = 2.0
 
     @field_validator("database_url")
     @classmethod
@@ -241,6 +248,20 @@ class Settings(BaseSettings):
     def _positive(cls, value: float) -> float:
         if value <= 0:
             raise ValueError("must be above 0")
+        return value
+
+    @field_validator("tracking_retention_days")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be a whole number of days, at least 1")
+        return value
+
+    @field_validator("tracking_machine_seconds", "tracking_burst_seconds")
+    @classmethod
+    def _not_negative(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("must be 0 or more seconds")
         return value
 
     @field_validator("templates_dir")

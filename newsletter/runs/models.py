@@ -8,7 +8,7 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from newsletter.db import Base, JsonType, UtcDateTime, utcnow
@@ -69,6 +69,9 @@ class Run(Base):
     # The run's name in archive URLs: random, so a private list's emails cannot be
     # found by counting run ids.
     archive_key: Mapped[str] = mapped_column(String(32), unique=True, default=new_archive_key)
+    # How the run counts opens and clicks, frozen by the first chunk that sends it
+    # (tracking/policy.py: the mode and pixel per list); None until then.
+    tracking: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
 
     @property
     def archive_path(self) -> str:
@@ -123,3 +126,9 @@ class Delivery(Base):
     message_id: Mapped[str] = mapped_column(String(300), default="")
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Individual tracking only: the first open and the first click, and whether that
+    # first one was a machine's (a later human event replaces a machine's).
+    first_open_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    first_open_machine: Mapped[bool] = mapped_column(Boolean, default=False)
+    first_click_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    first_click_machine: Mapped[bool] = mapped_column(Boolean, default=False)
