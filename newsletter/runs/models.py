@@ -105,6 +105,9 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "subscriber_id"),
         Index("ix_deliveries_run_status_subscriber", "run_id", "status", "subscriber_id"),
+        # A reader's deliveries across runs: reports attribute an unsubscribe, bounce or
+        # complaint to the last message before it; forget and export find them.
+        Index("ix_deliveries_subscriber_sent", "subscriber_id", "sent_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

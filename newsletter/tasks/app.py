@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from celery import Celery
@@ -41,6 +42,8 @@ class Runtime:
         self._engine: Engine | None = None
         self._sessions: sessionmaker[Session] | None = None
         self._sender: ChunkSender | None = None
+        # When this process last deleted tracking events past their retention.
+        self.pruned_at: datetime | None = None
 
     def _ensure_process(self) -> None:
         if self._pid != os.getpid():

@@ -1,8 +1,9 @@
 """The public web app: signup with double opt-in, confirmation, one-click unsubscribe
-(RFC 8058), editable preferences, the archive, bounce webhooks, health.
+(RFC 8058), editable preferences, the archive, tracked links and the open pixel,
+bounce webhooks, health.
 
-Each page family lives in a module of its own (signup, subscriber, archive, webhooks,
-health); this one wires them to one app and its database engine.
+Each page family lives in a module of its own (signup, subscriber, archive, tracking,
+webhooks, health); this one wires them to one app and its database engine.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from newsletter.db import make_engine, make_sessionmaker
 from newsletter.ratelimit import RateLimiter, make_rate_limiter
 from newsletter.rendering.library import template_library
 from newsletter.services.confirmation import ConfirmationSender
-from newsletter.web import archive, health, signup, subscriber
+from newsletter.web import archive, health, signup, subscriber, tracking
 from newsletter.web.common import SignupPolicy, Web
 from newsletter.web.webhooks import router as bounce_webhooks
 
@@ -52,6 +53,7 @@ def create_app(
     app.include_router(signup.routes(web))
     app.include_router(subscriber.routes(web))
     app.include_router(archive.routes(web))
+    app.include_router(tracking.routes(web))  # /t/c/{token}, /t/o/{token}.gif
     app.include_router(bounce_webhooks)  # /webhooks/{ses,sendgrid,mailgun,postmark}
     return app
 

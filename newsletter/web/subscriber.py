@@ -27,6 +27,10 @@ from newsletter.sequences.engine import send_next_now
 from newsletter.services.preferences import apply_preferences, load_preferences, parse_preferences
 from newsletter.web.common import SessionDep, Web
 
+# How an unsubscription is recorded (Subscription.source), as reports count them.
+ONE_CLICK_SOURCE = "one-click"
+PAGE_SOURCE = "unsubscribe page"
+
 
 def csrf_token(secret_key: str, preferences_token: str) -> str:
     """The preferences form's CSRF value: HMAC(secret, "csrf:" + preferences token)."""
@@ -57,14 +61,19 @@ def routes(web: Web) -> APIRouter:
         )
 
     @app.post("/unsubscribe/{token}", response_class=HTMLResponse)
-    def unsubscribe_now(request: Request, token: str, session: SessionDep) -> HTMLResponse:
+    def unsubscribe_now(
+        request: Request,
+        token: str,
+        session: SessionDep,
+        one_click: Annotated[str, Form(alias="List-Unsubscribe")] = "",
+    ) -> HTMLResponse:
         # Both the RFC 8058 one-click POST (body List-Unsubscribe=One-Click, sent by the
-        # mailbox provider) and the button on our own page land here.
+        # mailbox provider) and the button on our own page land here; the source tells
+        # them apart in campaign reports.
+        source = ONE_CLICK_SOURCE if one_click == "One-Click" else PAGE_SOURCE
         try:
             claims = web.signer.verify(token, Purpose.unsubscribe)
-            mailing_list = unsubscribe(
-                session, claims.subscriber_id, claims.list_id, source="unsubscribe link"
-            )
+            mailing_list = unsubscribe(session, claims.subscriber_id, claims.list_id, source=source)
             session.commit()
         except (InvalidTokenError, NotFoundError) as exc:
             return web.invalid_link(request, str(exc))
@@ -149,6 +158,7 @@ def _preferences_routes(app: APIRouter, web: Web) -> None:
         timezone: Annotated[str, Form()] = "",
         slugs: Annotated[list[str] | None, Form(alias="list")] = None,
         paused: Annotated[list[str] | None, Form()] = None,
+        no_tracking: Annotated[str, Form()] = "",
     ) -> HTMLResponse:
         try:
             claims = web.signer.verify(token, Purpose.preferences)
@@ -163,7 +173,7 @@ def _preferences_routes(app: APIRouter, web: Web) -> None:
             apply_preferences(
                 session,
                 claims.subscriber_id,
-                parse_preferences(name, timezone, slugs or [], paused or []),
+                parse_preferences(name, timezone, slugs or [], paused or [], bool(no_tracking)),
             )
             session.commit()
         except FieldError as exc:

@@ -52,6 +52,7 @@ def upgrade() -> None:
             )
         )
 
+    op.create_index("ix_deliveries_subscriber_sent", "deliveries", ["subscriber_id", "sent_at"])
     op.create_table(
         "tracked_links",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -207,6 +208,7 @@ def downgrade() -> None:
     op.drop_table("tracking_rollups")
     op.drop_table("tracking_events")
     op.drop_table("tracked_links")
+    op.drop_index("ix_deliveries_subscriber_sent", table_name="deliveries")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         for name in (
             "first_click_machine",
