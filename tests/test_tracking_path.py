@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from newsletter.api.app import create_staff_app
-from newsletter.audience.models import Subscriber, TrackingMode
+from newsletter.audience.models import TrackingMode
 from newsletter.campaigns.models import Campaign, CampaignStatus
 from newsletter.campaigns.service import schedule_campaign
 from newsletter.config import Settings
@@ -121,7 +121,9 @@ def pixel_of(message: EmailMessage) -> str:
     return pixel
 
 
-def get(client: httpx.Client, url: str, agent: str = BROWSER, method: str = "GET") -> httpx.Response:
+def get(
+    client: httpx.Client, url: str, agent: str = BROWSER, method: str = "GET"
+) -> httpx.Response:
     return client.request(method, url, headers={"User-Agent": agent})
 
 
@@ -246,7 +248,9 @@ def test_opens_and_clicks_are_counted_human_and_machine_alike_in_every_face(
         "total": 2,
     }
     # The console's charts draw these numbers.
-    assert "Opened: 1 human" in charts["engagement"] and "Clicked: 3 machine" in charts["engagement"]
+    assert (
+        "Opened: 1 human" in charts["engagement"] and "Clicked: 3 machine" in charts["engagement"]
+    )
     # One set of numbers everywhere.
     assert cli_report(settings, campaign_id) == console
     assert api_report(settings, campaign_id) == console

@@ -72,6 +72,9 @@ class Run(Base):
     # How the run counts opens and clicks, frozen by the first chunk that sends it
     # (tracking/policy.py: the mode and pixel per list); None until then.
     tracking: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    # Sent messages whose reader was forgotten since (their ledger rows are gone): the
+    # run's reports still count them as sent, so rates keep their denominator.
+    forgotten_sent: Mapped[int] = mapped_column(Integer, default=0)
 
     @property
     def archive_path(self) -> str:

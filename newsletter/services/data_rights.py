@@ -12,6 +12,9 @@ What we hold about a person, and what `forget` does with it:
 | tracking_events            | their opens and clicks (individual mode)| deleted               |
 | tracked_messages           | first open/click of their messages      | unlinked (counts stay)|
 
+A forgotten reader's sent messages are still counted as sent in campaign reports
+(`runs.forgotten_sent`), so rates keep their denominator.
+
 Deliveries are deleted rather than anonymised: a ledger row belongs to a subscriber
 (the column cannot be empty), so it goes with them. Past runs keep their recipient
 count; their per-status counts lose one. Bounce events keep their (source, event id)
@@ -52,7 +55,7 @@ from newsletter.campaigns.models import Campaign
 from newsletter.content.models import Series
 from newsletter.db import utcnow
 from newsletter.errors import InvalidInputError, NotFoundError
-from newsletter.runs.models import Delivery, Run
+from newsletter.runs.models import Delivery, DeliveryStatus, Run
 from newsletter.sequences.models import Enrollment, Sequence
 from newsletter.tracking.models import TrackedLink, TrackedMessage, TrackingEvent
 
@@ -359,6 +362,13 @@ def _forget_tracking(session: Session, subscriber_id: int) -> int:
     """Delete the reader's opens and clicks; their messages' firsts stay in the counts
     under a new random key, tied to nobody. Returns how many events went."""
     theirs = select(Delivery.id).where(Delivery.subscriber_id == subscriber_id)
+    sent_runs = select(Delivery.run_id).where(
+        Delivery.subscriber_id == subscriber_id, Delivery.status == DeliveryStatus.sent
+    )
+    _changed(
+        session,
+        update(Run).where(Run.id.in_(sent_runs)).values(forgotten_sent=Run.forgotten_sent + 1),
+    )
     events = _changed(session, delete(TrackingEvent).where(TrackingEvent.delivery_id.in_(theirs)))
     for message in session.scalars(
         select(TrackedMessage).where(TrackedMessage.delivery_id.in_(theirs))

@@ -189,10 +189,12 @@ def _delivery(session: Session, run: Run) -> dict[str, Any]:
     count = {s.value: int(by_status.get(s, 0)) for s in DeliveryStatus}
     bounces = _bounces(session, run)
     bounced = bounces["hard"] + bounces["soft"]
+    # Readers forgotten since keep counting as sent (their ledger rows are gone).
+    sent = count["sent"] + run.forgotten_sent
     return {
-        "recipients": sum(count.values()),
-        "sent": count["sent"],
-        "delivered": max(0, count["sent"] - bounced),
+        "recipients": sum(count.values()) + run.forgotten_sent,
+        "sent": sent,
+        "delivered": max(0, sent - bounced),
         "deferred": count["deferred"],
         "failed": count["failed"],
         "suppressed": count["suppressed"],

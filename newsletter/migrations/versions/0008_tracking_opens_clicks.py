@@ -34,6 +34,9 @@ def upgrade() -> None:
         )
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.add_column(
+            sa.Column("forgotten_sent", sa.Integer(), nullable=False, server_default="0")
+        )
+        batch_op.add_column(
             sa.Column(
                 "tracking",
                 sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql"),
@@ -219,6 +222,7 @@ def downgrade() -> None:
             batch_op.drop_column(name)
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.drop_column("tracking")
+        batch_op.drop_column("forgotten_sent")
     with op.batch_alter_table("subscribers", schema=None) as batch_op:
         batch_op.drop_column("no_tracking")
     with op.batch_alter_table("campaigns", schema=None) as batch_op:
