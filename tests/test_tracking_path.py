@@ -162,7 +162,9 @@ def test_opens_and_clicks_are_counted_human_and_machine_alike_in_every_face(
     engine = make_engine(settings.database_url)
     with make_sessionmaker(engine)() as session:
         run = session.query(Run).filter_by(campaign_id=campaign_id).one()
-        originals = trackable_links(Snapshot.from_json(run.snapshot or {}).html)
+        originals = trackable_links(
+            Snapshot.from_json(run.snapshot or {}).html, f"{settings.base_url}/archive/emails/"
+        )
     reader = [mail[f"reader{i}@example.org"] for i in range(READERS)]
     links = [links_of(m) for m in reader]
     assert len(originals) >= 3 and all(len(found) == len(originals) for found in links)

@@ -19,7 +19,7 @@ from datetime import timedelta
 from email.utils import parseaddr
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from newsletter.audience.subscriptions import suppress_address
@@ -158,7 +158,9 @@ class LinkTracker:
         wanted = {t.opens for t in self.policy.lists.values() if t.on}
         if not wanted:
             return messages
-        ids = self.register(trackable_links(snapshot.html))
+        # "View in your browser" is a service link, as unsubscribe is: not counted.
+        own_copy = f"{self.base_url}/archive/emails/"
+        ids = self.register(trackable_links(snapshot.html, own_copy))
         tracked = {
             url: f"{self.base_url}/t/c/{self.signer.link_part(self.run_id, link_id)}."
             for url, link_id in ids.items()
@@ -200,7 +202,9 @@ class ChunkSender:
     settings: Settings
     mailer: Mailer
     throttle: Throttle = field(default_factory=LocalThrottle)
-    compiled: dict[int, CompiledRun] = field(default_factory=dict)
+    # Keyed by (run id, archive key): a run id seen again (a database emptied and
+    # refilled, a deleted run's id reused on SQLite) is another run, compiled afresh.
+    compiled: dict[tuple[int, str], CompiledRun] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.signer = TokenSigner(self.settings.secret_key)
@@ -231,7 +235,8 @@ class ChunkSender:
     def _compile(self, session: Session, run_id: int) -> CompiledRun:
         """The run's compiled message, kept per process: the run (with its frozen
         content, tens of kilobytes) is loaded only by the first chunk that needs it."""
-        compiled = self.compiled.get(run_id)
+        archive_key = session.scalar(select(Run.archive_key).where(Run.id == run_id)) or ""
+        compiled = self.compiled.get((run_id, archive_key))
         if compiled is None:
             run = session.get_one(Run, run_id)
             snapshot = run_email(session, run, self.settings)
@@ -259,7 +264,7 @@ class ChunkSender:
                 )
             if len(self.compiled) >= COMPILED_RUNS_KEPT:  # a long-lived worker sees many runs
                 self.compiled.pop(next(iter(self.compiled)))
-            compiled = self.compiled[run_id] = CompiledRun(
+            compiled = self.compiled[(run_id, archive_key)] = CompiledRun(
                 tracker.compile(snapshot, headers), salt[:10], sequence_id, policy, run_id, variants
             )
         return compiled

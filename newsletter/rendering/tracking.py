@@ -5,7 +5,8 @@ absolute http(s) URL becomes `<base>/t/c/<link part>.` followed by the `track` s
 per recipient the only work is filling that slot (one value, however many links).
 Links that carry a slot (unsubscribe, preferences, "next one now", a reader's
 attribute) are personal: they are never rewritten, so RFC 8058 one-click unsubscribe
-and the preferences page work as they always did. The text part is left alone.
+and the preferences page work as they always did; nor is "View in your browser" (the
+email's own web copy, a service link like those). The text part is left alone.
 
 Pure: plain strings in, strings out. Which link gets which id is the caller's
 (tracking/links.py keeps destinations in the database, never in the email).
@@ -33,11 +34,14 @@ def _trackable(url: str) -> bool:
     return _TRACKABLE.fullmatch(url) is not None and "__slot_" not in url
 
 
-def trackable_links(page: str) -> list[str]:
-    """The distinct URLs a tracked copy of `page` rewrites, in order of appearance."""
+def trackable_links(page: str, untracked_prefix: str = "") -> list[str]:
+    """The distinct URLs a tracked copy of `page` rewrites, in order of appearance;
+    those starting with `untracked_prefix` (the email's own web copy) are left out."""
     found: dict[str, None] = {}
     for match in _HREF.finditer(page):
         url = html.unescape(match.group(2) if match.group(2) is not None else match.group(3))
+        if untracked_prefix and url.startswith(untracked_prefix):
+            continue
         if _trackable(url):
             found.setdefault(url, None)
     return list(found)

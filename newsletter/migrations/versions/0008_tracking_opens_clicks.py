@@ -18,43 +18,43 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("mailing_lists", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("tracking", sa.String(length=20), nullable=False, server_default="anonymous")
-        )
-        batch_op.add_column(
-            sa.Column("track_opens", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
-    with op.batch_alter_table("campaigns", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("tracking", sa.String(length=20), nullable=True))
-        batch_op.add_column(sa.Column("track_opens", sa.Boolean(), nullable=True))
-    with op.batch_alter_table("subscribers", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("no_tracking", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
-    with op.batch_alter_table("runs", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("forgotten_sent", sa.Integer(), nullable=False, server_default="0")
-        )
-        batch_op.add_column(
-            sa.Column(
-                "tracking",
-                sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql"),
-                nullable=True,
-            )
-        )
-    with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("first_open_at", sa.DateTime(timezone=True), nullable=True))
-        batch_op.add_column(
-            sa.Column("first_open_machine", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
-        batch_op.add_column(sa.Column("first_click_at", sa.DateTime(timezone=True), nullable=True))
-        batch_op.add_column(
-            sa.Column(
-                "first_click_machine", sa.Boolean(), nullable=False, server_default=sa.false()
-            )
-        )
-
+    # Plain ADD COLUMNs (no table rebuild on SQLite: the ledger may be large, and the
+    # subscribers' index on lower(email) would not survive a rebuild).
+    false = sa.false()
+    op.add_column(
+        "mailing_lists",
+        sa.Column("tracking", sa.String(length=20), nullable=False, server_default="anonymous"),
+    )
+    op.add_column(
+        "mailing_lists",
+        sa.Column("track_opens", sa.Boolean(), nullable=False, server_default=false),
+    )
+    op.add_column("campaigns", sa.Column("tracking", sa.String(length=20), nullable=True))
+    op.add_column("campaigns", sa.Column("track_opens", sa.Boolean(), nullable=True))
+    op.add_column(
+        "subscribers", sa.Column("no_tracking", sa.Boolean(), nullable=False, server_default=false)
+    )
+    op.add_column(
+        "runs", sa.Column("forgotten_sent", sa.Integer(), nullable=False, server_default="0")
+    )
+    op.add_column(
+        "runs",
+        sa.Column(
+            "tracking",
+            sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql"),
+            nullable=True,
+        ),
+    )
+    op.add_column("deliveries", sa.Column("first_open_at", sa.DateTime(timezone=True)))
+    op.add_column(
+        "deliveries",
+        sa.Column("first_open_machine", sa.Boolean(), nullable=False, server_default=false),
+    )
+    op.add_column("deliveries", sa.Column("first_click_at", sa.DateTime(timezone=True)))
+    op.add_column(
+        "deliveries",
+        sa.Column("first_click_machine", sa.Boolean(), nullable=False, server_default=false),
+    )
     op.create_index("ix_deliveries_subscriber_sent", "deliveries", ["subscriber_id", "sent_at"])
     op.create_table(
         "tracked_links",
@@ -223,8 +223,14 @@ def downgrade() -> None:
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.drop_column("tracking")
         batch_op.drop_column("forgotten_sent")
+    # SQLite rebuilds the table to drop a column and cannot carry an index on an
+    # expression across: drop it first, make it again after.
+    op.drop_index("uq_subscribers_email_canonical", table_name="subscribers")
     with op.batch_alter_table("subscribers", schema=None) as batch_op:
         batch_op.drop_column("no_tracking")
+    op.create_index(
+        "uq_subscribers_email_canonical", "subscribers", [sa.text("lower(email)")], unique=True
+    )
     with op.batch_alter_table("campaigns", schema=None) as batch_op:
         batch_op.drop_column("track_opens")
         batch_op.drop_column("tracking")
