@@ -40,6 +40,7 @@ from newsletter.runs.ledger import delivery_counts
 from newsletter.runs.models import Delivery, DeliveryStatus, Run
 from newsletter.tasks.app import configure, embedded_worker, runtime
 from newsletter.tasks.scheduler import tick
+from newsletter.tracking.policy import Tracking, note
 from newsletter.tracking.tokens import TrackingSigner, new_nonce
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample" / "articles"
@@ -280,6 +281,7 @@ def _stage_costs(
     tracker = TrackingSigner(settings.secret_key)
     values = {"name": "Alex Meyer", "email": "reader0000001@bench.example"}
     values.update(subscriber_links(settings, signer, 1, 1))
+    values["tracking_note"] = note(Tracking(tracking, opens))
 
     def track_token() -> str:
         return tracker.recipient_part(1, False, new_nonce(), 1, int(time.time()))
