@@ -18,13 +18,16 @@ from sqlalchemy.orm import Session
 from newsletter.audience.models import MailingList, Subscriber, TrackingMode
 from newsletter.campaigns.service import set_campaign_tracking
 from newsletter.config import Settings
+from newsletter.content.models import Article
 from newsletter.db import utcnow
 from newsletter.delivery.mailers import MemoryMailer
 from newsletter.delivery.sending import ChunkSender
 from newsletter.rendering.model import Snapshot
 from newsletter.rendering.slots import sentinel
 from newsletter.rendering.tracking import Pixel, track_links, trackable_links
-from newsletter.runs.models import Delivery, Run
+from newsletter.runs.ledger import Chunk
+from newsletter.runs.models import Delivery, Run, RunStatus
+from newsletter.sequences.service import create_sequence
 from newsletter.services import reports
 from newsletter.services.data_rights import forget
 from newsletter.services.preferences import set_tracking
@@ -36,6 +39,7 @@ from newsletter.tracking.models import EventKind, TrackedMessage, TrackingEvent
 from newsletter.tracking.retention import prune_events
 from newsletter.tracking.tokens import TrackingSigner
 from tests.factories import (
+    SERIES,
     add_member,
     import_sample,
     make_list,
@@ -77,6 +81,12 @@ def _send(
         assert isinstance(parsed, EmailMessage)
         messages[sent.recipient] = parsed
     return run_id, messages
+
+
+def _parsed(data: bytes) -> EmailMessage:
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
 
 
 def _html(message: EmailMessage) -> str:
@@ -323,3 +333,55 @@ def test_rewriting_leaves_personal_links_alone_and_covers_outlook_buttons() -> N
     assert 'href="mailto:desk@clinic.example"' in out
     assert f'src="https://n.example/t/o/P.{track}.gif"' in out
     assert out.index("/t/o/") < out.index("</body>")
+
+
+def test_a_drip_sequence_funnel_counts_each_step_sent_opened_clicked_and_continued(
+    database_url: str, session: Session
+) -> None:
+    settings = settings_for(database_url)
+    import_sample(session)
+    news = make_list(session)
+    news.tracking, news.track_opens = TrackingMode.anonymous, True
+    readers = [add_member(session, news, f"reader{i}@example.org") for i in range(3)]
+    sequence = create_sequence(session, series_slug=SERIES, list_slug="clinic-news", every="7d")
+    articles = session.scalars(
+        select(Article).where(Article.series_id.is_not(None)).order_by(Article.position)
+    ).all()
+    mailer = MemoryMailer()
+    sender = ChunkSender(settings, mailer)
+    # Step 1 goes to all three readers, step 2 to the first two.
+    for article, audience in ((articles[0], readers), (articles[1], readers[:2])):
+        run = Run(
+            sequence_id=sequence.id,
+            article_id=article.id,
+            occurrence_at=utcnow(),
+            status=RunStatus.sending,
+            started_at=utcnow(),
+        )
+        session.add(run)
+        session.flush()
+        for reader in audience:
+            session.add(
+                Delivery(
+                    run_id=run.id, subscriber_id=reader.id, list_id=news.id, email=reader.email
+                )
+            )
+        session.commit()
+        sender.send_chunk(session, Chunk(run.id, readers[0].id, readers[-1].id), "task")
+    htmls = [_html(_parsed(m.data)) for m in mailer.messages[:3]]  # step 1's
+    _hit(session, settings, PIXEL.findall(htmls[0])[0], EventKind.open)
+    _hit(session, settings, PIXEL.findall(htmls[1])[0], EventKind.open)
+    _hit(session, settings, TRACKED.findall(htmls[0])[0])
+    _hit(session, settings, TRACKED.findall(htmls[2])[0], agent="python-requests/2.32")
+
+    funnel = reports.sequence_funnel(session, sequence.id)
+
+    first, second = funnel["steps"]
+    assert (first["sent"], first["opened"], first["clicked"], first["next_step"]) == (3, 2, 1, 2)
+    assert (second["sent"], second["opened"], second["clicked"], second["next_step"]) == (
+        2,
+        0,
+        0,
+        None,
+    )
+    assert first["article"] == articles[0].slug and first["continued_rate"] == round(2 / 3, 4)

@@ -414,6 +414,17 @@ def who_clicked(
     return JSONResponse(rows)
 
 
+@router.get("/sequences/{sequence_id}/report", response_model=dict[str, Any], tags=["reports"])
+def sequence_report(
+    sequence_id: Id,
+    caller: Annotated[Caller, Depends(scoped("reports:read"))],
+    session: ReadSession,
+) -> JSONResponse:
+    """The drip funnel: per step, sent → opened → clicked (people only) → sent the
+    next step (`newsletter sequences report`)."""
+    return JSONResponse(reports.sequence_funnel(session, sequence_id))
+
+
 @router.get("/runs/{run_id}/links", response_model=list[LinkOut], tags=["runs"])
 def links(run_id: Id, caller: Reader, session: ReadSession) -> list[LinkOut]:
     """The run's tracked links, by position in its email."""

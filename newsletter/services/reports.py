@@ -38,12 +38,14 @@ from sqlalchemy.orm import Session, aliased
 
 from newsletter.audience.models import BounceEvent, MailingList, Subscriber, Subscription
 from newsletter.campaigns.content import get_campaign
+from newsletter.content.models import Article
 from newsletter.errors import NotFoundError
 from newsletter.rendering.charts import columns, stacked_bars
 from newsletter.rendering.model import Snapshot
 from newsletter.rendering.preview import archive_html
 from newsletter.rendering.tracking import annotate_links
 from newsletter.runs.models import Delivery, DeliveryStatus, Run
+from newsletter.sequences.models import Sequence
 from newsletter.tracking.models import (
     NO_LINK,
     EventKind,
@@ -422,6 +424,55 @@ def campaign_report(
         **(run_report(session, chosen) if chosen is not None else {"run": None}),
         "runs": [_run_summary(session, r) for r in runs],
     }
+
+
+# --- a drip sequence's funnel -----------------------------------------------------------
+
+
+def sequence_funnel(session: Session, sequence_id: int) -> dict[str, Any]:
+    """Step by step: how many were sent step k, opened it, clicked in it (people only),
+    and were then sent step k+1. Steps follow the series order."""
+    sequence = session.get(Sequence, sequence_id)
+    if sequence is None:
+        raise NotFoundError(f"no sequence {sequence_id}")
+    runs = session.execute(
+        select(Run, Article.slug, Article.title)
+        .join(Article, Article.id == Run.article_id)
+        .where(Run.sequence_id == sequence_id)
+        .order_by(Article.position, Article.id)
+    ).all()
+    sent_to = [
+        set(
+            session.scalars(
+                select(Delivery.subscriber_id).where(
+                    Delivery.run_id == run.id, Delivery.status == DeliveryStatus.sent
+                )
+            )
+        )
+        for run, _, _ in runs
+    ]
+    steps = []
+    for k, (run, slug, title) in enumerate(runs):
+        opened = _unique(session, run.id, EventKind.open).human
+        clicked = _unique(session, run.id, EventKind.click).human
+        sent = len(sent_to[k]) + run.forgotten_sent
+        following = len(sent_to[k] & sent_to[k + 1]) if k + 1 < len(runs) else None
+        steps.append(
+            {
+                "step": k + 1,
+                "run": run.id,
+                "article": slug,
+                "title": title,
+                "sent": sent,
+                "opened": opened,
+                "clicked": clicked,
+                "next_step": following,
+                "open_rate": _rate(opened, sent),
+                "click_rate": _rate(clicked, sent),
+                "continued_rate": _rate(following, sent) if following is not None else None,
+            }
+        )
+    return {"sequence": sequence_id, "steps": steps}
 
 
 # --- who clicked (individual mode) ----------------------------------------------------
