@@ -276,6 +276,12 @@ def test_pruning_events_keeps_every_count(database_url: str, session: Session) -
     assert session.scalars(select(TrackingEvent)).first() is None
     for section in ("opens", "clicks", "links", "lists", "over_time"):
         assert after[section] == before[section], section
+    # The console's link map shows each link's clicks beside it, in the email as sent.
+    mapped = reports.link_map(session, run_id, after)
+    assert mapped.count('class="link-map"') >= 1 and "2 human · 0 machine clicks" in mapped
+    assert "/t/c/" not in mapped  # the web copy, without anyone's token
+    charts = reports.report_charts(after)
+    assert all(svg.startswith("<svg") and "<script" not in svg for svg in charts.values())
 
 
 def test_dont_track_me_through_the_service_the_api_calls(

@@ -607,6 +607,6 @@ def link_map(session: Session, run_id: int, report: dict[str, Any]) -> str:
         if link is None:
             return None
         total = link["total"]
-        return f"{total['human']} clicks · {total['machine']} machine"
+        return f"{total['human']} human · {total['machine']} machine clicks"
 
     return annotate_links(archive_html(Snapshot.from_json(run.snapshot)), label)
