@@ -15,7 +15,14 @@ from email.message import EmailMessage
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.audience.models import MailingList, Subscriber, TrackingMode
+from newsletter.audience.models import (
+    BounceEvent,
+    MailingList,
+    Subscriber,
+    Subscription,
+    SubscriptionStatus,
+    TrackingMode,
+)
 from newsletter.campaigns.service import set_campaign_tracking
 from newsletter.config import Settings
 from newsletter.content.models import Article
@@ -391,3 +398,45 @@ def test_a_drip_sequence_funnel_counts_each_step_sent_opened_clicked_and_continu
         None,
     )
     assert first["article"] == articles[0].slug and first["continued_rate"] == round(2 / 3, 4)
+
+
+def test_bounces_complaints_and_unsubscribes_count_for_the_last_message_before_them(
+    database_url: str, session: Session
+) -> None:
+    settings = settings_for(database_url)
+    import_sample(session)
+    news = make_list(session)
+    for i in range(3):
+        add_member(session, news, f"reader{i}@example.org")
+    sender = ChunkSender(settings, MemoryMailer())
+    campaigns = []
+    for name in ("First", "Second"):
+        campaign = series_digest(session, ["clinic-news"], subject=name)
+        session.commit()
+        _, chunks = start_run(session, campaign)
+        for chunk in chunks:
+            sender.send_chunk(session, chunk, "task")
+        campaigns.append(campaign.id)
+    # After both were sent: a hard bounce, a complaint and an unsubscribe by mail.
+    later = utcnow() + timedelta(minutes=5)
+    session.add_all(
+        [
+            BounceEvent(source="dsn", event_id="1", email="reader0@example.org", kind="hard",
+                        received_at=later),
+            BounceEvent(source="arf", event_id="2", email="reader1@example.org",
+                        kind="complaint", received_at=later),
+        ]
+    )  # fmt: skip
+    subscription = session.scalars(
+        select(Subscription).join(Subscriber).where(Subscriber.email == "reader2@example.org")
+    ).one()
+    subscription.status = SubscriptionStatus.unsubscribed
+    subscription.unsubscribed_at, subscription.source = later, "mailto"
+    session.commit()
+
+    first, second = (reports.campaign_report(session, c)["delivery"] for c in campaigns)
+
+    assert (second["sent"], second["delivered"], second["bounced"]["hard"]) == (3, 2, 1)
+    assert second["complaints"] == 1 and second["unsubscribes"]["mailto"] == 1
+    assert (first["sent"], first["delivered"], first["complaints"]) == (3, 3, 0)
+    assert first["unsubscribes"]["total"] == 0 and first["bounced"]["total"] == 0

@@ -127,9 +127,9 @@ def get(
     return client.request(method, url, headers={"User-Agent": agent})
 
 
-def cli_report(settings: Settings, campaign_id: int) -> dict[str, Any]:
+def cli_report(settings: Settings, campaign_id: int, *options: str) -> Any:
     done = subprocess.run(
-        [NEWSLETTER, "campaigns", "report", str(campaign_id), "--json"],
+        [NEWSLETTER, "campaigns", "report", str(campaign_id), *options],
         env=settings_env(settings),
         capture_output=True,
         text=True,
@@ -137,8 +137,7 @@ def cli_report(settings: Settings, campaign_id: int) -> dict[str, Any]:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    data: dict[str, Any] = json.loads(done.stdout)
-    return data
+    return json.loads(done.stdout) if "--json" in options else done.stdout
 
 
 def api_report(settings: Settings, campaign_id: int) -> dict[str, Any]:
@@ -254,5 +253,11 @@ def test_opens_and_clicks_are_counted_human_and_machine_alike_in_every_face(
         "Opened: 1 human" in charts["engagement"] and "Clicked: 3 machine" in charts["engagement"]
     )
     # One set of numbers everywhere.
-    assert cli_report(settings, campaign_id) == console
+    assert cli_report(settings, campaign_id, "--json") == console
+    said = cli_report(settings, campaign_id)
+    assert "opens: unique 1 human + 2 machine, total 1 human + 2 machine, rate 20.0%" in said
+    assert f"clicks: unique 1 human + 3 machine, total 2 human + {2 + n} machine" in said
+    who = cli_report(settings, campaign_id, "--who-clicked").splitlines()
+    assert who[0] == "email,first_click_at,first_open_at,links"
+    assert [line.split(",")[0] for line in who[1:]] == ["reader0@example.org"]
     assert api_report(settings, campaign_id) == console
