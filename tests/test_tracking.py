@@ -43,6 +43,7 @@ from newsletter.tracking.engagement import engaged_subscribers
 from newsletter.tracking.events import HitRequest, TrackingConfig, record_hit
 from newsletter.tracking.links import correct_link
 from newsletter.tracking.models import EventKind, TrackedMessage, TrackingEvent
+from newsletter.tracking.policy import effective
 from newsletter.tracking.retention import prune_events
 from newsletter.tracking.tokens import TrackingSigner
 from tests.factories import (
@@ -153,9 +154,7 @@ def _prepare_reader_without_tracking(session: Session) -> None:
     session.commit()
 
 
-def test_an_off_list_and_an_off_campaign_send_plain_links_and_no_pixel(
-    database_url: str, session: Session
-) -> None:
+def test_an_off_list_sends_plain_links_and_no_pixel(database_url: str, session: Session) -> None:
     settings = settings_for(database_url)
     _, mail = _send(session, settings, TrackingMode.off, opens=True, readers=2)
     for message in mail.values():
@@ -440,3 +439,12 @@ def test_bounces_complaints_and_unsubscribes_count_for_the_last_message_before_t
     assert second["complaints"] == 1 and second["unsubscribes"]["mailto"] == 1
     assert (first["sent"], first["delivered"], first["complaints"]) == (3, 3, 0)
     assert first["unsubscribes"]["total"] == 0 and first["bounced"]["total"] == 0
+
+
+def test_a_campaign_mode_only_makes_a_list_more_private() -> None:
+    off, anonymous, individual = TrackingMode.off, TrackingMode.anonymous, TrackingMode.individual
+    assert effective(anonymous, True, off).on is False  # an off campaign counts nothing
+    assert effective(individual, False, anonymous).mode is anonymous
+    assert effective(anonymous, False, individual).mode is anonymous  # never less private
+    assert effective(off, True, individual).on is False
+    assert effective(anonymous, False, None, True).opens  # the pixel switch is the campaign's
