@@ -145,7 +145,13 @@ _POSITIVE = (
     "session_hours",
     "webhook_max_body_bytes",
 )
-_NOT_NEGATIVE = ("rate_limit", "domain_backoff_seconds", "catch_up_hours")
+_NOT_NEGATIVE = (
+    "rate_limit",
+    "domain_backoff_seconds",
+    "catch_up_hours",
+    "tracking_machine_seconds",
+    "tracking_burst_seconds",
+)
 
 
 class Settings(BaseSettings):
@@ -233,6 +239,13 @@ class Settings(BaseSettings):
     # Non-public networks (CIDRs) feeds may still be fetched from, e.g. an intranet
     # blog's; none by default, so a feed URL (or its redirect) cannot reach inside.
     feeds_allowed_networks: str = ""
+    # Opens and clicks (see tracking/): raw events are deleted after this many days
+    # (the counts stay); a hit this soon after the message was handed over is a
+    # machine's; three links of one message (or all, when fewer) within this many
+    # seconds are a scanner's.
+    tracking_retention_days: int = 180
+    tracking_machine_seconds: float = 10.0
+    tracking_burst_seconds: float = 2.0
 
     @field_validator("database_url")
     @classmethod
@@ -342,6 +355,13 @@ class Settings(BaseSettings):
         base = urlsplit(self.base_url)
         own = f"{base.scheme}://{base.netloc}".lower()
         return frozenset({own}) | parse_origins(self.signup_allowed_origins)
+
+    @field_validator("tracking_retention_days")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be a whole number of days, at least 1")
+        return value
 
     @field_validator("templates_dir")
     @classmethod

@@ -7,6 +7,7 @@
     │   ├── FieldError               (audience.signup) one form field, named in `field`
     │   │   └── UnsupportedBodyError (web.signup) a body neither form nor JSON: 415
     │   ├── InvalidTokenError        (audience.tokens) a link's token is forged or expired
+    │   ├── InvalidTrackingToken     (tracking.tokens) a tracked link or pixel is not ours: 404
     │   ├── FeedError                (content.feeds) a feed cannot be read or parsed
     │   ├── TemplateProblem          (rendering.sandbox) a template part, line and reason
     │   ├── MissingFooterError       (rendering.footer) an email without its visible footer

@@ -29,6 +29,13 @@ from newsletter.content.models import Article, Feed, Series
 from newsletter.db import Base
 from newsletter.runs.models import Delivery, DeliveryStatus, Run, RunStatus
 from newsletter.sequences.models import Enrollment, EnrollmentStatus, Sequence, SequenceStatus
+from newsletter.tracking.models import (
+    TrackedLink,
+    TrackedMessage,
+    TrackedMessageLink,
+    TrackingEvent,
+    TrackingRollup,
+)
 
 __all__ = [
     "ApiToken",
@@ -59,6 +66,11 @@ __all__ = [
     "SubscriptionStatus",
     "Suppression",
     "Template",
+    "TrackedLink",
+    "TrackedMessage",
+    "TrackedMessageLink",
+    "TrackingEvent",
+    "TrackingRollup",
     "User",
     "WebhookSignature",
     "campaign_lists",

@@ -25,8 +25,8 @@ PASSWORD = "correct horse battery staple"
 class ServerThread:
     """`uvicorn.Server` for `app` on 127.0.0.1, started and stopped around a block."""
 
-    def __init__(self, app: Any) -> None:
-        self.port = free_port()
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.port = port or free_port()
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -508,8 +508,9 @@ def test_a_slot_marker_in_an_article_is_not_filled_with_the_readers_data(
     assert find_unfilled(snapshot.html, snapshot.marker) == [
         "name",
         "email",
-        "preferences_url",
         "unsubscribe_url",
+        "preferences_url",
+        "tracking_note",
     ]
     assert "attr.plan" not in find_unfilled(snapshot.text, snapshot.marker)
     assert "Mail <code>_\u200b_slot_email__</code> or" in snapshot.html

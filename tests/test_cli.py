@@ -12,6 +12,7 @@ import email
 import email.policy
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -717,9 +718,12 @@ def test_bench_sends_every_message_and_reports_its_figures(tmp_path: Path) -> No
     assert (figures["recipients"], figures["sent"], figures["failed"]) == (300, 300, 0)
     for measured in ("messages_per_second", "mime_us", "smtp_us", "worker_cpu_us"):
         assert figures[measured] > 0, measured
+    # Links are tracked as lists track them by default (anonymously), at a measured cost.
+    assert figures["tracking"] == "anonymous" and figures["track_token_us"] > 0
     # Again, as a table: the generated audience is reused, and a new campaign is sent.
-    table = one_line(cli.ok("bench", "--subscribers", "300").stdout)
+    table = one_line(cli.ok("bench", "--subscribers", "300", "--tracking", "off").stdout)
     assert "messages/s end to end" in table and "300 / 0" in table
+    assert re.search(r"tracking \(mode, pixel\) *│ *off", table)
 
 
 # --- processes check what sending needs before they start ------------------------------

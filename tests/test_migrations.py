@@ -76,3 +76,38 @@ def test_inbox_ready_keeps_existing_archives_public_and_gives_every_run_a_random
 
     downgrade(empty_engine, BEFORE_INBOX_READY)
     upgrade(empty_engine)
+
+
+def test_tracking_gives_existing_lists_anonymous_counts_and_readers_their_tracking_choice(
+    empty_engine: Engine,
+) -> None:
+    upgrade(empty_engine, "0008")
+    with empty_engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO mailing_lists (slug, name, description, timezone, opt_in, created_at,"
+                " public, organization, postal_address, footer_note, archive)"
+                " VALUES ('news', 'News', '', 'UTC', 'double', CURRENT_TIMESTAMP, false, '', '',"
+                " '', 'private')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO subscribers (email, name, attributes, created_at, soft_bounces)"
+                " VALUES ('ann@example.org', 'Ann', '{}', CURRENT_TIMESTAMP, 0)"
+            )
+        )
+
+    upgrade(empty_engine)
+
+    with empty_engine.connect() as conn:
+        tracking, opens = conn.execute(
+            text("SELECT tracking, track_opens FROM mailing_lists")
+        ).one()
+        no_tracking = conn.execute(text("SELECT no_tracking FROM subscribers")).scalar_one()
+    assert (tracking, bool(opens), bool(no_tracking)) == ("anonymous", False, False)
+
+    downgrade(empty_engine, "0008")
+    upgrade(empty_engine)
+    with empty_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM subscribers")).scalar_one() == 1

@@ -85,7 +85,8 @@ def send(
     sender = ChunkSender(settings, mailer)
     counts = sender.send_chunk(session, chunks[0], "task")
     assert counts["sent"] == 6
-    variants = sender.compiled[run_id].variants
+    [compiled] = sender.compiled.values()
+    variants = compiled.variants
     assert variants is not None
     messages = []
     for sent in mailer.messages:

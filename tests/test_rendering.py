@@ -37,6 +37,7 @@ RECIPIENT = {
     "email": "zoe@example.org",
     "unsubscribe_url": "https://news.example.org/unsubscribe/abc.def?x=1&y=2",
     "preferences_url": "https://news.example.org/preferences/ghi.jkl",
+    "tracking_note": "Clicks on its links are counted anonymously.",
 }
 
 
@@ -386,6 +387,7 @@ def test_render_leaves_a_slot_for_each_recipient_value() -> None:
         "email": "",
         "preferences_url": "",
         "unsubscribe_url": "",
+        "tracking_note": "",
     }
 
 

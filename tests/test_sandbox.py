@@ -272,6 +272,7 @@ def test_slots_are_left_for_each_recipient_with_their_fallbacks() -> None:
         "unsubscribe_url": "",
         "email": "",
         "preferences_url": "",
+        "tracking_note": "",  # the footer's sentence on opens and clicks
     }
 
 

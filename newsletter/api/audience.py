@@ -34,6 +34,8 @@ from newsletter.api.schemas import (
     SubscriberOut,
     SuppressionIn,
     SuppressionOut,
+    TrackingIn,
+    TrackingOut,
 )
 from newsletter.audience import importer, subscribers
 from newsletter.audience.addresses import normalise_email
@@ -45,9 +47,11 @@ from newsletter.audience.models import (
     Subscription,
     SubscriptionStatus,
     Suppression,
+    TrackingMode,
 )
 from newsletter.audience.subscriptions import suppress_address
 from newsletter.services import data_rights
+from newsletter.services.preferences import set_tracking
 
 router = APIRouter()
 Limit = Annotated[int, Query(ge=1, le=200)]
@@ -63,6 +67,8 @@ def _list_out(ml: MailingList, confirmed: int) -> ListOut:
         opt_in=ml.opt_in.value,
         description=ml.description,
         confirmed=confirmed,
+        tracking=ml.tracking.value,
+        track_opens=ml.track_opens,
     )
 
 
@@ -98,7 +104,15 @@ def create(
     body: ListIn, request: Request, caller: Annotated[Caller, Depends(scoped("lists:write"))]
 ) -> Response:
     def work(session: Session) -> tuple[int, ListOut, str]:
-        ml = create_list(session, body.slug, body.name, OptIn(body.opt_in), body.description)
+        ml = create_list(
+            session,
+            body.slug,
+            body.name,
+            OptIn(body.opt_in),
+            body.description,
+            tracking=TrackingMode(body.tracking),
+            track_opens=body.track_opens,
+        )
         return 201, _list_out(ml, 0), f"/api/v1/lists/{ml.slug}"
 
     return write(request, caller, body, work)
@@ -230,6 +244,22 @@ def forget(
 
     def work(session: Session) -> tuple[int, ForgetOut, str]:
         return 200, ForgetOut(**data_rights.forget(session, body.email).as_json()), ""
+
+    return write(request, caller, body, work)
+
+
+@router.post("/subscribers/tracking", response_model=TrackingOut, tags=["subscribers"])
+def tracking(
+    body: TrackingIn,
+    request: Request,
+    caller: Annotated[Caller, Depends(scoped("subscribers:write"))],
+) -> Response:
+    """A reader's "don't track me" (`track: false`): their links are not rewritten and
+    their emails carry no pixel, whatever the list says; `track: true` undoes it."""
+
+    def work(session: Session) -> tuple[int, TrackingOut, str]:
+        email = set_tracking(session, body.email, body.track)
+        return 200, TrackingOut(email=email, track=body.track), ""
 
     return write(request, caller, body, work)
 

@@ -3,9 +3,9 @@ deliveries, stored templates and drip sequences."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -31,6 +31,8 @@ from newsletter.api.schemas import (
     CampaignSummary,
     ContentIn,
     DeliveryOut,
+    LinkIn,
+    LinkOut,
     Page,
     PreviewOut,
     RunOut,
@@ -63,7 +65,9 @@ from newsletter.sequences.service import (
     get_sequence,
     list_sequences,
 )
+from newsletter.services import reports
 from newsletter.tasks.status import run_name
+from newsletter.tracking.links import correct_link, run_links
 
 router = APIRouter()
 Reader = Annotated[Caller, Depends(scoped("campaigns:read"))]
@@ -132,6 +136,8 @@ def create(body: CampaignIn, request: Request, caller: Writer) -> Response:
             preheader=body.preheader,
             library=template_library(library.templates_dir),
         )
+        if body.tracking is not None or body.track_opens is not None:
+            service.set_campaign_tracking(session, campaign.id, body.tracking, body.track_opens)
         return 201, _out(session, campaign), f"/api/v1/campaigns/{campaign.id}"
 
     return write(request, caller, body, work)
@@ -165,6 +171,8 @@ def update(campaign_id: Id, body: CampaignPatch, request: Request, caller: Write
             list_slugs=body.lists,
             content=_content(body.content) if body.content else None,
         )
+        if body.tracking is not None or body.track_opens is not None:
+            service.set_campaign_tracking(session, campaign_id, body.tracking, body.track_opens)
         return 200, _out(session, campaign), ""
 
     return write(request, caller, body, work)
@@ -363,6 +371,84 @@ def sequence(
     session: ReadSession,
 ) -> SequenceOut:
     return SequenceOut(**describe_sequence(session, get_sequence(session, sequence_id)))
+
+
+@router.get("/campaigns/{campaign_id}/report", response_model=dict[str, Any], tags=["reports"])
+def report(
+    campaign_id: Id,
+    caller: Annotated[Caller, Depends(scoped("reports:read"))],
+    session: ReadSession,
+    run: IdQuery = None,
+    format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
+) -> Response:
+    """Results of the campaign's latest run (or `run`): delivered, bounced, complaints,
+    unsubscribes; opens and clicks unique and total, human and machine; per link, per
+    list, over time; its other runs. The same numbers as `newsletter campaigns report`.
+    `format=csv`: rows of section, item, measure, value."""
+    data = reports.campaign_report(session, campaign_id, run)
+    if format == "csv":
+        return Response(reports.report_csv(data), media_type="text/csv; charset=utf-8")
+    return JSONResponse(data)
+
+
+@router.get(
+    "/campaigns/{campaign_id}/report/who-clicked",
+    response_model=list[dict[str, Any]],
+    tags=["reports"],
+)
+def who_clicked(
+    campaign_id: Id,
+    caller: Annotated[Caller, Depends(scoped("reports:read"))],
+    session: ReadSession,
+    run: IdQuery = None,
+    format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
+) -> Response:
+    """Readers who clicked (human clicks, individual-mode lists only: anonymous runs
+    list nobody), with their first click and the link positions; also needs
+    subscribers:read."""
+    caller.require("subscribers:read")
+    data = reports.campaign_report(session, campaign_id, run)
+    rows = reports.who_clicked(session, data["run"]["id"]) if data["run"] else []
+    if format == "csv":
+        return Response(reports.who_clicked_csv(rows), media_type="text/csv; charset=utf-8")
+    return JSONResponse(rows)
+
+
+@router.get("/sequences/{sequence_id}/report", response_model=dict[str, Any], tags=["reports"])
+def sequence_report(
+    sequence_id: Id,
+    caller: Annotated[Caller, Depends(scoped("reports:read"))],
+    session: ReadSession,
+) -> JSONResponse:
+    """The drip funnel: per step, sent → opened → clicked (people only) → sent the
+    next step (`newsletter sequences report`)."""
+    return JSONResponse(reports.sequence_funnel(session, sequence_id))
+
+
+@router.get("/runs/{run_id}/links", response_model=list[LinkOut], tags=["runs"])
+def links(run_id: Id, caller: Reader, session: ReadSession) -> list[LinkOut]:
+    """The run's tracked links, by position in its email."""
+    return [
+        LinkOut(position=link.position, url=link.url, destination=link.destination)
+        for link in run_links(session, run_id)
+    ]
+
+
+@router.put("/runs/{run_id}/links/{position}", response_model=LinkOut, tags=["runs"])
+def correct(
+    run_id: Id,
+    position: Annotated[int, Path(ge=1, le=100_000)],
+    body: LinkIn,
+    request: Request,
+    caller: Writer,
+) -> Response:
+    """Send later clicks on this link elsewhere (a broken link fixed after sending)."""
+
+    def work(session: Session) -> tuple[int, LinkOut, str]:
+        link = correct_link(session, run_id, position, body.destination)
+        return 200, LinkOut(position=link.position, url=link.url, destination=link.destination), ""
+
+    return write(request, caller, body, work)
 
 
 __all__ = ["ApiError", "router"]

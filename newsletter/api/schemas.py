@@ -141,6 +141,8 @@ class ListIn(Strict):
     name: str = Field(min_length=1, max_length=300)
     opt_in: Literal["single", "double"] = "double"
     description: str = Field(default="", max_length=2000)
+    tracking: Literal["off", "anonymous", "individual"] = "anonymous"
+    track_opens: bool = False
 
 
 class ListOut(BaseModel):
@@ -150,6 +152,8 @@ class ListOut(BaseModel):
     opt_in: str
     description: str
     confirmed: int
+    tracking: str = "anonymous"
+    track_opens: bool = False
 
 
 class PersonIn(Strict):
@@ -203,6 +207,7 @@ class ForgetOut(BaseModel):
     deliveries: int
     bounce_events: int
     suppression: str
+    tracking_events: int = 0
 
 
 class ImportJobOut(BaseModel):
@@ -337,6 +342,8 @@ class CampaignIn(Strict):
     content: ContentIn
     template: str = Field(default="digest", min_length=1, max_length=200)
     preheader: str = Field(default="", max_length=500)
+    tracking: Literal["off", "anonymous", "individual"] | None = None
+    track_opens: bool | None = None
 
 
 class CampaignPatch(Strict):
@@ -346,6 +353,28 @@ class CampaignPatch(Strict):
     content: ContentIn | None = None
     template: str | None = Field(default=None, min_length=1, max_length=200)
     preheader: str | None = Field(default=None, max_length=500)
+    tracking: Literal["off", "anonymous", "individual"] | Literal[""] | None = None
+    track_opens: bool | None = None
+
+
+class LinkOut(BaseModel):
+    position: int
+    url: str
+    destination: str
+
+
+class LinkIn(Strict):
+    destination: str = Field(min_length=1, max_length=4000)
+
+
+class TrackingIn(Strict):
+    email: str = Field(min_length=1, max_length=320)
+    track: bool
+
+
+class TrackingOut(BaseModel):
+    email: str
+    track: bool
 
 
 class RunOut(BaseModel):
@@ -382,6 +411,7 @@ class CampaignOut(BaseModel):
     timezone: str
     skip_if_empty: bool
     local_time: bool
+    tracking: dict[str, Any] = {}
     articles: list[str]
     runs: list[RunOut]
 

@@ -16,6 +16,7 @@ from newsletter.audience.models import (
     OptIn,
     Subscription,
     SubscriptionStatus,
+    TrackingMode,
 )
 from newsletter.errors import InvalidInputError, NotFoundError
 from newsletter.rendering.model import Sender
@@ -39,6 +40,8 @@ def create_list(
     organization: str = "",
     postal_address: str = "",
     footer_note: str = "",
+    tracking: TrackingMode = TrackingMode.anonymous,
+    track_opens: bool = False,
 ) -> MailingList:
     """Add a mailing list and flush it (the caller commits). Only a `public` list is
     offered on the sign-up form and on preferences pages; a private one is joined
@@ -70,6 +73,8 @@ def create_list(
         postal_address=clean_identity("postal_address", postal_address),
         footer_note=clean_identity("footer_note", footer_note),
         public=public,
+        tracking=tracking,
+        track_opens=track_opens,
     )
     try:
         # A savepoint, so losing a race with another creator leaves the caller's
@@ -147,10 +152,22 @@ def update_list(
     postal_address: str | None = None,
     footer_note: str | None = None,
     archive: ArchiveVisibility | None = None,
+    tracking: TrackingMode | None = None,
+    track_opens: bool | None = None,
 ) -> MailingList:
-    """Change a list's name, sender identity or archive visibility (None: unchanged;
-    "" for an identity field: use the settings' value). Flushes."""
+    """Change a list's name, sender identity, archive visibility or tracking (None:
+    unchanged; "" for an identity field: use the settings' value). Flushes; a change of
+    tracking is audited (it is about readers' privacy)."""
     mailing_list = get_list(session, slug)
+    if tracking is not None or track_opens is not None:
+        before = {"tracking": mailing_list.tracking.value, "track_opens": mailing_list.track_opens}
+        if tracking is not None:
+            mailing_list.tracking = tracking
+        if track_opens is not None:
+            mailing_list.track_opens = track_opens
+        after = {"tracking": mailing_list.tracking.value, "track_opens": mailing_list.track_opens}
+        if after != before:
+            audit.record(session, "list.tracking", f"list:{slug}", before=before, after=after)
     if name is not None:
         if not name.strip() or len(name.strip()) > MAX_NAME:
             raise InvalidInputError(f"list name must be 1 to {MAX_NAME} characters")

@@ -32,6 +32,19 @@ class ArchiveVisibility(enum.StrEnum):
     private = "private"  # shown only at the unguessable link in its own emails
 
 
+class TrackingMode(enum.StrEnum):
+    """How a list's (or a campaign's) emails count opens and clicks (tracking/)."""
+
+    off = "off"  # links go straight to their destination, no pixel
+    anonymous = "anonymous"  # counts only: no event can be tied to a person (default)
+    individual = "individual"  # per-recipient events, for lists whose readers agreed
+
+    @property
+    def rank(self) -> int:
+        """Privacy order: off < anonymous < individual."""
+        return ("off", "anonymous", "individual").index(self.value)
+
+
 class SubscriptionStatus(enum.StrEnum):
     unconfirmed = "unconfirmed"
     confirmed = "confirmed"
@@ -56,6 +69,8 @@ class Subscriber(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     # Soft bounces since the last delivered message; past a threshold, suppressed.
     soft_bounces: Mapped[int] = mapped_column(Integer, default=0)
+    # "Don't track me": this reader's links are never rewritten, and no pixel.
+    no_tracking: Mapped[bool] = mapped_column(Boolean, default=False)
 
     subscriptions: Mapped[list[Subscription]] = relationship(back_populates="subscriber")
 
@@ -84,6 +99,12 @@ class MailingList(Base):
     # Shown on the sign-up form and offered on preferences pages. A private list (for
     # staff, or a group whose very name is personal) is joined only by staff.
     public: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Opens and clicks of this list's campaigns (a campaign may be more private, never
+    # less); the open pixel is optional and off unless asked for.
+    tracking: Mapped[TrackingMode] = mapped_column(
+        Enum(TrackingMode, native_enum=False, length=20), default=TrackingMode.anonymous
+    )
+    track_opens: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Subscription(Base):

@@ -12,14 +12,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from sqlalchemy import func, select
 
 from newsletter.audience.generate import generate_subscribers
 from newsletter.audience.lists import create_list, get_list
-from newsletter.audience.models import Subscription, SubscriptionStatus
+from newsletter.audience.models import Subscription, SubscriptionStatus, TrackingMode
 from newsletter.audience.tokens import TokenSigner
 from newsletter.campaigns.content import email_content
 from newsletter.campaigns.models import Campaign, CampaignStatus
@@ -34,11 +34,14 @@ from newsletter.errors import NewsletterError, NotFoundError
 from newsletter.rendering.mime import MessageTemplate, Recipient
 from newsletter.rendering.model import Snapshot
 from newsletter.rendering.render import render_email
-from newsletter.rendering.slots import SlotTemplate
+from newsletter.rendering.slots import TRACK_KEY, SlotTemplate
+from newsletter.rendering.tracking import Pixel, track_links, trackable_links
 from newsletter.runs.ledger import delivery_counts
 from newsletter.runs.models import Delivery, DeliveryStatus, Run
 from newsletter.tasks.app import configure, embedded_worker, runtime
 from newsletter.tasks.scheduler import tick
+from newsletter.tracking.policy import Tracking, note
+from newsletter.tracking.tokens import TrackingSigner, new_nonce
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample" / "articles"
 SERIES = "understanding-treatment"
@@ -56,7 +59,9 @@ def as_rows(result: BenchResult) -> list[tuple[str, str]]:
         ("wall time", f"{r.wall_seconds:.1f} s"),
         ("messages/s end to end", f"{r.messages_per_second:,.0f}"),
         ("render once (per run)", f"{r.render_once_ms:.1f} ms"),
+        ("tracking (mode, pixel)", r.tracking),
         ("sign tokens (per recipient)", f"{r.tokens_us:.1f} µs"),
+        ("tracking token (per recipient)", f"{r.track_token_us:.1f} µs"),
         ("fill slots (per recipient)", f"{r.fill_slots_us:.1f} µs"),
         ("MIME build incl. slots (per recipient)", f"{r.mime_us:.1f} µs"),
         ("SMTP, one connection: wall / client CPU", f"{r.smtp_us:.0f} / {r.smtp_cpu_us:.0f} µs"),
@@ -90,6 +95,8 @@ class BenchResult:
     broker: str
     sink: str
     worker_processes: int
+    tracking: str = "off"
+    track_token_us: float = 0.0
 
 
 def _free_port() -> int:
@@ -158,7 +165,9 @@ def _rss_mb(pid: int, field: str = "VmHWM") -> float:
     return 0.0
 
 
-def _prepare_audience(settings: Settings, count: int) -> str:
+def _prepare_audience(
+    settings: Settings, count: int, tracking: TrackingMode = TrackingMode.off, opens: bool = False
+) -> str:
     engine = make_engine(settings.database_url)
     upgrade(engine)
     slug = f"bench-{count}"
@@ -173,6 +182,7 @@ def _prepare_audience(settings: Settings, count: int) -> str:
             session.flush()
         # Its campaigns need a postal address whatever the settings say.
         mailing_list.postal_address = mailing_list.postal_address or BENCH_POSTAL_ADDRESS
+        mailing_list.tracking, mailing_list.track_opens = tracking, opens
         have = (
             session.scalar(
                 select(func.count())
@@ -242,8 +252,11 @@ def _cpu_seconds(pid: int) -> float:
     return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
-def _stage_costs(settings: Settings, campaign_id: int, smtp_url: str) -> dict[str, float]:
-    """Each step of the send path on this run's real content, in this process."""
+def _stage_costs(
+    settings: Settings, campaign_id: int, smtp_url: str, tracking: TrackingMode, opens: bool
+) -> dict[str, float]:
+    """Each step of the send path on this run's real content, in this process (with
+    the run's links tracked as its workers tracked them)."""
     rt = runtime()
     with rt.sessions() as session:
         campaign = session.get_one(Campaign, campaign_id)
@@ -253,12 +266,28 @@ def _stage_costs(settings: Settings, campaign_id: int, smtp_url: str) -> dict[st
         started = time.perf_counter()
         render_email(campaign.template, email_content(session, campaign, settings, "https://x"))
         render_ms = (time.perf_counter() - started) * 1000
+        if tracking is not TrackingMode.off:
+            links = {
+                url: f"{settings.base_url}/t/c/{'L' * 22}."
+                for url in trackable_links(snapshot.html, f"{settings.base_url}/archive/emails/")
+            }
+            pixel = Pixel(f"{settings.base_url}/t/o/{'P' * 22}.") if opens else None
+            html_tracked = track_links(snapshot.html, snapshot.marker, links, pixel)
+            snapshot = replace(snapshot, html=html_tracked)
         template = MessageTemplate(
             snapshot, list_headers(settings, campaign.lists, f"c{campaign.id}", "bench")
         )
     signer = TokenSigner(settings.secret_key)
+    tracker = TrackingSigner(settings.secret_key)
     values = {"name": "Alex Meyer", "email": "reader0000001@bench.example"}
     values.update(subscriber_links(settings, signer, 1, 1))
+    values["tracking_note"] = note(Tracking(tracking, opens))
+
+    def track_token() -> str:
+        return tracker.recipient_part(1, False, new_nonce(), 1, int(time.time()))
+
+    if tracking is not TrackingMode.off:
+        values[TRACK_KEY] = track_token()
     html = SlotTemplate.compile(snapshot.html, snapshot.marker)
     text = SlotTemplate.compile(snapshot.text, snapshot.marker)
     recipient = Recipient("reader0000001@bench.example", "Alex Meyer", values, "<bench@x>")
@@ -272,6 +301,7 @@ def _stage_costs(settings: Settings, campaign_id: int, smtp_url: str) -> dict[st
     return {
         "render_once_ms": render_ms,
         "tokens_us": _time_per_call(lambda: subscriber_links(settings, signer, 1, 1)),
+        "track_token_us": _time_per_call(track_token) if tracking is not TrackingMode.off else 0.0,
         "fill_slots_us": _time_per_call(lambda: (html.fill(values), text.fill(values))),
         "mime_us": _time_per_call(lambda: template.build(recipient)),
         "smtp_us": smtp_us,
@@ -285,8 +315,12 @@ def run_bench(
     smtp_url: str | None,
     concurrency: int,
     progress: Callable[[int, int], None] = lambda done, total: None,
+    tracking: TrackingMode = TrackingMode.off,
+    track_opens: bool = False,
 ) -> BenchResult:
-    list_slug = _prepare_audience(settings, subscribers)
+    """Send the sample digest to `subscribers` readers and time it; the bench list
+    tracks as `tracking` says (and with the pixel if `track_opens`)."""
+    list_slug = _prepare_audience(settings, subscribers, tracking, track_opens)
     with local_sink() if smtp_url is None else _given(smtp_url) as (url, sink_name):
         bench = settings.model_copy(update={"mail_url": url})
         configure(bench)
@@ -298,7 +332,7 @@ def run_bench(
             peak = _drive(campaign_id, subscribers, worker_pids, progress)
             wall = time.monotonic() - started
             worker_cpu = _tree_cpu(worker_pids) - cpu_before
-        costs = _stage_costs(bench, campaign_id, url)
+        costs = _stage_costs(bench, campaign_id, url, tracking, track_opens)
     with runtime().sessions() as session:
         run_id = session.scalar(select(Run.id).where(Run.campaign_id == campaign_id))
         counts = delivery_counts(session, run_id) if run_id is not None else {}
@@ -324,6 +358,8 @@ def run_bench(
         broker="embedded (in-process)" if settings.embedded_broker else settings.broker_url,
         sink=sink_name,
         worker_processes=1 if settings.embedded_broker else concurrency,
+        tracking=f"{tracking.value}{', pixel' if track_opens and tracking.value != 'off' else ''}",
+        track_token_us=round(costs["track_token_us"], 1),
     )
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from newsletter.audience.models import MailingList
+from newsletter.audience.models import MailingList, TrackingMode
 from newsletter.db import Base, JsonType, UtcDateTime, utcnow
 from newsletter.runs.models import Run
 
@@ -84,6 +84,12 @@ class Campaign(Base):
     skip_if_empty: Mapped[bool] = mapped_column(Boolean, default=False)
     # Deliver at the occurrence's wall-clock time in each subscriber's own time zone.
     local_time: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Opens and clicks: None follows each list's setting; a mode here can only make a
+    # list's mode more private (tracking/policy.py). track_opens None: the lists'.
+    tracking: Mapped[TrackingMode | None] = mapped_column(
+        Enum(TrackingMode, native_enum=False, length=20)
+    )
+    track_opens: Mapped[bool | None] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.accounts import audit
 from newsletter.audience.lists import get_list, require_postal_address
+from newsletter.audience.models import TrackingMode
 from newsletter.campaigns.content import get_campaign, select_articles
 from newsletter.campaigns.models import Campaign, CampaignStatus, ContentKind
 from newsletter.campaigns.templates import check_campaign_template
@@ -335,6 +336,39 @@ def schedule_campaign(
     return campaign
 
 
+def set_campaign_tracking(
+    session: Session, campaign_id: int, tracking: str | None, track_opens: bool | None
+) -> Campaign:
+    """A campaign's own tracking: a mode ("off", "anonymous", "individual"; "" to follow
+    its lists again) that can only make its lists' modes more private, and the open
+    pixel (None: unchanged). Audited; flushes."""
+    campaign = get_campaign(session, campaign_id)
+    before = {"tracking": campaign.tracking, "track_opens": campaign.track_opens}
+    if tracking is not None:
+        if tracking == "":
+            campaign.tracking = None
+        else:
+            try:
+                campaign.tracking = TrackingMode(tracking)
+            except ValueError as exc:
+                raise InvalidInputError(
+                    f"tracking {tracking!r} is not one of off, anonymous, individual"
+                ) from exc
+    if track_opens is not None:
+        campaign.track_opens = track_opens
+    after = {"tracking": campaign.tracking, "track_opens": campaign.track_opens}
+    if after != before:
+        audit.record(
+            session,
+            "campaign.tracking",
+            f"campaign:{campaign.id}",
+            before={k: str(v) if v is not None else None for k, v in before.items()},
+            after={k: str(v) if v is not None else None for k, v in after.items()},
+        )
+    session.flush()
+    return campaign
+
+
 def describe_campaign(session: Session, campaign: Campaign) -> dict[str, Any]:
     """A campaign as plain data (for `campaigns show` and --json)."""
     return {
@@ -350,6 +384,10 @@ def describe_campaign(session: Session, campaign: Campaign) -> dict[str, Any]:
         "timezone": campaign.timezone,
         "skip_if_empty": campaign.skip_if_empty,
         "local_time": campaign.local_time,
+        "tracking": {
+            "mode": campaign.tracking.value if campaign.tracking else None,
+            "track_opens": campaign.track_opens,
+        },
         "articles": [a.slug for a in select_articles(session, campaign)],
         "runs": [run_progress(session, run, campaign.name).as_json() for run in campaign.runs],
     }

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -33,6 +34,14 @@ def campaigns_create(
     tag: Annotated[str | None, typer.Option(help="The most recent articles with this tag.")] = None,
     template: Annotated[str, typer.Option(help="digest or article.")] = "digest",
     preheader: str = "",
+    tracking: Annotated[
+        str | None,
+        typer.Option(help="off or anonymous (more private than its lists); default: theirs."),
+    ] = None,
+    track_opens: Annotated[
+        bool | None,
+        typer.Option("--track-opens/--no-track-opens", help="The open pixel; default: lists'."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create a draft campaign."""
@@ -55,6 +64,10 @@ def campaigns_create(
             template=template,
             preheader=preheader,
         )
+        if tracking is not None or track_opens is not None:
+            from newsletter.campaigns.service import set_campaign_tracking
+
+            set_campaign_tracking(session, campaign.id, tracking, track_opens)
         campaign_id = campaign.id
     if as_json:
         print_json({"id": campaign_id, "status": "draft"})
@@ -217,3 +230,113 @@ def campaigns_resume(campaign_id: int) -> None:
 def campaigns_cancel(campaign_id: int) -> None:
     """Stop for good; what was sent stays recorded, the rest is marked cancelled."""
     _control("cancel", campaign_id)
+
+
+@app.command("report")
+def campaigns_report(
+    campaign_id: int,
+    run: Annotated[int | None, typer.Option(help="This run (default: the latest).")] = None,
+    as_json: JsonOption = False,
+    as_csv: Annotated[
+        bool, typer.Option("--csv", help="Rows of section, item, measure, value.")
+    ] = False,
+    who_clicked: Annotated[
+        bool,
+        typer.Option("--who-clicked", help="CSV of the readers who clicked (individual mode)."),
+    ] = False,
+) -> None:
+    """Results: delivered, bounced, unsubscribed; opens and clicks, human and machine."""
+    from newsletter.services import reports
+
+    with open_session(settings()) as session:
+        data = reports.campaign_report(session, campaign_id, run)
+        if who_clicked:
+            if data["run"] is None:
+                raise typer.Exit(0)
+            sys.stdout.write(
+                reports.who_clicked_csv(reports.who_clicked(session, data["run"]["id"]))
+            )
+            return
+    if as_json:
+        print_json(data)
+    elif as_csv:
+        sys.stdout.write(reports.report_csv(data))
+    else:
+        _print_report(data)
+
+
+def _print_report(data: dict[str, Any]) -> None:
+    campaign = data["campaign"]
+    console.print(f"campaign {campaign['id']}: {campaign['name']} [{campaign['status']}]")
+    run = data["run"]
+    if run is None:
+        console.print("  no run yet")
+        return
+    d = data["delivery"]
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.1f}%"
+
+    console.print(f"  run {run['id']} [{run['status']}] {run['occurrence_at']}")
+    for slug, how in run["tracking"].items():
+        console.print(f"  tracking on {slug}: {how}")
+    console.print(
+        f"  recipients {d['recipients']}, sent {d['sent']}, delivered {d['delivered']}, "
+        f"deferred {d['deferred']}, failed {d['failed']}, suppressed {d['suppressed']}"
+    )
+    u = d["unsubscribes"]
+    console.print(
+        f"  bounced {d['bounced']['hard']} hard / {d['bounced']['soft']} soft, "
+        f"complaints {d['complaints']}, unsubscribes {u['total']} "
+        f"(one-click {u['one_click']}, page {u['page']}, mailto {u['mailto']})"
+    )
+    for kind in ("opens", "clicks"):
+        e = data[kind]
+        extra = f", click-to-open {pct(e['click_to_open'])}" if kind == "clicks" else ""
+        console.print(
+            f"  {kind}: unique {e['unique']['human']} human + {e['unique']['machine']} machine, "
+            f"total {e['total']['human']} human + {e['total']['machine']} machine, "
+            f"rate {pct(e['rate'])}{extra}"
+        )
+    for reason, count in data["machine_reasons"].items():
+        console.print(f"    machine: {count} × {reason}")
+    for link in data["links"]:
+        console.print(
+            f"  link {link['position']}: {link['unique']['human']} readers, "
+            f"{link['total']['human']} human + {link['total']['machine']} machine clicks  "
+            f"{link['destination']}"
+        )
+    if len(data["runs"]) > 1:
+        for r in data["runs"]:
+            console.print(
+                f"  run {r['run']} {r['occurrence_at'][:16]}: delivered {r['delivered']}, "
+                f"opens {pct(r['open_rate'])}, clicks {pct(r['click_rate'])}, "
+                f"unsubscribes {r['unsubscribes']}"
+            )
+
+
+@app.command("links")
+def campaigns_links(
+    run_id: int,
+    fix: Annotated[
+        tuple[int, str] | None,
+        typer.Option("--fix", help="POSITION URL: send later clicks on that link there."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A run's tracked links by position; --fix corrects a broken one after sending."""
+    from newsletter.tracking.links import correct_link, run_links
+
+    with open_session(settings()) as session:
+        if fix is not None:
+            correct_link(session, run_id, fix[0], fix[1])
+        rows = [
+            {"position": link.position, "url": link.url, "destination": link.destination}
+            for link in run_links(session, run_id)
+        ]
+    if as_json:
+        print_json(rows)
+        return
+    for row in rows:
+        moved = "" if row["url"] == row["destination"] else f"  (was {row['url']})"
+        console.print(f"{row['position']:>4}  {row['destination']}{moved}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -44,6 +44,25 @@ def _archive(value: str | None) -> object:
         raise InvalidInputError("--archive must be public or private") from exc
 
 
+TrackingOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Opens and clicks: off, anonymous (counts only, the default) or individual "
+        "(per reader, for lists whose readers agreed)."
+    ),
+]
+TrackOpensOption = Annotated[
+    bool | None,
+    typer.Option("--track-opens/--no-track-opens", help="Add the open pixel (default: no)."),
+]
+
+
+def parse_mode(value: str) -> Any:
+    from newsletter.tracking.policy import parse_mode as parse
+
+    return parse(value)
+
+
 @app.command("create")
 def lists_create(
     slug: str,
@@ -61,6 +80,8 @@ def lists_create(
     organization: OrganizationOption = None,
     postal_address: PostalAddressOption = None,
     footer_note: FooterNoteOption = None,
+    tracking: TrackingOption = "anonymous",
+    track_opens: TrackOpensOption = False,
 ) -> None:
     """Create a mailing list: private unless --public (only staff add people to it), its
     archive private unless --archive public."""
@@ -86,6 +107,8 @@ def lists_create(
             postal_address=postal_address or "",
             footer_note=footer_note or "",
             public=public,
+            tracking=parse_mode(tracking or "anonymous"),
+            track_opens=bool(track_opens),
         )
     console.print(f"list {slug} created")
 
@@ -98,6 +121,8 @@ def lists_update(
     organization: OrganizationOption = None,
     postal_address: PostalAddressOption = None,
     footer_note: FooterNoteOption = None,
+    tracking: TrackingOption = None,
+    track_opens: TrackOpensOption = None,
 ) -> None:
     """Change a list's name, sender identity or archive ("" resets a field to the setting)."""
     from newsletter.audience.lists import update_list
@@ -113,6 +138,8 @@ def lists_update(
             postal_address=postal_address,
             footer_note=footer_note,
             archive=visibility if isinstance(visibility, ArchiveVisibility) else None,
+            tracking=parse_mode(tracking) if tracking is not None else None,
+            track_opens=track_opens,
         )
     console.print(f"list {slug} updated")
 

@@ -82,3 +82,21 @@ def sequences_show(sequence_id: int, as_json: JsonOption = False) -> None:
         return
     for key, value in data.items():
         console.print(f"{key:>22}: {value}")
+
+
+@app.command("report")
+def sequences_report(sequence_id: int, as_json: JsonOption = False) -> None:
+    """The funnel: per step, sent → opened → clicked (people only) → sent the next step."""
+    from newsletter.services.reports import sequence_funnel
+
+    with open_session(settings()) as session:
+        data = sequence_funnel(session, sequence_id)
+    if as_json:
+        print_json(data)
+        return
+    for step in data["steps"]:
+        following = "-" if step["next_step"] is None else str(step["next_step"])
+        console.print(
+            f"step {step['step']:>2} {step['article']}: sent {step['sent']}, "
+            f"opened {step['opened']}, clicked {step['clicked']}, next step {following}"
+        )

@@ -22,6 +22,12 @@ def bench(
         str | None, typer.Option(help="SMTP URL to send to; default: start a local sink.")
     ] = None,
     concurrency: Annotated[int, typer.Option(help="Worker processes (Redis broker).")] = 2,
+    tracking: Annotated[
+        str, typer.Option(help="The bench list's tracking: off, anonymous or individual.")
+    ] = "anonymous",
+    track_opens: Annotated[
+        bool, typer.Option("--track-opens/--no-track-opens", help="Add the open pixel.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Send a digest to N generated subscribers through the configured database, broker
@@ -31,7 +37,9 @@ def bench(
 
     from newsletter.bench import as_rows, result_json, run_bench
     from newsletter.config import parse_mail_url
+    from newsletter.tracking.policy import parse_mode
 
+    mode = parse_mode(tracking)
     cfg = settings()
     if smtp is not None:
         parse_mail_url(smtp)
@@ -43,6 +51,8 @@ def bench(
             smtp,
             concurrency,
             lambda done, total: bar.update(task, completed=done),
+            tracking=mode,
+            track_opens=track_opens,
         )
     if as_json:
         print_json(result_json(result))

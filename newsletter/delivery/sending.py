@@ -13,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from email.utils import parseaddr
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from newsletter.audience.subscriptions import suppress_address
@@ -50,7 +51,8 @@ from newsletter.rendering.mime import (
 )
 from newsletter.rendering.model import PersonalSpec, Snapshot
 from newsletter.rendering.personal import Variants
-from newsletter.rendering.slots import ATTRIBUTE_PREFIX
+from newsletter.rendering.slots import ATTRIBUTE_PREFIX, TRACK_KEY
+from newsletter.rendering.tracking import Pixel, track_links, trackable_links
 from newsletter.runs.ledger import (
     Chunk,
     claim_chunk,
@@ -62,6 +64,9 @@ from newsletter.runs.ledger import (
 )
 from newsletter.runs.lifecycle import current_status, may_send
 from newsletter.runs.models import DeliveryStatus, Run, RunStatus
+from newsletter.tracking.links import register_links
+from newsletter.tracking.policy import RunPolicy, Tracking, note, run_policy
+from newsletter.tracking.tokens import PIXEL, TrackingSigner, new_nonce
 
 log = logging.getLogger(__name__)
 
@@ -108,26 +113,85 @@ class Message:
     template: MessageTemplate
     attribute_keys: tuple[str, ...]  # the subscriber attributes its slots show
 
+    tracked: bool = False  # its links (and maybe a pixel) carry the `track` slot
+
     @classmethod
     def of(cls, snapshot: Snapshot, headers: ListHeaders) -> Message:
         template = MessageTemplate(snapshot, headers)
         keys = (*template.text.keys, *template.html.keys, *template.subject.keys)
         return cls(
-            template, tuple(dict.fromkeys(k for k in keys if k.startswith(ATTRIBUTE_PREFIX)))
+            template,
+            tuple(dict.fromkeys(k for k in keys if k.startswith(ATTRIBUTE_PREFIX))),
+            TRACK_KEY in template.html.keys,
         )
 
 
 @dataclass
+class Messages:
+    """One email (or variant) as each kind of recipient gets it: untracked, with
+    tracked links, with tracked links and the open pixel (compiled once per run)."""
+
+    plain: Message
+    links: Message | None = None
+    pixel: Message | None = None
+
+    def pick(self, tracking: Tracking) -> Message:
+        if not tracking.on:
+            return self.plain
+        chosen = self.pixel if tracking.opens else self.links
+        return chosen or self.plain
+
+
+@dataclass(frozen=True)
+class LinkTracker:
+    """Writes a run's tracked links into its HTML once (rendering/tracking.py); the
+    link ids come from the database (`register`), never from the email."""
+
+    base_url: str
+    run_id: int
+    signer: TrackingSigner
+    register: Callable[[Sequence[str]], dict[str, int]]
+    policy: RunPolicy
+
+    def compile(self, snapshot: Snapshot, headers: ListHeaders) -> Messages:
+        messages = Messages(Message.of(snapshot, headers))
+        wanted = {t.opens for t in self.policy.lists.values() if t.on}
+        if not wanted:
+            return messages
+        # "View in your browser" is a service link, as unsubscribe is: not counted.
+        own_copy = f"{self.base_url}/archive/emails/"
+        ids = self.register(trackable_links(snapshot.html, own_copy))
+        tracked = {
+            url: f"{self.base_url}/t/c/{self.signer.link_part(self.run_id, link_id)}."
+            for url, link_id in ids.items()
+        }
+        if False in wanted:
+            html = track_links(snapshot.html, snapshot.marker, tracked)
+            messages.links = Message.of(replace(snapshot, html=html), headers)
+        if True in wanted:
+            pixel = Pixel(f"{self.base_url}/t/o/{self.signer.link_part(self.run_id, PIXEL)}.")
+            html = track_links(snapshot.html, snapshot.marker, tracked, pixel)
+            messages.pixel = Message.of(replace(snapshot, html=html), headers)
+        return messages
+
+
+@dataclass
 class CompiledRun:
-    message: Message
+    messages: Messages
     salt: str  # the same in every worker for one run; differs between runs and databases
     sequence_id: int | None
+    policy: RunPolicy
+    run_id: int
     # When the templates read the reader: a message per variant (rendering/personal.py).
-    variants: Variants[Message] | None = None
+    variants: Variants[Messages] | None = None
 
-    def message_for(self, row: Any) -> Message:
+    @property
+    def message(self) -> Message:
+        return self.messages.plain
+
+    def messages_for(self, row: Any) -> Messages:
         if self.variants is None:
-            return self.message
+            return self.messages
         return self.variants.get(row.name or "", row.email, row.attributes)
 
 
@@ -138,10 +202,13 @@ class ChunkSender:
     settings: Settings
     mailer: Mailer
     throttle: Throttle = field(default_factory=LocalThrottle)
-    compiled: dict[int, CompiledRun] = field(default_factory=dict)
+    # Keyed by (run id, archive key): a run id seen again (a database emptied and
+    # refilled, a deleted run's id reused on SQLite) is another run, compiled afresh.
+    compiled: dict[tuple[int, str], CompiledRun] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.signer = TokenSigner(self.settings.secret_key)
+        self.tracking_signer = TrackingSigner(self.settings.secret_key)
         self.sender_domain = self.settings.sender_domain  # parsed once, used per message
         self.lease = timedelta(seconds=self.settings.lease_seconds)
         self.library = template_library(self.settings.templates_dir)
@@ -168,22 +235,37 @@ class ChunkSender:
     def _compile(self, session: Session, run_id: int) -> CompiledRun:
         """The run's compiled message, kept per process: the run (with its frozen
         content, tens of kilobytes) is loaded only by the first chunk that needs it."""
-        compiled = self.compiled.get(run_id)
+        archive_key = session.scalar(select(Run.archive_key).where(Run.id == run_id)) or ""
+        compiled = self.compiled.get((run_id, archive_key))
         if compiled is None:
             run = session.get_one(Run, run_id)
             snapshot = run_email(session, run, self.settings)
             headers = list_headers(self.settings, run_lists(session, run), run.tag, str(run.id))
+            policy = run_policy(session, run.id)
+            salt = hashlib.sha256(f"{run.id}:{run.created_at.isoformat()}".encode()).hexdigest()
+            sequence_id = run.sequence_id
+            # Links are registered through connections of their own: end this
+            # session's transaction first (on SQLite it would hold the write lock).
+            session.commit()
+            engine: Engine = session.get_bind()  # type: ignore[assignment]
+
+            def register(urls: Sequence[str]) -> dict[str, int]:
+                with engine.begin() as connection:
+                    return register_links(connection, run_id, urls)
+
+            tracker = LinkTracker(
+                self.settings.base_url, run_id, self.tracking_signer, register, policy
+            )
             variants = None
             if snapshot.personal is not None:
                 spec = PersonalSpec.from_json(snapshot.personal)
                 variants = Variants(
-                    spec, lambda variant: Message.of(variant, headers), 256, self.library
+                    spec, lambda variant: tracker.compile(variant, headers), 256, self.library
                 )
-            salt = hashlib.sha256(f"{run.id}:{run.created_at.isoformat()}".encode()).hexdigest()
             if len(self.compiled) >= COMPILED_RUNS_KEPT:  # a long-lived worker sees many runs
                 self.compiled.pop(next(iter(self.compiled)))
-            compiled = self.compiled[run.id] = CompiledRun(
-                Message.of(snapshot, headers), salt[:10], run.sequence_id, variants
+            compiled = self.compiled[(run_id, archive_key)] = CompiledRun(
+                tracker.compile(snapshot, headers), salt[:10], sequence_id, policy, run_id, variants
             )
         return compiled
 
@@ -277,14 +359,21 @@ class ChunkSender:
             return DeliveryStatus.deferred
         self.throttle.wait_turn(domain)
         try:
-            message = compiled.message_for(row)
+            tracking = compiled.policy.for_recipient(row.list_id, row.no_tracking)
+            message = compiled.messages_for(row).pick(tracking)
+            values = recipient_values(
+                self.settings, self.signer, row, message.attribute_keys, compiled.sequence_id
+            )
+            values["tracking_note"] = note(tracking, row.no_tracking)
+            if message.tracked:
+                # One signed value for every link and the pixel of this message: its
+                # ledger row (individual) or a random number stored nowhere (anonymous).
+                ident = row.id if tracking.individual else new_nonce()
+                values[TRACK_KEY] = self.tracking_signer.recipient_part(
+                    compiled.run_id, tracking.individual, ident, row.list_id, int(time.time())
+                )
             recipient = Recipient(
-                email=row.email,
-                name=row.name or "",
-                values=recipient_values(
-                    self.settings, self.signer, row, message.attribute_keys, compiled.sequence_id
-                ),
-                message_id=message_id,
+                email=row.email, name=row.name or "", values=values, message_id=message_id
             )
             outgoing = self.outgoing.prepare(message.template, recipient, date)
         except InvalidInputError as exc:

@@ -308,6 +308,11 @@ class MessageTemplate:
                 self.pieces.append(b"")
             self.pieces.append(body.parts[-1].encode("ascii"))
         self.pieces.append(b"\r\n--" + b + b"--\r\n")
+        # Each distinct (key, part) is escaped and encoded once per message, however
+        # many holes show it (a tracked link's slot is in every link of the email).
+        self.slot_kinds = list(dict.fromkeys((key, is_html) for _, key, is_html in self.holes))
+        kind_index = {kind: i for i, kind in enumerate(self.slot_kinds)}
+        self.hole_kinds = [(pos, kind_index[(key, is_html)]) for pos, key, is_html in self.holes]
 
     def _list_unsubscribe(self, url: str, token: str) -> str:
         unsubscribe = _header_url(url, "List-Unsubscribe")
@@ -357,12 +362,15 @@ class MessageTemplate:
         # Encoded once per distinct text: a URL or a plain name reads the same in the
         # text part and, unescaped, in the HTML part.
         encoded: dict[str, bytes] = {}
-        for position, key, is_html in self.holes:
+        filled: list[bytes] = []
+        for key, is_html in self.slot_kinds:
             value = _escape(values[key]) if is_html else values[key]
             data = encoded.get(value)
             if data is None:
                 data = encoded[value] = _qp_slot(value).encode("ascii")
-            pieces[position] = data
+            filled.append(data)
+        for position, kind in self.hole_kinds:
+            pieces[position] = filled[kind]
         return b"".join(pieces)
 
 

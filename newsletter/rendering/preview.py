@@ -13,6 +13,7 @@ SAMPLE_VALUES = {
     "email": "alex@example.org",
     "unsubscribe_url": "#unsubscribe",
     "preferences_url": "#preferences",
+    "tracking_note": "(How this email counts opens and clicks, as its list is set.)",
 }
 # The parts of an email that are the reader's own (the greeting, why they get it, their
 # unsubscribe and preferences links) sit between these markers (templates/email/).

@@ -55,13 +55,19 @@ def new_marker() -> str:
 
 
 # Fixed per-recipient keys; `attr.<key>` reads a subscriber attribute.
-RECIPIENT_KEYS = frozenset({"name", "email", "unsubscribe_url", "preferences_url", "next_url"})
+# `tracking_note` is the footer's sentence on how this message counts opens and clicks.
+RECIPIENT_KEYS = frozenset(
+    {"name", "email", "unsubscribe_url", "preferences_url", "next_url", "tracking_note"}
+)
 ATTRIBUTE_PREFIX = "attr."
+# The per-recipient part of tracked links and the pixel (rendering/tracking.py): written
+# by the tracking step only, never by a template.
+TRACK_KEY = "track"
 
 
 def sentinel(key: str, marker: str = "") -> str:
     """What a template leaves where a recipient's value goes, in a render with `marker`."""
-    if not is_known_key(key):
+    if not is_known_key(key) and key != TRACK_KEY:
         raise InvalidInputError(
             f"unknown slot {key!r}: use one of {sorted(RECIPIENT_KEYS)} or attr.<attribute> "
             "(letters, digits and '-', with single '_' between them)"
@@ -127,6 +133,8 @@ class SlotRecorder:
         self.fallbacks: dict[str, str] = {}
 
     def __call__(self, key: str, fallback: str = "") -> Markup:
+        if key == TRACK_KEY:
+            raise InvalidInputError(f"slot {key!r} is written by link tracking, not by templates")
         # One value per key and recipient, so one fallback per key; a call without a
         # fallback shares the one given elsewhere.
         previous = self.fallbacks.get(key, "")

@@ -281,6 +281,7 @@ def claimed_rows(
             Delivery.list_id,
             Delivery.subscriber_id,
             Subscriber.name,
+            Subscriber.no_tracking,
             Subscriber.attributes if with_attributes else literal(None).label("attributes"),
             (Subscription.status == SubscriptionStatus.confirmed).label("still_subscribed"),
         )

@@ -8,7 +8,7 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from newsletter.db import Base, JsonType, UtcDateTime, utcnow
@@ -69,6 +69,12 @@ class Run(Base):
     # The run's name in archive URLs: random, so a private list's emails cannot be
     # found by counting run ids.
     archive_key: Mapped[str] = mapped_column(String(32), unique=True, default=new_archive_key)
+    # How the run counts opens and clicks, frozen by the first chunk that sends it
+    # (tracking/policy.py: the mode and pixel per list); None until then.
+    tracking: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    # Sent messages whose reader was forgotten since (their ledger rows are gone): the
+    # run's reports still count them as sent, so rates keep their denominator.
+    forgotten_sent: Mapped[int] = mapped_column(Integer, default=0)
 
     @property
     def archive_path(self) -> str:
@@ -102,6 +108,9 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "subscriber_id"),
         Index("ix_deliveries_run_status_subscriber", "run_id", "status", "subscriber_id"),
+        # A reader's deliveries across runs: reports attribute an unsubscribe, bounce or
+        # complaint to the last message before it; forget and export find them.
+        Index("ix_deliveries_subscriber_sent", "subscriber_id", "sent_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -123,3 +132,9 @@ class Delivery(Base):
     message_id: Mapped[str] = mapped_column(String(300), default="")
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Individual tracking only: the first open and the first click, and whether that
+    # first one was a machine's (a later human event replaces a machine's).
+    first_open_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    first_open_machine: Mapped[bool] = mapped_column(Boolean, default=False)
+    first_click_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    first_click_machine: Mapped[bool] = mapped_column(Boolean, default=False)

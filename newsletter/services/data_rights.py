@@ -9,6 +9,11 @@ What we hold about a person, and what `forget` does with it:
 | deliveries (the ledger)    | address, message ids, SMTP replies      | deleted               |
 | bounce_events              | address, the report's text              | anonymised            |
 | suppressions               | address, reason, the server's reply     | hashed                |
+| tracking_events            | their opens and clicks (individual mode)| deleted               |
+| tracked_messages           | first open/click of their messages      | unlinked (counts stay)|
+
+A forgotten reader's sent messages are still counted as sent in campaign reports
+(`runs.forgotten_sent`), so rates keep their denominator.
 
 Deliveries are deleted rather than anonymised: a ledger row belongs to a subscriber
 (the column cannot be empty), so it goes with them. Past runs keep their recipient
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import json
+import secrets
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, TextIO
@@ -49,8 +55,9 @@ from newsletter.campaigns.models import Campaign
 from newsletter.content.models import Series
 from newsletter.db import utcnow
 from newsletter.errors import InvalidInputError, NotFoundError
-from newsletter.runs.models import Delivery, Run
+from newsletter.runs.models import Delivery, DeliveryStatus, Run
 from newsletter.sequences.models import Enrollment, Sequence
+from newsletter.tracking.models import TrackedLink, TrackedMessage, TrackingEvent
 
 LIST_COLUMNS = (
     "email",
@@ -289,6 +296,7 @@ def export_data(session: Session, email: str) -> dict[str, Any]:
         "deliveries": _deliveries(session, subscriber_id, address),
         "bounce_events": _bounce_events(session, address),
         "suppressions": _suppressions(session, address),
+        "tracking_events": _tracking_events(session, subscriber_id),
     }
     readable = [data[key] for key in ("subscriber", "deliveries", "bounce_events")]
     readable += [row for row in data["suppressions"] if row["kept_as"] == "address"]
@@ -312,6 +320,7 @@ class ForgetReport:
     deliveries: int
     bounce_events: int  # anonymised
     suppression: str  # "created", "converted" (a plain entry now hashed) or "kept"
+    tracking_events: int = 0  # their opens and clicks, deleted (the counts stay)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -349,6 +358,51 @@ def _keep_hashed_suppression(session: Session, address: str) -> str:
     return outcome
 
 
+def _forget_tracking(session: Session, subscriber_id: int) -> int:
+    """Delete the reader's opens and clicks; their messages' firsts stay in the counts
+    under a new random key, tied to nobody. Returns how many events went."""
+    theirs = select(Delivery.id).where(Delivery.subscriber_id == subscriber_id)
+    sent_runs = select(Delivery.run_id).where(
+        Delivery.subscriber_id == subscriber_id, Delivery.status == DeliveryStatus.sent
+    )
+    _changed(
+        session,
+        update(Run).where(Run.id.in_(sent_runs)).values(forgotten_sent=Run.forgotten_sent + 1),
+    )
+    events = _changed(session, delete(TrackingEvent).where(TrackingEvent.delivery_id.in_(theirs)))
+    for message in session.scalars(
+        select(TrackedMessage).where(TrackedMessage.delivery_id.in_(theirs))
+    ):
+        message.delivery_id = None
+        message.message_key = "f" + secrets.token_hex(8)
+    session.flush()
+    return events
+
+
+def _tracking_events(session: Session, subscriber_id: int | None) -> list[dict[str, Any]]:
+    if subscriber_id is None:
+        return []
+    rows = session.execute(
+        select(TrackingEvent, TrackedLink.url)
+        .join(Delivery, Delivery.id == TrackingEvent.delivery_id)
+        .outerjoin(TrackedLink, TrackedLink.id == TrackingEvent.link_id)
+        .where(Delivery.subscriber_id == subscriber_id)
+        .order_by(TrackingEvent.id)
+    )
+    return [
+        {
+            "run": event.run_id,
+            "kind": event.kind.value,
+            "link": url,
+            "at": _iso(event.occurred_at),
+            "user_agent_class": event.user_agent_class,
+            "machine": event.machine,
+            "machine_reason": event.machine_reason,
+        }
+        for event, url in rows
+    ]
+
+
 def forget(session: Session, email: str) -> ForgetReport:
     """Erase what we hold on the person with this address (see the module's table)
     and keep them from ever being mailed again. Flushes; the caller commits.
@@ -358,8 +412,9 @@ def forget(session: Session, email: str) -> ForgetReport:
     """
     address = _address(email)
     subscriber_id = session.scalar(select(Subscriber.id).where(Subscriber.email == address))
-    counts = {"subscriptions": 0, "enrollments": 0, "deliveries": 0}
+    counts = {"subscriptions": 0, "enrollments": 0, "deliveries": 0, "tracking_events": 0}
     if subscriber_id is not None:
+        counts["tracking_events"] = _forget_tracking(session, subscriber_id)
         counts["deliveries"] = _changed(
             session, delete(Delivery).where(Delivery.subscriber_id == subscriber_id)
         )

@@ -14,12 +14,20 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.audience.models import MailingList, Subscriber, Subscription, SubscriptionStatus
+from newsletter.accounts import audit
+from newsletter.audience.addresses import email_hash, normalise_email
+from newsletter.audience.models import (
+    MailingList,
+    Subscriber,
+    Subscription,
+    SubscriptionStatus,
+)
 from newsletter.audience.signup import FieldError, clean_name
 from newsletter.audience.subscriptions import join, unsubscribe
 from newsletter.content.models import Series
 from newsletter.errors import NotFoundError
 from newsletter.sequences.models import Enrollment, EnrollmentStatus, Sequence
+from newsletter.tracking.policy import describe, effective
 
 SOURCE = "preferences"
 MAX_TIMEZONE = 64
@@ -32,6 +40,7 @@ class ListChoice:
     name: str
     list_id: int
     status: SubscriptionStatus | None  # None: never subscribed
+    tracking: str = ""  # how the list counts opens and clicks (policy.describe)
 
     @property
     def subscribed(self) -> bool:
@@ -59,6 +68,7 @@ class Preferences:
     timezone: str | None
     lists: list[ListChoice]
     enrollments: list[EnrollmentChoice]
+    no_tracking: bool = False  # "don't track me"
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,7 @@ class PreferencesChange:
     timezone: str | None
     list_slugs: frozenset[str]  # the lists wanted; every other list is left
     paused_enrollments: frozenset[int]  # enrollment ids to pause; every other resumes
+    no_tracking: bool = False
 
 
 def validate_timezone(value: str) -> str | None:
@@ -86,7 +97,11 @@ def validate_timezone(value: str) -> str | None:
 
 
 def parse_preferences(
-    name: str, timezone: str, list_slugs: Collection[str], paused: Collection[str]
+    name: str,
+    timezone: str,
+    list_slugs: Collection[str],
+    paused: Collection[str],
+    no_tracking: bool = False,
 ) -> PreferencesChange:
     """The form's fields checked; FieldError naming the first bad one."""
     try:
@@ -98,6 +113,7 @@ def parse_preferences(
         timezone=validate_timezone(timezone),
         list_slugs=frozenset(list_slugs),
         paused_enrollments=paused_ids,
+        no_tracking=no_tracking,
     )
 
 
@@ -112,6 +128,7 @@ def load_preferences(session: Session, subscriber_id: int) -> Preferences:
         timezone=subscriber.timezone,
         lists=_list_choices(session, subscriber_id),
         enrollments=_enrollment_choices(session, subscriber_id),
+        no_tracking=subscriber.no_tracking,
     )
 
 
@@ -128,7 +145,12 @@ def _list_choices(session: Session, subscriber_id: int) -> list[ListChoice]:
         .where(MailingList.public | Subscription.id.is_not(None))
         .order_by(MailingList.name, MailingList.id)
     ).all()
-    return [ListChoice(ml.slug, ml.name, ml.id, status) for ml, status in rows]
+    return [
+        ListChoice(
+            ml.slug, ml.name, ml.id, status, describe(effective(ml.tracking, ml.track_opens))
+        )
+        for ml, status in rows
+    ]
 
 
 def _enrollment_choices(session: Session, subscriber_id: int) -> list[EnrollmentChoice]:
@@ -159,6 +181,7 @@ def apply_preferences(session: Session, subscriber_id: int, change: PreferencesC
         raise NotFoundError("no such subscriber")
     subscriber.name = change.name
     subscriber.timezone = change.timezone
+    subscriber.no_tracking = change.no_tracking
     for choice in _list_choices(session, subscriber_id):
         if choice.slug in change.list_slugs and not choice.subscribed:
             join(session, subscriber_id, choice.list_id, SOURCE)
@@ -181,3 +204,23 @@ def _pause_or_resume(session: Session, subscriber_id: int, paused: frozenset[int
         elif enrollment.id not in paused and enrollment.status is EnrollmentStatus.paused:
             # The scheduler finds out whether it is due or has everything (caught up).
             enrollment.status = EnrollmentStatus.active
+
+
+def set_tracking(session: Session, email: str, track: bool) -> str:
+    """Record a reader's "don't track me" (`track` False) or undo it; the address as
+    stored. Audited by address hash; flushes. NotFoundError for an unknown address."""
+    address = normalise_email(email)
+    subscriber = session.scalar(select(Subscriber).where(Subscriber.email == address))
+    if subscriber is None:
+        raise NotFoundError(f"no subscriber {address}")
+    if subscriber.no_tracking == (not track):
+        return address
+    subscriber.no_tracking = not track
+    audit.record(
+        session,
+        "subscriber.tracking",
+        f"email_hash:{email_hash(address)}",
+        detail={"track": track},
+    )
+    session.flush()
+    return address

@@ -13,6 +13,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -44,6 +45,8 @@ class Runtime:
         self._engine: Engine | None = None
         self._sessions: sessionmaker[Session] | None = None
         self._sender: ChunkSender | None = None
+        # When this process last deleted tracking events past their retention.
+        self.pruned_at: datetime | None = None
 
     def _ensure_process(self) -> None:
         if self._pid != os.getpid():

@@ -19,6 +19,9 @@ from newsletter.runs.lifecycle import recover_stalled, sending_runs
 from newsletter.sequences.engine import run_sequences
 from newsletter.tasks.app import Runtime
 from newsletter.tasks.jobs import enqueue_chunk, poll_feeds, prepare_run
+from newsletter.tracking.retention import prune_events
+
+PRUNE_EVERY = timedelta(hours=1)
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +34,12 @@ class TickReport:
     reprepared_runs: list[int] = field(default_factory=list)
     sequence_steps: int = 0
     finished_runs: list[int] = field(default_factory=list)
+    pruned_events: int = 0
 
 
 def tick(rt: Runtime, now: datetime | None = None) -> TickReport:
     """One pass: claim due campaigns, release due retries, recover stalled runs,
-    close finished runs.
+    close finished runs; once an hour, delete tracking events past their retention.
 
     Claims are committed before anything is enqueued, so a task never sees an
     uncommitted row, and a second scheduler never claims the same work.
@@ -72,6 +76,11 @@ def tick(rt: Runtime, now: datetime | None = None) -> TickReport:
     with rt.sessions() as session:
         report.finished_runs = [r for r in sending_runs(session) if finish_run(session, r)]
         session.commit()
+    if rt.pruned_at is None or now - rt.pruned_at >= PRUNE_EVERY:
+        # Raw opens and clicks past their retention go; the counts stay (tracking/).
+        with rt.sessions() as session:
+            report.pruned_events = prune_events(session, cfg.tracking_retention_days, now)
+        rt.pruned_at = now
     return report
 
 

@@ -1,8 +1,9 @@
 """The public web app: signup with double opt-in, confirmation, one-click unsubscribe
-(RFC 8058), editable preferences, the archive, bounce webhooks, health.
+(RFC 8058), editable preferences, the archive, tracked links and the open pixel,
+bounce webhooks, health.
 
-Each page family lives in a module of its own (signup, subscriber, archive, webhooks,
-health); this one wires them to one app, its database engine, the guards and headers
+Each page family lives in a module of its own (signup, subscriber, archive, tracking,
+webhooks, health); this one wires them to one app, its database engine, the guards and headers
 every response passes through (web/guards.py), and the queue that sends confirmation
 emails outside of requests (web/background.py). No API schema or docs are served:
 the public side has nothing to document to strangers.
@@ -25,7 +26,7 @@ from newsletter.ratelimit import RateLimiter, make_rate_limiter
 from newsletter.rendering.library import template_library
 from newsletter.services.confirmation import ConfirmationSender, send_confirmation
 from newsletter.tasks.app import BrokerProbe
-from newsletter.web import archive, health, signup, subscriber
+from newsletter.web import archive, health, signup, subscriber, tracking
 from newsletter.web.background import BackgroundQueue
 from newsletter.web.common import SignupPolicy, Web
 from newsletter.web.guards import RequestGuard, SecurityHeaders, security_headers
@@ -81,6 +82,7 @@ def create_app(
     app.include_router(signup.routes(web))
     app.include_router(subscriber.routes(web))
     app.include_router(archive.routes(web))
+    app.include_router(tracking.routes(web))  # /t/c/{token}, /t/o/{token}.gif
     app.include_router(bounce_webhooks)  # /webhooks/{ses,sendgrid,mailgun,postmark}
     # The last added runs first: headers go on every answer, the guards' own too.
     app.add_middleware(RequestGuard, limit_for=partial(_body_limit, settings))

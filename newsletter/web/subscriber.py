@@ -31,6 +31,10 @@ from newsletter.web.common import SessionDep, Web, without_nul
 
 MAX_FIELDS = 1000  # csrf, name, timezone, and a box per list and per sequence
 
+# How an unsubscription is recorded (Subscription.source), as reports count them.
+ONE_CLICK_SOURCE = "one-click"
+PAGE_SOURCE = "unsubscribe page"
+
 
 def csrf_token(secret_key: str, preferences_token: str) -> str:
     """The preferences form's CSRF value: HMAC(secret, "csrf:" + preferences token)."""
@@ -61,17 +65,28 @@ def routes(web: Web) -> APIRouter:
         )
 
     @app.post("/unsubscribe/{token}", response_class=HTMLResponse)
-    def unsubscribe_now(request: Request, token: str, session: SessionDep) -> HTMLResponse:
+    async def unsubscribe_now(request: Request, token: str) -> HTMLResponse:
         # Both the RFC 8058 one-click POST (body List-Unsubscribe=One-Click, sent by the
-        # mailbox provider) and the button on our own page land here.
+        # mailbox provider) and the button on our own page land here; the source tells
+        # them apart in campaign reports. The token is checked before the body is read.
         try:
             claims = web.signer.verify(token, Purpose.unsubscribe)
-            mailing_list = unsubscribe(
-                session, claims.subscriber_id, claims.list_id, source="unsubscribe link"
-            )
-            session.commit()
-        except (InvalidTokenError, NotFoundError) as exc:
+        except InvalidTokenError as exc:
             return web.invalid_link(request, str(exc))
+        one_click = False
+        if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            form = await request.form(max_files=0, max_fields=MAX_FIELDS)
+            one_click = form.get("List-Unsubscribe") == "One-Click"
+        source = ONE_CLICK_SOURCE if one_click else PAGE_SOURCE
+        return await run_in_threadpool(leave, request, claims.subscriber_id, claims.list_id, source)
+
+    def leave(request: Request, subscriber_id: int, list_id: int, source: str) -> HTMLResponse:
+        with web.sessions() as session:
+            try:
+                mailing_list = unsubscribe(session, subscriber_id, list_id, source=source)
+                session.commit()
+            except NotFoundError as exc:
+                return web.invalid_link(request, str(exc))
         return web.message(
             request,
             200,
@@ -199,6 +214,7 @@ def _preferences_routes(app: APIRouter, web: Web) -> None:
                 without_nul("timezone", text("timezone")),
                 [without_nul("list", v) for v in slugs],
                 [without_nul("paused", v) for v in paused],
+                bool(text("no_tracking")),
             )
             apply_preferences(session, subscriber_id, choices)
             session.commit()
