@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from newsletter.audience.importer import run_import_job
 from newsletter.campaigns.runs import prepare_campaign_run
 from newsletter.content.feeds import poll_due_feeds
 from newsletter.runs.ledger import Chunk
@@ -41,3 +42,9 @@ def poll_feeds(at: str) -> int:
     rt = runtime()
     with rt.sessions() as session:
         return len(poll_due_feeds(session, datetime.fromisoformat(at)))
+
+
+@app.task(name="newsletter.import_subscribers")  # type: ignore[untyped-decorator]
+def import_subscribers(job_id: int) -> None:
+    """Save a background subscriber import, resuming after its last committed batch."""
+    run_import_job(runtime().sessions, job_id)

@@ -11,6 +11,7 @@ from types import FrameType
 
 from sqlalchemy import exists, or_, select
 
+from newsletter.audience.importer import claim_import_jobs, drop_stale_uploads
 from newsletter.campaigns.runs import claim_due_campaigns, finish_run
 from newsletter.content.models import Feed
 from newsletter.db import utcnow
@@ -18,7 +19,7 @@ from newsletter.runs.ledger import Chunk, release_due_retries
 from newsletter.runs.lifecycle import recover_stalled, sending_runs
 from newsletter.sequences.engine import run_sequences
 from newsletter.tasks.app import Runtime
-from newsletter.tasks.jobs import enqueue_chunk, poll_feeds, prepare_run
+from newsletter.tasks.jobs import enqueue_chunk, import_subscribers, poll_feeds, prepare_run
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +32,12 @@ class TickReport:
     reprepared_runs: list[int] = field(default_factory=list)
     sequence_steps: int = 0
     finished_runs: list[int] = field(default_factory=list)
+    imports: list[int] = field(default_factory=list)
 
 
 def tick(rt: Runtime, now: datetime | None = None) -> TickReport:
     """One pass: claim due campaigns, release due retries, recover stalled runs,
-    close finished runs.
+    claim background imports, close finished runs.
 
     Claims are committed before anything is enqueued, so a task never sees an
     uncommitted row, and a second scheduler never claims the same work.
@@ -60,6 +62,8 @@ def tick(rt: Runtime, now: datetime | None = None) -> TickReport:
         report.reprepared_runs, report.requeued_chunks = recover_stalled(
             session, now, timedelta(seconds=cfg.stall_seconds), cfg.chunk_size
         )
+        report.imports = claim_import_jobs(session, now, timedelta(seconds=cfg.stall_seconds))
+        drop_stale_uploads(session, now)
         session.commit()
         steps = run_sequences(session, now, cfg.chunk_size)
         session.commit()
@@ -69,6 +73,8 @@ def tick(rt: Runtime, now: datetime | None = None) -> TickReport:
         prepare_run.delay(run_id)
     for chunk in (*report.retried_chunks, *report.requeued_chunks):
         enqueue_chunk(chunk)
+    for job_id in report.imports:
+        import_subscribers.delay(job_id)
     with rt.sessions() as session:
         report.finished_runs = [r for r in sending_runs(session) if finish_run(session, r)]
         session.commit()
