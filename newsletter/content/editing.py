@@ -76,6 +76,21 @@ def reorder(session: Session, series_slug: str, article_slugs: list[str]) -> lis
     return ordered
 
 
+def move(session: Session, series_slug: str, article_slug: str, offset: int) -> list[Article]:
+    """Move one article `offset` places (-1: up one, 1: down one) within its series;
+    at either end it stays where it is. The keyboard way to reorder."""
+    series = get_series(session, series_slug)
+    slugs = [a.slug for a in in_order(session, series)]
+    if article_slug not in slugs:
+        raise InvalidInputError(f"article {article_slug!r} is not in series {series_slug!r}")
+    at = slugs.index(article_slug)
+    to = min(max(at + offset, 0), len(slugs) - 1)
+    if to == at:
+        return in_order(session, series)
+    slugs.insert(to, slugs.pop(at))
+    return reorder(session, series_slug, slugs)
+
+
 def insert(session: Session, series_slug: str, article_slug: str, at: int) -> list[Article]:
     """Put the article into the series at position `at` (1-based), shifting the rest."""
     series = get_series(session, series_slug)
