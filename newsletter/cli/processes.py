@@ -116,11 +116,14 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     only: Annotated[
         Only | None,
-        typer.Option(help="public: subscribers' pages only; staff: /api/v1 only. Default: both."),
+        typer.Option(
+            help="public: subscribers' pages only; staff: the staff API (/api/v1) and the "
+            "console (/admin) only. Default: all of them."
+        ),
     ] = None,
 ) -> None:
-    """Serve the public web app (unsubscribe, preferences, archive, /healthz) and the
-    staff API (/api/v1), in one process or, with --only, apart."""
+    """Serve the public web app (unsubscribe, preferences, archive, /healthz), the staff
+    API (/api/v1) and the staff console (/admin), in one process or, with --only, apart."""
     import uvicorn
 
     cfg = settings()
@@ -129,23 +132,32 @@ def serve(
     uvicorn.run(build_app(cfg, only), host=host, port=port, log_level="info")
 
 
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
+
+
 def build_app(cfg: Settings, only: Only | None = None) -> Any:
-    """The ASGI app `serve` runs: the public app, the staff API, or both, split by
-    path (/api/… goes to the staff API; nothing else of it is reachable)."""
+    """The ASGI app `serve` runs: the public app, the staff side (the API at /api/…
+    and the console at /admin/…), or both, split by path; nothing else of the staff
+    side is reachable."""
+    from newsletter.admin.app import create_console_app
     from newsletter.api.app import create_staff_app
     from newsletter.web.app import create_app
 
     if only is Only.public:
         return create_app(cfg)
-    staff = create_staff_app(cfg)
-    if only is Only.staff:
-        return staff
-    public = create_app(cfg)
+    api = create_staff_app(cfg)
+    console = create_console_app(cfg)
+    fallback = create_app(cfg) if only is None else api
 
-    async def both(scope: Any, receive: Any, send: Any) -> None:
+    async def split(scope: Any, receive: Any, send: Any) -> None:
         path = scope.get("path", "") if scope["type"] in ("http", "websocket") else ""
-        await (staff if path == "/api" or path.startswith("/api/") else public)(
-            scope, receive, send
-        )
+        if _under(path, "/api"):
+            app = api
+        elif _under(path, "/admin"):
+            app = console
+        else:
+            app = fallback
+        await app(scope, receive, send)
 
-    return both
+    return split
