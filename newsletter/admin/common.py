@@ -88,7 +88,7 @@ class Assets:
     def scan(cls, folder: Path) -> Assets:
         by_name: dict[str, str] = {}
         for path in sorted(folder.iterdir()):
-            if not path.is_file():
+            if not path.is_file() or path.suffix == ".md":
                 continue
             if path.name.startswith("htmx-"):  # its version is in its name already
                 by_name[path.name] = path.name

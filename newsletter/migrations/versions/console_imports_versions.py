@@ -1,7 +1,7 @@
 """staff console: background subscriber imports (the CSV held until done, progress)
 and every saved version of a stored template
 
-Revision ID: console_imports_template_versions
+Revision ID: console_imports_versions
 Revises: 0007
 Create Date: 2026-11-30
 """
@@ -13,7 +13,7 @@ from alembic import op
 
 import newsletter.db
 
-revision = "console_imports_template_versions"
+revision = "console_imports_versions"
 down_revision = "0007"
 branch_labels = None
 depends_on = None
