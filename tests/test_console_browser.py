@@ -20,6 +20,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,16 @@ from newsletter.accounts.models import AuditEntry
 from newsletter.accounts.users import create_user
 from newsletter.audience.subscriptions import suppress_address
 from newsletter.campaigns.models import Campaign
-from newsletter.campaigns.service import ContentSpec, create_campaign
+from newsletter.campaigns.service import (
+    ContentSpec,
+    create_campaign,
+    schedule_campaign,
+    schedule_recurring,
+    update_campaign,
+)
 from newsletter.cli.processes import build_app
 from newsletter.config import Settings
-from newsletter.db import make_engine, make_sessionmaker
+from newsletter.db import make_engine, make_sessionmaker, utcnow
 from tests.api_server import PASSWORD, ServerThread
 from tests.console_browser import (
     axe_violations,
@@ -43,7 +50,7 @@ from tests.console_browser import (
     set_width,
     wait_for,
 )
-from tests.factories import SAMPLE_ARTICLES, SERIES, settings_for
+from tests.factories import POSTAL_ADDRESS, SAMPLE_ARTICLES, SERIES, settings_for
 from tests.processes import ROOT, RedisServer, WorkerProcess, settings_env
 from tests.smtp_sink import SmtpSink
 
@@ -62,12 +69,13 @@ class Console:
     settings: Settings
     sink: SmtpSink
     browser: Any
+    sessions: Any
     visited: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     campaign_id: int = 0
     draft_id: int = 0
 
     def session(self) -> Any:
-        return make_sessionmaker(make_engine(self.settings.database_url))()
+        return self.sessions()
 
     def open(self, path: str, check: bool = True) -> None:
         """Go to a console page; with `check`, run axe-core on it and keep the result."""
@@ -144,7 +152,9 @@ def console(pg_database_url: str) -> Iterator[Console]:
             login_limit_per_account=50,
             login_limit_per_ip=200,
         )
-        with make_sessionmaker(make_engine(settings.database_url))() as session:
+        engine = make_engine(settings.database_url)
+        sessions = make_sessionmaker(engine)
+        with sessions() as session:
             create_user(session, ADMIN, "admin", password=PASSWORD)
             create_user(session, SENDER, "sender", password=PASSWORD)
             create_user(session, ANALYST, "analyst", password=PASSWORD)
@@ -161,8 +171,10 @@ def console(pg_database_url: str) -> Iterator[Console]:
         try:
             with ServerThread(build_app(settings)) as server, chromium() as browser:
                 # 127.0.0.1 is a secure context: the Secure cookies work over http.
-                yield Console(server.url.replace("127.0.0.1", "localhost"), settings, sink, browser)
+                url = server.url.replace("127.0.0.1", "localhost")
+                yield Console(url, settings, sink, browser, sessions)
         finally:
+            engine.dispose()
             scheduler.terminate()
             scheduler.wait(timeout=30)
             worker.stop()
@@ -417,6 +429,7 @@ def test_an_analyst_has_no_send_button_and_their_post_is_refused(console: Consol
 
 
 MAIN_PAGES = ("/admin/", "/admin/calendar", "/admin/campaigns", "/admin/subscribers")
+NARROW_TOO = ("/admin/campaigns/new", "/admin/lists", "/admin/articles", "/admin/audit")
 
 
 def test_every_page_has_no_axe_violation_and_main_pages_fit_375_px(console: Console) -> None:
@@ -445,7 +458,7 @@ def test_every_page_has_no_axe_violation_and_main_pages_fit_375_px(console: Cons
     ]
     for path in (*MAIN_PAGES, *more):
         console.open(path)
-    for path in (*MAIN_PAGES, f"/admin/campaigns/{console.campaign_id}"):
+    for path in (*MAIN_PAGES, *NARROW_TOO, f"/admin/campaigns/{console.campaign_id}"):
         console.open(path, check=False)
         set_width(console.browser, 375)
         assert page_width(console.browser) <= 375, f"{path} scrolls sideways at 375 px"
@@ -479,17 +492,70 @@ def test_the_theme_toggle_is_remembered_without_script(console: Console) -> None
     assert console.find("html").get_attribute("data-theme") == "auto"
 
 
+def _plan_the_coming_days(console: Console) -> None:
+    """What a real calendar holds: a weekly digest in New York, a send tomorrow, one at
+    each reader's 09:00, and a planned draft."""
+    now = utcnow()
+    with console.session() as session:
+
+        def digest(name: str) -> int:
+            made = create_campaign(
+                session,
+                name=name,
+                list_slugs=["clinic-news"],
+                subject=name,
+                content=ContentSpec(latest=3),
+            )
+            return made.id
+
+        schedule_recurring(
+            session,
+            digest("Weekly digest"),
+            "0 9 * * MON",
+            "America/New_York",
+            postal_address=POSTAL_ADDRESS,
+        )
+        schedule_campaign(
+            session,
+            digest("Open day invitation"),
+            now + timedelta(days=1, hours=2),
+            "Europe/Berlin",
+            postal_address=POSTAL_ADDRESS,
+        )
+        schedule_campaign(
+            session,
+            digest("Flu season reminder"),
+            now + timedelta(days=3),
+            "UTC",
+            local_time=True,
+            postal_address=POSTAL_ADDRESS,
+        )
+        update_campaign(session, console.draft_id, planned_at=now + timedelta(days=5))
+        session.commit()
+
+
+def _frames_loaded(console: Console) -> bool:
+    for frame in console.all("#preview iframe"):
+        console.browser.switch_to.frame(frame)
+        text = console.find("body").text
+        console.browser.switch_to.default_content()
+        if "Riverside Clinic" not in text:
+            return False
+    return len(console.all("#preview iframe")) == 2
+
+
 def test_screenshots_of_the_main_pages_at_1280_and_375(console: Console) -> None:
+    _plan_the_coming_days(console)
     pages = {
         "home": "/admin/",
-        "calendar": "/admin/calendar",
+        "calendar": f"/admin/calendar?day={(utcnow() + timedelta(days=2)).date()}",
         "composer": f"/admin/campaigns/{console.draft_id}/edit",
-        "campaign": f"/admin/campaigns/{console.campaign_id}",
+        "campaign": f"/admin/campaigns/{console.campaign_id}/lookup?email=reader12@example.org",
     }
     for name, path in pages.items():
         console.open(path, check=False)
         if name == "composer":
-            wait_for(console.browser, lambda b: console.all("#preview iframe"))
+            wait_for(console.browser, lambda b: _frames_loaded(console))
         for width in (1280, 375):
             shot = screenshot(console.browser, name, width)
             assert shot.stat().st_size > 10_000

@@ -89,7 +89,6 @@ def template_environment() -> jinja2.Environment:
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,
-        trim_blocks=True,
         lstrip_blocks=True,
     )
     install(environment)
