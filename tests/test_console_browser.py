@@ -125,12 +125,13 @@ class Console:
 
 
 def _stale(element: Any) -> bool:
-    from selenium.common.exceptions import StaleElementReferenceException
+    """Whether the page that held `element` is gone (the browser navigated)."""
+    from selenium.common.exceptions import WebDriverException
 
     try:
         element.is_enabled()
         return False
-    except StaleElementReferenceException:
+    except WebDriverException:  # stale, or "node does not belong to the document"
         return True
 
 
