@@ -120,8 +120,10 @@ def test_a_local_time_send_is_a_band_over_the_zones(news: Session) -> None:
 
     [entry] = calendar(news, date(2027, 2, 1), date(2027, 2, 28))
 
-    assert entry.state == "local"
-    assert entry.band_until == datetime(2027, 2, 11, 11, tzinfo=UTC)
+    # 09:00 reaches UTC+14 at 19:00 UTC the day before, and UTC-12 at 21:00 UTC.
+    assert entry.state == "local" and entry.day == date(2027, 2, 9)
+    assert entry.band_from == datetime(2027, 2, 9, 19, tzinfo=UTC)
+    assert entry.band_until == datetime(2027, 2, 10, 21, tzinfo=UTC)
 
 
 def test_runs_and_articles_due_for_publication_appear_on_their_day(news: Session) -> None:

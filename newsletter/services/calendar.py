@@ -20,12 +20,11 @@ from sqlalchemy.orm import Session
 
 from newsletter.campaigns.models import Campaign, CampaignStatus
 from newsletter.content.models import Article
-from newsletter.recurrence import local_occurrences, zone
+from newsletter.recurrence import earliest_local, latest_local, local_occurrences, zone
 from newsletter.runs.models import Run
 from newsletter.sequences.models import Enrollment, EnrollmentStatus, Sequence, SequenceStatus
 
 MAX_OCCURRENCES = 400  # per recurring campaign and range: a minutely cron is not a plan
-LOCAL_SPAN = timedelta(hours=26)  # from the first zone to the last
 
 
 @dataclass(frozen=True)
@@ -40,6 +39,7 @@ class Entry:
     local: str = ""  # the wall-clock time in the campaign's zone, e.g. "09:00 Europe/Berlin"
     clock_change: str = ""  # e.g. "UTC+01:00 → UTC+02:00"
     band_until: datetime | None = None  # local-time sends: when the last zone gets it
+    band_from: datetime | None = None  # and when the first zone does
 
     @property
     def planned(self) -> bool:
@@ -57,6 +57,12 @@ def _offset_text(moment: datetime, tz: str) -> str:
     return f"UTC{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
+def _band(at: datetime, tz: str) -> tuple[datetime, datetime]:
+    """A local-time send: from the first zone on Earth reaching its wall-clock time to
+    the last (26 hours)."""
+    return earliest_local(at, tz), latest_local(at, tz)
+
+
 def _recurring(campaign: Campaign, start: datetime, end: datetime) -> list[Entry]:
     assert campaign.cron is not None
     after = max(start, campaign.send_at or start) - timedelta(seconds=1)
@@ -70,17 +76,19 @@ def _recurring(campaign: Campaign, start: datetime, end: datetime) -> list[Entry
         if occurrence.moved:
             change = (change + "; " if change else "") + "moved out of the spring gap"
         previous_offset = offset
+        band = _band(occurrence.at, campaign.timezone) if campaign.local_time else (None, None)
         entries.append(
             Entry(
-                day=occurrence.at.date(),
-                at=occurrence.at,
+                day=(band[0] or occurrence.at).date(),
+                at=band[0] or occurrence.at,
                 kind="campaign",
                 state="local" if campaign.local_time else "recurring",
                 title=campaign.name,
                 campaign_id=campaign.id,
                 local=f"{occurrence.wall:%H:%M} {campaign.timezone}",
                 clock_change=change,
-                band_until=occurrence.at + LOCAL_SPAN if campaign.local_time else None,
+                band_from=band[0],
+                band_until=band[1],
             )
         )
     return entries
@@ -93,19 +101,21 @@ def _one_off(campaign: Campaign, start: datetime, end: datetime) -> list[Entry]:
     planned = campaign.status is CampaignStatus.draft
     if campaign.local_time and not planned:
         # The wall-clock time of send_at in the campaign's zone, reached zone by zone.
-        if not (at - LOCAL_SPAN < end and at + LOCAL_SPAN > start):
+        first, last = _band(at, campaign.timezone)
+        if not (first < end and last >= start):
             return []
         local = at.astimezone(zone(campaign.timezone))
         return [
             Entry(
-                day=max(at - timedelta(hours=12), start).date(),
-                at=at,
+                day=max(first, start).date(),
+                at=first,
                 kind="campaign",
                 state="local",
                 title=campaign.name,
                 campaign_id=campaign.id,
                 local=f"{local:%H:%M} in each reader's zone",
-                band_until=at + LOCAL_SPAN,
+                band_from=first,
+                band_until=last,
             )
         ]
     if not start <= at < end:
