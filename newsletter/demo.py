@@ -158,7 +158,9 @@ def _summarise(
     console.print(
         "staff API: no user yet; create the first admin, then serve:\n"
         f"  {database} newsletter users create you@example.org --role admin\n"
-        f"  {database} newsletter serve   # /api/v1 (docs: /api/v1/docs)"
+        f"  NEWSLETTER_ENV=development {database} newsletter serve   # /api/v1, /api/v1/docs\n"
+        "  (development: the demo's signing key is public; production needs "
+        "NEWSLETTER_SECRET_KEY)"
     )
     console.print(f"outbox:  {folder.resolve() / 'outbox'}  (one .eml per message)")
     console.print(f"preview: {preview}")

@@ -59,7 +59,11 @@ def make_list(
     """A double opt-in list with a public archive and a postal address of its own (so
     its campaigns can be scheduled without settings)."""
     mailing_list = create_list(
-        session, slug, name, opt_in=OptIn.double, archive=archive,
+        session,
+        slug,
+        name,
+        opt_in=OptIn.double,
+        archive=archive,
         postal_address=postal_address,
         public=True,
     )

@@ -3,9 +3,13 @@ named after it. The web-facing findings are in test_web_security.py."""
 
 from __future__ import annotations
 
+import csv
 import email
 import email.policy
+import io
 import json
+import re
+import time
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -25,6 +29,9 @@ from newsletter.audience.signup import find_lists, parse_signup, request_subscri
 from newsletter.audience.tokens import InvalidTokenError, Purpose, TokenSigner
 from newsletter.bounces.actions import apply_report
 from newsletter.bounces.dsn import Kind, RecipientResult, make_report
+from newsletter.campaigns.models import Template
+from newsletter.campaigns.service import ContentSpec, create_campaign
+from newsletter.campaigns.templates import StaffTemplate, check_template, save_template
 from newsletter.config import INSECURE_DEV_KEY, check_secret_key, load_settings
 from newsletter.content.models import Article, Series
 from newsletter.content.sources import import_sources
@@ -33,11 +40,14 @@ from newsletter.delivery.mailers import MemoryMailer
 from newsletter.delivery.sending import ChunkSender
 from newsletter.errors import ConfigError, InvalidInputError
 from newsletter.ratelimit import Limit, MemoryRateLimiter
-from newsletter.services.data_rights import forget
+from newsletter.rendering.model import ArticleView, EmailContent
+from newsletter.rendering.render import SAMPLE_SENDER, render_email
+from newsletter.rendering.slots import find_unfilled
+from newsletter.services.data_rights import export_list_csv, forget
 from newsletter.web.app import create_app
 from newsletter.web.common import SignupPolicy
 from newsletter.web.subscriber import csrf_token
-from tests.factories import add_member, make_list, settings_for, start_run
+from tests.factories import add_member, import_sample, make_list, settings_for, start_run
 from tests.test_cli import REDIS_BROKER, Cli, assert_clean_error
 
 # What a hostile feed author writes: every reader's address and permanent links.
@@ -422,3 +432,145 @@ def test_L9_a_private_list_is_not_offered_nor_joinable(database_url: str) -> Non
     assert signup.status_code == 400 and "there is no list 'support-group'" in signup.text
     assert "Depression support group" not in prefs
     assert joined.status_code == 200 and members == []
+
+
+# --- M1: the sandbox enforces its budget ----------------------------------------------
+
+
+def staff_template(html: str) -> StaffTemplate:
+    return StaffTemplate("monthly", "", f"<p>{html}</p>{{{{ footer }}}}", "")
+
+
+@pytest.mark.parametrize(
+    ("html", "why"),
+    [
+        ("{% set x = 10**1000 %}{{ x * x * x }}", "x * y may have at most 4096 bits"),
+        (
+            "{% set a = 3 %}" + "{% set a = a * a %}" * 15 + "{{ a }}",
+            "x * y may have at most 4096 bits",
+        ),
+        (
+            '{% set s = "x" * 100000 %}{{ s' + " ~ s" * 10 + " }}",
+            "'~' would make a string of more than 1,000,000 characters",
+        ),
+    ],
+)
+def test_M1_arithmetic_and_concatenation_are_bounded(html: str, why: str) -> None:
+    with pytest.raises(InvalidInputError, match=re.escape(why)):
+        check_template(staff_template(html))
+
+
+def test_M1_the_deadline_holds_while_rendering() -> None:
+    # No loop and no call: only filters, each bounded, hundreds of them in a row
+    # (before, only loops and calls looked at the clock: such a template was saved
+    # after rendering for several seconds).
+    heavy = (
+        '{% set s = "x" * 100000 %}{% set s = s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s %}'
+        + '{% set s = s|replace("x", "y")|replace("y", "x")|replace("x", "y")|replace("y", "x") %}'
+        * 700
+        + "{{ s|length }}"
+    )
+    started = time.monotonic()
+    with pytest.raises(InvalidInputError, match="took more than 2 s to render"):
+        check_template(staff_template(heavy))
+    assert time.monotonic() - started < 20  # the 2 s budget per sample, not minutes
+
+
+def test_M1_a_costly_branch_the_samples_skip_is_refused_at_save(session: Session) -> None:
+    branch = (
+        '{% if list_name == "VIP readers" %}'
+        "{% for i in range(1000) %}{% for j in range(1000) %}{{ i }}{% endfor %}{% endfor %}"
+        "{% endif %}"
+    )
+    with pytest.raises(InvalidInputError, match="rendering every branch"):
+        save_template(session, "monthly", "", f"<p>{branch}</p>{{{{ footer }}}}", "")
+    assert session.scalar(select(func.count()).select_from(Template)) == 0
+
+
+def test_M1_a_costly_subject_branch_is_refused_when_the_campaign_is_created(
+    session: Session,
+) -> None:
+    import_sample(session)
+    make_list(session)
+    subject = (
+        '{% if subscriber.attributes.plan == "vip" %}'
+        "{% for i in range(1000) %}{% for j in range(1000) %}x{% endfor %}{% endfor %}"
+        "{% endif %}News"
+    )
+    with pytest.raises(InvalidInputError, match="rendering every branch"):
+        create_campaign(
+            session,
+            name="d",
+            list_slugs=["clinic-news"],
+            subject=subject,
+            content=ContentSpec(latest=2),
+        )
+
+
+# --- L7, L8: CSV in and out --------------------------------------------------------------
+
+
+def test_L7_an_exported_list_runs_no_formula_in_any_column(session: Session) -> None:
+    news = make_list(session)
+    add_member(session, news, "=1+2@example.org", "Ann", **{"=cmd|'/c calc'!A1": "x"})
+    session.commit()
+    out = io.StringIO()
+
+    export_list_csv(session, "clinic-news", out)
+
+    rows = list(csv.reader(io.StringIO(out.getvalue())))
+    cells = [cell for row in rows for cell in row]
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@") and not c[1:].isdigit()]
+    assert "'=1+2@example.org" in cells and "'=cmd|'/c calc'!A1" in rows[0]
+
+
+def test_L8_control_characters_in_a_csv_row_skip_that_row_only(
+    session: Session, tmp_path: Path
+) -> None:
+    make_list(session)
+    csv_file = tmp_path / "readers.csv"
+    csv_file.write_bytes(
+        b"email,name,city\n"
+        b'ann@example.org,"Ann\r\nBcc: everyone@example.org",Berlin\n'
+        b"bob@example.org,Bob\x1b[31m,Paris\n"
+        b"cat@example.org,Cat,Os\x00lo\n"
+        b"dan@example.org,Dan,Rome\n"
+    )
+
+    report = import_subscribers_csv(session, csv_file, "clinic-news")
+
+    assert [p.where for p in report.problems] == ["row 2", "row 4", "row 5"]
+    assert "control characters" in report.problems[0].reason
+    assert list(session.scalars(select(Subscriber.email))) == ["dan@example.org"]
+
+
+# --- fuzzing: slot escaping --------------------------------------------------------------
+
+_SLOTTY = st.text(
+    alphabet=st.sampled_from(list("_slotnameurlp.-x ABCDEF0123456789<>\"'&")),
+    max_size=60,
+).map(lambda s: s.replace("x", "__slot_"))
+
+
+@given(title=_SLOTTY, summary=_SLOTTY)
+@settings(max_examples=40, deadline=None)
+def test_H1_no_text_in_content_ever_becomes_a_slot(title: str, summary: str) -> None:
+    plain = render_email("digest", _digest(ArticleView(title="T", url="https://x.example/a")))
+    hostile = render_email(
+        "digest", _digest(ArticleView(title=title, summary=summary, url="https://x.example/a"))
+    )
+    keys = sorted(set(find_unfilled(hostile.html + hostile.text, hostile.marker)))
+    assert keys == sorted(set(find_unfilled(plain.html + plain.text, plain.marker)))
+    assert hostile.marker != plain.marker
+
+
+def _digest(article: ArticleView) -> EmailContent:
+    return EmailContent(
+        subject="News",
+        preheader="",
+        articles=(article,),
+        list_name="Clinic news",
+        sender_name="Riverside Clinic",
+        web_url="https://news.example.org/archive/emails/x",
+        sender=SAMPLE_SENDER,
+    )

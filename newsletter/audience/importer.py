@@ -19,6 +19,8 @@ import csv
 import io
 import itertools
 import json
+import re
+import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +66,7 @@ from newsletter.importing import ImportReport, import_transaction
 
 BATCH_SIZE = 1000
 MAX_NAME = 300
+_UNSTORABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 MAX_SOURCE = 100
 MAX_DETAIL = 2000
 SUPPRESSION_REASON = "imported"
@@ -396,6 +399,10 @@ class _ColumnPlan:
         statuses: list[tuple[RowStatus, str]] = []
         for column, target, raw in zip(self.header, self.targets, cells, strict=False):
             value = raw.strip()
+            if _UNSTORABLE.search(value):
+                # A NUL (or another control code but tab and line breaks) is no text a
+                # person wrote; the database would refuse the NUL outright.
+                raise InvalidInputError(f"{column}: contains control characters")
             if target == EMAIL:
                 email = self._email(column, value)
             elif target in (NAME, FIRST_NAME, LAST_NAME):
@@ -415,6 +422,10 @@ class _ColumnPlan:
         )
         if len(name) > MAX_NAME:
             raise InvalidInputError(f"name is longer than {MAX_NAME} characters")
+        if any(unicodedata.category(char).startswith("C") for char in name):
+            # A name goes into the To header of every message: a line break there
+            # would make every send to this reader fail.
+            raise InvalidInputError("name contains line breaks or control characters")
         status, why = self._row_status(statuses)
         return SubscriberRow(line, email, name, attributes, status, why)
 

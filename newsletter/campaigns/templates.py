@@ -26,7 +26,7 @@ from newsletter.rendering.footer import MissingFooterError
 from newsletter.rendering.library import BUILTIN, EMAIL_TEMPLATES, TemplateLibrary
 from newsletter.rendering.model import ArticleView, EmailContent, Link, Snapshot, TemplateSource
 from newsletter.rendering.render import SAMPLE_SENDER, check_templates, render_email
-from newsletter.rendering.sandbox import TemplateProblem, check_parts
+from newsletter.rendering.sandbox import TemplateProblem, check_parts, check_reach
 
 NAME_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 MAX_NAME = 200
@@ -98,6 +98,7 @@ def check_template(template: StaffTemplate) -> None:
         for number, content in enumerate(SAMPLE_CONTENTS, 1):
             try:
                 render_email(template, content)
+                check_reach(template, content)
             except TemplateProblem as exc:
                 kind = "full" if number == 1 else "sparse (one article, title and URL only)"
                 raise TemplateProblem(
@@ -245,11 +246,13 @@ def check_campaign_template(
 ) -> None:
     """Refuse, when a campaign is created, a template name that is neither built in nor
     stored, or a subject that does not render with it."""
+    sample = replace(SAMPLE_CONTENTS[0], subject=subject, preheader=preheader)
     if template in EMAIL_TEMPLATES:
         check_templates(template, subject, preheader, library)
-        return
-    sample = replace(SAMPLE_CONTENTS[0], subject=subject, preheader=preheader)
-    render_campaign_email(session, template, sample, library)
+    else:
+        render_campaign_email(session, template, sample, library)
+    # Every branch of the subject too: a costly one may be taken for some reader.
+    check_reach(TemplateSource("subject", "", "", ""), sample)
 
 
 def get_template(session: Session, name: str) -> Template:

@@ -57,7 +57,6 @@ def lists_create(
             help="Offer it on the sign-up form and preferences pages (default: private).",
         ),
     ] = False,
-
     archive: ArchiveOption = "private",
     organization: OrganizationOption = None,
     postal_address: PostalAddressOption = None,

@@ -13,10 +13,17 @@ into dicts and tuples (never ORM objects, settings or modules). The layers:
 * **Calls.** Only `slot()`, `range()`, macros, `loop.cycle()`/`loop.changed()` and
   read-only string and dict methods may be called; filters are Jinja's own minus
   `attr`, `pprint` and `random`, plus `html_to_text`.
-* **Work.** `range()` holds at most 1,000 numbers; loop iterations and calls share a
-  budget of 100,000 steps and 2 seconds per email; operations that multiply sizes
-  (`*`, `**`, `%`, `center`, `indent`, `format`, `replace`, `join`, `batch`, `slice`)
-  are bounded, and each rendered part is cut off at 1,000,000 characters.
+* **Work.** `range()` holds at most 1,000 numbers. Every step of the template (loop
+  iterations, calls, filters, operators, `~`, attribute and item lookups) is charged
+  to one budget of 100,000 steps and 2 seconds per email, checked at each step, so
+  the deadline holds while rendering, not only after. Operations that multiply sizes
+  are bounded: integers (`*`, `**`) to 4,096 bits, strings built by `*`, `~`, `%`,
+  `center`, `indent`, `format`, `replace`, `join`, `batch` and `slice` to 1,000,000
+  characters, and each rendered part is cut off there too.
+* **Reach.** When a template is saved (and a campaign's subject set), every branch it
+  can reach is rendered within the same budget, `{% if %}`/`{% elif %}`/`{% else %}`
+  alike, so a costly branch that the sample emails do not take is refused at save
+  rather than found in a run for one list.
 * **Structure.** `include`, `import` and `extends` are unavailable: a stored template
   is self-contained.
 
@@ -45,8 +52,9 @@ import jinja2
 from jinja2 import meta, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.filters import FILTERS
-from jinja2.runtime import Context, LoopContext, Macro
+from jinja2.runtime import Context, LoopContext, Macro, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
 
 from newsletter.errors import InvalidInputError
@@ -61,7 +69,7 @@ MAX_REPEATED_TEXT = 100_000  # characters of "x" * n
 MAX_REPEATED_ITEMS = 1000  # items of [x] * n
 MAX_TEXT = 1_000_000  # characters of any string a template builds, and of each part
 MAX_WIDTH = 1000  # widths and counts given to center, indent, %-formats, batch, slice
-MAX_EXPONENT_BITS = 4096  # bits of the result of x ** y
+MAX_EXPONENT_BITS = 4096  # bits of the result of x ** y, and of x * y for integers
 
 CONTEXT_NAMES = (
     "articles",
@@ -78,6 +86,7 @@ CONTEXT_NAMES = (
     "footer",
 )
 _LOOP_GUARD = "_nl_counted_loop"  # the name of our wrapper around every loop's iterable
+_CONCAT = "_nl_concat"  # the name of our bounded `~`
 _TEMPLATE_FILE = "<template>"  # Jinja's file name for templates compiled from strings
 _SAFE_STR_METHODS = frozenset(
     {
@@ -205,6 +214,9 @@ def _check_binop(operator: str, left: Any, right: Any) -> None:
     if operator == "*":
         _repeat_limit(left, right)
         _repeat_limit(right, left)
+        both_int = isinstance(left, int) and isinstance(right, int)
+        if both_int and abs(left).bit_length() + abs(right).bit_length() > MAX_EXPONENT_BITS:
+            raise SecurityError(f"x * y may have at most {MAX_EXPONENT_BITS} bits")
     elif operator == "**":
         if isinstance(left, int) and isinstance(right, int):
             if right > 0 and abs(left).bit_length() * right > MAX_EXPONENT_BITS:
@@ -248,6 +260,31 @@ def _check_sum(arguments: Mapping[str, Any]) -> None:
         raise SecurityError("sum adds numbers only")
 
 
+def _charged(original: Callable[..., Any]) -> Callable[..., Any]:
+    """A filter that charges the budget each time it runs."""
+
+    @functools.wraps(original)
+    def charged(*args: Any, **kwargs: Any) -> Any:
+        _budget().charge()
+        return original(*args, **kwargs)
+
+    return charged
+
+
+def _bounded_concat(*values: Any) -> Any:
+    """`a ~ b ~ c`: Jinja's own join (Markup-aware), with the result's size bounded."""
+    _budget().charge()
+    size = 0
+    for value in values:
+        if isinstance(value, str):
+            size += len(value)
+    if size > MAX_TEXT:
+        raise SecurityError(f"'~' would make a string of more than {MAX_TEXT:,} characters")
+    if any(hasattr(value, "__html__") for value in values):
+        return markup_join(values)
+    return str_join(values)
+
+
 def _filters() -> dict[str, Callable[..., Any]]:
     filters = {name: f for name, f in FILTERS.items() if name not in ("attr", "pprint", "random")}
     filters.update(
@@ -262,14 +299,14 @@ def _filters() -> dict[str, Callable[..., Any]]:
         sum=_bounded_filter("sum", _check_sum),
         html_to_text=html_to_text,
     )
-    return filters
+    return {name: _charged(f) for name, f in filters.items()}
 
 
 # --- the environment ----------------------------------------------------------------------
 
 
 def _callable_in_templates(obj: Any) -> bool:
-    if obj is _bounded_range or obj is _CountedLoop:
+    if obj is _bounded_range or obj is _CountedLoop or obj is _bounded_concat:
         return True
     if isinstance(obj, SlotRecorder | Macro | LoopContext):
         return True
@@ -286,17 +323,31 @@ class StaffSandbox(ImmutableSandboxedEnvironment):
 
     intercepted_binops = frozenset({"*", "**", "%", "+"})
 
-    def __init__(self, autoescape: bool) -> None:
+    def __init__(
+        self, autoescape: bool, undefined: type[jinja2.Undefined] = jinja2.StrictUndefined
+    ) -> None:
         super().__init__(
             autoescape=autoescape,
-            undefined=jinja2.StrictUndefined,
+            undefined=undefined,
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
             cache_size=0,
         )
         self.filters = _filters()
-        self.globals = {"range": _bounded_range, _LOOP_GUARD: _CountedLoop}
+        self.globals = {
+            "range": _bounded_range,
+            _LOOP_GUARD: _CountedLoop,
+            _CONCAT: _bounded_concat,
+        }
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        _budget().charge()
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        _budget().charge()
+        return super().getitem(obj, argument)
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         _budget().charge()
@@ -308,13 +359,18 @@ class StaffSandbox(ImmutableSandboxedEnvironment):
         return context.call(obj, *args, **kwargs)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        _budget().charge()
         _check_binop(operator, left, right)
         return _check_text_size(self.binop_table[operator](left, right), f"{operator!r}")
 
 
 _HTML_SANDBOX = StaffSandbox(autoescape=True)
 _TEXT_SANDBOX = StaffSandbox(autoescape=False)
-_ALLOWED_NAMES = frozenset((*CONTEXT_NAMES, *_HTML_SANDBOX.globals))
+# For rendering every branch at save: missing values are empty, not errors, so a branch
+# written for data the samples lack still runs (and is charged).
+_HTML_REACH = StaffSandbox(autoescape=True, undefined=jinja2.ChainableUndefined)
+_TEXT_REACH = StaffSandbox(autoescape=False, undefined=jinja2.ChainableUndefined)
+_ALLOWED_NAMES = frozenset((*CONTEXT_NAMES, "range"))
 
 
 # --- compiling ----------------------------------------------------------------------------
@@ -356,31 +412,67 @@ def _static_problems(tree: nodes.Template) -> Iterator[tuple[str, int]]:
         yield f"unknown name '{name}': {known}", next(uses, 0)
 
 
+class _Metered(NodeTransformer):
+    """Every `for` iterates through _CountedLoop, which charges the budget per item, and
+    every `~` goes through _bounded_concat, which bounds what it builds."""
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:
+        self.generic_visit(node)
+        guard = nodes.Name(_LOOP_GUARD, "load", lineno=node.lineno)
+        node.iter = nodes.Call(guard, [node.iter], [], None, None, lineno=node.lineno)
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        self.generic_visit(node)
+        join = nodes.Name(_CONCAT, "load", lineno=node.lineno)
+        return nodes.Call(join, list(node.nodes), [], None, None, lineno=node.lineno)
+
+
 def _count_loops(tree: nodes.Template) -> nodes.Template:
-    """Every `for` iterates through _CountedLoop, which charges the budget per item."""
-    for loop in list(tree.find_all(nodes.For)):
-        guard = nodes.Name(_LOOP_GUARD, "load", lineno=loop.lineno)
-        loop.iter = nodes.Call(guard, [loop.iter], [], None, None, lineno=loop.lineno)
+    metered = _Metered().visit(tree)
+    assert isinstance(metered, nodes.Template)
+    return metered
+
+
+def _every_branch(tree: nodes.Template) -> nodes.Template:
+    """Each `{% if %}` runs its body, then each `elif` and `else` body in turn."""
+    for branch in list(tree.find_all(nodes.If)):
+        bodies = [*branch.body]
+        for other in branch.elif_:
+            bodies.extend(other.body)
+        bodies.extend(branch.else_)
+        branch.test = nodes.Const(True, lineno=branch.lineno)
+        branch.body, branch.elif_, branch.else_ = bodies, [], []
     return tree
 
 
 @functools.lru_cache(maxsize=32)
-def compile_part(source: str, part: str, html: bool) -> jinja2.Template:
+def compile_part(source: str, part: str, html: bool, every_branch: bool = False) -> jinja2.Template:
     """One part's source compiled in the sandbox; TemplateProblem when it does not parse
-    or uses something the sandbox refuses."""
-    env = _HTML_SANDBOX if html else _TEXT_SANDBOX
+    or uses something the sandbox refuses. `every_branch` compiles the version that
+    takes every branch (for the cost check at save)."""
+    if every_branch:
+        env = _HTML_REACH if html else _TEXT_REACH
+    else:
+        env = _HTML_SANDBOX if html else _TEXT_SANDBOX
     try:
         tree = env.parse(source)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateProblem(part, exc.message or "syntax error", exc.lineno) from exc
+    except RecursionError as exc:
+        raise TemplateProblem(part, "expressions are nested too deeply", None) from exc
     try:
         problem = next(_static_problems(tree), None)
         if problem is not None:
             raise TemplateProblem(part, *problem)
+        if every_branch:
+            tree = _every_branch(tree)
         return env.from_string(_count_loops(tree))
     except jinja2.TemplateError as exc:  # e.g. "No filter named 'pprint'."
         line = getattr(exc, "lineno", None)
         raise TemplateProblem(part, exc.message or type(exc).__name__, line) from exc
+    except RecursionError as exc:
+        raise TemplateProblem(part, "expressions are nested too deeply", None) from exc
 
 
 def check_parts(template: TemplateSource) -> None:
@@ -516,3 +608,48 @@ def render_staff_parts(
     finally:
         _BUDGET.reset(token)
     return StaffRender(subject, html, text)
+
+
+def check_reach(template: TemplateSource, content: EmailContent) -> None:
+    """Render every branch the parts can reach (`if`, each `elif` and `else` alike, with
+    missing values empty) within one email's budget; TemplateProblem when that breaks
+    the budget or a size bound. A branch the samples skip may be the one a run takes
+    for some list or reader, so its cost is paid here, at save, not there.
+
+    Other errors are the sample renders' business: a branch written for data the
+    samples lack may fail here and is simply not rendered further.
+    """
+    slot = SlotRecorder()
+    context = plain_context(content, slot)
+    context["subscriber"] = {"name": "", "email": "", "attributes": {}}
+    context["subject"] = content.subject
+    context["footer"] = ""
+    parts = (
+        (content.subject, "campaign subject", False),
+        (template.subject, "subject", False),
+        (template.html, "html", True),
+        (template.text, "text", False),
+    )
+    token = _BUDGET.set(_Budget(deadline=time.monotonic() + RENDER_SECONDS))
+    try:
+        for source, part, html in parts:
+            if source.strip():
+                _render_reach(compile_part(source, part, html, every_branch=True), part, context)
+    finally:
+        _BUDGET.reset(token)
+
+
+def _render_reach(template: jinja2.Template, part: str, context: dict[str, Any]) -> None:
+    size = 0
+    try:
+        for chunk in template.generate(context):
+            size += len(chunk)
+            if size > MAX_TEXT:
+                raise SecurityError(f"the output is longer than {MAX_TEXT:,} characters")
+    except SecurityError as exc:
+        reason = f"{exc} (rendering every branch: a run for some list or reader may take it)"
+        raise TemplateProblem(part, reason, _line_of(exc)) from exc
+    except (RecursionError, MemoryError) as exc:
+        raise TemplateProblem(part, "the template needs too much work or memory", None) from exc
+    except Exception:  # data the samples lack: the sample renders judge those errors
+        return

@@ -115,14 +115,14 @@ def export_list_csv(session: Session, list_slug: str, out: TextIO) -> int:
     how many. Columns: email, name, status, subscribed_at, confirmed_at,
     unsubscribed_at (ISO 8601, UTC), then one per attribute any member has.
 
-    Rows come in subscriber order, streamed; names and attributes that a spreadsheet
-    would run as a formula start with an apostrophe.
+    Rows come in subscriber order, streamed; addresses, names, attributes and attribute
+    column names that a spreadsheet would run as a formula start with an apostrophe.
     """
     mailing_list = get_list(session, list_slug)
     audit.record(session, "list.export", f"list:{list_slug}")
     attribute_columns = _attribute_columns(session, mailing_list.id)
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*LIST_COLUMNS, *attribute_columns.values()])
+    writer.writerow([*LIST_COLUMNS, *(_cell(name) for name in attribute_columns.values())])
     query = (
         select(Subscriber, Subscription)
         .join(Subscription, Subscription.subscriber_id == Subscriber.id)
@@ -135,7 +135,7 @@ def export_list_csv(session: Session, list_slug: str, out: TextIO) -> int:
         attributes = subscriber.attributes or {}
         writer.writerow(
             [
-                subscriber.email,
+                _cell(subscriber.email),  # "=cmd@example.org" is a valid address
                 _cell(subscriber.name),
                 subscription.status.value,
                 _iso(subscription.created_at) or "",
