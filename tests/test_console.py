@@ -366,6 +366,12 @@ def test_every_console_write_lands_in_the_audit_log(
         "/admin/series/understanding-treatment/move",
         {"article": "infusion-appointment", "offset": "-1"},
     )
+    admin.get("/admin/sequences")
+    admin.post(
+        "/admin/sequences",
+        {"series": "understanding-treatment", "list": "clinic-news", "every": "7d"},
+    )
+    admin.post("/admin/sequences/1/pause", {"paused": "yes"})
     admin.get("/admin/templates/new")
     template = open_template()
     admin.post("/admin/templates/save", {"name": "plain", **template})
@@ -396,8 +402,9 @@ def test_every_console_write_lands_in_the_audit_log(
         "session.login", "list.create", "subscribers.import_dry_run", "subscribers.import",
         "campaign.create", "campaign.update", "campaign.test_send", "campaign.schedule",
         "campaign.pause", "campaign.resume", "campaign.cancel", "series.reorder",
-        "template.save", "user.create", "user.role", "user.disable", "token.create",
-        "token.revoke", "subscriber.update", "subscriber.unsubscribe",
+        "sequence.create", "sequence.pause", "template.save", "user.create", "user.role",
+        "user.disable", "token.create", "token.revoke", "subscriber.update",
+        "subscriber.unsubscribe",
         "subscriber.export_data", "subscriber.forget", "session.logout",
     }  # fmt: skip
     assert expected - found == set()

@@ -24,6 +24,7 @@ from newsletter.admin.common import (
     write,
 )
 from newsletter.admin.i18n import _
+from newsletter.audience.lists import get_list, list_lists
 from newsletter.campaigns import templates as stored
 from newsletter.campaigns.models import Template
 from newsletter.content import editing
@@ -33,7 +34,14 @@ from newsletter.content.series import get_article, get_series, series_place
 from newsletter.errors import InvalidInputError
 from newsletter.importing import ImportReport
 from newsletter.rendering.preview import fill_html
-from newsletter.sequences.service import describe_sequence, list_sequences
+from newsletter.sequences.service import (
+    create_sequence,
+    describe_sequence,
+    get_sequence,
+    list_sequences,
+    members_by_position,
+    set_paused,
+)
 
 router = APIRouter()
 Reader = Annotated[Viewer, Depends(needs("articles:read"))]
@@ -183,15 +191,71 @@ def move(
 
 # --- sequences --------------------------------------------------------------------------
 
+SequenceReader = Annotated[Viewer, Depends(needs("sequences:read"))]
+SequenceWriter = Annotated[Viewer, Depends(needs("sequences:write"))]
+
 
 @router.get("/sequences")
-def sequences(
+def sequences(request: Request, viewer: SequenceReader, session: ReadSession) -> Response:
+    found = list_sequences(session)
+    rows = [
+        (describe_sequence(session, s), members_by_position(session, s), s.series.title)
+        for s in found
+    ]
+    return render(
+        request,
+        "sequences.html",
+        viewer,
+        title=_("Drip sequences"),
+        rows=rows,
+        series=editing.list_series(session),
+        lists=list_lists(session),
+    )
+
+
+@router.post("/sequences")
+def new_sequence(
     request: Request,
-    viewer: Annotated[Viewer, Depends(needs("sequences:read"))],
-    session: ReadSession,
+    viewer: SequenceWriter,
+    series: Annotated[str, Form(max_length=200)],
+    list: Annotated[str, Form(max_length=200)],
+    every: Annotated[str, Form(max_length=20)] = "",
+    cron: Annotated[str, Form(max_length=100)] = "",
+    timezone: Annotated[str, Form(max_length=64)] = "UTC",
 ) -> Response:
-    rows = [describe_sequence(session, s) for s in list_sequences(session)]
-    return render(request, "sequences.html", viewer, title=_("Drip sequences"), sequences=rows)
+    """Send a series to a list's members one article at a time, every period or by a
+    cron read in each reader's zone."""
+    postal = console_of(request).settings.postal_address
+
+    def work(session: Session) -> None:
+        viewer.require_lists([get_list(session, list).id])
+        create_sequence(
+            session,
+            series_slug=series,
+            list_slug=list,
+            every=every.strip() or None,
+            cron=cron.strip() or None,
+            timezone=timezone.strip() or "UTC",
+            postal_address=postal,
+        )
+
+    write(request, viewer, work)
+    return redirect(f"{PREFIX}/sequences", _("Sequence created."))
+
+
+@router.post("/sequences/{sequence_id}/pause")
+def pause_sequence(
+    sequence_id: int,
+    request: Request,
+    viewer: SequenceWriter,
+    paused: Annotated[str, Form(pattern="^(yes|no)$")],
+) -> Response:
+    def work(session: Session) -> None:
+        viewer.require_lists([get_sequence(session, sequence_id).list_id])
+        set_paused(session, sequence_id, paused == "yes")
+
+    write(request, viewer, work)
+    return redirect(f"{PREFIX}/sequences", _("Paused.") if paused == "yes" else _("Resumed."))
 
 
 # --- templates --------------------------------------------------------------------------
