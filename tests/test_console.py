@@ -80,7 +80,9 @@ class Browser:
 
 @pytest.fixture
 def stack(sqlite_url: str, smtp_sink: SmtpSink) -> Iterator[tuple[str, Settings]]:
-    settings = settings_for(sqlite_url, mail_url=smtp_sink.url, login_limit_per_account=30)
+    settings = settings_for(
+        sqlite_url, mail_url=smtp_sink.url, login_limit_per_account=30, allow_private_urls=True
+    )
     engine = make_engine(sqlite_url)
     with make_sessionmaker(engine)() as session:
         for email, role in (
@@ -366,6 +368,9 @@ def test_every_console_write_lands_in_the_audit_log(
         "/admin/series/understanding-treatment/move",
         {"article": "infusion-appointment", "offset": "-1"},
     )
+    admin.get("/admin/articles")
+    admin.post("/admin/feeds", {"url": "https://blog.example.org/feed.xml", "every": "2h"})
+    admin.post("/admin/feeds/1/poll")
     admin.get("/admin/sequences")
     admin.post(
         "/admin/sequences",
@@ -402,9 +407,9 @@ def test_every_console_write_lands_in_the_audit_log(
         "session.login", "list.create", "subscribers.import_dry_run", "subscribers.import",
         "campaign.create", "campaign.update", "campaign.test_send", "campaign.schedule",
         "campaign.pause", "campaign.resume", "campaign.cancel", "series.reorder",
-        "sequence.create", "sequence.pause", "template.save", "user.create", "user.role",
-        "user.disable", "token.create", "token.revoke", "subscriber.update",
-        "subscriber.unsubscribe",
+        "feed.add", "feed.poll_now", "sequence.create", "sequence.pause", "template.save",
+        "user.create", "user.role", "user.disable", "token.create", "token.revoke",
+        "subscriber.update", "subscriber.unsubscribe",
         "subscriber.export_data", "subscriber.forget", "session.logout",
     }  # fmt: skip
     assert expected - found == set()

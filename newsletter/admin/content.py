@@ -27,7 +27,7 @@ from newsletter.admin.i18n import _
 from newsletter.audience.lists import get_list, list_lists
 from newsletter.campaigns import templates as stored
 from newsletter.campaigns.models import Template
-from newsletter.content import editing
+from newsletter.content import editing, feeds
 from newsletter.content.feeds import check_public_host, import_feed, list_feeds
 from newsletter.content.importer import import_markdown_texts
 from newsletter.content.series import get_article, get_series, series_place
@@ -118,6 +118,36 @@ def import_from_feed(
         lambda session: import_feed(session, url.strip(), series_slug=series.strip() or None),
     )
     return redirect(f"{PREFIX}/articles", _report_notice(report))
+
+
+@router.post("/feeds")
+def add_feed(
+    request: Request,
+    viewer: Writer,
+    url: Annotated[str, Form(max_length=2000)],
+    every: Annotated[str, Form(max_length=20)] = "1h",
+    series: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    """A feed the scheduler polls (with ETag/Last-Modified) and imports from."""
+    if not console_of(request).settings.allow_private_urls:
+        check_public_host(url.strip())
+    write(
+        request,
+        viewer,
+        lambda session: feeds.add_feed(
+            session,
+            url,
+            series_slug=series.strip() or None,
+            every_seconds=feeds.parse_every(every),
+        ),
+    )
+    return redirect(f"{PREFIX}/articles", _("Feed added: the scheduler polls it now."))
+
+
+@router.post("/feeds/{feed_id}/poll")
+def poll_feed(feed_id: int, request: Request, viewer: Writer) -> Response:
+    write(request, viewer, lambda session: feeds.poll_soon(session, feed_id))
+    return redirect(f"{PREFIX}/articles", _("The scheduler polls it at its next tick."))
 
 
 @router.get("/articles/{slug}")
