@@ -368,6 +368,11 @@ def test_every_console_write_lands_in_the_audit_log(
         "/admin/series/understanding-treatment/move",
         {"article": "infusion-appointment", "offset": "-1"},
     )
+    admin.get("/admin/articles/tms")
+    admin.post(
+        "/admin/articles/tms/edit",
+        {"title": "TMS, plainly", "published": "2026-09-28T09:00", "tags": "tms, basics"},
+    )
     admin.get("/admin/articles")
     admin.post("/admin/feeds", {"url": "https://blog.example.org/feed.xml", "every": "2h"})
     admin.post("/admin/feeds/1/poll")
@@ -407,8 +412,8 @@ def test_every_console_write_lands_in_the_audit_log(
         "session.login", "list.create", "subscribers.import_dry_run", "subscribers.import",
         "campaign.create", "campaign.update", "campaign.test_send", "campaign.schedule",
         "campaign.pause", "campaign.resume", "campaign.cancel", "series.reorder",
-        "feed.add", "feed.poll_now", "sequence.create", "sequence.pause", "template.save",
-        "user.create", "user.role", "user.disable", "token.create", "token.revoke",
+        "article.update", "feed.add", "feed.poll_now", "sequence.create", "sequence.pause",
+        "template.save", "user.create", "user.role", "user.disable", "token.create", "token.revoke",
         "subscriber.update", "subscriber.unsubscribe",
         "subscriber.export_data", "subscriber.forget", "session.logout",
     }  # fmt: skip

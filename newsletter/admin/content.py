@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from newsletter.admin.common import (
     PREFIX,
@@ -162,6 +163,19 @@ def article(slug: str, request: Request, viewer: Reader, session: ReadSession) -
         article=found,
         place=series_place(session, found),
     )
+
+
+@router.post("/articles/{slug}/edit")
+async def edit_article(slug: str, request: Request, viewer: Writer) -> Response:
+    """The article's front matter fields (its body stays as imported)."""
+    form = await request.form()
+    fields = {name: str(form.get(name) or "") for name in editing.ARTICLE_FIELDS}
+
+    def work(session: Session) -> None:
+        editing.update_article_fields(session, slug, fields)
+
+    await run_in_threadpool(write, request, viewer, work)
+    return redirect(f"{PREFIX}/articles/{slug}", _("Saved."))
 
 
 # --- series -----------------------------------------------------------------------------
