@@ -61,9 +61,14 @@ def chromium() -> Iterator[Any]:
 
 
 def wait_for(browser: Any, condition: Callable[[Any], Any], timeout: float = 30) -> Any:
+    """Until `condition` holds; an element htmx swapped out meanwhile is looked up again."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(browser, timeout, poll_frequency=0.1).until(condition)
+    ignored = (StaleElementReferenceException, NoSuchElementException)
+    return WebDriverWait(browser, timeout, poll_frequency=0.1, ignored_exceptions=ignored).until(
+        condition
+    )
 
 
 def axe_violations(browser: Any) -> list[dict[str, Any]]:
@@ -91,12 +96,18 @@ def page_width(browser: Any) -> int:
     return width
 
 
-def screenshot(browser: Any, name: str, width: int, max_height: int = 2400) -> Path:
-    """The whole page (up to `max_height`) at `width`, into test-artifacts/console/."""
+def screenshot(
+    browser: Any, name: str, width: int, load: Callable[[], None], max_height: int = 2400
+) -> Path:
+    """The whole page (up to `max_height`) at `width`, into test-artifacts/console/.
+    The page is measured, then loaded again in a viewport of its own height, so what
+    is captured (frames too) was laid out and painted at that size."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     set_width(browser, width)
+    load()
     height = browser.execute_script("return document.documentElement.scrollHeight")
     set_width(browser, width, min(int(height), max_height))
+    load()
     path = ARTIFACTS / f"{name}-{width}.png"
     browser.save_screenshot(str(path))
     set_width(browser, width)

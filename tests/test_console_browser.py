@@ -14,7 +14,6 @@ composer and campaign pages at 1280 and 375 px go to test-artifacts/console/.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -475,6 +474,44 @@ def test_every_page_has_no_axe_violation_and_main_pages_fit_375_px(console: Cons
     assert len(console.visited) >= 25
 
 
+def test_the_keyboard_reaches_everything_with_a_visible_focus_and_titles_name_pages(
+    console: Console,
+) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    titles = {
+        "/admin/": "Home",
+        "/admin/calendar": "Calendar",
+        "/admin/campaigns": "Campaigns",
+        "/admin/subscribers": "Subscribers",
+        f"/admin/campaigns/{console.campaign_id}": "Campaign “Series digest”",
+    }
+    for path, title in titles.items():
+        console.open(path, check=False)
+        assert console.browser.title == f"{title} · Newsletter console"
+    console.open("/admin/")
+    focused = []
+    for _ in range(4):
+        ActionChains(console.browser).send_keys(Keys.TAB).perform()
+        focused.append(
+            console.browser.execute_script(
+                "const e = document.activeElement; const s = getComputedStyle(e);"
+                "return [e.textContent.trim(), s.outlineStyle, parseFloat(s.outlineWidth)];"
+            )
+        )
+
+    assert [text for text, _style, _width in focused] == [
+        "Skip to content",
+        "Newsletter",
+        "Home",
+        "Calendar",
+    ]
+    assert all(style == "solid" and width >= 3 for _text, style, width in focused)
+    ActionChains(console.browser).send_keys(Keys.ENTER).perform()  # follow "Calendar"
+    wait_for(console.browser, lambda b: b.current_url.endswith("/admin/calendar"))
+
+
 def test_the_theme_toggle_is_remembered_without_script(console: Console) -> None:
     console.open("/admin/")
     assert console.find("html").get_attribute("data-theme") == "auto"
@@ -553,11 +590,14 @@ def test_screenshots_of_the_main_pages_at_1280_and_375(console: Console) -> None
         "composer": f"/admin/campaigns/{console.draft_id}/edit",
         "campaign": f"/admin/campaigns/{console.campaign_id}/lookup?email=reader12@example.org",
     }
+    shots = []
     for name, path in pages.items():
-        console.open(path, check=False)
-        if name == "composer":
-            wait_for(console.browser, lambda b: _frames_loaded(console))
+
+        def load(path: str = path, name: str = name) -> None:
+            console.open(path, check=False)
+            if name == "composer":
+                wait_for(console.browser, lambda b: _frames_loaded(console))
+
         for width in (1280, 375):
-            shot = screenshot(console.browser, name, width)
-            assert shot.stat().st_size > 10_000
-    assert os.path.exists(shot)
+            shots.append(screenshot(console.browser, name, width, load))
+    assert all(shot.stat().st_size > 10_000 for shot in shots) and len(shots) == 8
