@@ -355,3 +355,31 @@ def test_the_settings_page_never_shows_a_secret() -> None:
     assert shown["NEWSLETTER_SECRET_KEY"] == "•••• (set)"
     assert shown["NEWSLETTER_DATABASE_URL"] == "postgresql+psycopg://app:••••@db/news"
     assert shown["NEWSLETTER_CHUNK_SIZE"] == "2000"
+
+
+def test_an_hourly_campaign_is_one_calendar_entry_a_day_and_one_home_line(
+    news: Session,
+) -> None:
+    hourly = _digest(news, "Hourly")
+    service.schedule_recurring(
+        news,
+        hourly.id,
+        "0 * * * *",
+        "UTC",
+        starting=datetime(2027, 4, 1, tzinfo=UTC),
+        postal_address=POSTAL_ADDRESS,
+    )
+
+    entries = calendar(news, date(2027, 4, 1), date(2027, 4, 2))
+    home = needs_attention(news, datetime(2027, 4, 1, 0, 30, tzinfo=UTC), timedelta(60), days=2)
+
+    assert [(e.day, e.count) for e in entries] == [(date(2027, 4, 1), 24), (date(2027, 4, 2), 24)]
+    assert (entries[0].at, entries[0].until) == (
+        datetime(2027, 4, 1, 0, tzinfo=UTC),
+        datetime(2027, 4, 1, 23, tzinfo=UTC),
+    )
+    assert [(u.when[:10], u.count) for u in home.upcoming] == [
+        ("2027-04-01", 23),
+        ("2027-04-02", 24),
+        ("2027-04-03", 1),
+    ]

@@ -9,7 +9,7 @@ whichever process asks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
@@ -138,5 +138,24 @@ def needs_attention(session: Session, now: datetime, stall: timedelta, days: int
         for j in jobs
         if j.problems and not j.dry_run
     ]
-    found.upcoming = upcoming(session, now, days)
+    found.upcoming = fold_by_day(upcoming(session, now, days))
     return found
+
+
+def fold_by_day(items: list[UpcomingSend]) -> list[UpcomingSend]:
+    """One line per campaign and day: an hourly campaign is one line with its count,
+    not 24 (its first time that day stands for them)."""
+    seen: dict[tuple[str, int, str], int] = {}
+    folded: list[UpcomingSend] = []
+    for item in items:
+        if item.kind != "campaign":
+            folded.append(item)
+            continue
+        key = (item.kind, item.id, item.when[:10])
+        if key in seen:
+            at = seen[key]
+            folded[at] = replace(folded[at], count=folded[at].count + 1)
+            continue
+        seen[key] = len(folded)
+        folded.append(item)
+    return folded

@@ -12,7 +12,7 @@ steps due each day, and articles due to be published. Days are UTC days.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import select
@@ -40,6 +40,7 @@ class Entry:
     clock_change: str = ""  # e.g. "UTC+01:00 → UTC+02:00"
     band_until: datetime | None = None  # local-time sends: when the last zone gets it
     band_from: datetime | None = None  # and when the first zone does
+    until: datetime | None = None  # several occurrences folded into one entry: the last
 
     @property
     def planned(self) -> bool:
@@ -134,6 +135,27 @@ def _one_off(campaign: Campaign, start: datetime, end: datetime) -> list[Entry]:
     ]
 
 
+FOLD_ABOVE = 3  # occurrences of one campaign a day beyond which they show as one entry
+
+
+def _fold(entries: list[Entry]) -> list[Entry]:
+    """An hourly cron is 24 entries a day: a campaign with more than FOLD_ABOVE
+    occurrences on one day shows as one entry with their count, first and last time
+    (and the first clock change among them)."""
+    by_day: dict[tuple[int | None, date], list[Entry]] = {}
+    for entry in entries:
+        by_day.setdefault((entry.campaign_id, entry.day), []).append(entry)
+    folded = []
+    for group in by_day.values():
+        if len(group) <= FOLD_ABOVE:
+            folded.extend(group)
+            continue
+        first = group[0]
+        change = next((e.clock_change for e in group if e.clock_change), "")
+        folded.append(replace(first, count=len(group), until=group[-1].at, clock_change=change))
+    return folded
+
+
 def calendar(session: Session, first: date, last: date) -> list[Entry]:
     """Every entry from `first` to `last` (inclusive), by time."""
     start, end = _day_start(first), _day_start(last + timedelta(days=1))
@@ -143,7 +165,7 @@ def calendar(session: Session, first: date, last: date) -> list[Entry]:
         select(Campaign).where(Campaign.status.in_((*live, CampaignStatus.draft)))
     ):
         if campaign.cron and campaign.status in live:
-            entries.extend(_recurring(campaign, start, end))
+            entries.extend(_fold(_recurring(campaign, start, end)))
         elif campaign.status in (CampaignStatus.scheduled, CampaignStatus.draft):
             # Running and paused one-off campaigns show as their run.
             entries.extend(_one_off(campaign, start, end))
