@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.admin.common import (
     PREFIX,
+    Forbidden,
     ReadSession,
     Viewer,
     is_htmx,
@@ -150,7 +151,7 @@ def export_data(subscriber_id: int, request: Request, viewer: Reader) -> Respons
     """Everything held on the person (a data access request), as a JSON download;
     the export itself is audited."""
     if viewer.list_ids is not None:
-        viewer.require("users:read")  # a list-scoped user cannot export a person
+        raise Forbidden(_("A user limited to some lists cannot export a person's data."))
 
     def work(session: Session) -> dict[str, object]:
         found = _visible_subscriber(session, viewer, subscriber_id)
@@ -188,7 +189,7 @@ def forget(
     """Erase the person for good (typed confirmation: their address); only a hash of
     the address stays, on the suppression list, so they are never mailed again."""
     if viewer.list_ids is not None:
-        viewer.require("users:write")
+        raise Forbidden(_("A user limited to some lists cannot forget a person."))
 
     def work(session: Session) -> None:
         found = _visible_subscriber(session, viewer, subscriber_id)

@@ -28,7 +28,7 @@ from newsletter.admin.common import (
 )
 from newsletter.admin.i18n import _
 from newsletter.audience.addresses import normalise_email
-from newsletter.audience.lists import list_lists
+from newsletter.audience.lists import get_list, list_lists
 from newsletter.campaigns import control, service
 from newsletter.campaigns.content import get_campaign
 from newsletter.campaigns.models import Campaign, CampaignStatus, ContentKind
@@ -241,8 +241,6 @@ def _create(request: Request, viewer: Viewer, data: ImmutableMultiDict[str, Any]
 
 def _check_lists(session: Session, viewer: Viewer, slugs: list[str]) -> None:
     if viewer.list_ids is not None:
-        from newsletter.audience.lists import get_list
-
         viewer.require_lists([get_list(session, slug).id for slug in slugs])
 
 

@@ -186,7 +186,10 @@ def authenticate(request: Request) -> Viewer:
     """The viewer of this request; LoginRequired without a live session."""
     console = console_of(request)
     cookie = request.cookies.get(COOKIE, "")
+    # After logging in, back to the page; a form's target is no page: home instead.
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if request.method != "GET":
+        target = PREFIX + "/"
     if not cookie:
         raise LoginRequired(target)
     with console.sessions() as session:
