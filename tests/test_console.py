@@ -445,3 +445,15 @@ def test_an_unsafe_template_is_refused_with_its_line_shown(admin: Browser) -> No
     assert refused.status_code == 422
     assert "line 3" in refused.text
     assert "<mark>   3 │ {{ a.__class__ }}</mark>" in refused.text.replace("&#39;", "'")
+
+
+def test_the_console_is_on_the_staff_side_only(sqlite_url: str) -> None:
+    from newsletter.cli.processes import Only
+
+    settings = settings_for(sqlite_url)
+    with ServerThread(build_app(settings, Only.public)) as public:
+        assert httpx.get(public.url + "/admin/login").status_code == 404
+    with ServerThread(build_app(settings, Only.staff)) as staff:
+        assert httpx.get(staff.url + "/admin/login").status_code == 200
+        assert httpx.get(staff.url + "/api/v1/lists").status_code == 401
+        assert httpx.get(staff.url + "/healthz").status_code == 404
