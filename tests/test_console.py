@@ -457,3 +457,20 @@ def test_the_console_is_on_the_staff_side_only(sqlite_url: str) -> None:
         assert httpx.get(staff.url + "/admin/login").status_code == 200
         assert httpx.get(staff.url + "/api/v1/lists").status_code == 401
         assert httpx.get(staff.url + "/healthz").status_code == 404
+
+
+def test_logins_are_limited_per_account_with_a_clear_page(sqlite_url: str) -> None:
+    settings = settings_for(sqlite_url, login_limit_per_account=2)
+    with make_sessionmaker(make_engine(sqlite_url))() as session:
+        create_user(session, "ann@clinic.example", "admin", password=PASSWORD)
+        session.commit()
+    with ServerThread(build_app(settings)) as server:
+        browser = Browser(server.url)
+        browser.get("/admin/login")
+        wrong = {"email": "ann@clinic.example", "password": "not the password at all"}
+        answers = [browser.post("/admin/login", wrong).status_code for _ in range(2)]
+        limited = browser.post("/admin/login", {**wrong, "password": PASSWORD})
+
+    assert answers == [401, 401]
+    assert limited.status_code == 429 and "Too many attempts" in limited.text
+    assert "nl_session" not in browser.jar
