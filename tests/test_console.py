@@ -4,6 +4,7 @@ role checks, logins and the audit trail of every write. The browser tests
 
 from __future__ import annotations
 
+import gettext
 import re
 from collections.abc import Iterator
 from datetime import timedelta
@@ -474,3 +475,31 @@ def test_logins_are_limited_per_account_with_a_clear_page(sqlite_url: str) -> No
     assert answers == [401, 401]
     assert limited.status_code == 429 and "Too many attempts" in limited.text
     assert "nl_session" not in browser.jar
+
+
+class Pseudo(gettext.NullTranslations):
+    """A catalogue that marks every string it translates."""
+
+    def gettext(self, message: str) -> str:
+        return f"⟦{message}⟧"
+
+    def ngettext(self, singular: str, plural: str, n: int) -> str:
+        return f"⟦{singular if n == 1 else plural}⟧"
+
+
+def test_every_word_of_a_page_goes_through_the_one_translation_function(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from newsletter.admin import i18n
+
+    monkeypatch.setattr(i18n, "_translations", Pseudo())
+    with ServerThread(build_app(settings_for(sqlite_url))) as server:
+        page = httpx.get(server.url + "/admin/login")
+        missing = httpx.get(server.url + "/admin/static/nope.css")
+
+    tree = lxml_html.document_fromstring(page.text)
+    texts = [t.strip() for t in tree.xpath("//body//text()") if t.strip()]
+    untranslated = [t for t in texts if "⟦" not in t]
+    assert texts and untranslated == []
+    assert tree.findtext(".//title") == "⟦Log in⟧ · ⟦Newsletter console⟧"
+    assert missing.text == "⟦No such file.⟧"
