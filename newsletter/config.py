@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -67,6 +69,10 @@ def parse_mail_url(url: str) -> MailTarget:
         timeout = float(query.get("timeout", "30"))
     except ValueError as exc:
         raise ValueError(f"bad timeout in smtp URL: {exc}") from exc
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise ValueError(
+            f"the smtp URL's timeout must be a number of seconds above 0, not {timeout}"
+        )
     return SmtpTarget(
         host=parts.hostname,
         port=port,
@@ -90,6 +96,56 @@ def parse_domain_limits(value: str) -> dict[str, float]:
         if not sep or not domain.strip() or limits.get(domain.strip().lower(), 0) <= 0:
             raise ValueError(f"{item!r} is not DOMAIN=MESSAGES_PER_SECOND")
     return limits
+
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(value: str) -> tuple[IpNetwork, ...]:
+    """`"10.0.0.0/8, 2001:db8::/32, 192.0.2.7"` → networks (a bare address is one host)."""
+    networks = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError as exc:
+            raise ValueError(f"{item!r} is not an IP address or a CIDR such as 10.0.0.0/8") from exc
+    return tuple(networks)
+
+
+def parse_origins(value: str) -> frozenset[str]:
+    """`"https://clinic.example, https://www.clinic.example"` → origins, as browsers send
+    them in the Origin header (scheme://host[:port], lower case, no path)."""
+    origins = set()
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        parts = urlsplit(item)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+            raise ValueError(f"{item!r} is not an origin such as https://www.clinic.example")
+        origins.add(f"{parts.scheme}://{parts.netloc}".lower())
+    return frozenset(origins)
+
+
+# Settings that must be a finite number above zero, or at least zero: "nan", "inf",
+# a negative lease or a zero window would each break something far from the setting.
+_POSITIVE = (
+    "scheduler_interval",
+    "lease_seconds",
+    "stall_seconds",
+    "retry_base_seconds",
+    "retry_max_seconds",
+    "retry_lifetime_hours",
+    "confirm_ttl_seconds",
+    "signup_limit_per_ip",
+    "signup_limit_per_ip_seconds",
+    "signup_limit_per_address",
+    "signup_limit_per_address_seconds",
+    "max_body_bytes",
+    "login_limit_per_account",
+    "login_limit_per_ip",
+    "api_rate_limit",
+    "session_hours",
+    "webhook_max_body_bytes",
+)
+_NOT_NEGATIVE = ("rate_limit", "domain_backoff_seconds", "catch_up_hours")
 
 
 class Settings(BaseSettings):
@@ -166,6 +222,17 @@ class Settings(BaseSettings):
     api_rate_limit: int = 600  # requests per minute per token (or session)
     # Let staff requests make the server fetch URLs on private or loopback addresses.
     allow_private_urls: bool = False
+    # Sign-up forms posted by browsers must come from these origins (besides the base
+    # URL's own); JSON and clients that send no Origin are not concerned.
+    signup_allowed_origins: str = ""
+    # Proxies (CIDRs) whose X-Forwarded-For is believed; nobody's by default.
+    trusted_proxies: str = ""
+    # Request bodies: pages and forms, and provider webhooks (batches of events).
+    max_body_bytes: int = 65_536
+    webhook_max_body_bytes: int = 5_000_000
+    # Non-public networks (CIDRs) feeds may still be fetched from, e.g. an intranet
+    # blog's; none by default, so a feed URL (or its redirect) cannot reach inside.
+    feeds_allowed_networks: str = ""
 
     @field_validator("database_url")
     @classmethod
@@ -234,14 +301,47 @@ class Settings(BaseSettings):
             raise ValueError("must be a whole number of at least 1")
         return value
 
-    @field_validator(
-        "login_limit_per_account", "login_limit_per_ip", "api_rate_limit", "session_hours"
-    )
+    @field_validator(*_POSITIVE)
     @classmethod
     def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be above 0")
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"must be a number above 0, not {value}")
         return value
+
+    @field_validator(*_NOT_NEGATIVE)
+    @classmethod
+    def _not_negative(cls, value: float) -> float:
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"must be a number of at least 0, not {value}")
+        return value
+
+    @field_validator("trusted_proxies", "feeds_allowed_networks")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @field_validator("signup_allowed_origins")
+    @classmethod
+    def _signup_allowed_origins(cls, value: str) -> str:
+        parse_origins(value)
+        return value
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[IpNetwork, ...]:
+        return parse_networks(self.trusted_proxies)
+
+    @property
+    def feeds_allowed(self) -> tuple[IpNetwork, ...]:
+        return parse_networks(self.feeds_allowed_networks)
+
+    @property
+    def signup_origins(self) -> frozenset[str]:
+        """Where browsers may post the sign-up form from: the base URL's origin and
+        NEWSLETTER_SIGNUP_ALLOWED_ORIGINS."""
+        base = urlsplit(self.base_url)
+        own = f"{base.scheme}://{base.netloc}".lower()
+        return frozenset({own}) | parse_origins(self.signup_allowed_origins)
 
     @field_validator("templates_dir")
     @classmethod

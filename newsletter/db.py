@@ -134,3 +134,32 @@ def downgrade(engine: Engine, revision: str) -> None:
 
 def is_migrated(engine: Engine) -> bool:
     return "alembic_version" in inspect(engine).get_table_names()
+
+
+def head_revisions() -> frozenset[str]:
+    """The revisions this version's migrations end at (`newsletter db upgrade` goes there)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return frozenset(ScriptDirectory.from_config(cfg).get_heads())
+
+
+def schema_problem(engine: Engine, heads: frozenset[str] | None = None) -> str | None:
+    """None when the database's schema is at this version's head migration; else what
+    is wrong, in words (no schema yet, an older one, or one from a newer version)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        if "alembic_version" not in inspect(conn).get_table_names():
+            return "the database has no schema yet: run `newsletter db upgrade` first"
+        current = frozenset(MigrationContext.configure(conn).get_current_heads())
+    wanted = head_revisions() if heads is None else heads
+    if current == wanted:
+        return None
+    return (
+        f"the database schema is at revision {', '.join(sorted(current)) or 'none'}, this "
+        f"version needs {', '.join(sorted(wanted))}: run `newsletter db upgrade` "
+        "(or run the version that made it)"
+    )

@@ -17,6 +17,7 @@ from newsletter.audience.models import (
     SubscriptionStatus,
     Suppression,
 )
+from newsletter.bounces.models import WebhookSignature
 from newsletter.campaigns.models import (
     Campaign,
     CampaignStatus,
@@ -59,5 +60,6 @@ __all__ = [
     "Suppression",
     "Template",
     "User",
+    "WebhookSignature",
     "campaign_lists",
 ]

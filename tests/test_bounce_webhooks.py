@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, inspect, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.audience.models import (
@@ -36,9 +36,11 @@ from newsletter.audience.models import (
     SubscriptionStatus,
     Suppression,
 )
-from newsletter.bounces.webhooks import sns_string_to_sign
+from newsletter.bounces.models import WebhookSignature
+from newsletter.bounces.replay import remember_signature
+from newsletter.bounces.webhooks import SignedToken, sns_string_to_sign
 from newsletter.config import Settings, load_settings
-from newsletter.db import make_engine, make_sessionmaker
+from newsletter.db import downgrade, make_engine, make_sessionmaker, upgrade
 from newsletter.web.webhooks import router
 from tests.factories import add_member, make_list
 
@@ -294,6 +296,37 @@ def test_mailgun_stale_timestamp_is_refused(refusing: Hooks) -> None:
     assert refusing.database() == NOTHING
 
 
+@pytest.mark.usefixtures("readers")
+def test_L1_a_mailgun_signature_cannot_carry_other_event_data(hooks: Hooks) -> None:
+    genuine = json.loads(mailgun_signed(payload("mailgun-failed-permanent.json")))
+    assert hooks.post("/webhooks/mailgun", json=genuine).status_code == 200
+    other = json.loads(json.dumps(genuine))
+    other["event-data"]["recipient"] = "dave@example.org"
+    other["event-data"]["id"] = "another-event-id"
+
+    forged = hooks.post("/webhooks/mailgun", json=other)
+    retried = hooks.post("/webhooks/mailgun", json=genuine)  # Mailgun retrying: harmless
+
+    assert forged.status_code == 403 and "already used" in forged.json()["error"]
+    assert retried.status_code == 200 and retried.json()["replayed"] == 1
+    assert hooks.database()["suppressed"] == {"alice@example.org": "hard-bounce"}
+
+
+def test_L1_remembered_signatures_are_pruned_after_twice_the_freshness_window(
+    hooks: Hooks,
+) -> None:
+    start = datetime.now(UTC)
+    with hooks.sessions() as session:
+        remember_signature(session, SignedToken("mailgun", "old", "a" * 64, 300), start)
+        remember_signature(
+            session, SignedToken("mailgun", "new", "b" * 64, 300), start + timedelta(minutes=11)
+        )
+        session.commit()
+        tokens = set(session.scalars(select(WebhookSignature.token)))
+
+    assert tokens == {"new"}
+
+
 def test_mailgun_unsigned_webhook_is_refused(refusing: Hooks) -> None:
     body = payload("mailgun-failed-permanent.json")
     del body["signature"]
@@ -496,6 +529,44 @@ def test_ses_certificate_from_anywhere_but_sns_is_never_fetched(
     assert refusing.database() == NOTHING
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://sns.us-west-2.amazonaws.com/internal/status?x=.pem",
+        "https://sns.us-west-2.amazonaws.com/?Action=ListTopics&x=SimpleNotificationService-1.pem",
+        "https://sns.us-west-2.amazonaws.com/SimpleNotificationService-9c6465fa7f48f5ca.pem?a=b",
+        "https://sns.us-west-2.amazonaws.com/x/../SimpleNotificationService-9c6465fa7f48f5ca.pem",
+        "https://sns.us-west-2.amazonaws.com:8443/SimpleNotificationService-9c6465fa7f48f5ca.pem",
+        "https://u@sns.us-west-2.amazonaws.com/SimpleNotificationService-9c6465fa7f48f5ca.pem",
+    ],
+)
+def test_L16_no_path_on_the_sns_host_but_a_signing_certificate_is_fetched(
+    refusing: Hooks, sns_key: rsa.RSAPrivateKey, sns: FakeSns, url: str
+) -> None:
+    message = dict(payload("sns-ses-bounce.json"), SigningCertURL=url)
+
+    response = refusing.post("/webhooks/ses", content=sns_signed(sns_key, message))
+
+    assert response.status_code == 403
+    assert sns.asked == []
+
+
+def test_L16_a_subscription_is_confirmed_at_snss_own_url_whatever_the_message_names(
+    refusing: Hooks, sns_key: rsa.RSAPrivateKey, sns: FakeSns
+) -> None:
+    chosen = "https://sns.us-west-2.amazonaws.com/chosen/path?Action=Publish&Message=hi"
+    confirmation = dict(payload("sns-subscription-confirmation.json"), SubscribeURL=chosen)
+
+    response = refusing.post("/webhooks/ses", content=sns_signed(sns_key, confirmation))
+
+    assert response.status_code == 200
+    [asked] = [url for url in sns.asked if not url.endswith(".pem")]
+    assert asked == (
+        "https://sns.us-west-2.amazonaws.com/?Action=ConfirmSubscription"
+        f"&TopicArn={TOPIC}&Token={confirmation['Token']}"
+    )
+
+
 def test_ses_message_for_a_topic_we_did_not_configure_is_refused(
     refusing: Hooks, sns_key: rsa.RSAPrivateKey, sns: FakeSns
 ) -> None:
@@ -557,3 +628,12 @@ def test_provider_without_a_secret_is_disabled(refusing: Hooks, provider: str) -
 
     assert response.status_code == 404
     assert refusing.database() == NOTHING
+
+
+def test_the_webhook_signatures_migration_goes_down_and_up(engine: Engine) -> None:
+    downgrade(engine, "0007")
+    assert "webhook_signatures" not in inspect(engine).get_table_names()
+
+    upgrade(engine)
+
+    assert "webhook_signatures" in inspect(engine).get_table_names()

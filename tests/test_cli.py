@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
+from newsletter.db import make_engine
 from tests.factories import SAMPLE_ARTICLES, SERIES
-from tests.smtp_sink import SmtpSink
+from tests.smtp_sink import SmtpSink, free_port
 
 DATA = Path(__file__).resolve().parent / "data"
 BLOGS = DATA / "blogs"
@@ -695,6 +697,7 @@ def test_scheduler_run_logs_start_and_stop(embedded_scheduler: tuple[Cli, Stoppe
 
 
 def test_worker_on_redis_stops_cleanly_on_sigterm(cli: Cli) -> None:
+    cli.ok("db", "upgrade")
     log = cli.folder / "worker.log"
     process = cli.start("worker", "--concurrency", "1", log=log, NEWSLETTER_BROKER_URL=REDIS_BROKER)
     try:
@@ -784,6 +787,75 @@ def test_serve_with_a_malformed_unsubscribe_address_stops_naming_the_variable(cl
     cli.ok("db", "upgrade")
     result = cli.run("serve", "--port", "0", NEWSLETTER_LIST_UNSUBSCRIBE_MAILTO="leave?now")
     assert_clean_error(result, "NEWSLETTER_LIST_UNSUBSCRIBE_MAILTO")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["status"], ["worker"], ["scheduler", "run"]],
+    ids=["status", "worker", "scheduler run"],
+)
+def test_L10_an_unreachable_broker_is_one_line(cli: Cli, command: list[str]) -> None:
+    cli.ok("db", "upgrade")
+    dead = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+
+    result = cli.run(*command, NEWSLETTER_BROKER_URL=dead)
+
+    assert_clean_error(result, "NEWSLETTER_BROKER_URL", "cannot reach the broker", "refused")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "hunter2" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["serve", "--port", "0"], ["worker"], ["scheduler", "run"], ["scheduler", "tick"]],
+    ids=["serve", "worker", "scheduler run", "scheduler tick"],
+)
+def test_L10_processes_refuse_a_schema_that_is_not_at_the_head(
+    cli: Cli, command: list[str]
+) -> None:
+    cli.ok("db", "upgrade")
+    engine = make_engine(cli.env["NEWSLETTER_DATABASE_URL"])
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0003'"))
+    engine.dispose()
+
+    result = cli.run(*command, NEWSLETTER_BROKER_URL=REDIS_BROKER)
+
+    assert_clean_error(result, "schema is at revision 0003", "newsletter db upgrade")
+
+
+def test_L10_the_celery_entry_point_refuses_an_old_schema(cli: Cli) -> None:
+    cli.ok("db", "upgrade")
+    engine = make_engine(cli.env["NEWSLETTER_DATABASE_URL"])
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0003'"))
+    engine.dispose()
+
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "newsletter.tasks.entry", "worker"],
+        cwd=cli.folder,
+        env={**cli.env, "NEWSLETTER_BROKER_URL": REDIS_BROKER},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 1
+    assert "error: the database schema is at revision 0003" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_L10_nonsense_settings_stop_a_command_naming_the_variable(cli: Cli) -> None:
+    cli.ok("db", "upgrade")
+    for name, value in [
+        ("LEASE_SECONDS", "0"),
+        ("SIGNUP_LIMIT_PER_IP", "-5"),
+        ("CONFIRM_TTL_SECONDS", "-60"),
+        ("MAIL_URL", "smtp://relay.example.org?timeout=nan"),
+    ]:
+        result = cli.run("status", **{f"NEWSLETTER_{name}": value})
+        assert_clean_error(result, f"NEWSLETTER_{name}")
 
 
 def test_the_wheel_installed_into_a_fresh_venv_runs_the_demo(tmp_path: Path) -> None:

@@ -275,3 +275,56 @@ def test_the_organisation_defaults_to_the_from_name() -> None:
 def test_a_footer_note_with_control_characters_is_one_line_naming_the_variable() -> None:
     with pytest.raises(ConfigError, match=r"^NEWSLETTER_FOOTER_NOTE: must be plain text"):
         load_settings(footer_note="note\x07")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "words"),
+    [
+        ("LEASE_SECONDS", "0", "above 0"),
+        ("STALL_SECONDS", "-1", "above 0"),
+        ("RETRY_BASE_SECONDS", "nan", "above 0"),
+        ("RETRY_LIFETIME_HOURS", "inf", "above 0"),
+        ("SCHEDULER_INTERVAL", "0", "above 0"),
+        ("CONFIRM_TTL_SECONDS", "-60", "above 0"),
+        ("SIGNUP_LIMIT_PER_IP", "-5", "above 0"),
+        ("SIGNUP_LIMIT_PER_ADDRESS", "0", "above 0"),
+        ("SIGNUP_LIMIT_PER_IP_SECONDS", "-600", "above 0"),
+        ("RATE_LIMIT", "-1", "at least 0"),
+        ("CATCH_UP_HOURS", "nan", "at least 0"),
+        ("DOMAIN_BACKOFF_SECONDS", "-5", "at least 0"),
+        ("MAX_BODY_BYTES", "0", "above 0"),
+        ("MAIL_URL", "smtp://relay.example.org?timeout=nan", "timeout"),
+        ("MAIL_URL", "smtp://relay.example.org?timeout=-1", "timeout"),
+        ("TRUSTED_PROXIES", "10.0.0.0/33", "CIDR"),
+        ("SIGNUP_ALLOWED_ORIGINS", "www.clinic.example", "origin"),
+    ],
+)
+def test_L10_nonsense_settings_are_refused_in_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, words: str
+) -> None:
+    monkeypatch.setenv(f"NEWSLETTER_{variable}", value)
+
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+
+    message = str(raised.value)
+    assert message.startswith(f"NEWSLETTER_{variable}: ") and words in message
+    assert "\n" not in message
+
+
+def test_trusted_proxies_and_signup_origins_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEWSLETTER_TRUSTED_PROXIES", "10.0.0.0/8, 2001:db8::/32, 192.0.2.7")
+    monkeypatch.setenv("NEWSLETTER_SIGNUP_ALLOWED_ORIGINS", "https://WWW.Clinic.example/")
+    monkeypatch.setenv("NEWSLETTER_BASE_URL", "https://news.clinic.example/letters")
+
+    settings = load_settings()
+
+    assert [str(n) for n in settings.trusted_proxy_networks] == [
+        "10.0.0.0/8",
+        "2001:db8::/32",
+        "192.0.2.7/32",
+    ]
+    assert settings.signup_origins == {
+        "https://news.clinic.example",
+        "https://www.clinic.example",
+    }

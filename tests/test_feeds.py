@@ -1,7 +1,9 @@
 """RSS and Atom feeds: parsing real documents, importing by entry id, polling over HTTP.
 
 The documents in tests/data/feeds/ are real feeds and labelled malformed ones (see the
-README there). HTTP tests talk to a real server on 127.0.0.1, never to mocks.
+README there). HTTP tests talk to a real server on 127.0.0.1, never to mocks; since
+feeds are fetched only from public addresses, they allow that one address (LOOPBACK),
+as an operator would with NEWSLETTER_FEEDS_ALLOWED_NETWORKS.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from newsletter.config import parse_networks
 from newsletter.content.feeds import (
     FeedEntry,
     FeedError,
     add_feed,
+    feed_fetcher,
     fetch_feed,
     import_feed,
     import_feed_entries,
@@ -42,6 +46,8 @@ with (FEEDS / "labels.csv").open(encoding="utf-8", newline="") as _labels:
 WELL_FORMED = [row for row in LABELS if row["well_formed"] == "yes"]
 MALFORMED = [row for row in LABELS if row["well_formed"] == "no"]
 NOW = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
+LOOPBACK = parse_networks("127.0.0.1/32")  # where tests/feed_server.py listens
+LOCAL = feed_fetcher(LOOPBACK)
 
 
 def article_count(session: Session) -> int:
@@ -459,7 +465,7 @@ def test_adding_the_same_url_twice_is_refused(session: Session) -> None:
 def test_import_feed_fetches_a_url(session: Session, feed_server: FeedServer) -> None:
     url = feed_server.serve_file("/r/homelab.atom", "08-atom-reddit-media-25-entries.xml")
 
-    report = import_feed(session, url)
+    report = import_feed(session, url, fetch=LOCAL)
 
     assert report.created == 25
     assert set(session.scalars(select(Article.source))) == {url}
@@ -469,7 +475,7 @@ def test_fetch_follows_redirects_and_reports_the_final_url(feed_server: FeedServ
     final = feed_server.serve_file("/new.xml", "05-rss2-kernel-org-releases.xml")
     feed_server.routes["/old.xml"] = Route(b"", location=final)
 
-    result = fetch_feed(feed_server.url("/old.xml"))
+    result = fetch_feed(feed_server.url("/old.xml"), allowed_networks=LOOPBACK)
 
     assert result.url == final
     assert result.content == (FEEDS / "05-rss2-kernel-org-releases.xml").read_bytes()
@@ -478,9 +484,14 @@ def test_fetch_follows_redirects_and_reports_the_final_url(feed_server: FeedServ
 
 def test_fetch_with_the_etag_gets_not_modified(feed_server: FeedServer) -> None:
     url = feed_server.serve_file("/feed.xml", "05-rss2-kernel-org-releases.xml")
-    first = fetch_feed(url)
+    first = fetch_feed(url, allowed_networks=LOOPBACK)
 
-    second = fetch_feed(url, etag=first.etag, modified="Wed, 01 Jan 2025 00:00:00 GMT")
+    second = fetch_feed(
+        url,
+        etag=first.etag,
+        modified="Wed, 01 Jan 2025 00:00:00 GMT",
+        allowed_networks=LOOPBACK,
+    )
 
     assert second.not_modified and second.content == b"" and second.etag == first.etag
     headers = feed_server.requested("/feed.xml")[1]
@@ -492,7 +503,7 @@ def test_http_404_names_the_url_and_status(feed_server: FeedServer) -> None:
     url = feed_server.url("/gone.xml")
 
     with pytest.raises(FeedError, match=r"HTTP 404 Not Found") as raised:
-        fetch_feed(url)
+        fetch_feed(url, allowed_networks=LOOPBACK)
 
     assert url in str(raised.value)
 
@@ -502,7 +513,7 @@ def test_an_html_page_is_not_a_feed(session: Session, feed_server: FeedServer) -
     feed_server.routes["/blog/"] = Route(page, content_type="text/html; charset=utf-8")
 
     with pytest.raises(FeedError, match="is an HTML page, not an RSS or Atom feed"):
-        import_feed(session, feed_server.url("/blog/"))
+        import_feed(session, feed_server.url("/blog/"), fetch=LOCAL)
 
     assert article_count(session) == 0
 
@@ -512,7 +523,7 @@ def test_a_slow_server_times_out(feed_server: FeedServer) -> None:
     feed_server.routes["/slow.xml"].delay = 0.5
 
     with pytest.raises(FeedError, match=r"no answer within 0\.1 seconds"):
-        fetch_feed(url, timeout=0.1)
+        fetch_feed(url, timeout=0.1, allowed_networks=LOOPBACK)
 
 
 @pytest.mark.parametrize("send_length", [True, False], ids=["content-length", "streamed"])
@@ -521,7 +532,69 @@ def test_a_body_over_max_bytes_is_refused(feed_server: FeedServer, send_length: 
     feed_server.routes["/big.xml"].send_length = send_length
 
     with pytest.raises(FeedError, match="larger than 10,000 bytes"):
-        fetch_feed(url, max_bytes=10_000)
+        fetch_feed(url, max_bytes=10_000, allowed_networks=LOOPBACK)
+
+
+# --- L11: only public addresses, at every hop --------------------------------------------
+
+
+def test_L11_a_feed_on_loopback_is_refused_unless_its_network_is_allowed(
+    session: Session, feed_server: FeedServer
+) -> None:
+    url = feed_server.serve_file("/feed.xml", "05-rss2-kernel-org-releases.xml")
+
+    with pytest.raises(FeedError, match=r"127\.0\.0\.1, a loopback address"):
+        fetch_feed(url)
+    with pytest.raises(FeedError, match="loopback"):
+        import_feed(session, url)
+
+    assert feed_server.requested("/feed.xml") == []
+    assert fetch_feed(url, allowed_networks=LOOPBACK).content
+
+
+@pytest.mark.parametrize(
+    ("host", "kind"),
+    [
+        ("localhost", "loopback"),
+        ("10.1.2.3", "private"),
+        ("192.168.0.1", "private"),
+        ("169.254.169.254", "link-local"),  # cloud metadata services
+        ("[::1]", "loopback"),
+        ("[fe80::1]", "link-local"),
+        ("0.0.0.0", "unspecified"),
+        ("100.64.0.1", "non-public"),  # carrier-grade NAT
+    ],
+)
+def test_L11_no_non_public_address_is_connected_to(host: str, kind: str) -> None:
+    with pytest.raises(FeedError, match=f"a {kind} address"):
+        fetch_feed(f"http://{host}:9/feed.xml", timeout=2)
+
+
+def test_L11_a_redirect_to_a_non_public_address_is_refused_at_that_hop(
+    session: Session, feed_server: FeedServer
+) -> None:
+    inside = f"http://127.0.0.2:{feed_server.server_port}/admin/feed.xml"
+    feed_server.routes["/feed.xml"] = Route(b"", location=inside)
+    feed = add_feed(session, feed_server.url("/feed.xml"), series_slug=None, every_seconds=60)
+    session.commit()
+
+    [(_feed, outcome)] = poll_due_feeds(session, NOW, LOCAL)
+
+    assert isinstance(outcome, str) and "127.0.0.2, a loopback address" in outcome
+    assert len(feed_server.requested("/feed.xml")) == 1  # the first hop was allowed
+    assert article_count(session) == 0 and feed.last_error == outcome
+
+
+def test_L11_a_feed_file_is_capped_in_size(session: Session, tmp_path: Path) -> None:
+    big = tmp_path / "big.xml"
+    big.write_bytes(b"<rss>" + b" " * 5_000_000 + b"</rss>")
+
+    with pytest.raises(FeedError, match="larger than 5,000,000 bytes"):
+        import_feed(session, str(big))
+    with pytest.raises(FeedError, match="larger than"):
+        import_feed(session, "/dev/zero")
+
+    assert article_count(session) == 0
 
 
 def test_only_http_urls_are_fetched() -> None:
@@ -557,7 +630,7 @@ def test_poll_imports_due_feeds_skips_others_and_survives_broken_ones(
     later.next_poll_at = NOW + timedelta(minutes=5)
     session.commit()
 
-    results = dict(poll_due_feeds(session, NOW))
+    results = dict(poll_due_feeds(session, NOW, LOCAL))
 
     assert set(results) == {gone, truncated, due}
     assert isinstance(results[gone], str) and "HTTP 404" in results[gone]
@@ -581,9 +654,9 @@ def test_poll_sends_the_stored_etag_and_a_304_imports_nothing(
     url = feed_server.serve_file("/feed.xml", "10-atom-the-register-science.xml")
     feed = add_feed(session, url, series_slug=None, every_seconds=60)
     session.commit()
-    [(_feed, first)] = poll_due_feeds(session, NOW)
+    [(_feed, first)] = poll_due_feeds(session, NOW, LOCAL)
 
-    [(_feed, second)] = poll_due_feeds(session, NOW + timedelta(seconds=60))
+    [(_feed, second)] = poll_due_feeds(session, NOW + timedelta(seconds=60), LOCAL)
 
     assert not isinstance(first, str) and first.created == 2
     assert not isinstance(second, str)
@@ -599,20 +672,20 @@ def test_a_feed_is_not_polled_again_before_its_interval(
     url = feed_server.serve_file("/feed.xml", "05-rss2-kernel-org-releases.xml")
     add_feed(session, url, series_slug=None, every_seconds=3600)
     session.commit()
-    poll_due_feeds(session, NOW)
+    poll_due_feeds(session, NOW, LOCAL)
 
-    assert poll_due_feeds(session, NOW + timedelta(minutes=59)) == []
+    assert poll_due_feeds(session, NOW + timedelta(minutes=59), LOCAL) == []
     assert len(feed_server.requested("/feed.xml")) == 1
 
 
 def test_a_repaired_feed_clears_its_error(session: Session, feed_server: FeedServer) -> None:
     feed = add_feed(session, feed_server.url("/feed.xml"), series_slug=None, every_seconds=60)
     session.commit()
-    poll_due_feeds(session, NOW)
+    poll_due_feeds(session, NOW, LOCAL)
     assert "HTTP 404" in feed.last_error
 
     feed_server.serve_file("/feed.xml", "05-rss2-kernel-org-releases.xml")
-    poll_due_feeds(session, NOW + timedelta(minutes=1))
+    poll_due_feeds(session, NOW + timedelta(minutes=1), LOCAL)
 
     assert feed.last_error == ""
     assert article_count(session) == 1

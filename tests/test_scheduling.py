@@ -386,6 +386,7 @@ def test_rss_to_email_a_polled_feed_feeds_a_weekly_digest_of_whats_new(
         clinic_rss([("a1", "Sleep and recovery", monday - timedelta(days=3))])
     )
     cli = Cli(tmp_path)
+    cli.env["NEWSLETTER_FEEDS_ALLOWED_NETWORKS"] = "127.0.0.1/32"  # the feed server's
     cli.ok("db", "upgrade")
     cli.ok("lists", "create", "clinic-news", "--name", "Clinic news")
     (tmp_path / "readers.csv").write_text("email,name\nreader@example.org,Reader\n")

@@ -168,10 +168,10 @@ def test_archive_shows_the_frozen_email_of_a_run_with_neutral_values(
     assert "Reader, your digest" in listed and "there," not in listed
 
 
-def test_healthz_reports_database_and_broker(client: TestClient) -> None:
-    response = client.get("/healthz")
+def test_readyz_reports_database_migrations_and_broker(client: TestClient) -> None:
+    response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"database": "ok", "broker": "ok"}
+    assert response.json() == {"database": "ok", "migrations": "ok", "broker": "ok"}
 
 
 def sent_run(session: Session, settings: Settings, subject: str) -> int:

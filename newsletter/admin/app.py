@@ -11,7 +11,8 @@ styles, its images, no script at all, sandboxed). No error ever shows a tracebac
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 
 import jinja2
@@ -99,7 +100,15 @@ def template_environment() -> jinja2.Environment:
 
 def create_console_app(settings: Settings, *, rate_limiter: RateLimiter | None = None) -> FastAPI:
     """The console for these settings; the database engine lives as long as the app."""
+    engine = make_engine(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()  # the connections go when the app stops, not when it is collected
+
     app = FastAPI(
+        lifespan=lifespan,
         title="newsletter console",
         docs_url=None,
         redoc_url=None,
@@ -108,7 +117,7 @@ def create_console_app(settings: Settings, *, rate_limiter: RateLimiter | None =
     )
     app.state.console = Console(
         settings=settings,
-        sessions=make_sessionmaker(make_engine(settings.database_url)),
+        sessions=make_sessionmaker(engine),
         limiter=rate_limiter or make_rate_limiter(settings.shared_redis_url),
         templates=template_environment(),
         assets=Assets.scan(HERE / "static"),

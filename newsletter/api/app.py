@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -64,7 +65,15 @@ def problem_title(status: int) -> str:
 
 def create_staff_app(settings: Settings, *, rate_limiter: RateLimiter | None = None) -> FastAPI:
     """The staff API for these settings; the database engine lives as long as the app."""
+    engine = make_engine(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()  # the connections go when the app stops, not when it is collected
+
     app = FastAPI(
+        lifespan=lifespan,
         title="newsletter staff API",
         version="1",
         description="Everything the `newsletter` CLI does, over HTTP. Authenticate with "
@@ -73,7 +82,6 @@ def create_staff_app(settings: Settings, *, rate_limiter: RateLimiter | None = N
         docs_url=None,
         redoc_url=None,
     )
-    engine = make_engine(settings.database_url)
     app.state.api = Api(
         settings=settings,
         sessions=make_sessionmaker(engine),

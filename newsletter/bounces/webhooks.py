@@ -13,7 +13,9 @@ How each provider proves itself:
 
 - Mailgun: HMAC-SHA256 of `timestamp + token` with the webhook signing key, in the
   body; timestamps more than five minutes away from now are refused, as Mailgun
-  recommends.
+  recommends. The signature does not cover the event data, so the caller remembers
+  each token with a digest of its data (`SignedToken`, bounces/replay.py) and
+  refuses the token with any other data.
 - SendGrid (signed Event Webhook): ECDSA P-256 / SHA-256 over `timestamp + body`,
   base64 DER signature in `X-Twilio-Email-Event-Webhook-Signature`; the public key
   is the one SendGrid shows (base64 DER) or PEM. SendGrid documents no freshness
@@ -31,7 +33,11 @@ How each provider proves itself:
   MessageId makes a replay harmless.
 
 A SubscriptionConfirmation for a configured topic is confirmed by
-`confirm_sns_subscription`, which GETs its SubscribeURL after the same host check.
+`confirm_sns_subscription`, which GETs the ConfirmSubscription URL it builds itself
+from the message's region, TopicArn and Token (never a URL the message names).
+
+Bodies are JSON: one that is not, that nests deeper than the parser goes, or that
+holds a NUL character (no database column takes one) is a MalformedWebhook.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -68,7 +74,11 @@ from newsletter.errors import NewsletterError
 MAILGUN_TOLERANCE_SECONDS = 300
 SENDGRID_SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 SENDGRID_TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
-SNS_HOST = re.compile(r"^sns\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
+# AWS regions (us-east-1, us-gov-west-1, cn-north-1, ap-southeast-4…) and SNS's hosts.
+AWS_REGION = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}$")
+SNS_HOST = re.compile(r"^sns\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
+SNS_CERTIFICATE_PATH = re.compile(r"^/SimpleNotificationService-[0-9a-f]{16,64}\.pem$")
+SNS_TOKEN = re.compile(r"^[0-9A-Za-z]{1,2048}$")
 MAX_CERTIFICATES = 32  # signing certificates kept in memory by the default fetcher
 
 
@@ -121,11 +131,50 @@ class WebhookSecrets:
         )
 
 
-def parse_json(body: bytes) -> Any:
+def parse_json(body: bytes | str, what: str = "the body") -> Any:
+    """The JSON document; MalformedWebhook when it is not JSON, nests too deeply for
+    the parser, or holds a NUL character anywhere."""
     try:
-        return json.loads(body)
+        document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedWebhook("the body is not JSON") from exc
+        raise MalformedWebhook(f"{what} is not JSON") from exc
+    except RecursionError as exc:
+        raise MalformedWebhook(f"{what} is JSON nested too deeply") from exc
+    if _holds_nul(document):
+        raise MalformedWebhook(f"{what} holds a NUL character")
+    return document
+
+
+def _holds_nul(document: Any) -> bool:
+    """Whether any string or key in the document holds U+0000 (walked without
+    recursion, however deep the document)."""
+    stack = [document]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+@dataclass(frozen=True)
+class SignedToken:
+    """A signature's one-time token and a digest of the data it arrived with."""
+
+    provider: str
+    token: str
+    digest: str
+    fresh_seconds: int  # how long the provider's timestamps are accepted
+
+
+def _digest(data: object) -> str:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def _event_id(value: object, event: object) -> str:
@@ -154,7 +203,16 @@ def _permanent_failure_kind(status: str, reply: object, text: str) -> Kind:
 # --- Mailgun ---------------------------------------------------------------------------
 
 
-def mailgun_reports(body: bytes, signing_key: str, now: float) -> list[BounceReport]:
+@dataclass(frozen=True)
+class MailgunWebhook:
+    """A verified Mailgun webhook: its reports, and the token the caller must
+    remember (with `replay.remember_signature`) before acting on them."""
+
+    reports: list[BounceReport]
+    signed: SignedToken
+
+
+def mailgun_reports(body: bytes, signing_key: str, now: float) -> MailgunWebhook:
     """The event of a signed Mailgun webhook (`{"signature": …, "event-data": …}`)."""
     if not signing_key:
         raise WebhookDisabled("the Mailgun webhook is not configured")
@@ -168,7 +226,9 @@ def mailgun_reports(body: bytes, signing_key: str, now: float) -> list[BounceRep
     event = payload.get("event-data")
     if not isinstance(event, dict):
         raise MalformedWebhook("the Mailgun webhook has no event-data")
-    return [mailgun_report(event, str(signature.get("token", "")))]
+    token = str(signature.get("token", ""))
+    signed = SignedToken("mailgun", token, _digest(event), MAILGUN_TOLERANCE_SECONDS)
+    return MailgunWebhook([mailgun_report(event, token)], signed)
 
 
 def verify_mailgun(signature: Mapping[str, Any], signing_key: str, now: float) -> None:
@@ -364,7 +424,8 @@ def read_sns_message(
         raise MalformedWebhook("not an SNS message")
     if not message.get("Signature") or not message.get("SigningCertURL"):
         raise UnauthenticatedWebhook("the SNS message is not signed")
-    if message.get("TopicArn") not in topic_arns:
+    topic = message.get("TopicArn")
+    if not isinstance(topic, str) or topic not in topic_arns:
         raise ForgedWebhook("the SNS message comes from a topic we did not configure")
     verify_sns(message, fetch_certificate, now)
     return message
@@ -386,7 +447,7 @@ def verify_sns(
     else:
         raise ForgedWebhook(f"unknown SNS SignatureVersion {version!r}")
     url = str(message.get("SigningCertURL"))
-    check_sns_url(url, str(message.get("TopicArn", "")))
+    check_sns_certificate_url(url, str(message.get("TopicArn", "")))
     certificate = _load_certificate(fetch_certificate, url)
     if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
         raise ForgedWebhook("the SNS signing certificate is not valid now")
@@ -412,16 +473,51 @@ def sns_string_to_sign(message: Mapping[str, Any]) -> bytes:
     return "".join(lines).encode("utf-8")
 
 
-def check_sns_url(url: str, topic_arn: str = "") -> None:
-    """Raise unless `url` is https on sns.<region>.amazonaws.com (the topic's region)."""
+def sns_region(topic_arn: str) -> str:
+    """The region of an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME); ForgedWebhook
+    when the ARN names none that AWS has."""
+    parts = topic_arn.split(":")
+    if len(parts) != 6 or parts[2] != "sns" or not AWS_REGION.match(parts[3]):
+        raise ForgedWebhook("the SNS TopicArn is not an SNS topic of an AWS region")
+    return parts[3]
+
+
+def _sns_host(region: str) -> str:
+    suffix = ".cn" if region.startswith("cn-") else ""
+    return f"sns.{region}.amazonaws.com{suffix}"
+
+
+def check_sns_certificate_url(url: str, topic_arn: str) -> None:
+    """Raise unless `url` is exactly the shape of an SNS signing certificate's URL,
+    https://sns.<the topic's region>.amazonaws.com/SimpleNotificationService-<hex>.pem:
+    no other host, port, credentials, path, query or fragment."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     match = SNS_HOST.match(host)
-    if parts.scheme != "https" or match is None or parts.username or parts.port:
-        raise ForgedWebhook(f"{url!r} is not an Amazon SNS URL")
-    arn = topic_arn.split(":")
-    if len(arn) > 3 and arn[3] and arn[3] != match.group(1):
-        raise ForgedWebhook("the SNS URL is not in the topic's region")
+    if (
+        parts.scheme != "https"
+        or match is None
+        or parts.netloc != host
+        or not SNS_CERTIFICATE_PATH.match(parts.path)
+        or parts.query
+        or parts.fragment
+    ):
+        raise ForgedWebhook(f"{url[:200]!r} is not an Amazon SNS signing certificate URL")
+    if host != _sns_host(sns_region(topic_arn)):
+        raise ForgedWebhook("the SNS certificate URL is not in the topic's region")
+
+
+def sns_subscribe_url(message: Mapping[str, Any]) -> str:
+    """The ConfirmSubscription URL for a SubscriptionConfirmation, built from its
+    TopicArn (region) and Token, whatever URL the message itself names."""
+    topic_arn = str(message.get("TopicArn", ""))
+    token = str(message.get("Token", ""))
+    if not SNS_TOKEN.match(token):
+        raise MalformedWebhook("the SNS subscription token is not what SNS sends")
+    query = urlencode(
+        {"Action": "ConfirmSubscription", "TopicArn": topic_arn, "Token": token}, safe=":"
+    )
+    return f"https://{_sns_host(sns_region(topic_arn))}/?{query}"
 
 
 def _load_certificate(fetch_certificate: CertificateFetcher, url: str) -> x509.Certificate:
@@ -437,24 +533,21 @@ def _load_certificate(fetch_certificate: CertificateFetcher, url: str) -> x509.C
 
 def ses_reports(message: Mapping[str, Any]) -> list[BounceReport]:
     """The SES notification inside a verified SNS Notification, keyed by MessageId."""
-    try:
-        notification = json.loads(str(message.get("Message", "")))
-    except ValueError as exc:
-        raise MalformedWebhook("the SNS Message is not an SES notification") from exc
+    notification = parse_json(str(message.get("Message", "")), "the SNS Message")
     if not isinstance(notification, dict):
         raise MalformedWebhook("the SNS Message is not an SES notification")
     return [ses_notification_report(notification, str(message["MessageId"]))]
 
 
 def confirm_sns_subscription(message: Mapping[str, Any], get: Callable[[str], object]) -> str:
-    """Confirm a verified SubscriptionConfirmation by GETting its SubscribeURL.
+    """Confirm a verified SubscriptionConfirmation by GETting SNS's ConfirmSubscription
+    for its topic and token (`sns_subscribe_url`).
 
     Call it only with a message that `read_sns_message` accepted (signed, and for a
-    topic we configured); the URL is checked to be on Amazon SNS before it is
-    fetched. Returns the URL. `get` is the HTTP GET to use (injected in tests).
+    topic we configured). Returns the URL. `get` is the HTTP GET to use (injected in
+    tests).
     """
-    url = str(message.get("SubscribeURL", ""))
-    check_sns_url(url, str(message.get("TopicArn", "")))
+    url = sns_subscribe_url(message)
     get(url)
     return url
 

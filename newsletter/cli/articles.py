@@ -44,11 +44,18 @@ def articles_import(
     """Import articles: Markdown with YAML or TOML front matter (Jekyll and Hugo sites
     too), WordPress and Ghost exports, RSS/Atom feeds. The same slug (or feed entry id)
     updates, never duplicates."""
+    from newsletter.content.feeds import feed_fetcher
     from newsletter.content.sources import import_sources
 
-    with open_session(settings()) as session:
+    cfg = settings()
+    with open_session(cfg) as session:
         report = import_sources(
-            session, sources, series_slug=series, site_url=site_url, dry_run=dry_run
+            session,
+            sources,
+            series_slug=series,
+            site_url=site_url,
+            dry_run=dry_run,
+            fetch=feed_fetcher(cfg.feeds_allowed),
         )
     if as_json:
         print_json(report.as_json())

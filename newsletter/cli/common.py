@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.accounts.audit import Actor, act_as
 from newsletter.config import Settings, load_settings
-from newsletter.db import is_migrated, make_engine, make_sessionmaker, session_scope
+from newsletter.db import is_migrated, make_engine, make_sessionmaker, schema_problem, session_scope
 from newsletter.errors import ConfigError
 
 # User text (CSV cells, names, subjects) is printed as it is: no Rich markup, and no
@@ -31,13 +31,15 @@ def settings() -> Settings:
 
 
 def check_schema(cfg: Settings) -> None:
-    """ConfigError unless the database has a schema (`newsletter db upgrade` made it)."""
+    """ConfigError unless the database's schema is at this version's head migration:
+    a long-running process on an older (or newer) schema would fail later, mid-send."""
     engine = make_engine(cfg.database_url)
     try:
-        if not is_migrated(engine):
-            raise ConfigError("the database has no schema yet: run `newsletter db upgrade` first")
+        problem = schema_problem(engine)
     finally:
         engine.dispose()
+    if problem is not None:
+        raise ConfigError(problem)
 
 
 @contextmanager

@@ -37,10 +37,11 @@ def schedule(
 
 def status(as_json: JsonOption = False) -> None:
     """Queues, workers and every active run: sent, deferred, failed, pending, rate, ETA."""
-    from newsletter.tasks.app import configure
+    from newsletter.tasks.app import configure, require_broker
     from newsletter.tasks.status import collect_status
 
     cfg = settings()
+    require_broker(cfg)
     configure(cfg)
     with open_session(cfg) as session:
         report = collect_status(session, cfg)

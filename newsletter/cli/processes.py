@@ -28,7 +28,7 @@ def worker(
     loglevel: str = "INFO",
 ) -> None:
     """Start a Celery worker (the same as `celery -A worker worker`); extra args go to Celery."""
-    from newsletter.tasks.app import configure
+    from newsletter.tasks.app import configure, require_broker
 
     cfg = settings()
     if cfg.embedded_broker:
@@ -38,6 +38,8 @@ def worker(
             "`newsletter scheduler run`, which runs a worker in-process"
         )
     check_start_settings(cfg)
+    check_schema(cfg)
+    require_broker(cfg)
     celery_app = configure(cfg)
     celery_app.worker_main(
         ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", *ctx.args]
@@ -47,15 +49,16 @@ def worker(
 @scheduler.command("run")
 def scheduler_run() -> None:
     """Tick every few seconds until SIGTERM; with the in-memory broker, also run a worker."""
-    from newsletter.tasks.app import configure, embedded_worker, runtime
+    from newsletter.tasks.app import configure, embedded_worker, require_broker, runtime
     from newsletter.tasks.scheduler import Stopper, run_forever
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     cfg = settings()
     check_schema(cfg)
     check_start_settings(cfg, journal=cfg.embedded_broker)
+    require_broker(cfg)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     configure(cfg)
     stopper = Stopper()
     stopper.install()
@@ -129,7 +132,17 @@ def serve(
     cfg = settings()
     check_schema(cfg)
     check_start_settings(cfg, journal=False)
-    uvicorn.run(build_app(cfg, only), host=host, port=port, log_level="info")
+    # uvicorn would believe X-Forwarded-For from loopback by default: anyone on this
+    # machine could then pick the address their sign-ups are counted under. The app
+    # reads the header itself, from NEWSLETTER_TRUSTED_PROXIES only.
+    uvicorn.run(
+        build_app(cfg, only),
+        host=host,
+        port=port,
+        log_level="info",
+        proxy_headers=False,
+        server_header=False,
+    )
 
 
 def _under(path: str, prefix: str) -> bool:
@@ -150,7 +163,12 @@ def build_app(cfg: Settings, only: Only | None = None) -> Any:
     console = create_console_app(cfg)
     fallback = create_app(cfg) if only is None else api
 
+    apps = [api, console] if fallback is api else [api, console, fallback]
+
     async def split(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespans(apps, scope, receive, send)
+            return
         path = scope.get("path", "") if scope["type"] in ("http", "websocket") else ""
         if _under(path, "/api"):
             app = api
@@ -161,3 +179,28 @@ def build_app(cfg: Settings, only: Only | None = None) -> Any:
         await app(scope, receive, send)
 
     return split
+
+
+async def _lifespans(apps: list[Any], scope: Any, receive: Any, send: Any) -> None:
+    """Start and stop every app the server runs, not only the first: each disposes of
+    its database engine when it stops. The server hears "complete" once all have."""
+    import asyncio
+
+    inboxes: list[asyncio.Queue[Any]] = [asyncio.Queue() for _ in apps]
+    outboxes: list[asyncio.Queue[Any]] = [asyncio.Queue() for _ in apps]
+    tasks = [
+        asyncio.create_task(app(scope, inbox.get, outbox.put))
+        for app, inbox, outbox in zip(apps, inboxes, outboxes, strict=True)
+    ]
+    for phase in ("startup", "shutdown"):
+        message = await receive()
+        for inbox in inboxes:
+            await inbox.put(message)
+        answers = [await outbox.get() for outbox in outboxes]
+        failed = [a for a in answers if a["type"].endswith(".failed")]
+        await send(failed[0] if failed else {"type": f"lifespan.{phase}.complete"})
+        if failed:
+            for task in tasks:  # the server stops at once: nothing more will come
+                task.cancel()
+            break
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -15,6 +15,14 @@ skipped and reported, like a bad file in the Markdown import.
 Entries are matched by their id (RSS <guid>, Atom <id>; else the link; else a hash of
 title and date), stored in `Article.guid`: importing a feed again updates changed
 entries and never duplicates. Bodies pass the same sanitiser as Markdown articles.
+
+A feed URL is whatever staff typed (or a feed's redirect says), so fetching never
+connects to an address that is not public — loopback, private, link-local, shared or
+reserved — unless it is in a network NEWSLETTER_FEEDS_ALLOWED_NETWORKS names: the
+check runs on the addresses DNS gives, at connect time, for every redirect hop, and
+the connection goes to the address that was checked (a second DNS answer cannot swap
+it). A feed read
+from a file is capped at the same size as one fetched.
 """
 
 from __future__ import annotations
@@ -24,11 +32,13 @@ import codecs
 import hashlib
 import html
 import io
+import ipaddress
 import logging
 import re
+import socket
 import time
 import xml.sax
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,6 +47,7 @@ from urllib.parse import urljoin, urlsplit
 
 import feedparser
 import feedparser.urls
+import httpcore
 import httpx
 from feedparser.exceptions import (
     CharacterEncodingOverride,
@@ -48,6 +59,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from newsletter.accounts import audit
+from newsletter.config import IpNetwork
 from newsletter.content.importer import (
     MARKDOWN_SUFFIXES,
     Outcome,
@@ -75,6 +87,7 @@ ACCEPT = (
 # Column sizes of Article and Feed: longer values are cut or dropped, never refused.
 MAX_TITLE, MAX_AUTHOR, MAX_URL, MAX_GUID, MAX_SLUG = 500, 300, 2000, 2000, 200
 MAX_ETAG, MAX_MODIFIED = 500, 200
+MAX_FEED_BYTES = 5_000_000  # a fetched feed's body, or a feed file
 
 _EVERY_RE = re.compile(r"^\s*(\d+)\s*([smhd])\s*$", re.IGNORECASE)
 _EVERY_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -181,6 +194,83 @@ def is_feed_source(arg: str) -> bool:
 
 # --- fetching ----------------------------------------------------------------------------
 
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class BlockedAddressError(httpcore.ConnectError):
+    """A feed's host resolves to an address that is not public (raised at connect)."""
+
+
+def address_kind(address: IpAddress) -> str | None:
+    """What kind of non-public address this is ("loopback", "private"…), or None
+    when it is a public one."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_global and not address.is_multicast:
+        return None
+    for kind, flag in (
+        ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local),
+        ("unspecified", address.is_unspecified),
+        ("multicast", address.is_multicast),
+        ("private", address.is_private),
+    ):
+        if flag:
+            return kind
+    return "non-public"
+
+
+class PublicOnlyBackend(httpcore.SyncBackend):
+    """Connects only to public addresses (and those in `allowed`): resolves the host
+    itself, refuses it when any of its addresses is neither, and connects to the
+    address it checked."""
+
+    def __init__(self, allowed: Sequence[IpNetwork] = ()) -> None:
+        self.allowed = tuple(allowed)
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc.strerror or exc}") from exc
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+        for address in addresses:
+            kind = address_kind(address)
+            if kind is not None and not any(address in net for net in self.allowed):
+                raise BlockedAddressError(
+                    f"{host} is at {address}, a {kind} address: feeds are fetched only "
+                    "from public addresses (and NEWSLETTER_FEEDS_ALLOWED_NETWORKS)"
+                )
+        return super().connect_tcp(str(addresses[0]), port, timeout, local_address, socket_options)
+
+
+class _PublicOnlyTransport(httpx.HTTPTransport):
+    """httpx's transport over `PublicOnlyBackend` (httpx takes no backend itself, so
+    its connection pool is replaced by an equal one that has it)."""
+
+    def __init__(self, allowed: Sequence[IpNetwork]) -> None:
+        super().__init__(trust_env=False)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            network_backend=PublicOnlyBackend(allowed),
+        )
+
+
+def feed_fetcher(allowed_networks: Sequence[IpNetwork]) -> FeedFetcher:
+    """The fetcher the settings call for (NEWSLETTER_FEEDS_ALLOWED_NETWORKS)."""
+
+    def fetch(url: str, *, etag: str = "", modified: str = "") -> FetchResult:
+        return fetch_feed(url, etag=etag, modified=modified, allowed_networks=allowed_networks)
+
+    return fetch
+
 
 def fetch_feed(
     url: str,
@@ -188,16 +278,19 @@ def fetch_feed(
     etag: str = "",
     modified: str = "",
     timeout: float = 15.0,
-    max_bytes: int = 5_000_000,
+    max_bytes: int = MAX_FEED_BYTES,
+    allowed_networks: Sequence[IpNetwork] = (),
 ) -> FetchResult:
     """GET an http(s) feed URL, following redirects, sending If-None-Match and
     If-Modified-Since when `etag` / `modified` are given.
 
     Returns the body of a 2xx answer, or `not_modified` for 304. Raises FeedError
     naming the URL for anything else: another status, a timeout, a connection
-    failure, too many redirects, or a body (after decompression) over `max_bytes`.
-    `timeout` bounds connecting and each read; the whole download may take at most
-    four times as long, so a server that trickles bytes cannot hold a poll for ever.
+    failure, too many redirects, a body (after decompression) over `max_bytes`, or a
+    host (of the URL or of any redirect) at an address that is not public, unless it
+    is in `allowed_networks`. `timeout` bounds connecting and each read; the whole download
+    may take at most four times as long, so a server that trickles bytes cannot hold
+    a poll for ever.
     """
     _check_feed_url(url)
     deadline = time.monotonic() + 4 * timeout
@@ -206,9 +299,12 @@ def fetch_feed(
         headers["If-None-Match"] = etag
     if modified:
         headers["If-Modified-Since"] = modified
+    transport = _PublicOnlyTransport(allowed_networks)
     try:
         with (
-            httpx.Client(follow_redirects=True, timeout=timeout, headers=headers) as client,
+            httpx.Client(
+                follow_redirects=True, timeout=timeout, headers=headers, transport=transport
+            ) as client,
             client.stream("GET", url) as response,
         ):
             final_url = str(response.url)
@@ -236,6 +332,10 @@ def fetch_feed(
         raise FeedError(url, "too many redirects") from exc
     except httpx.UnsupportedProtocol as exc:
         raise FeedError(url, f"redirected to an address that is not http(s): {exc}") from exc
+    except httpx.ConnectError as exc:
+        if isinstance(exc.__cause__, BlockedAddressError):
+            raise FeedError(url, str(exc.__cause__)) from exc
+        raise FeedError(url, f"could not be fetched: {exc}") from exc
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise FeedError(url, f"could not be fetched: {exc}") from exc
 
@@ -637,21 +737,25 @@ def _unique_slug(session: Session, entry: FeedEntry) -> str:
     return slug
 
 
-def import_feed(session: Session, source: str, *, series_slug: str | None = None) -> ImportReport:
-    """Import a feed from an http(s) URL (fetched) or a file path (read); no commit.
+def import_feed(
+    session: Session,
+    source: str,
+    *,
+    series_slug: str | None = None,
+    fetch: FeedFetcher = fetch_feed,
+) -> ImportReport:
+    """Import a feed from an http(s) URL (fetched with `fetch`) or a file path (read,
+    at most MAX_FEED_BYTES); no commit.
 
     Raises FeedError when the feed cannot be fetched, read or parsed, and then
     nothing is imported. Skipped entries are listed in the report's problems.
     """
     if _is_http_url(source):
-        fetched = fetch_feed(source)
+        fetched = fetch(source)
         data, base, saved_as = fetched.content, fetched.url, source
     else:
         path = Path(source)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise FeedError(source, f"cannot read the file: {exc.strerror or exc}") from exc
+        data = read_feed_file(path, source)
         base, saved_as = "", str(path.resolve())
     problems: list[Problem] = []
     entries = parse_feed(data, source, base_url=base, problems=problems)
@@ -669,6 +773,19 @@ def import_feed(session: Session, source: str, *, series_slug: str | None = None
         },
     )
     return report
+
+
+def read_feed_file(path: Path, source: str, max_bytes: int = MAX_FEED_BYTES) -> bytes:
+    """The bytes of a feed file; FeedError when it cannot be read or is larger than
+    `max_bytes` (read at most one byte past it: /dev/zero ends too)."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(max_bytes + 1)
+    except OSError as exc:
+        raise FeedError(source, f"cannot read the file: {exc.strerror or exc}") from exc
+    if len(data) > max_bytes:
+        raise FeedError(source, f"the feed is larger than {max_bytes:,} bytes")
+    return data
 
 
 # --- polled feeds ------------------------------------------------------------------------

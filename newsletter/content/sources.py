@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from newsletter.content.feeds import import_feed, is_feed_source
+from newsletter.content.feeds import FeedFetcher, fetch_feed, import_feed, is_feed_source
 from newsletter.content.ghost import is_ghost_export, read_ghost_export
 from newsletter.content.importer import audit_import, read_markdown, save_parsed
 from newsletter.content.posts import ParsedArticle
@@ -32,6 +32,7 @@ def import_sources(
     series_slug: str | None = None,
     site_url: str = "",
     dry_run: bool = False,
+    fetch: FeedFetcher = fetch_feed,
 ) -> ArticleImportReport:
     """Import every source, then commit; with `dry_run` roll back instead, so the
     report says what the import would do and nothing is written.
@@ -39,7 +40,7 @@ def import_sources(
     `series_slug` puts the articles of feeds into that series. A feed that cannot be
     fetched or read raises FeedError and nothing at all is imported (the caller's
     session rolls back). `site_url`, the old site's address, makes relative links and
-    images of posts and exports absolute.
+    images of posts and exports absolute. Feeds given by URL are fetched with `fetch`.
     """
     if site_url and not is_site_url(site_url):
         raise InvalidInputError(f"--site-url must be an http(s) address, not {site_url!r}")
@@ -52,7 +53,7 @@ def import_sources(
             if kind == "markdown":
                 markdown.append(Path(source))
             elif kind == "feed":
-                report.merge(import_feed(session, source, series_slug=series_slug))
+                report.merge(import_feed(session, source, series_slug=series_slug, fetch=fetch))
             else:
                 reader = read_wordpress_export if kind == "wordpress" else read_ghost_export
                 reading = reader(Path(source), site_url)

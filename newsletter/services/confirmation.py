@@ -13,14 +13,19 @@ List-Unsubscribe, the reader is not on any list yet.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
 
-from newsletter.audience.signup import Confirmation
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from newsletter.audience.models import MailingList, Subscriber, Subscription, SubscriptionStatus
+from newsletter.audience.signup import Confirmation, ListToConfirm, is_suppressed
 from newsletter.audience.tokens import Purpose, TokenSigner
-from newsletter.config import Settings
+from newsletter.config import MailTarget, Settings, SmtpTarget
 from newsletter.delivery.dkim import DkimSigner, signer_from_settings
 from newsletter.delivery.mailers import Mailer, make_mailer
 from newsletter.delivery.outgoing import Outgoing
@@ -34,6 +39,9 @@ from newsletter.rendering.slots import new_marker, sentinel
 log = logging.getLogger(__name__)
 
 SUBJECT = "Please confirm your subscription"
+# A confirmation waits for the relay at most this long per step (connect, each reply),
+# whatever the SMTP URL's timeout: it is one email, and others wait behind it.
+CONFIRMATION_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -74,11 +82,17 @@ class ConfirmationSender:
             library=template_library(settings.templates_dir),
             envelope_from=parseaddr(settings.from_address)[1],
             dkim=signer_from_settings(settings),
-            make_mailer=lambda: make_mailer(settings.mail_target),
+            make_mailer=lambda: make_mailer(_bounded(settings.mail_target)),
         )
 
     def outgoing(self) -> Outgoing:
         return Outgoing(self.envelope_from, self.make_mailer(), self.dkim)
+
+
+def _bounded(target: MailTarget) -> MailTarget:
+    if isinstance(target, SmtpTarget) and target.timeout > CONFIRMATION_TIMEOUT_SECONDS:
+        return dataclasses.replace(target, timeout=CONFIRMATION_TIMEOUT_SECONDS)
+    return target
 
 
 def human_duration(seconds: int) -> str:
@@ -156,3 +170,28 @@ def send_confirmation(
     finally:
         outgoing.close()
     return True
+
+
+def pending_confirmation(
+    session: Session, subscriber_id: int, list_ids: Sequence[int]
+) -> Confirmation | None:
+    """The confirmation still due for these lists, read again from the database (for a
+    task that runs later): only lists still unconfirmed, and nothing for an address
+    that was suppressed or forgotten meanwhile."""
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None or is_suppressed(session, subscriber.email):
+        return None
+    rows = session.execute(
+        select(MailingList.id, MailingList.name)
+        .join(Subscription, Subscription.list_id == MailingList.id)
+        .where(
+            Subscription.subscriber_id == subscriber_id,
+            Subscription.list_id.in_(list_ids),
+            Subscription.status == SubscriptionStatus.unconfirmed,
+        )
+        .order_by(MailingList.id)
+    ).all()
+    if not rows:
+        return None
+    lists = tuple(ListToConfirm(list_id, name) for list_id, name in rows)
+    return Confirmation(subscriber.id, subscriber.email, lists)

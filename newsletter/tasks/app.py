@@ -10,10 +10,13 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import redis
 from celery import Celery
 from celery.signals import worker_process_shutdown
 from sqlalchemy import Engine
@@ -24,7 +27,7 @@ from newsletter.db import make_engine, make_sessionmaker
 from newsletter.delivery.mailers import make_mailer
 from newsletter.delivery.sending import ChunkSender
 from newsletter.delivery.throttle import make_throttle
-from newsletter.errors import ConfigError
+from newsletter.errors import BrokerUnavailableError, ConfigError
 
 QUEUE = "newsletter"
 log = logging.getLogger(__name__)
@@ -137,16 +140,87 @@ def configure(settings: Settings) -> Celery:
     return app
 
 
+def _safe_url(url: str) -> str:
+    """The broker URL with any password masked, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, in the library's words, without its class name."""
+    return " ".join(str(exc).split()) or "no answer"
+
+
 def broker_problem(broker_url: str) -> str | None:
-    """None when the broker answers within a few seconds, else what went wrong."""
+    """None when the broker answers within a few seconds, else what went wrong, in one
+    line naming the broker (password masked)."""
     from kombu.connection import Connection
 
     try:
         with Connection(broker_url, connect_timeout=2) as conn:  # type: ignore[no-untyped-call]
             conn.ensure_connection(max_retries=1)
     except Exception as exc:  # kombu raises many kinds; any of them means "not reachable"
-        return type(exc).__name__
+        return f"cannot reach the broker at {_safe_url(broker_url)}: {_reason(exc)}"
     return None
+
+
+def require_broker(settings: Settings) -> None:
+    """BrokerUnavailableError (one line) unless the configured broker answers."""
+    if settings.embedded_broker:
+        return
+    problem = broker_problem(settings.broker_url)
+    if problem is not None:
+        raise BrokerUnavailableError(f"NEWSLETTER_BROKER_URL: {problem}")
+
+
+class BrokerProbe:
+    """Whether the broker answers, through one kept connection (a pool of one for
+    Redis), not a new connection per question: a readiness probe asks every few
+    seconds, from every web process."""
+
+    def __init__(self, broker_url: str, timeout: float = 2.0) -> None:
+        self._url = broker_url
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._redis: redis.Redis | None = None
+        self._kombu: Any = None
+        if broker_url.startswith(("redis://", "rediss://")):
+            self._redis = redis.Redis.from_url(
+                broker_url,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                max_connections=1,
+            )
+
+    def problem(self) -> str | None:
+        """None when the broker answered; else what went wrong, in words."""
+        try:
+            if self._redis is not None:
+                with self._lock:  # one connection, one question at a time
+                    self._redis.ping()
+            else:
+                self._ping_kombu()
+        except Exception as exc:  # any failure means "not reachable"
+            return _reason(exc)
+        return None
+
+    def _ping_kombu(self) -> None:
+        from kombu.connection import Connection
+
+        with self._lock:
+            if self._kombu is None:
+                self._kombu = Connection(self._url, connect_timeout=self._timeout)  # type: ignore[no-untyped-call]
+            self._kombu.ensure_connection(max_retries=1)
+            self._kombu.default_channel  # noqa: B018 (opens the channel when it is gone)
+
+    def close(self) -> None:
+        if self._redis is not None:
+            self._redis.close()
+        if self._kombu is not None:
+            self._kombu.release()
 
 
 @worker_process_shutdown.connect  # type: ignore[untyped-decorator]

@@ -1,16 +1,23 @@
 """Celery's entry point for installed copies: `celery -A newsletter.tasks.entry worker`.
 
-It reads the settings from the environment once, checks what sending needs (a bad
-value stops the worker at once with one line naming the variable) and configures the
-app; the top-level `worker.py` does the same for `celery -A worker worker` in a checkout.
+On import it reads the settings from the environment once and checks what sending
+needs (a bad value stops the process at once with one line naming the variable), and
+configures the app; the top-level `worker.py` does the same for `celery -A worker
+worker` in a checkout. When a worker starts (not on a mere import, nor for `celery
+flower`), it also checks that the database's schema is at the head migration and that
+the broker answers, and stops with one line if not.
 """
 
 import sys
 
-from newsletter.config import load_settings
+from celery.signals import celeryd_init
+from sqlalchemy.exc import DBAPIError
+
+from newsletter.config import Settings, load_settings
+from newsletter.db import make_engine, schema_problem
 from newsletter.delivery.startup import check_start_settings
-from newsletter.errors import ConfigError
-from newsletter.tasks.app import configure
+from newsletter.errors import ConfigError, NewsletterError
+from newsletter.tasks.app import configure, require_broker
 
 try:
     _settings = load_settings()
@@ -18,3 +25,26 @@ try:
 except ConfigError as exc:
     sys.exit(f"error: {exc}")
 app = configure(_settings)
+
+
+def check_before_working(settings: Settings) -> None:
+    """ConfigError or BrokerUnavailableError unless the schema is at the head migration
+    and the broker answers."""
+    engine = make_engine(settings.database_url)
+    try:
+        problem = schema_problem(engine)
+    except DBAPIError as exc:
+        raise ConfigError(f"database: {' '.join(str(exc.orig).split())}") from exc
+    finally:
+        engine.dispose()
+    if problem is not None:
+        raise ConfigError(problem)
+    require_broker(settings)
+
+
+@celeryd_init.connect  # type: ignore[untyped-decorator]
+def _check_on_start(**_: object) -> None:
+    try:
+        check_before_working(_settings)
+    except NewsletterError as exc:
+        sys.exit(f"error: {exc}")

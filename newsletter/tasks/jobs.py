@@ -9,10 +9,22 @@ from datetime import datetime
 from typing import Any
 
 from newsletter.audience.importer import run_import_job
+from newsletter.audience.signup import Confirmation
+from newsletter.audience.tokens import TokenSigner
 from newsletter.campaigns.runs import prepare_campaign_run
-from newsletter.content.feeds import poll_due_feeds
+from newsletter.content.feeds import feed_fetcher, poll_due_feeds
 from newsletter.runs.ledger import Chunk
+from newsletter.services.confirmation import (
+    ConfirmationSender,
+    pending_confirmation,
+    send_confirmation,
+)
 from newsletter.tasks.app import app, runtime
+
+# Publishing a task waits for the broker at most about this long (then the web
+# process logs it and the reader can ask again): never longer, since it runs in a
+# small queue of threads that other confirmations wait behind.
+PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 1}
 
 
 def enqueue_chunk(chunk: Chunk) -> None:
@@ -41,7 +53,35 @@ def poll_feeds(at: str) -> int:
     polled. Safe to run twice at once: each feed is taken by a conditional update."""
     rt = runtime()
     with rt.sessions() as session:
-        return len(poll_due_feeds(session, datetime.fromisoformat(at)))
+        fetch = feed_fetcher(rt.settings.feeds_allowed)
+        return len(poll_due_feeds(session, datetime.fromisoformat(at), fetch))
+
+
+def enqueue_confirmation(confirmation: Confirmation) -> None:
+    """Hand a confirmation email to the workers (called off the request path)."""
+    list_ids = [item.list_id for item in confirmation.lists]
+    send_confirmation_mail.apply_async(
+        args=[confirmation.subscriber_id, list_ids],
+        retry=True,
+        retry_policy=PUBLISH_RETRY_POLICY,
+    )
+
+
+@app.task(name="newsletter.send_confirmation")  # type: ignore[untyped-decorator]
+def send_confirmation_mail(subscriber_id: int, list_ids: list[int]) -> bool:
+    """Send the confirmation email still due for these lists; True when one went out.
+
+    Safe to run twice: a second run mails a fresh link only while the lists are still
+    unconfirmed, as a second sign-up would."""
+    rt = runtime()
+    with rt.sessions() as session:
+        confirmation = pending_confirmation(session, subscriber_id, list_ids)
+    if confirmation is None:
+        return False
+    cfg = rt.settings
+    return send_confirmation(
+        TokenSigner(cfg.secret_key), ConfirmationSender.from_settings(cfg), confirmation
+    )
 
 
 @app.task(name="newsletter.import_subscribers")  # type: ignore[untyped-decorator]

@@ -1,18 +1,29 @@
 """Signing up (form and JSON) and confirming: /subscribe, /confirm/{token}.
 
 The signup form answers the same, status and body, whatever the state of the
-address (new, pending, confirmed, unsubscribed, suppressed), and the confirmation
-email goes out after the answer, so neither the answer nor its timing tells a
-stranger who is subscribed. See audience/signup.py for what happens in each state.
+address (new, pending, confirmed, unsubscribed, suppressed), no sooner than the
+policy's `answer_seconds` after the request came, and the confirmation email is
+handed to a queue (web/background.py, or the Celery workers) instead of being sent
+inside the request, so neither the answer nor its timing tells a stranger who is
+subscribed, and a hung relay holds no request. See audience/signup.py for what
+happens in each state.
+
+A browser's form post must come from one of our own origins (the base URL's, or
+NEWSLETTER_SIGNUP_ALLOWED_ORIGINS): another site cannot sign its visitors up. JSON
+needs a CORS preflight we never grant, so it is left to scripts and other servers,
+which send no Origin.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import select
@@ -24,12 +35,12 @@ from newsletter.audience.subscriptions import ConfirmOutcome, confirm_pending
 from newsletter.audience.tokens import InvalidTokenError, Purpose
 from newsletter.errors import NotFoundError
 from newsletter.ratelimit import Limit, RateLimiterUnavailableError
-from newsletter.services.confirmation import send_confirmation
-from newsletter.web.common import SessionDep, Web, client_ip, wants_json
+from newsletter.web.common import SessionDep, Web, wants_json, without_nul
 
 log = logging.getLogger(__name__)
 
 HONEYPOT = "website"  # a field humans never see; bots fill it
+MAX_FIELDS = 200  # email, name, the honeypot and up to MAX_LISTS lists, with room
 ACCEPTED = (
     "Thank you. Please check your inbox: if your subscription needs confirming, we have "
     "sent you an email with a link to follow."
@@ -59,35 +70,61 @@ def _json_signup(data: object) -> SignupForm:
         value = data.get(field) or ""
         if not isinstance(value, str):
             raise FieldError(field, "must be a string")
-        return value
+        return without_nul(field, value)
 
     lists = data.get("list") or []
     if isinstance(lists, str):
         lists = [lists]
     if not isinstance(lists, list) or not all(isinstance(v, str) for v in lists):
         raise FieldError("list", "must be a list slug or an array of slugs")
+    lists = [without_nul("list", v) for v in lists]
     return SignupForm(string("email"), string("name"), lists, string(HONEYPOT))
+
+
+def parse_json_body(body: bytes) -> object:
+    """The JSON document in `body`; FieldError("body") when it is not JSON, or nests
+    deeper than Python's parser goes (which would otherwise be a RecursionError)."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FieldError("body", "not valid JSON") from exc
+    except RecursionError as exc:
+        raise FieldError("body", "JSON nested too deeply") from exc
 
 
 async def read_signup_form(request: Request) -> SignupForm:
     """The signup's fields; FieldError for a body that is neither a form nor a JSON object."""
     if wants_json(request):
-        try:
-            data = await request.json()
-        except ValueError as exc:
-            raise FieldError("body", "not valid JSON") from exc
-        return _json_signup(data)
+        return _json_signup(parse_json_body(await request.body()))
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
         raise UnsupportedBodyError("body", "send a form or a JSON object")
-    form = await request.form()
+    form = await request.form(max_files=0, max_fields=MAX_FIELDS)
 
     def field(name: str) -> str:
         value = form.get(name, "")
-        return value if isinstance(value, str) else ""
+        return without_nul(name, value) if isinstance(value, str) else ""
 
-    lists = [v for v in form.getlist("list") if isinstance(v, str)]
+    lists = [without_nul("list", v) for v in form.getlist("list") if isinstance(v, str)]
     return SignupForm(field("email"), field("name"), lists, field(HONEYPOT))
+
+
+def cross_site(web: Web, request: Request) -> str | None:
+    """Why a browser's form post comes from a site that may not post it, or None.
+
+    Browsers send Origin with every POST (`null` from sandboxed and privacy-sensitive
+    contexts); without one, Sec-Fetch-Site still says whether the post is cross-site.
+    A client that sends neither is not a browser acting for someone else."""
+    if wants_json(request):
+        return None
+    origin = request.headers.get("origin")
+    if origin is not None:
+        if origin.lower().rstrip("/") in web.settings.signup_origins:
+            return None
+        return f"this form may only be sent from {web.settings.base_url}, not from {origin}"
+    if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
+        return f"this form may only be sent from {web.settings.base_url}"
+    return None
 
 
 def routes(web: Web) -> APIRouter:
@@ -104,10 +141,16 @@ def routes(web: Web) -> APIRouter:
         return _signup_page(web, request, session, form, None, 200)
 
     @app.post("/subscribe")
-    async def subscribe(request: Request, background: BackgroundTasks) -> Response:
+    async def subscribe(request: Request) -> Response:
+        arrived = time.monotonic()
         as_json = wants_json(request)
+        # Everything that needs no body is checked before a byte of it is read.
+        foreign = cross_site(web, request)
+        if foreign is not None:
+            log.warning("cross-site sign-up refused: %s", foreign)
+            return web.message(request, 403, "Please sign up on our own page", foreign)
         refused = await run_in_threadpool(
-            _limited, web, request, as_json, web.policy.per_ip, client_ip(request)
+            _limited, web, request, as_json, web.policy.per_ip, web.client_key(request)
         )
         if refused is not None:
             return refused
@@ -116,7 +159,12 @@ def routes(web: Web) -> APIRouter:
         except FieldError as exc:
             status = 415 if isinstance(exc, UnsupportedBodyError) else 400
             return _field_error(web, request, as_json, exc, None, status)
-        return await run_in_threadpool(_sign_up, web, request, as_json, form, background)
+        response, accepted = await run_in_threadpool(_sign_up, web, request, as_json, form)
+        if accepted:
+            # The same answer at the same time for every address: the work done for a
+            # new one (rows, a confirmation to queue) must not show in its timing.
+            await asyncio.sleep(max(0.0, arrived + web.policy.answer_seconds - time.monotonic()))
+        return response
 
     @app.get("/confirm/{token}", response_class=HTMLResponse)
     def confirm(request: Request, token: str, session: SessionDep) -> HTMLResponse:
@@ -225,23 +273,22 @@ def _accepted(web: Web, request: Request, as_json: bool) -> Response:
     return web.message(request, 200, "Thank you", ACCEPTED)
 
 
-def _sign_up(
-    web: Web, request: Request, as_json: bool, form: SignupForm, background: BackgroundTasks
-) -> Response:
-    """Validate, limit per address, record; mail after the commit, after the answer."""
+def _sign_up(web: Web, request: Request, as_json: bool, form: SignupForm) -> tuple[Response, bool]:
+    """Validate, limit per address, record; queue the mail after the commit. Returns
+    the answer, and whether it is the one answer of an accepted sign-up."""
     if form.honeypot:
-        return _accepted(web, request, as_json)  # a bot: look normal, do nothing
+        return _accepted(web, request, as_json), True  # a bot: look normal, do nothing
     with web.sessions() as session:
         try:
             signup = parse_signup(form.email, form.name, form.lists)
             lists = find_lists(session, signup.list_slugs)
         except FieldError as exc:
-            return _field_error(web, request, as_json, exc, form)
+            return _field_error(web, request, as_json, exc, form), False
         refused = _limited(web, request, as_json, web.policy.per_address, signup.email)
         if refused is not None:
-            return refused
+            return refused, False
         confirmation = request_subscription(session, signup, lists)
         session.commit()
     if confirmation is not None:
-        background.add_task(send_confirmation, web.signer, web.sender, confirmation)
-    return _accepted(web, request, as_json)
+        web.send_confirmation(confirmation)
+    return _accepted(web, request, as_json), True

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from functools import cache
-from typing import Annotated, Any
+from typing import Any
 from zoneinfo import available_timezones
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
@@ -25,7 +27,9 @@ from newsletter.db import utcnow
 from newsletter.errors import NotFoundError
 from newsletter.sequences.engine import send_next_now
 from newsletter.services.preferences import apply_preferences, load_preferences, parse_preferences
-from newsletter.web.common import SessionDep, Web
+from newsletter.web.common import SessionDep, Web, without_nul
+
+MAX_FIELDS = 1000  # csrf, name, timezone, and a box per list and per sequence
 
 
 def csrf_token(secret_key: str, preferences_token: str) -> str:
@@ -140,35 +144,67 @@ def _preferences_routes(app: APIRouter, web: Web) -> None:
             return web.invalid_link(request, str(exc))
 
     @app.post("/preferences/{token}", response_class=HTMLResponse)
-    def save_preferences(
-        request: Request,
-        token: str,
-        session: SessionDep,
-        csrf: Annotated[str, Form()] = "",
-        name: Annotated[str, Form()] = "",
-        timezone: Annotated[str, Form()] = "",
-        slugs: Annotated[list[str] | None, Form(alias="list")] = None,
-        paused: Annotated[list[str] | None, Form()] = None,
-    ) -> HTMLResponse:
+    async def save_preferences(request: Request, token: str) -> HTMLResponse:
+        # The token is checked before a byte of the body is read: a stranger's post to
+        # a made-up link costs us nothing (no form parsing, no spooled upload).
         try:
             claims = web.signer.verify(token, Purpose.preferences)
         except InvalidTokenError as exc:
             return web.invalid_link(request, str(exc))
+        if not request.headers.get("content-type", "").startswith(
+            "application/x-www-form-urlencoded"
+        ):
+            return web.message(request, 415, "Please try again", "Send the preferences form.")
+        form = await request.form(max_files=0, max_fields=MAX_FIELDS)
+
+        def text(name: str) -> str:
+            value = form.get(name, "")
+            return value if isinstance(value, str) else ""
+
+        def texts(name: str) -> list[str]:
+            return [v for v in form.getlist(name) if isinstance(v, str)]
+
         expected = csrf_token(web.settings.secret_key, token)
-        if not hmac.compare_digest(csrf.encode("utf-8"), expected.encode("ascii")):
+        if not hmac.compare_digest(text("csrf").encode("utf-8"), expected.encode("ascii")):
             return web.message(
                 request, 403, "Please try again", "This form expired; open the link again."
             )
+        return await run_in_threadpool(
+            save, request, token, claims.subscriber_id, text, texts("list"), texts("paused")
+        )
+
+    def save(
+        request: Request,
+        token: str,
+        subscriber_id: int,
+        text: Callable[[str], str],
+        slugs: list[str],
+        paused: list[str],
+    ) -> HTMLResponse:
+        with web.sessions() as session:
+            return _save(request, session, token, subscriber_id, text, slugs, paused)
+
+    def _save(
+        request: Request,
+        session: Session,
+        token: str,
+        subscriber_id: int,
+        text: Callable[[str], str],
+        slugs: list[str],
+        paused: list[str],
+    ) -> HTMLResponse:
         try:
-            apply_preferences(
-                session,
-                claims.subscriber_id,
-                parse_preferences(name, timezone, slugs or [], paused or []),
+            choices = parse_preferences(
+                without_nul("name", text("name")),
+                without_nul("timezone", text("timezone")),
+                [without_nul("list", v) for v in slugs],
+                [without_nul("paused", v) for v in paused],
             )
+            apply_preferences(session, subscriber_id, choices)
             session.commit()
         except FieldError as exc:
             session.rollback()
-            return show(request, session, claims.subscriber_id, token, 400, error=exc)
+            return show(request, session, subscriber_id, token, 400, error=exc)
         except NotFoundError as exc:
             return web.invalid_link(request, str(exc))
-        return show(request, session, claims.subscriber_id, token, saved=True)
+        return show(request, session, subscriber_id, token, saved=True)

@@ -5,7 +5,12 @@ Include `router` in the web app. Each endpoint reads the app's settings from
 sessions from `request.app.state.sessions`; bounces.actions decides what an event
 does. A provider with no secret configured answers 404; an unsigned request 401; a
 forged or stale one 403 and changes nothing; a valid one 200 with counts of what was
-done. A replayed event answers 200 and changes nothing.
+done. A replayed event answers 200 and changes nothing; a Mailgun signature sent
+again with other event data is forged (bounces/replay.py).
+
+Whatever can be checked without the body is checked before a byte of it is read: a
+disabled provider, Postmark's credentials, SendGrid's signature headers. The body's
+size is bounded while it streams (web/guards.py, NEWSLETTER_WEBHOOK_MAX_BODY_BYTES).
 
 Amazon SNS signing certificates and subscription confirmations are fetched through
 `request.app.state.sns_http_get` when the app sets it (a callable `url -> bytes`;
@@ -24,12 +29,15 @@ from starlette.concurrency import run_in_threadpool
 
 from newsletter.bounces.actions import Action, apply_report
 from newsletter.bounces.dsn import BounceReport
+from newsletter.bounces.replay import remember_signature
 from newsletter.bounces.webhooks import (
     SENDGRID_SIGNATURE_HEADER,
     SENDGRID_TIMESTAMP_HEADER,
     CertificateFetcher,
     HttpsGetter,
+    SignedToken,
     UnauthenticatedWebhook,
+    WebhookDisabled,
     WebhookError,
     WebhookSecrets,
     confirm_sns_subscription,
@@ -38,11 +46,10 @@ from newsletter.bounces.webhooks import (
     read_sns_message,
     sendgrid_reports,
     ses_reports,
+    verify_basic_auth,
 )
 from newsletter.config import Settings
 from newsletter.db import utcnow
-
-MAX_BODY_BYTES = 5_000_000  # far above any provider's batch; keeps a flood out of memory
 
 router = APIRouter()
 _default_getter = HttpsGetter()
@@ -52,18 +59,23 @@ _default_getter = HttpsGetter()
 async def mailgun_webhook(request: Request) -> JSONResponse:
     secrets = _secrets(request)
     try:
-        body = await _body(request)
-        reports = mailgun_reports(body, secrets.mailgun_key, now=time.time())
+        _enabled(secrets.mailgun_key, "Mailgun")
+        body = await request.body()
+        webhook = mailgun_reports(body, secrets.mailgun_key, now=time.time())
+        return await _apply(request, webhook.reports, "mailgun", webhook.signed)
     except WebhookError as exc:
         return _refusal(exc)
-    return await _apply(request, reports, "mailgun")
 
 
 @router.post("/webhooks/sendgrid")
 async def sendgrid_webhook(request: Request) -> JSONResponse:
     secrets = _secrets(request)
     try:
-        body = await _body(request)
+        _enabled(secrets.sendgrid_public_key_pem, "SendGrid")
+        signature = request.headers.get(SENDGRID_SIGNATURE_HEADER)
+        if not signature or not request.headers.get(SENDGRID_TIMESTAMP_HEADER):
+            raise UnauthenticatedWebhook("the SendGrid webhook is not signed")
+        body = await request.body()
         reports = sendgrid_reports(
             body,
             request.headers.get(SENDGRID_SIGNATURE_HEADER),
@@ -79,7 +91,11 @@ async def sendgrid_webhook(request: Request) -> JSONResponse:
 async def postmark_webhook(request: Request) -> JSONResponse:
     secrets = _secrets(request)
     try:
-        body = await _body(request)
+        _enabled(secrets.postmark_user and secrets.postmark_password, "Postmark")
+        verify_basic_auth(
+            request.headers.get("Authorization"), secrets.postmark_user, secrets.postmark_password
+        )
+        body = await request.body()
         reports = postmark_reports(
             body,
             request.headers.get("Authorization"),
@@ -96,7 +112,8 @@ async def ses_webhook(request: Request) -> JSONResponse:
     secrets = _secrets(request)
     http_get: CertificateFetcher = getattr(request.app.state, "sns_http_get", _default_getter)
     try:
-        body = await _body(request)
+        _enabled(secrets.sns_topic_arns, "SES (SNS)")
+        body = await request.body()
         # Fetching the certificate is blocking I/O: keep it off the event loop.
         message = await run_in_threadpool(
             read_sns_message, body, secrets.sns_topic_arns, http_get, utcnow()
@@ -121,11 +138,10 @@ def _secrets(request: Request) -> WebhookSecrets:
     return WebhookSecrets.from_settings(_settings(request))
 
 
-async def _body(request: Request) -> bytes:
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise WebhookError("the body is too large")
-    return body
+def _enabled(secret: object, provider: str) -> None:
+    """WebhookDisabled (404) unless the provider has its secret: said before reading."""
+    if not secret:
+        raise WebhookDisabled(f"the {provider} webhook is not configured")
 
 
 def _refusal(error: WebhookError) -> JSONResponse:
@@ -135,18 +151,30 @@ def _refusal(error: WebhookError) -> JSONResponse:
     return JSONResponse({"error": str(error)}, status_code=error.status_code, headers=headers)
 
 
-async def _apply(request: Request, reports: list[BounceReport], source: str) -> JSONResponse:
+async def _apply(
+    request: Request, reports: list[BounceReport], source: str, signed: SignedToken | None = None
+) -> JSONResponse:
     limit = _settings(request).soft_bounce_limit
-    counts = await run_in_threadpool(_apply_all, request.app.state.sessions, reports, source, limit)
+    counts = await run_in_threadpool(
+        _apply_all, request.app.state.sessions, reports, source, limit, signed
+    )
     return JSONResponse(counts)
 
 
 def _apply_all(
-    sessions: sessionmaker[Session], reports: list[BounceReport], source: str, limit: int
+    sessions: sessionmaker[Session],
+    reports: list[BounceReport],
+    source: str,
+    limit: int,
+    signed: SignedToken | None,
 ) -> dict[str, int]:
-    """Act on every event of one request in one transaction: all of it, or none."""
+    """Act on every event of one request in one transaction: all of it, or none; a
+    signature token is remembered in the same transaction (ForgedWebhook when it
+    came with other data before)."""
     actions: Counter[str] = Counter()
     with sessions() as session:
+        if signed is not None:
+            remember_signature(session, signed, utcnow())
         for report in reports:
             for outcome in apply_report(session, report, source, limit):
                 actions[outcome.action] += 1

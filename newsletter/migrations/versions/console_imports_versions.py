@@ -2,7 +2,7 @@
 and every saved version of a stored template
 
 Revision ID: console_imports_versions
-Revises: 0007
+Revises: 0008
 Create Date: 2026-11-30
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import newsletter.db
 
 revision = "console_imports_versions"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
