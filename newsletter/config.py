@@ -440,6 +440,40 @@ class Settings(BaseSettings):
 MIN_SECRET_BYTES = 32
 
 
+SECRET_SETTINGS = frozenset(
+    {
+        "secret_key",
+        "secret_keys_old",
+        "webhook_mailgun_key",
+        "webhook_postmark_password",
+    }
+)
+URL_SETTINGS = frozenset({"database_url", "broker_url", "mail_url", "redis_url"})
+
+
+def _mask_url(value: str) -> str:
+    """A URL with its password replaced by ••••."""
+    parts = urlsplit(value)
+    if parts.password is None:
+        return value
+    netloc = parts.netloc.replace(f":{parts.password}@", ":••••@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def effective_settings(settings: Settings) -> list[tuple[str, str]]:
+    """Every setting as (NEWSLETTER_NAME, value) for people to read: secrets shown only
+    as set or not, passwords in URLs masked."""
+    shown = []
+    for name, value in settings.model_dump().items():
+        text = str(value)
+        if name in SECRET_SETTINGS:
+            text = "•••• (set)" if value else "(not set)"
+        elif name in URL_SETTINGS:
+            text = _mask_url(text)
+        shown.append((f"{ENV_PREFIX}{name.upper()}", text))
+    return shown
+
+
 def check_secret_key(settings: Settings) -> None:
     """ConfigError unless the secret key is fit to sign subscribers' links in production:
     not empty, not the public development key, at least 32 bytes. A process started

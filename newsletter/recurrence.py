@@ -214,6 +214,7 @@ def previous_occurrence(expression: str, tz: str, before: datetime) -> datetime 
 
 # The first zone to reach a wall-clock time is UTC+14 (Kiritimati), the last UTC-12.
 EARLIEST_ZONE = ZoneInfo("Etc/GMT-14")
+LATEST_ZONE = ZoneInfo("Etc/GMT+12")
 LOCAL_TIME_LEAD = timedelta(hours=26)
 
 
@@ -234,3 +235,8 @@ def at_wall_clock(wall: datetime, tz: str | None, fallback: str) -> datetime:
 def earliest_local(instant: datetime, tz: str) -> datetime:
     """When the first time zone on Earth reaches the wall-clock time of `instant` in `tz`."""
     return wall_clock(instant, tz).replace(tzinfo=EARLIEST_ZONE).astimezone(UTC)
+
+
+def latest_local(instant: datetime, tz: str) -> datetime:
+    """When the last time zone on Earth reaches the wall-clock time of `instant` in `tz`."""
+    return wall_clock(instant, tz).replace(tzinfo=LATEST_ZONE).astimezone(UTC)

@@ -104,11 +104,20 @@ def entries(
     after_id: int = 0,
     limit: int = 100,
     newest_first: bool = False,
+    until: datetime | None = None,
+    action: str | None = None,
 ) -> list[AuditEntry]:
-    """Entries in id order (or newest first), from `since`, by one user (email)."""
+    """Entries in id order (or newest first), from `since` and before `until`, by one
+    user (email), of one action or family of actions ("campaign" or "campaign.")."""
     query = select(AuditEntry)
     if since is not None:
         query = query.where(AuditEntry.at >= since)
+    if until is not None:
+        query = query.where(AuditEntry.at < until)
+    if action:
+        action = action.strip()
+        family = action if action.endswith(".") else action + "."
+        query = query.where((AuditEntry.action == action) | AuditEntry.action.startswith(family))
     if user is not None:
         user_id = session.scalar(select(User.id).where(User.email == user.strip().lower()))
         query = query.where(AuditEntry.user_id == (user_id if user_id is not None else -1))

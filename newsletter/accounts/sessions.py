@@ -20,8 +20,13 @@ from sqlalchemy.orm import Session
 from newsletter.accounts import audit, totp
 from newsletter.accounts.models import StaffSession, User
 from newsletter.accounts.passwords import burn_time, verify_password
+from newsletter.config import Settings
 from newsletter.db import utcnow
 from newsletter.errors import NewsletterError
+from newsletter.ratelimit import Limit, RateLimiter
+
+# The session cookie, shared by the staff API and the console (one login for both).
+COOKIE = "nl_session"
 
 
 class LoginFailed(NewsletterError):
@@ -56,6 +61,29 @@ def csrf_token(secret_key: str, cookie: str) -> str:
     made with the cookie (a page of another site cannot read it)."""
     key = hashlib.sha256(b"newsletter-staff-csrf:" + secret_key.encode()).digest()
     return hmac.new(key, cookie.encode("utf-8", "replace"), hashlib.sha256).hexdigest()
+
+
+def login_retry_after(limiter: RateLimiter, settings: Settings, ip: str, email: str) -> int:
+    """Count a login attempt per client address and per account; 0 when it may go
+    ahead, else the seconds to wait (the attempt was not counted)."""
+    for limit, key in (
+        (
+            Limit("login-ip", settings.login_limit_per_ip, settings.login_limit_per_ip_seconds),
+            ip,
+        ),
+        (
+            Limit(
+                "login-account",
+                settings.login_limit_per_account,
+                settings.login_limit_per_account_seconds,
+            ),
+            email.strip().lower(),
+        ),
+    ):
+        decision = limiter.hit(limit, key)
+        if not decision.allowed:
+            return max(1, decision.retry_after)
+    return 0
 
 
 def log_in(

@@ -18,7 +18,6 @@ from newsletter.api.common import (
     client_ip,
 )
 from newsletter.api.schemas import LoginIn, LoginOut, MeOut, UserOut
-from newsletter.ratelimit import Limit
 
 router = APIRouter(tags=["auth"])
 
@@ -32,22 +31,13 @@ def login(body: LoginIn, request: Request) -> JSONResponse:
     api = api_of(request)
     cfg = api.settings
     ip = client_ip(request)
-    for limit, key in (
-        (Limit("login-ip", cfg.login_limit_per_ip, cfg.login_limit_per_ip_seconds), ip),
-        (
-            Limit(
-                "login-account", cfg.login_limit_per_account, cfg.login_limit_per_account_seconds
-            ),
-            body.email.strip().lower(),
-        ),
-    ):
-        decision = api.limiter.hit(limit, key)
-        if not decision.allowed:
-            raise ApiError(
-                429,
-                "too many login attempts; wait and retry",
-                headers={"Retry-After": str(decision.retry_after)},
-            )
+    retry_after = staff_sessions.login_retry_after(api.limiter, cfg, ip, body.email)
+    if retry_after:
+        raise ApiError(
+            429,
+            "too many login attempts; wait and retry",
+            headers={"Retry-After": str(retry_after)},
+        )
     with api.sessions() as session:
         act_as(session, Actor("anonymous", "session", None, ip))
         try:

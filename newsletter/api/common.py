@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from newsletter.accounts import idempotency
 from newsletter.accounts.audit import Actor, act_as
 from newsletter.accounts.roles import effective_scopes
-from newsletter.accounts.sessions import csrf_token, session_user
+from newsletter.accounts.sessions import COOKIE, csrf_token, session_user
 from newsletter.accounts.tokens import token_user
 from newsletter.audience.lists import get_list
 from newsletter.config import Settings
@@ -31,7 +31,7 @@ T = TypeVar("T")
 # Ids of rows: integer columns, so larger numbers are refused as invalid, not looked up.
 Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
 IdQuery = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
-SESSION_COOKIE = "nl_session"
+SESSION_COOKIE = COOKIE
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 PROBLEM = "application/problem+json"

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.accounts import audit
 from newsletter.audience.addresses import email_hash, normalise_email
@@ -679,10 +679,13 @@ def run_import(
     dry_run: bool = False,
     mapping: dict[str, str] | None = None,
     default_status: RowStatus | None = None,
+    keep_file: bool = False,
 ) -> tuple[ImportJob, SubscriberImportReport]:
     """Import CSV text into a list and keep the outcome as an import job (a dry run
     reports what would change and changes nothing but the job); the one import of the
     CLI and the API. Flushes the job; the import itself is committed (or undone).
+    `keep_file`: a dry run keeps the text for an hour, to be imported for real
+    (`queue_from_dry_run`) without uploading it again.
 
     Unreadable text (no email column, broken quoting) raises InvalidInputError and
     records nothing."""
@@ -697,6 +700,7 @@ def run_import(
         default_status=default_status,
         dry_run=dry_run,
     )
+    lines = text.splitlines() if report.problems else []
     job = ImportJob(
         list_id=mailing_list.id,
         filename=Path(name).name[:300],
@@ -706,8 +710,9 @@ def run_import(
         created=report.created,
         updated=report.updated,
         unchanged=report.unchanged,
-        problems=[{"where": p.where, "reason": p.reason} for p in report.problems],
+        problems=[_rejected(p, lines) for p in report.problems],
         finished_at=utcnow(),
+        source_text=text if dry_run and keep_file else None,
     )
     session.add(job)
     session.flush()
@@ -737,7 +742,7 @@ def describe_job(job: ImportJob) -> dict[str, Any]:
         "filename": job.filename,
         "dry_run": job.dry_run,
         "status": job.status,
-        "progress": 1.0 if job.status == "finished" else 0.0,
+        "progress": job_progress(job),
         "rows": job.rows,
         "created": job.created,
         "updated": job.updated,
@@ -748,8 +753,219 @@ def describe_job(job: ImportJob) -> dict[str, Any]:
     }
 
 
+def job_progress(job: ImportJob) -> float:
+    """From 0 to 1: how much of the import is saved."""
+    if job.status == FINISHED:
+        return 1.0
+    return round(job.processed / job.total, 3) if job.total else 0.0
+
+
 def get_job(session: Session, job_id: int) -> ImportJob:
     job = session.get(ImportJob, job_id)
     if job is None:
         raise NotFoundError(f"no import {job_id}")
     return job
+
+
+# --- background imports (the console) ----------------------------------------------------
+
+QUEUED = "queued"
+RUNNING = "running"
+FINISHED = "finished"
+FAILED = "failed"
+MAX_REJECTED_LINE = 2000
+
+
+def queue_import(session: Session, text: str, filename: str, list_slug: str) -> ImportJob:
+    """An import to run in the background (`run_import_job`, claimed by the scheduler's
+    tick): the file is read and checked now, so one that cannot be imported at all is
+    refused at once (InvalidInputError) and queues nothing. Flushes the job."""
+    mailing_list = get_list(session, list_slug)
+    name = filename or "upload.csv"
+    reading = read_subscriber_rows(text, name)
+    job = ImportJob(
+        list_id=mailing_list.id,
+        filename=Path(name).name[:300],
+        dry_run=False,
+        status=QUEUED,
+        rows=len(reading.rows) + len(reading.problems),
+        total=len(reading.rows),
+        processed=0,
+        source_text=text,
+        problems=[],
+    )
+    session.add(job)
+    session.flush()
+    audit.record(
+        session,
+        "subscribers.import",
+        f"list:{list_slug}",
+        detail={"job": job.id, "layout": reading.layout.label, "rows": job.rows, "queued": True},
+    )
+    return job
+
+
+def claim_import_jobs(session: Session, now: Any, stall: Any) -> list[int]:
+    """Queued imports, and running ones without progress for `stall` (their worker
+    died or their task was lost), claimed for a task each; the caller commits, then
+    enqueues. A conditional update is the claim: two schedulers never take one job."""
+    claimed = []
+    candidates = session.scalars(
+        select(ImportJob.id).where(
+            (ImportJob.status == QUEUED)
+            | ((ImportJob.status == RUNNING) & (ImportJob.progress_at < now - stall))
+        )
+    ).all()
+    for job_id in candidates:
+        result = session.execute(
+            update(ImportJob)
+            .where(
+                ImportJob.id == job_id,
+                (ImportJob.status == QUEUED)
+                | ((ImportJob.status == RUNNING) & (ImportJob.progress_at < now - stall)),
+            )
+            .values(status=RUNNING, progress_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            claimed.append(job_id)
+    return claimed
+
+
+def run_import_job(sessions: sessionmaker[Session], job_id: int) -> None:
+    """Save a background import batch by batch, each batch committed with the job's
+    `processed` count (checked, so a second task on the same job stops at once), and
+    finish it: rejected rows kept with their reasons, the CSV dropped. Safe to run
+    twice and to kill at any moment: it resumes after the last committed batch."""
+    with sessions() as session:
+        job = session.get(ImportJob, job_id)
+        if job is None or job.status not in (QUEUED, RUNNING) or job.source_text is None:
+            return
+        text, name, list_id = job.source_text, job.filename, job.list_id
+    try:
+        reading = read_subscriber_rows(text, name)
+    except InvalidInputError as exc:
+        _fail_job(sessions, job_id, str(exc))
+        return
+    with sessions() as session:
+        rows, forgotten = _without_forgotten(session, reading.rows)
+        job = session.get_one(ImportJob, job_id)
+        start = job.processed
+        job.total = len(rows)
+        session.commit()
+    while start < len(rows):
+        batch = rows[start : start + BATCH_SIZE]
+        with sessions() as session:
+            report = SubscriberImportReport(layout=reading.layout.label)
+            _save_batch(session, list_id, batch, "csv", reading.layout, report)
+            moved = session.execute(
+                update(ImportJob)
+                .where(
+                    ImportJob.id == job_id,
+                    ImportJob.processed == start,
+                    ImportJob.status == RUNNING,
+                )
+                .values(
+                    processed=start + len(batch),
+                    created=ImportJob.created + report.created,
+                    updated=ImportJob.updated + report.updated + report.pending,
+                    unchanged=ImportJob.unchanged
+                    + report.unchanged
+                    + report.unsubscribed
+                    + report.suppressed,
+                    progress_at=utcnow(),
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if moved.rowcount != 1:  # type: ignore[attr-defined]
+                session.rollback()  # another task has this batch, or the job ended
+                return
+            session.commit()
+        start += len(batch)
+    lines = text.splitlines()
+    rejected = [
+        _rejected(problem, lines) for problem in _in_line_order([*reading.problems, *forgotten])
+    ]
+    with sessions() as session:
+        session.execute(
+            update(ImportJob)
+            .where(ImportJob.id == job_id, ImportJob.status == RUNNING)
+            .values(
+                status=FINISHED,
+                problems=rejected,
+                source_text=None,
+                finished_at=utcnow(),
+                progress_at=utcnow(),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+
+
+def _rejected(problem: Problem, lines: list[str]) -> dict[str, str]:
+    """A rejected row: where, why, and the row as it was in the file (to fix it)."""
+    found = {"where": problem.where, "reason": problem.reason}
+    number = problem.where.removeprefix("row ")
+    if number.isdigit() and 0 < int(number) <= len(lines):
+        found["row"] = lines[int(number) - 1][:MAX_REJECTED_LINE]
+    return found
+
+
+def _fail_job(sessions: sessionmaker[Session], job_id: int, error: str) -> None:
+    with sessions() as session:
+        session.execute(
+            update(ImportJob)
+            .where(ImportJob.id == job_id)
+            .values(status=FAILED, error=error, source_text=None, finished_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+
+
+def rejected_rows_csv(job: ImportJob) -> str:
+    """The rows an import rejected, as CSV: row number, reason, and the row itself."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["row", "reason", "original"])
+    for problem in job.problems:
+        writer.writerow(
+            [
+                problem.get("where", "").removeprefix("row "),
+                problem["reason"],
+                problem.get("row", ""),
+            ]
+        )
+    return out.getvalue()
+
+
+UPLOAD_KEPT = 3600.0  # seconds a dry run keeps its file for "import it for real"
+
+
+def queue_from_dry_run(session: Session, dry_run_id: int) -> ImportJob:
+    """Import for real the file a dry run read (kept with it for an hour)."""
+    dry = get_job(session, dry_run_id)
+    if not dry.dry_run or dry.source_text is None:
+        raise InvalidInputError(
+            "that dry run's file is no longer kept: upload it again to import it"
+        )
+    job = queue_import(session, dry.source_text, dry.filename, dry.mailing_list.slug)
+    dry.source_text = None
+    return job
+
+
+def drop_stale_uploads(session: Session, now: Any) -> int:
+    """Files kept by dry runs nobody followed up within UPLOAD_KEPT (personal data is
+    not kept longer than its use)."""
+    from datetime import timedelta
+
+    result = session.execute(
+        update(ImportJob)
+        .where(
+            ImportJob.dry_run.is_(True),
+            ImportJob.source_text.is_not(None),
+            ImportJob.created_at < now - timedelta(seconds=UPLOAD_KEPT),
+        )
+        .values(source_text=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -197,3 +198,27 @@ def clean_identity(field: str, value: str) -> str:
     if any(ord(c) < 32 or ord(c) == 127 for c in text):
         raise InvalidInputError(f"{option} must be plain text without control characters")
     return text
+
+
+def list_growth(
+    session: Session, list_id: int, now: datetime, weeks: int = 8
+) -> list[tuple[date, int, int]]:
+    """(week's Monday, people who joined as confirmed members, people who left) for the
+    last `weeks` weeks, oldest first."""
+    first = (now - timedelta(days=now.weekday() + 7 * (weeks - 1))).date()
+    start = datetime.combine(first, datetime.min.time(), tzinfo=now.tzinfo)
+    rows = session.execute(
+        select(Subscription.confirmed_at, Subscription.unsubscribed_at).where(
+            Subscription.list_id == list_id,
+            (Subscription.confirmed_at >= start) | (Subscription.unsubscribed_at >= start),
+        )
+    ).all()
+    weeks_of = [first + timedelta(days=7 * n) for n in range(weeks)]
+    joined = dict.fromkeys(weeks_of, 0)
+    left = dict.fromkeys(weeks_of, 0)
+    for confirmed_at, unsubscribed_at in rows:
+        for moment, counts in ((confirmed_at, joined), (unsubscribed_at, left)):
+            if moment is not None and moment >= start:
+                day = moment.date()
+                counts[day - timedelta(days=day.weekday())] += 1
+    return [(week, joined[week], left[week]) for week in weeks_of]

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Text,
     UniqueConstraint,
     func,
     text,
@@ -164,7 +165,12 @@ class BounceEvent(Base):
 
 
 class ImportJob(Base):
-    """One CSV import into a list (or a dry run of it): its counts and rejected rows."""
+    """One CSV import into a list (or a dry run of it): its counts and rejected rows.
+
+    A dry run and an import of the CLI or the API finish at once. An import of the
+    console runs in the background: queued with its CSV (`source_text`, dropped when
+    it is done), claimed by the scheduler, saved batch by batch by a worker, each
+    batch committed with `processed`, so a killed worker's job resumes where it was."""
 
     __tablename__ = "subscriber_imports"
 
@@ -172,7 +178,7 @@ class ImportJob(Base):
     list_id: Mapped[int] = mapped_column(ForeignKey("mailing_lists.id", ondelete="CASCADE"))
     filename: Mapped[str] = mapped_column(String(300), default="")
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
-    status: Mapped[str] = mapped_column(String(20), default="finished")
+    status: Mapped[str] = mapped_column(String(20), default="finished")  # queued, running, failed
     rows: Mapped[int] = mapped_column(Integer, default=0)  # data rows read
     created: Mapped[int] = mapped_column(Integer, default=0)
     updated: Mapped[int] = mapped_column(Integer, default=0)
@@ -181,5 +187,10 @@ class ImportJob(Base):
     problems: Mapped[list[dict[str, str]]] = mapped_column(JsonType, default=list)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    source_text: Mapped[str | None] = mapped_column(Text)
+    total: Mapped[int] = mapped_column(Integer, default=0)  # valid rows to save
+    processed: Mapped[int] = mapped_column(Integer, default=0)  # of them, saved
+    progress_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    error: Mapped[str] = mapped_column(Text, default="")
 
     mailing_list: Mapped[MailingList] = relationship()

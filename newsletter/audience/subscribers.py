@@ -160,3 +160,50 @@ def search_subscribers(
         field = Subscriber.attributes[key.strip()].as_string()
         query = query.where(field == value if sep else field.is_not(None))
     return list(session.scalars(query.order_by(Subscriber.id).limit(limit)))
+
+
+def update_subscriber(
+    session: Session, subscriber: Subscriber, *, name: str, timezone: str | None
+) -> Subscriber:
+    """Staff correct a subscriber's name or time zone (None: their list's). The audit
+    log names the fields changed, never their values (they are personal data)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    name = name.strip()
+    if len(name) > MAX_NAME:
+        raise InvalidInputError(f"name: at most {MAX_NAME} characters")
+    if timezone:
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise InvalidInputError(f"time zone {timezone!r} is unknown") from exc
+    changed = [
+        field
+        for field, old, new in (
+            ("name", subscriber.name, name),
+            ("timezone", subscriber.timezone, timezone or None),
+        )
+        if old != new
+    ]
+    subscriber.name = name
+    subscriber.timezone = timezone or None
+    session.flush()
+    if changed:
+        audit.record(
+            session, "subscriber.update", f"subscriber:{subscriber.id}", detail={"fields": changed}
+        )
+    return subscriber
+
+
+def unsubscribe_by_staff(session: Session, subscriber: Subscriber, list_slug: str) -> None:
+    """Staff take a subscriber off a list (at their request, by phone or letter)."""
+    from newsletter.audience.subscriptions import unsubscribe
+
+    mailing_list = get_list(session, list_slug)
+    unsubscribe(session, subscriber.id, mailing_list.id, "staff")
+    audit.record(
+        session,
+        "subscriber.unsubscribe",
+        f"subscriber:{subscriber.id}",
+        detail={"list": list_slug},
+    )

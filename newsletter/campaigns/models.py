@@ -11,9 +11,11 @@ from sqlalchemy import (
     Column,
     Enum,
     ForeignKey,
+    Integer,
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -59,6 +61,22 @@ class Template(Base):
     text: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class TemplateVersion(Base):
+    """Every saved version of a stored template, kept for its history (diff, restore)."""
+
+    __tablename__ = "template_versions"
+    __table_args__ = (UniqueConstraint("template_id", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    template_id: Mapped[int] = mapped_column(ForeignKey("templates.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    html: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text, default="")
+    saved_by: Mapped[str] = mapped_column(String(400), default="")
+    saved_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Campaign(Base):

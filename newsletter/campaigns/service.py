@@ -22,6 +22,7 @@ from newsletter.db import utcnow
 from newsletter.errors import InvalidInputError
 from newsletter.recurrence import check_cron, next_occurrence, zone
 from newsletter.rendering.library import BUILTIN, TemplateLibrary
+from newsletter.runs.ledger import AudienceCount, audience_count
 from newsletter.runs.progress import run_progress
 
 
@@ -139,8 +140,11 @@ def update_campaign(
     list_slugs: list[str] | None = None,
     content: ContentSpec | None = None,
     library: TemplateLibrary = BUILTIN,
+    planned_at: datetime | bool | None = False,
 ) -> Campaign:
-    """Change a draft; checked as `create_campaign` checks a new one."""
+    """Change a draft; checked as `create_campaign` checks a new one. `planned_at`
+    is a date the draft is planned for (the calendar shows it as planned; nothing
+    sends a draft): None removes it, False leaves it."""
     campaign = get_campaign(session, campaign_id)
     if campaign.status is not CampaignStatus.draft:
         raise InvalidInputError(
@@ -163,6 +167,8 @@ def update_campaign(
         if not list_slugs:
             raise InvalidInputError("lists: name at least one list")
         campaign.lists = [get_list(session, slug) for slug in dict.fromkeys(list_slugs)]
+    if planned_at is not False:
+        campaign.send_at = planned_at if isinstance(planned_at, datetime) else None
     if content is not None:
         campaign.content_kind, campaign.content_args = content.kind_and_args()
         if not (content.since_last or content.tag) and not select_articles(session, campaign):
@@ -179,9 +185,24 @@ def update_campaign(
     return campaign
 
 
-def list_campaigns(session: Session, after_id: int = 0, limit: int | None = None) -> list[Campaign]:
+def list_campaigns(
+    session: Session,
+    after_id: int = 0,
+    limit: int | None = None,
+    status: CampaignStatus | None = None,
+) -> list[Campaign]:
     query = select(Campaign).where(Campaign.id > after_id).order_by(Campaign.id)
+    if status is not None:
+        query = query.where(Campaign.status == status)
     return list(session.scalars(query.limit(limit) if limit else query))
+
+
+def recipients_now(session: Session, campaign_id: int) -> AudienceCount:
+    """How many people a run of the campaign started now would mail: its lists'
+    distinct confirmed members, less suppressed addresses (what the schedule
+    confirmation shows)."""
+    campaign = get_campaign(session, campaign_id)
+    return audience_count(session, [ml.id for ml in campaign.lists])
 
 
 @dataclass(frozen=True)

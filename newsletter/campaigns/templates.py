@@ -15,12 +15,12 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from newsletter.accounts import audit
-from newsletter.campaigns.models import Template
+from newsletter.campaigns.models import Template, TemplateVersion
 from newsletter.errors import InvalidInputError, NotFoundError
 from newsletter.rendering.footer import MissingFooterError
 from newsletter.rendering.library import BUILTIN, EMAIL_TEMPLATES, TemplateLibrary
@@ -140,8 +140,78 @@ def save_template(session: Session, name: str, subject: str, html: str, text: st
         raise InvalidInputError(f"template {name!r} was saved by someone else; retry") from exc
     after = {"subject": subject, "html": html, "text": text}
     if after != before:
+        _keep_version(session, template)
         audit.record(session, "template.save", f"template:{name}", before=before, after=after)
     return template
+
+
+def _keep_version(session: Session, template: Template) -> None:
+    """Every save is kept: version 1, 2, … of the template, with who saved it."""
+    last = session.scalar(
+        select(func.max(TemplateVersion.version)).where(TemplateVersion.template_id == template.id)
+    )
+    actor = audit.current_actor(session)
+    session.add(
+        TemplateVersion(
+            template_id=template.id,
+            version=(last or 0) + 1,
+            subject=template.subject,
+            html=template.html,
+            text=template.text,
+            saved_by=actor.label if actor else "",
+        )
+    )
+    session.flush()
+
+
+def template_versions(session: Session, template: Template) -> list[TemplateVersion]:
+    """Every saved version, newest first."""
+    return list(
+        session.scalars(
+            select(TemplateVersion)
+            .where(TemplateVersion.template_id == template.id)
+            .order_by(TemplateVersion.version.desc())
+        )
+    )
+
+
+def get_version(session: Session, template: Template, version: int) -> TemplateVersion:
+    found = session.scalar(
+        select(TemplateVersion).where(
+            TemplateVersion.template_id == template.id, TemplateVersion.version == version
+        )
+    )
+    if found is None:
+        raise NotFoundError(f"template {template.name!r} has no version {version}")
+    return found
+
+
+def restore_version(session: Session, name: str, version: int) -> Template:
+    """Save an earlier version again (as a new version: history is never rewritten)."""
+    template = get_template(session, name)
+    old = get_version(session, template, version)
+    return save_template(session, name, old.subject, old.html, old.text)
+
+
+_DIFF_OPS = {"  ": "=", "- ": "-", "+ ": "+"}
+
+
+def diff_versions(older: TemplateVersion, newer: TemplateVersion) -> list[tuple[str, str]]:
+    """Line by line, each part: ("=", line), ("-", line) or ("+", line), and
+    ("@", part name) before each part that changed."""
+    import difflib
+
+    lines: list[tuple[str, str]] = []
+    for part in ("subject", "html", "text"):
+        a, b = getattr(older, part).splitlines(), getattr(newer, part).splitlines()
+        if a == b:
+            continue
+        lines.append(("@", part))
+        for op in difflib.ndiff(a, b):
+            if op.startswith("? "):
+                continue
+            lines.append((_DIFF_OPS[op[:2]], op[2:]))
+    return lines
 
 
 def template_version(template: Template) -> str:
@@ -210,3 +280,8 @@ def describe_template(template: Template, with_source: bool = False) -> dict[str
     if with_source:
         data.update(subject=template.subject, html=template.html, text=template.text)
     return data
+
+
+def sample_preview(template: Template) -> Snapshot:
+    """The stored template rendered with the full sample email (what the editor shows)."""
+    return render_email(StaffTemplate.of(template), SAMPLE_CONTENTS[0])

@@ -119,11 +119,14 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     only: Annotated[
         Only | None,
-        typer.Option(help="public: subscribers' pages only; staff: /api/v1 only. Default: both."),
+        typer.Option(
+            help="public: subscribers' pages only; staff: the staff API (/api/v1) and the "
+            "console (/admin) only. Default: all of them."
+        ),
     ] = None,
 ) -> None:
-    """Serve the public web app (unsubscribe, preferences, archive, /healthz) and the
-    staff API (/api/v1), in one process or, with --only, apart."""
+    """Serve the public web app (unsubscribe, preferences, archive, /healthz), the staff
+    API (/api/v1) and the staff console (/admin), in one process or, with --only, apart."""
     import uvicorn
 
     cfg = settings()
@@ -142,23 +145,62 @@ def serve(
     )
 
 
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
+
+
 def build_app(cfg: Settings, only: Only | None = None) -> Any:
-    """The ASGI app `serve` runs: the public app, the staff API, or both, split by
-    path (/api/… goes to the staff API; nothing else of it is reachable)."""
+    """The ASGI app `serve` runs: the public app, the staff side (the API at /api/…
+    and the console at /admin/…), or both, split by path; nothing else of the staff
+    side is reachable."""
+    from newsletter.admin.app import create_console_app
     from newsletter.api.app import create_staff_app
     from newsletter.web.app import create_app
 
     if only is Only.public:
         return create_app(cfg)
-    staff = create_staff_app(cfg)
-    if only is Only.staff:
-        return staff
-    public = create_app(cfg)
+    api = create_staff_app(cfg)
+    console = create_console_app(cfg)
+    fallback = create_app(cfg) if only is None else api
 
-    async def both(scope: Any, receive: Any, send: Any) -> None:
+    apps = [api, console] if fallback is api else [api, console, fallback]
+
+    async def split(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespans(apps, scope, receive, send)
+            return
         path = scope.get("path", "") if scope["type"] in ("http", "websocket") else ""
-        await (staff if path == "/api" or path.startswith("/api/") else public)(
-            scope, receive, send
-        )
+        if _under(path, "/api"):
+            app = api
+        elif _under(path, "/admin"):
+            app = console
+        else:
+            app = fallback
+        await app(scope, receive, send)
 
-    return both
+    return split
+
+
+async def _lifespans(apps: list[Any], scope: Any, receive: Any, send: Any) -> None:
+    """Start and stop every app the server runs, not only the first: each disposes of
+    its database engine when it stops. The server hears "complete" once all have."""
+    import asyncio
+
+    inboxes: list[asyncio.Queue[Any]] = [asyncio.Queue() for _ in apps]
+    outboxes: list[asyncio.Queue[Any]] = [asyncio.Queue() for _ in apps]
+    tasks = [
+        asyncio.create_task(app(scope, inbox.get, outbox.put))
+        for app, inbox, outbox in zip(apps, inboxes, outboxes, strict=True)
+    ]
+    for phase in ("startup", "shutdown"):
+        message = await receive()
+        for inbox in inboxes:
+            await inbox.put(message)
+        answers = [await outbox.get() for outbox in outboxes]
+        failed = [a for a in answers if a["type"].endswith(".failed")]
+        await send(failed[0] if failed else {"type": f"lifespan.{phase}.complete"})
+        if failed:
+            for task in tasks:  # the server stops at once: nothing more will come
+                task.cancel()
+            break
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -76,6 +76,21 @@ def reorder(session: Session, series_slug: str, article_slugs: list[str]) -> lis
     return ordered
 
 
+def move(session: Session, series_slug: str, article_slug: str, offset: int) -> list[Article]:
+    """Move one article `offset` places (-1: up one, 1: down one) within its series;
+    at either end it stays where it is. The keyboard way to reorder."""
+    series = get_series(session, series_slug)
+    slugs = [a.slug for a in in_order(session, series)]
+    if article_slug not in slugs:
+        raise InvalidInputError(f"article {article_slug!r} is not in series {series_slug!r}")
+    at = slugs.index(article_slug)
+    to = min(max(at + offset, 0), len(slugs) - 1)
+    if to == at:
+        return in_order(session, series)
+    slugs.insert(to, slugs.pop(at))
+    return reorder(session, series_slug, slugs)
+
+
 def insert(session: Session, series_slug: str, article_slug: str, at: int) -> list[Article]:
     """Put the article into the series at position `at` (1-based), shifting the rest."""
     series = get_series(session, series_slug)
@@ -157,3 +172,44 @@ def list_articles(session: Session, after_id: int = 0, limit: int | None = None)
         return list(session.scalars(query))
     query = select(Article).where(Article.id > after_id).order_by(Article.id).limit(limit)
     return list(session.scalars(query))
+
+
+ARTICLE_FIELDS = ("title", "summary", "author", "url", "image", "image_alt", "published", "tags")
+
+
+def update_article_fields(session: Session, slug: str, fields: dict[str, str]) -> Article:
+    """Change an article's front matter fields (its body stays as imported):
+    `published` an ISO date or time (empty: a draft), `tags` comma-separated. A run
+    already started keeps what it froze; later runs and the archive see the change."""
+    from newsletter.content.posts import parse_moment
+    from newsletter.content.text import is_site_url
+
+    article = get_article(session, slug)
+    before = describe_article(article)
+    title = fields.get("title", article.title).strip()
+    if not title or len(title) > 500:
+        raise InvalidInputError("title: give 1 to 500 characters")
+    published_text = fields.get("published", "").strip()
+    published = parse_moment(published_text) if published_text else None
+    if published_text and published is None:
+        raise InvalidInputError(
+            f"published: {published_text!r} is not a date like 2026-12-07 or 2026-12-07T09:00"
+        )
+    for name in ("url", "image"):
+        value = fields.get(name, "").strip()
+        if value and not is_site_url(value):
+            raise InvalidInputError(f"{name}: {value!r} is not an http(s) address")
+    article.title = title
+    article.summary = fields.get("summary", article.summary).strip()[:5000]
+    article.author = fields.get("author", article.author).strip()[:300]
+    article.url = fields.get("url", article.url).strip()
+    article.image = fields.get("image", article.image).strip()
+    article.image_alt = fields.get("image_alt", article.image_alt).strip()[:1000]
+    article.published_at = published
+    tags = [t.strip() for t in fields.get("tags", ",".join(article.tags or [])).split(",")]
+    article.tags = [t for t in dict.fromkeys(tags) if t]
+    session.flush()
+    after = describe_article(article)
+    if after != before:
+        audit.record(session, "article.update", f"article:{slug}", before=before, after=after)
+    return article

@@ -71,7 +71,7 @@ from newsletter.content.importer import (
 from newsletter.content.models import Article, Feed, Series
 from newsletter.content.text import SLUG_RE, plain_text, sanitize_html, slugify
 from newsletter.db import utcnow
-from newsletter.errors import InvalidInputError, NewsletterError, Problem
+from newsletter.errors import InvalidInputError, NewsletterError, NotFoundError, Problem
 from newsletter.importing import ImportReport
 
 log = logging.getLogger(__name__)
@@ -918,3 +918,15 @@ def _import_fetched(session: Session, feed: Feed, fetched: FetchResult) -> Impor
     report = import_feed_entries(session, entries, series_slug=series_slug, source=feed.url)
     report.problems[:0] = problems
     return report
+
+
+def poll_soon(session: Session, feed_id: int) -> Feed:
+    """Make the feed due now: the scheduler's next tick polls it (and claims it, so
+    asking twice polls it once)."""
+    feed = session.get(Feed, feed_id)
+    if feed is None:
+        raise NotFoundError(f"no feed {feed_id}")
+    feed.next_poll_at = None
+    session.flush()
+    audit.record(session, "feed.poll_now", f"feed:{feed.id}")
+    return feed

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import html as html_lib
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -13,6 +15,7 @@ from newsletter.audience.addresses import normalise_email
 from newsletter.audience.models import Subscriber
 from newsletter.campaigns.content import get_campaign
 from newsletter.campaigns.content import render_now as render_campaign_now
+from newsletter.campaigns.service import update_campaign
 from newsletter.config import Settings
 from newsletter.delivery.content import list_headers
 from newsletter.delivery.outgoing import Outgoing
@@ -44,12 +47,33 @@ class Preview:
 
 
 def preview_for(
-    session: Session, campaign_id: int, settings: Settings, subscriber_email: str | None = None
+    session: Session,
+    campaign_id: int,
+    settings: Settings,
+    subscriber_email: str | None = None,
+    changes: Mapping[str, Any] | None = None,
 ) -> Preview:
     """The campaign as one subscriber would get it now (sample values without one):
     their variant of a template that reads the reader, their name and attributes in
     the slots. Links to unsubscribe and preferences are placeholders, so following
-    one in a preview changes nobody's subscription."""
+    one in a preview changes nobody's subscription.
+
+    `changes` are edits of a draft not saved yet (the arguments of
+    `update_campaign`, checked as a save checks them): the preview shows the draft as
+    it would be, and nothing is written."""
+    if not changes:
+        return _preview(session, campaign_id, settings, subscriber_email)
+    savepoint = session.begin_nested()
+    try:
+        update_campaign(session, campaign_id, library=settings_library(settings), **dict(changes))
+        return _preview(session, campaign_id, settings, subscriber_email)
+    finally:
+        savepoint.rollback()
+
+
+def _preview(
+    session: Session, campaign_id: int, settings: Settings, subscriber_email: str | None
+) -> Preview:
     snapshot = render_now(session, campaign_id, settings)
     values = dict(SAMPLE_VALUES)
     if subscriber_email is not None:

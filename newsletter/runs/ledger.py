@@ -64,6 +64,37 @@ def _suppressed() -> Any:
     return select(Suppression.id).where(Suppression.email == Subscriber.email).exists()
 
 
+@dataclass(frozen=True)
+class AudienceCount:
+    """Who a send to some lists reaches now: distinct confirmed members, of whom
+    `suppressed` are on the suppression list (their ledger rows say so; no mail)."""
+
+    members: int
+    suppressed: int
+
+    @property
+    def recipients(self) -> int:
+        return self.members - self.suppressed
+
+
+def audience_count(session: Session, list_ids: Sequence[int]) -> AudienceCount:
+    """The exact audience a run started now would have (one row per person, however
+    many of the lists they are on)."""
+    if not list_ids:
+        return AudienceCount(0, 0)
+    people = (
+        select(Subscriber.id, _suppressed().label("suppressed"))
+        .where(Subscriber.id.in_(select(Subscription.subscriber_id).where(_audience(list_ids))))
+        .subquery()
+    )
+    members, suppressed = session.execute(
+        select(
+            func.count(), func.coalesce(func.sum(case((people.c.suppressed, 1), else_=0)), 0)
+        ).select_from(people)
+    ).one()
+    return AudienceCount(int(members), int(suppressed))
+
+
 def page_bounds(
     session: Session, list_ids: Sequence[int], after: int, limit: int
 ) -> tuple[int, int] | None:

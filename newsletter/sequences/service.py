@@ -13,7 +13,7 @@ from newsletter.audience.lists import get_list, require_postal_address
 from newsletter.content.series import get_series
 from newsletter.errors import InvalidInputError, NotFoundError
 from newsletter.recurrence import check_cron, zone
-from newsletter.sequences.models import Enrollment, Sequence
+from newsletter.sequences.models import Enrollment, Sequence, SequenceStatus
 
 _PERIOD = re.compile(r"(\d+)\s*([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -118,3 +118,34 @@ def describe_sequence(session: Session, sequence: Sequence) -> dict[str, Any]:
         "status": sequence.status.value,
         "enrollments": {status.value: n for status, n in counts.items()},
     }
+
+
+def set_paused(session: Session, sequence_id: int, paused: bool) -> Sequence:
+    """Pause a sequence (no step goes to anyone) or resume it: readers whose step fell
+    due meanwhile get it at the next tick, one step each, then their cadence goes on."""
+    sequence = get_sequence(session, sequence_id)
+    wanted = SequenceStatus.paused if paused else SequenceStatus.active
+    if sequence.status is not wanted:
+        before = sequence.status.value
+        sequence.status = wanted
+        session.flush()
+        audit.record(
+            session,
+            "sequence.pause" if paused else "sequence.resume",
+            f"sequence:{sequence.id}",
+            before={"status": before},
+            after={"status": wanted.value},
+        )
+    return sequence
+
+
+def members_by_position(session: Session, sequence: Sequence) -> list[tuple[int, str, int]]:
+    """(articles sent so far, enrollment status, readers) for the sequence: where its
+    readers are in the series."""
+    rows = session.execute(
+        select(Enrollment.sent_count, Enrollment.status, func.count())
+        .where(Enrollment.sequence_id == sequence.id)
+        .group_by(Enrollment.sent_count, Enrollment.status)
+        .order_by(Enrollment.sent_count, Enrollment.status)
+    ).all()
+    return [(sent, status.value, count) for sent, status, count in rows]

@@ -46,6 +46,7 @@ from newsletter.audience.addresses import email_hash, normalise_email
 from newsletter.audience.lists import get_list
 from newsletter.audience.models import (
     BounceEvent,
+    ImportJob,
     MailingList,
     Subscriber,
     Subscription,
@@ -403,6 +404,15 @@ def _tracking_events(session: Session, subscriber_id: int | None) -> list[dict[s
     ]
 
 
+def _scrub_rejected_rows(session: Session, address: str) -> None:
+    """Rows an import rejected are kept as they were in the file, so staff can fix
+    them; forgetting a person removes the ones that hold their address."""
+    for job in session.scalars(select(ImportJob).where(ImportJob.problems.is_not(None))):
+        kept = [p for p in job.problems or [] if address not in str(p.get("row", "")).lower()]
+        if len(kept) != len(job.problems or []):
+            job.problems = kept
+
+
 def forget(session: Session, email: str) -> ForgetReport:
     """Erase what we hold on the person with this address (see the module's table)
     and keep them from ever being mailed again. Flushes; the caller commits.
@@ -430,6 +440,7 @@ def forget(session: Session, email: str) -> ForgetReport:
     anonymised = _changed(
         session, update(BounceEvent).where(BounceEvent.email == address).values(email="", detail="")
     )
+    _scrub_rejected_rows(session, address)
     suppression = _keep_hashed_suppression(session, address)
     # The log names the person by the hash the suppression keeps, never in the clear.
     audit.record(
@@ -447,3 +458,51 @@ def forget(session: Session, email: str) -> ForgetReport:
         suppression=suppression,
         **counts,
     )
+
+
+# --- a subscriber's timeline ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    at: str  # ISO time
+    what: str  # subscribed, confirmed, unsubscribed, delivery, bounce, complaint, suppressed
+    detail: str
+
+
+def timeline(session: Session, subscriber_id: int) -> list[TimelineEvent]:
+    """What happened to one subscriber, oldest first: subscriptions, confirmations,
+    every delivery with its outcome, bounces and complaints, unsubscribes, suppression.
+    (Reading it is not an export: nothing is recorded.)"""
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        raise NotFoundError(f"no subscriber {subscriber_id}")
+    events: list[TimelineEvent] = []
+    for sub in _subscriptions(session, subscriber_id):
+        where = sub["list_name"]
+        if sub["subscribed_at"]:
+            events.append(
+                TimelineEvent(sub["subscribed_at"], "subscribed", f"{where} ({sub['source']})")
+            )
+        if sub["confirmed_at"]:
+            events.append(TimelineEvent(sub["confirmed_at"], "confirmed", where))
+        if sub["unsubscribed_at"]:
+            events.append(TimelineEvent(sub["unsubscribed_at"], "unsubscribed", where))
+    for row in _deliveries(session, subscriber_id, subscriber.email):
+        what = row["campaign_name"] or f"drip sequence {row['sequence']}"
+        reply = f" — {row['smtp_reply']}" if row["smtp_reply"] else ""
+        events.append(
+            TimelineEvent(
+                row["sent_at"] or row["updated_at"] or "",
+                "delivery",
+                f"{what} (run {row['run']}): {row['status']}, {row['attempts']} attempts{reply}",
+            )
+        )
+    for event in _bounce_events(session, subscriber.email):
+        kind = "complaint" if event["kind"] == "complaint" else "bounce"
+        events.append(
+            TimelineEvent(event["received_at"] or "", kind, f"{event['kind']}: {event['detail']}")
+        )
+    for row in _suppressions(session, subscriber.email):
+        events.append(TimelineEvent(row["created_at"] or "", "suppressed", row["reason"]))
+    return sorted(events, key=lambda e: e.at)

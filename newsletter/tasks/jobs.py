@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from newsletter.audience.importer import run_import_job
 from newsletter.audience.signup import Confirmation
 from newsletter.audience.tokens import TokenSigner
 from newsletter.campaigns.runs import prepare_campaign_run
@@ -81,3 +82,9 @@ def send_confirmation_mail(subscriber_id: int, list_ids: list[int]) -> bool:
     return send_confirmation(
         TokenSigner(cfg.secret_key), ConfirmationSender.from_settings(cfg), confirmation
     )
+
+
+@app.task(name="newsletter.import_subscribers")  # type: ignore[untyped-decorator]
+def import_subscribers(job_id: int) -> None:
+    """Save a background subscriber import, resuming after its last committed batch."""
+    run_import_job(runtime().sessions, job_id)

@@ -11,6 +11,7 @@ from types import FrameType
 
 from sqlalchemy import exists, or_, select
 
+from newsletter.audience.importer import claim_import_jobs, drop_stale_uploads
 from newsletter.campaigns.runs import claim_due_campaigns, finish_run
 from newsletter.content.models import Feed
 from newsletter.db import utcnow
@@ -18,7 +19,7 @@ from newsletter.runs.ledger import Chunk, release_due_retries
 from newsletter.runs.lifecycle import recover_stalled, sending_runs
 from newsletter.sequences.engine import run_sequences
 from newsletter.tasks.app import Runtime
-from newsletter.tasks.jobs import enqueue_chunk, poll_feeds, prepare_run
+from newsletter.tasks.jobs import enqueue_chunk, import_subscribers, poll_feeds, prepare_run
 from newsletter.tracking.retention import prune_events
 
 PRUNE_EVERY = timedelta(hours=1)
@@ -35,11 +36,13 @@ class TickReport:
     sequence_steps: int = 0
     finished_runs: list[int] = field(default_factory=list)
     pruned_events: int = 0
+    imports: list[int] = field(default_factory=list)
 
 
 def tick(rt: Runtime, now: datetime | None = None) -> TickReport:
     """One pass: claim due campaigns, release due retries, recover stalled runs,
-    close finished runs; once an hour, delete tracking events past their retention.
+    claim background imports, close finished runs; once an hour, delete tracking events
+    past their retention.
 
     Claims are committed before anything is enqueued, so a task never sees an
     uncommitted row, and a second scheduler never claims the same work.
@@ -64,6 +67,8 @@ def tick(rt: Runtime, now: datetime | None = None) -> TickReport:
         report.reprepared_runs, report.requeued_chunks = recover_stalled(
             session, now, timedelta(seconds=cfg.stall_seconds), cfg.chunk_size
         )
+        report.imports = claim_import_jobs(session, now, timedelta(seconds=cfg.stall_seconds))
+        drop_stale_uploads(session, now)
         session.commit()
         steps = run_sequences(session, now, cfg.chunk_size)
         session.commit()
@@ -73,6 +78,8 @@ def tick(rt: Runtime, now: datetime | None = None) -> TickReport:
         prepare_run.delay(run_id)
     for chunk in (*report.retried_chunks, *report.requeued_chunks):
         enqueue_chunk(chunk)
+    for job_id in report.imports:
+        import_subscribers.delay(job_id)
     with rt.sessions() as session:
         report.finished_runs = [r for r in sending_runs(session) if finish_run(session, r)]
         session.commit()

@@ -1,0 +1,607 @@
+"""Campaigns: the list, the composer with its live preview, checks and test sends,
+scheduling behind a confirmation that counts the recipients, pause/resume/cancel,
+and the campaign page with live progress and "did Alice get it?"."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from zoneinfo import available_timezones
+
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import ImmutableMultiDict
+
+from newsletter.admin.common import (
+    PREFIX,
+    PREVIEW_CSP,
+    ReadSession,
+    Viewer,
+    console_of,
+    is_htmx,
+    needs,
+    redirect,
+    render,
+    write,
+)
+from newsletter.admin.i18n import _
+from newsletter.audience.addresses import normalise_email
+from newsletter.audience.lists import get_list, list_lists
+from newsletter.campaigns import control, service
+from newsletter.campaigns.content import get_campaign
+from newsletter.campaigns.models import Campaign, CampaignStatus, ContentKind
+from newsletter.campaigns.templates import list_templates
+from newsletter.content.editing import list_articles, list_series
+from newsletter.delivery.linkcheck import check_email
+from newsletter.delivery.previews import preview_for, send_test
+from newsletter.errors import InvalidInputError, NewsletterError
+from newsletter.rendering.library import template_library
+from newsletter.runs.progress import find_deliveries, run_progress
+
+router = APIRouter()
+Reader = Annotated[Viewer, Depends(needs("campaigns:read"))]
+Writer = Annotated[Viewer, Depends(needs("campaigns:write"))]
+Sender = Annotated[Viewer, Depends(needs("campaigns:send"))]
+Pauser = Annotated[Viewer, Depends(needs("campaigns:pause"))]
+BUILTIN_TEMPLATES = ("digest", "article")
+MAX_TEST_ADDRESSES = 5
+ZONES = sorted(available_timezones())
+# What each composer field is called in the form (and in the preview's query string).
+DRAFT_FIELDS = ("name", "subject", "preheader", "template", "kind", "latest", "series", "tag")
+
+
+def _settings(request: Request) -> Any:
+    return request.app.state.console.settings
+
+
+def _own(viewer: Viewer, campaign: Campaign) -> None:
+    viewer.require_lists([ml.id for ml in campaign.lists])
+
+
+# --- the list ---------------------------------------------------------------------------
+
+
+@router.get("/campaigns")
+def campaigns(
+    request: Request,
+    viewer: Reader,
+    session: ReadSession,
+    status: Annotated[str | None, Query(max_length=20)] = None,
+) -> Response:
+    chosen = CampaignStatus(status) if status and status in CampaignStatus.__members__ else None
+    rows = service.list_campaigns(session, status=chosen)
+    return render(
+        request,
+        "campaigns.html",
+        viewer,
+        title=_("Campaigns"),
+        campaigns=list(reversed(rows)),
+        statuses=[s.value for s in CampaignStatus],
+        chosen=chosen.value if chosen else "",
+    )
+
+
+# --- composing --------------------------------------------------------------------------
+
+
+def _choices(session: Session, viewer: Viewer) -> dict[str, Any]:
+    lists = [
+        (ml, count)
+        for ml, count in list_lists(session)
+        if viewer.list_ids is None or ml.id in viewer.list_ids
+    ]
+    stored = [t.name for t in list_templates(session)]
+    return {
+        "lists": lists,
+        "articles": [a for a in list_articles(session) if a.published_at is not None],
+        "series": list_series(session),
+        "templates": [*BUILTIN_TEMPLATES, *stored],
+    }
+
+
+def _content_from(data: ImmutableMultiDict[str, Any]) -> service.ContentSpec:
+    kind = str(data.get("kind") or "latest")
+    number = str(data.get("latest") or "").strip()
+    if kind in ("latest", "since_last", "tag") and number and not number.isdigit():
+        raise InvalidInputError(_("Latest: give a whole number of articles, e.g. 5."))
+    latest = int(number) if number.isdigit() else 0
+    if kind == "articles":
+        slugs = tuple(str(s) for s in data.getlist("articles"))
+        if not slugs:
+            raise InvalidInputError(_("Articles: pick at least one article."))
+        return service.ContentSpec(slugs=slugs)
+    if kind == "series":
+        return service.ContentSpec(series=str(data.get("series") or ""))
+    if kind == "since_last":
+        return service.ContentSpec(since_last=True, latest=latest)
+    if kind == "tag":
+        return service.ContentSpec(tag=str(data.get("tag") or "").strip(), latest=latest)
+    return service.ContentSpec(latest=latest or 5)
+
+
+def _planned_from(data: ImmutableMultiDict[str, Any]) -> datetime | None:
+    value = str(data.get("planned") or "").strip()
+    if not value:
+        return None
+    return service.parse_local_time(value, str(data.get("planned_zone") or "UTC"))
+
+
+def _edits_from(data: ImmutableMultiDict[str, Any]) -> dict[str, Any]:
+    """The composer's fields as the arguments of `update_campaign`."""
+    return {
+        "name": str(data.get("name") or ""),
+        "subject": str(data.get("subject") or ""),
+        "preheader": str(data.get("preheader") or ""),
+        "template": str(data.get("template") or "digest"),
+        "list_slugs": [str(s) for s in data.getlist("lists")],
+        "content": _content_from(data),
+        "planned_at": _planned_from(data),
+    }
+
+
+def _draft_values(campaign: Campaign | None) -> dict[str, Any]:
+    """The composer's fields filled from a saved campaign (or empty)."""
+    if campaign is None:
+        return {"kind": "latest", "latest": "5", "template": "digest", "lists": [], "articles": []}
+    args = campaign.content_args
+    return {
+        "name": campaign.name,
+        "subject": campaign.subject,
+        "preheader": campaign.preheader,
+        "template": campaign.template,
+        "kind": campaign.content_kind.value,
+        "latest": str(args.get("count", "")),
+        "series": args.get("series", ""),
+        "tag": args.get("tag", ""),
+        "articles": list(args.get("slugs", [])),
+        "lists": [ml.slug for ml in campaign.lists],
+        "planned": (
+            campaign.send_at.strftime("%Y-%m-%dT%H:%M")
+            if campaign.send_at and campaign.status is CampaignStatus.draft
+            else ""
+        ),
+    }
+
+
+def _form_values(data: ImmutableMultiDict[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {k: str(data.get(k) or "") for k in (*DRAFT_FIELDS, "planned")}
+    values["lists"] = [str(s) for s in data.getlist("lists")]
+    values["articles"] = [str(s) for s in data.getlist("articles")]
+    return values
+
+
+def _composer(
+    request: Request,
+    viewer: Viewer,
+    session: Session,
+    campaign: Campaign | None,
+    values: dict[str, Any],
+    *,
+    error: str = "",
+    status: int = 200,
+) -> Response:
+    return render(
+        request,
+        "composer.html",
+        viewer,
+        title=_("Edit “{name}”").format(name=campaign.name) if campaign else _("New campaign"),
+        campaign=campaign,
+        values=values,
+        error=error,
+        status=status,
+        kinds=[k.value for k in ContentKind],
+        **_choices(session, viewer),
+    )
+
+
+@router.get("/campaigns/new")
+def new_campaign(request: Request, viewer: Writer, session: ReadSession) -> Response:
+    return _composer(request, viewer, session, None, _draft_values(None))
+
+
+@router.post("/campaigns/new")
+async def create_campaign(request: Request, viewer: Writer) -> Response:
+    data = await request.form()
+    return await run_in_threadpool(_create, request, viewer, data)
+
+
+def _create(request: Request, viewer: Viewer, data: ImmutableMultiDict[str, Any]) -> Response:
+    library = template_library(_settings(request).templates_dir)
+
+    def work(db: Session) -> int:
+        edits = _edits_from(data)
+        _check_lists(db, viewer, edits["list_slugs"])
+        campaign = service.create_campaign(
+            db,
+            name=edits["name"],
+            list_slugs=edits["list_slugs"],
+            subject=edits["subject"],
+            content=edits["content"],
+            template=edits["template"],
+            preheader=edits["preheader"],
+            library=library,
+        )
+        if edits["planned_at"] is not None:
+            service.update_campaign(
+                db, campaign.id, planned_at=edits["planned_at"], library=library
+            )
+        return campaign.id
+
+    try:
+        campaign_id = write(request, viewer, work)
+    except InvalidInputError as exc:
+        with console_of(request).sessions() as session:
+            return _composer(
+                request, viewer, session, None, _form_values(data), error=str(exc), status=422
+            )
+    return redirect(f"{PREFIX}/campaigns/{campaign_id}/edit", _("Draft saved."))
+
+
+def _check_lists(session: Session, viewer: Viewer, slugs: list[str]) -> None:
+    if viewer.list_ids is not None:
+        viewer.require_lists([get_list(session, slug).id for slug in slugs])
+
+
+@router.get("/campaigns/{campaign_id}/edit")
+def edit_campaign(
+    campaign_id: int, request: Request, viewer: Reader, session: ReadSession
+) -> Response:
+    campaign = get_campaign(session, campaign_id)
+    return _composer(request, viewer, session, campaign, _draft_values(campaign))
+
+
+@router.post("/campaigns/{campaign_id}/edit")
+async def save_campaign(campaign_id: int, request: Request, viewer: Writer) -> Response:
+    data = await request.form()
+    return await run_in_threadpool(_save, campaign_id, request, viewer, data)
+
+
+def _save(
+    campaign_id: int, request: Request, viewer: Viewer, data: ImmutableMultiDict[str, Any]
+) -> Response:
+    library = template_library(_settings(request).templates_dir)
+
+    def work(db: Session) -> None:
+        _own(viewer, get_campaign(db, campaign_id))
+        edits = _edits_from(data)
+        _check_lists(db, viewer, edits["list_slugs"])
+        service.update_campaign(db, campaign_id, library=library, **edits)
+
+    try:
+        write(request, viewer, work)
+    except InvalidInputError as exc:
+        with console_of(request).sessions() as session:
+            campaign = get_campaign(session, campaign_id)
+            return _composer(
+                request, viewer, session, campaign, _form_values(data), error=str(exc), status=422
+            )
+    return redirect(f"{PREFIX}/campaigns/{campaign_id}/edit", _("Draft saved."))
+
+
+# --- preview ----------------------------------------------------------------------------
+
+
+def _preview_changes(
+    campaign: Campaign, query: ImmutableMultiDict[str, str]
+) -> dict[str, Any] | None:
+    """Unsaved edits of a draft given in the query string (the composer's fields)."""
+    if campaign.status is not CampaignStatus.draft or "subject" not in query:
+        return None
+    return _edits_from(query)
+
+
+@router.get("/campaigns/{campaign_id}/preview")
+def preview(campaign_id: int, request: Request, viewer: Reader, session: ReadSession) -> Response:
+    """The preview pane: subject, the email at 600 and 375 px, the text part, and
+    the size; with the composer's fields in the query, the unsaved draft."""
+    campaign = get_campaign(session, campaign_id)
+    query = request.query_params
+    subscriber = str(query.get("as") or "").strip() or None
+    error, shown, check = "", None, None
+    try:
+        shown = preview_for(
+            session,
+            campaign_id,
+            _settings(request),
+            subscriber,
+            _preview_changes(campaign, query),
+        )
+        check = check_email(shown.html, follow=False)
+    except NewsletterError as exc:
+        error = str(exc)
+    frame_query = request.url.query
+    template = "campaign_preview.html" if is_htmx(request) else "campaign_preview_page.html"
+    return render(
+        request,
+        template,
+        viewer,
+        title=_("Preview of “{name}”").format(name=campaign.name),
+        campaign=campaign,
+        shown=shown,
+        check=check,
+        error=error,
+        frame_query=frame_query,
+        subscriber=subscriber or "",
+    )
+
+
+@router.get("/campaigns/{campaign_id}/preview.html")
+def preview_document(
+    campaign_id: int, request: Request, viewer: Reader, session: ReadSession
+) -> Response:
+    """The email alone, for the preview frames: its own inline styles and images, no
+    script of any kind, sandboxed, framed only by the console."""
+    campaign = get_campaign(session, campaign_id)
+    query = request.query_params
+    part = query.get("part", "html")
+    try:
+        shown = preview_for(
+            session,
+            campaign_id,
+            _settings(request),
+            str(query.get("as") or "").strip() or None,
+            _preview_changes(campaign, query),
+        )
+    except NewsletterError as exc:
+        return Response(str(exc), status_code=422, media_type="text/plain")
+    headers = {"Content-Security-Policy": PREVIEW_CSP, "X-Frame-Options": "SAMEORIGIN"}
+    if part == "text":
+        return Response(shown.text, media_type="text/plain; charset=utf-8", headers=headers)
+    return HTMLResponse(shown.html, headers=headers)
+
+
+@router.get("/campaigns/{campaign_id}/check")
+def check_links(
+    campaign_id: int, request: Request, viewer: Reader, session: ReadSession
+) -> Response:
+    """Every link of the email fetched once; the unsubscribe link; the size."""
+    campaign = get_campaign(session, campaign_id)
+    settings = _settings(request)
+    shown = preview_for(session, campaign_id, settings)
+    check = check_email(shown.html, allow_private=settings.allow_private_urls)
+    template = "campaign_check.html" if is_htmx(request) else "campaign_check_page.html"
+    return render(
+        request,
+        template,
+        viewer,
+        title=_("Link check of “{name}”").format(name=campaign.name),
+        campaign=campaign,
+        check=check,
+    )
+
+
+# --- test sends -------------------------------------------------------------------------
+
+
+@router.post("/campaigns/{campaign_id}/test")
+def test_send(
+    campaign_id: int,
+    request: Request,
+    viewer: Sender,
+    to: Annotated[str, Form(max_length=2000)],
+) -> Response:
+    """One copy marked [Test] to each address (up to five); nothing enters the ledger."""
+    addresses = [a.strip() for a in to.replace(";", ",").split(",") if a.strip()]
+    if not addresses or len(addresses) > MAX_TEST_ADDRESSES:
+        raise InvalidInputError(
+            _("Give one to {n} addresses, separated by commas.").format(n=MAX_TEST_ADDRESSES)
+        )
+    settings = _settings(request)
+
+    def work(session: Session) -> list[str]:
+        _own(viewer, get_campaign(session, campaign_id))
+        checked = [normalise_email(a) for a in addresses]
+        return [f"{a}: {send_test(session, campaign_id, a, settings)}" for a in checked]
+
+    replies = write(request, viewer, work)
+    notice = _("Test sent. The server answered: {replies}").format(replies="; ".join(replies))
+    return redirect(f"{PREFIX}/campaigns/{campaign_id}", notice)
+
+
+# --- scheduling -------------------------------------------------------------------------
+
+
+def _schedule_request(
+    request: Request, mode: str, at: str, timezone: str, cron: str, local_time: bool
+) -> service.ScheduleRequest:
+    postal = _settings(request).postal_address
+    if mode == "now":
+        return service.ScheduleRequest(now=True, postal_address=postal)
+    if mode == "cron":
+        return service.ScheduleRequest(
+            cron=cron.strip(),
+            timezone=timezone,
+            at=at or None,
+            local_time=local_time,
+            postal_address=postal,
+        )
+    if mode in ("at", "local"):
+        if not at:
+            raise InvalidInputError(_("When: give a date and time."))
+        return service.ScheduleRequest(
+            at=at, timezone=timezone, local_time=mode == "local", postal_address=postal
+        )
+    raise InvalidInputError(_("Choose when: now, at a time, by cron, or each reader's time."))
+
+
+Mode = Annotated[str, Form(max_length=10)]
+When = Annotated[str, Form(max_length=40)]
+Zone = Annotated[str, Form(max_length=64)]
+Cron = Annotated[str, Form(max_length=100)]
+
+
+@router.get("/campaigns/{campaign_id}/schedule")
+def schedule_form(
+    campaign_id: int, request: Request, viewer: Sender, session: ReadSession
+) -> Response:
+    campaign = get_campaign(session, campaign_id)
+    return render(
+        request,
+        "schedule.html",
+        viewer,
+        title=_("Schedule “{name}”").format(name=campaign.name),
+        campaign=campaign,
+        zones=ZONES,
+        values={"mode": "now", "timezone": campaign.timezone or "UTC"},
+    )
+
+
+@router.post("/campaigns/{campaign_id}/schedule/confirm")
+def confirm_schedule(
+    campaign_id: int,
+    request: Request,
+    viewer: Sender,
+    session: ReadSession,
+    mode: Mode = "",
+    at: When = "",
+    timezone: Zone = "UTC",
+    cron: Cron = "",
+) -> Response:
+    """What would happen, exactly: when, and how many people (after suppressions).
+    Nothing is scheduled until the confirmation is sent."""
+    campaign = get_campaign(session, campaign_id)
+    values = {"mode": mode, "at": at, "timezone": timezone, "cron": cron}
+    asked = None
+    try:
+        asked = _schedule_request(request, mode, at, timezone, cron, mode == "local")
+        # Checked as scheduling checks it, then undone: the sentence says when.
+        savepoint = session.begin_nested()
+        try:
+            when = service.schedule(session, campaign_id, asked)
+        finally:
+            savepoint.rollback()
+    except InvalidInputError as exc:
+        return render(
+            request,
+            "schedule.html",
+            viewer,
+            title=_("Schedule “{name}”").format(name=campaign.name),
+            campaign=campaign,
+            zones=ZONES,
+            values=values,
+            error=str(exc),
+            status=422,
+        )
+    count = service.recipients_now(session, campaign_id)
+    return render(
+        request,
+        "schedule_confirm.html",
+        viewer,
+        title=_("Confirm: schedule “{name}”").format(name=campaign.name),
+        campaign=get_campaign(session, campaign_id),
+        values=values,
+        when=when,
+        count=count,
+    )
+
+
+@router.post("/campaigns/{campaign_id}/schedule")
+def schedule(
+    campaign_id: int,
+    request: Request,
+    viewer: Sender,
+    mode: Mode = "",
+    at: When = "",
+    timezone: Zone = "UTC",
+    cron: Cron = "",
+) -> Response:
+    asked = _schedule_request(request, mode, at, timezone, cron, mode == "local")
+
+    def work(session: Session) -> str:
+        _own(viewer, get_campaign(session, campaign_id))
+        return service.schedule(session, campaign_id, asked)
+
+    return redirect(f"{PREFIX}/campaigns/{campaign_id}", write(request, viewer, work))
+
+
+def _control(
+    request: Request, viewer: Viewer, campaign_id: int, change: control.Change, done: str
+) -> Response:
+    def work(session: Session) -> None:
+        _own(viewer, get_campaign(session, campaign_id))
+        change(session, campaign_id)
+
+    write(request, viewer, work)
+    return redirect(f"{PREFIX}/campaigns/{campaign_id}", done)
+
+
+@router.post("/campaigns/{campaign_id}/pause")
+def pause(campaign_id: int, request: Request, viewer: Pauser) -> Response:
+    return _control(request, viewer, campaign_id, control.pause_campaign, _("Paused."))
+
+
+@router.post("/campaigns/{campaign_id}/resume")
+def resume(campaign_id: int, request: Request, viewer: Sender) -> Response:
+    return _control(request, viewer, campaign_id, control.resume_campaign, _("Resumed."))
+
+
+@router.post("/campaigns/{campaign_id}/cancel")
+def cancel(campaign_id: int, request: Request, viewer: Sender) -> Response:
+    return _control(request, viewer, campaign_id, control.cancel_campaign, _("Cancelled."))
+
+
+# --- the campaign page ------------------------------------------------------------------
+
+
+def _progress(session: Session, campaign: Campaign) -> list[Any]:
+    return [run_progress(session, run, campaign.name) for run in reversed(campaign.runs)]
+
+
+@router.get("/campaigns/{campaign_id}")
+def campaign_page(
+    campaign_id: int, request: Request, viewer: Reader, session: ReadSession
+) -> Response:
+    campaign = get_campaign(session, campaign_id)
+    runs = _progress(session, campaign)
+    if is_htmx(request) and request.query_params.get("part") == "progress":
+        return render(
+            request, "campaign_progress.html", viewer, title="", campaign=campaign, runs=runs
+        )
+    return render(
+        request,
+        "campaign.html",
+        viewer,
+        title=_("Campaign “{name}”").format(name=campaign.name),
+        campaign=campaign,
+        runs=runs,
+        articles=service.describe_campaign(session, campaign)["articles"],
+        lookup=None,
+        email="",
+    )
+
+
+@router.get("/campaigns/{campaign_id}/lookup")
+def lookup(
+    campaign_id: int,
+    request: Request,
+    viewer: Annotated[Viewer, Depends(needs("deliveries:read"))],
+    session: ReadSession,
+    email: Annotated[str, Query(max_length=320)] = "",
+) -> Response:
+    """Did this person get it? Every ledger row of theirs for the campaign's runs:
+    status, attempts, the mail server's last reply, when."""
+    campaign = get_campaign(session, campaign_id)
+    address, error = "", ""
+    try:
+        address = normalise_email(email)
+    except InvalidInputError as exc:
+        error = str(exc)
+    rows = (
+        find_deliveries(session, campaign_id=campaign_id, email=address, limit=100)
+        if address
+        else []
+    )
+    context: dict[str, Any] = {"campaign": campaign, "lookup": rows, "email": email, "error": error}
+    if is_htmx(request):
+        return render(request, "campaign_lookup.html", viewer, title="", **context)
+    return render(
+        request,
+        "campaign.html",
+        viewer,
+        title=_("Campaign “{name}”").format(name=campaign.name),
+        runs=_progress(session, campaign),
+        articles=service.describe_campaign(session, campaign)["articles"],
+        **context,
+    )

@@ -1,0 +1,505 @@
+"""The console over real HTTP (uvicorn), without a browser: its headers, CSRF tokens,
+role checks, logins and the audit trail of every write. The browser tests
+(test_console_browser.py) show the same pages to Chromium."""
+
+from __future__ import annotations
+
+import gettext
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pyotp
+import pytest
+from lxml import html as lxml_html
+from sqlalchemy import select
+
+from newsletter.accounts.models import AuditEntry, User
+from newsletter.accounts.users import create_user
+from newsletter.audience.models import MailingList
+from newsletter.campaigns.models import Campaign, CampaignStatus
+from newsletter.cli.processes import build_app
+from newsletter.config import Settings
+from newsletter.db import make_engine, make_sessionmaker, utcnow
+from tests.api_server import PASSWORD, ServerThread
+from tests.factories import add_member, import_sample, make_list, series_digest, settings_for
+from tests.smtp_sink import SmtpSink
+
+CSV = "email,name\nann@example.org,Ann\nbob@example.org,Bob\nnot-an-address,Broken\n"
+
+
+class Browser:
+    """An HTTP client that keeps cookies as a browser does on a secure origin (the
+    console's cookies are Secure; the test server speaks plain HTTP on 127.0.0.1)."""
+
+    def __init__(self, url: str) -> None:
+        self.jar: dict[str, str] = {}
+        self.http = httpx.Client(
+            base_url=url,
+            timeout=60,
+            event_hooks={"request": [self._send], "response": [self._keep]},
+        )
+        self.page = ""
+
+    def _send(self, request: httpx.Request) -> None:
+        if self.jar:
+            request.headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.jar.items())
+
+    def _keep(self, response: httpx.Response) -> None:
+        for header in response.headers.get_list("set-cookie"):
+            name, _, rest = header.partition("=")
+            value = rest.split(";", 1)[0]
+            if "max-age=0" in header.lower() or value in ('""', ""):
+                self.jar.pop(name, None)
+            else:
+                self.jar[name] = value
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        response = self.http.get(path, **kwargs)
+        self.page = response.text
+        return response
+
+    @property
+    def csrf(self) -> str:
+        found = re.search(r'name="csrf" value="([^"]*)"', self.page)
+        assert found, "no CSRF field on the last page"
+        return found.group(1)
+
+    def post(self, path: str, data: dict[str, Any] | None = None, **kwargs: Any) -> httpx.Response:
+        """A form post with the CSRF token of the last page read."""
+        return self.http.post(path, data={"csrf": self.csrf, **(data or {})}, **kwargs)
+
+    def log_in(self, email: str, code: str = "") -> httpx.Response:
+        self.get("/admin/login")
+        data = {"email": email, "password": PASSWORD, "code": code}
+        response = self.post("/admin/login", data)
+        self.get("/admin/account")
+        return response
+
+
+@pytest.fixture
+def stack(sqlite_url: str, smtp_sink: SmtpSink) -> Iterator[tuple[str, Settings]]:
+    settings = settings_for(
+        sqlite_url, mail_url=smtp_sink.url, login_limit_per_account=30, allow_private_urls=True
+    )
+    engine = make_engine(sqlite_url)
+    with make_sessionmaker(engine)() as session:
+        for email, role in (
+            ("ann@clinic.example", "admin"),
+            ("alex@clinic.example", "analyst"),
+            ("sam@clinic.example", "sender"),
+        ):
+            create_user(session, email, role, password=PASSWORD)
+        import_sample(session)
+        news = make_list(session)
+        for i in range(3):
+            add_member(session, news, f"reader{i}@example.org", f"Reader {i}")
+        series_digest(session, ["clinic-news"], subject="Hello {{ slot('name') }}")
+        session.commit()
+    engine.dispose()
+    with ServerThread(build_app(settings)) as server:
+        yield server.url, settings
+
+
+@pytest.fixture
+def admin(stack: tuple[str, Settings]) -> Browser:
+    browser = Browser(stack[0])
+    assert browser.log_in("ann@clinic.example").status_code == 303
+    return browser
+
+
+def _db(settings: Settings) -> Any:
+    return make_sessionmaker(make_engine(settings.database_url))()
+
+
+# --- headers --------------------------------------------------------------------------------
+
+PAGES = (
+    "/admin/",
+    "/admin/calendar",
+    "/admin/campaigns",
+    "/admin/campaigns/1",
+    "/admin/campaigns/1/edit",
+    "/admin/campaigns/1/preview",
+    "/admin/subscribers",
+    "/admin/lists",
+    "/admin/articles",
+    "/admin/series/understanding-treatment",
+    "/admin/templates",
+    "/admin/users",
+    "/admin/audit",
+    "/admin/settings",
+    "/admin/no-such-page",
+    "/admin/campaigns/999",
+)
+
+
+def _script_directive(csp: str) -> str:
+    for directive in csp.split(";"):
+        name, _, value = directive.strip().partition(" ")
+        if name == "script-src":
+            return value
+    return ""
+
+
+def test_every_console_page_has_a_strict_csp_and_no_inline_script(admin: Browser) -> None:
+    for path in PAGES:
+        response = admin.get(path)
+        csp = response.headers["content-security-policy"]
+
+        assert _script_directive(csp) == "'self'", path
+        assert "unsafe-inline" not in csp and "unsafe-eval" not in csp, path
+        assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp
+        assert response.headers["x-content-type-options"] == "nosniff"
+        tree = lxml_html.document_fromstring(response.text)
+        assert all(script.get("src") for script in tree.iter("script")), path
+        handlers = [
+            (el.tag, name) for el in tree.iter() for name in el.attrib if name.startswith("on")
+        ]
+        assert handlers == [], path
+        assert not [el for el in tree.iter() if el.get("style")], f"{path}: style attribute"
+
+
+def test_error_pages_login_page_and_static_files_carry_the_csp_too(
+    stack: tuple[str, Settings],
+) -> None:
+    browser = Browser(stack[0])
+    login = browser.get("/admin/login")
+    asset = re.search(r'href="(/admin/static/console\.[0-9a-f]{10}\.css)"', login.text)
+    assert asset is not None
+
+    for response in (login, browser.get(asset.group(1)), browser.get("/admin/static/nope.js")):
+        assert _script_directive(response.headers["content-security-policy"]) == "'self'"
+    static = browser.get(asset.group(1))
+    assert static.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert static.headers["content-type"].startswith("text/css")
+    assert browser.get("/admin/static/console.css").status_code == 404  # only versioned names
+
+
+def test_the_email_preview_is_a_sandboxed_document_without_script(admin: Browser) -> None:
+    response = admin.get("/admin/campaigns/1/preview.html")
+
+    assert response.status_code == 200
+    csp = response.headers["content-security-policy"]
+    assert "sandbox" in csp and "script-src" not in csp and "default-src 'none'" in csp
+    assert "frame-ancestors 'self'" in csp
+    assert "Understanding treatment options" in response.text
+
+
+# --- CSRF -----------------------------------------------------------------------------------
+
+
+def test_a_form_posted_without_its_csrf_token_gets_403_and_changes_nothing(
+    admin: Browser, stack: tuple[str, Settings]
+) -> None:
+    admin.get("/admin/lists")
+    form = {"slug": "new-list", "name": "New list"}
+
+    without = admin.http.post("/admin/lists", data=form)
+    forged = admin.http.post("/admin/lists", data={**form, "csrf": "0" * 64})
+    other = Browser(stack[0])
+    other.log_in("sam@clinic.example")
+    someone_elses = admin.http.post("/admin/lists", data={**form, "csrf": other.csrf})
+
+    for refused in (without, forged, someone_elses):
+        assert refused.status_code == 403
+        assert "security token" in refused.text
+    with _db(stack[1]) as session:
+        assert session.scalar(select(MailingList).where(MailingList.slug == "new-list")) is None
+    assert admin.post("/admin/lists", form).status_code == 303
+    with _db(stack[1]) as session:
+        assert session.scalar(select(MailingList).where(MailingList.slug == "new-list"))
+
+
+def test_the_login_form_needs_its_own_token(stack: tuple[str, Settings]) -> None:
+    browser = Browser(stack[0])
+    browser.get("/admin/login")
+    data = {"email": "ann@clinic.example", "password": PASSWORD}
+
+    assert browser.http.post("/admin/login", data=data).status_code == 403
+    assert browser.post("/admin/login", data).status_code == 303
+
+
+# --- roles ----------------------------------------------------------------------------------
+
+
+def test_each_role_meets_403_where_its_scopes_end(stack: tuple[str, Settings]) -> None:
+    analyst = Browser(stack[0])
+    analyst.log_in("alex@clinic.example")
+    sender = Browser(stack[0])
+    sender.log_in("sam@clinic.example")
+
+    assert analyst.get("/admin/campaigns/1").status_code == 200
+    assert "schedule-button" not in analyst.page
+    analyst.get("/admin/campaigns/1")
+    for path, data in (
+        ("/admin/campaigns/1/schedule", {"mode": "now"}),
+        ("/admin/campaigns/1/test", {"to": "me@example.org"}),
+        ("/admin/campaigns/1/cancel", {}),
+        ("/admin/lists", {"slug": "x", "name": "X"}),
+    ):
+        refused = analyst.post(path, data)
+        assert refused.status_code == 403, path
+        assert "Not allowed" in refused.text and "Traceback" not in refused.text
+    assert analyst.get("/admin/users").status_code == 403
+    assert sender.get("/admin/users").status_code == 403
+    assert sender.get("/admin/audit").status_code == 403
+    assert "schedule-button" in sender.get("/admin/campaigns/1").text
+    with _db(stack[1]) as session:
+        assert session.get_one(Campaign, 1).status is CampaignStatus.draft
+
+
+def test_a_page_without_a_session_sends_to_login_and_back(stack: tuple[str, Settings]) -> None:
+    browser = Browser(stack[0])
+
+    page = browser.get("/admin/campaigns/1")
+    fragment = browser.get("/admin/campaigns/1?part=progress", headers={"HX-Request": "true"})
+
+    assert page.status_code == 303
+    assert page.headers["location"] == "/admin/login?next=/admin/campaigns/1"
+    assert fragment.headers["hx-redirect"].startswith("/admin/login")
+    browser.get("/admin/login?next=/admin/campaigns/1")
+    done = browser.post(
+        "/admin/login",
+        {"email": "ann@clinic.example", "password": PASSWORD, "next": "/admin/campaigns/1"},
+    )
+    assert done.headers["location"] == "/admin/campaigns/1"
+
+
+def test_login_never_sends_anyone_to_another_site(stack: tuple[str, Settings]) -> None:
+    for target in ("https://evil.example/", "//evil.example/admin/", "/admin/\\evil", "/elsewhere"):
+        browser = Browser(stack[0])
+        browser.get("/admin/login")
+        done = browser.post(
+            "/admin/login",
+            {"email": "ann@clinic.example", "password": PASSWORD, "next": target},
+        )
+        assert done.headers["location"] == "/admin/", target
+
+
+def test_a_second_factor_is_enrolled_with_a_qr_code_and_then_needed(
+    admin: Browser, stack: tuple[str, Settings]
+) -> None:
+    admin.get("/admin/account")
+    enrolled = admin.post("/admin/account/totp")
+
+    assert enrolled.status_code == 200
+    qr = re.search(r'<img src="(data:image/svg\+xml[^"]+)"', enrolled.text)
+    assert qr is not None
+    assert "img-src 'self' data:" in enrolled.headers["content-security-policy"]
+    secret = re.search(r'class="secret">([A-Z2-7]+)<', enrolled.text)
+    assert secret is not None
+    assert admin.get("/admin/").status_code == 303  # every session ended
+    browser = Browser(stack[0])
+    refused = browser.log_in("ann@clinic.example")
+    assert refused.status_code == 401 and "one-time code" in refused.text
+    accepted = browser.log_in("ann@clinic.example", pyotp.TOTP(secret.group(1)).now())
+    assert accepted.status_code == 303
+
+
+def test_changing_ones_password_ends_the_session(
+    admin: Browser, stack: tuple[str, Settings]
+) -> None:
+    admin.get("/admin/account")
+    new = "a brand new passphrase"
+
+    wrong = admin.post("/admin/account/password", {"current": "nope", "new": new, "repeat": new})
+    changed = admin.post(
+        "/admin/account/password", {"current": PASSWORD, "new": new, "repeat": new}
+    )
+
+    assert wrong.status_code == 422 and "current password" in wrong.text
+    assert changed.status_code == 303 and admin.get("/admin/").status_code == 303
+    with _db(stack[1]) as session:
+        user = session.scalar(select(User).where(User.email == "ann@clinic.example"))
+        assert user is not None and user.password_hash
+
+
+# --- the audit trail ------------------------------------------------------------------------
+
+
+def _actions(settings: Settings) -> set[str]:
+    with _db(settings) as session:
+        return set(session.scalars(select(AuditEntry.action)))
+
+
+def test_every_console_write_lands_in_the_audit_log(
+    admin: Browser, stack: tuple[str, Settings], smtp_sink: SmtpSink
+) -> None:
+    settings = stack[1]
+    admin.get("/admin/lists")
+    admin.post("/admin/lists", {"slug": "more-news", "name": "More news"})
+    admin.get("/admin/imports/new")
+    dry = admin.post(
+        "/admin/imports/dry-run",
+        {"list": "more-news"},
+        files={"file": ("people.csv", CSV.encode(), "text/csv")},
+    )
+    job = dry.headers["location"].rsplit("/", 1)[1]
+    admin.get(f"/admin/imports/{job}")
+    admin.post(f"/admin/imports/{job}/run")
+    admin.get("/admin/campaigns/new")
+    made = admin.post(
+        "/admin/campaigns/new",
+        {"name": "Two", "lists": "clinic-news", "subject": "Hi", "kind": "latest", "latest": "2"},
+    )
+    two = made.headers["location"].split("/")[3]
+    admin.get(f"/admin/campaigns/{two}/edit")
+    admin.post(
+        f"/admin/campaigns/{two}/edit",
+        {
+            "name": "Two",
+            "lists": "clinic-news",
+            "subject": "Hi again",
+            "kind": "latest",
+            "latest": "3",
+        },
+    )
+    admin.get(f"/admin/campaigns/{two}")
+    admin.post(f"/admin/campaigns/{two}/test", {"to": "me@example.org"})
+    at = (utcnow() + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M")
+    admin.post(f"/admin/campaigns/{two}/schedule", {"mode": "at", "at": at, "timezone": "UTC"})
+    for change in ("pause", "resume", "cancel"):
+        admin.get(f"/admin/campaigns/{two}")
+        assert admin.post(f"/admin/campaigns/{two}/{change}").status_code == 303
+    admin.get("/admin/series/understanding-treatment")
+    admin.post(
+        "/admin/series/understanding-treatment/move",
+        {"article": "infusion-appointment", "offset": "-1"},
+    )
+    admin.get("/admin/articles/tms")
+    admin.post(
+        "/admin/articles/tms/edit",
+        {"title": "TMS, plainly", "published": "2026-09-28T09:00", "tags": "tms, basics"},
+    )
+    admin.get("/admin/articles")
+    admin.post("/admin/feeds", {"url": "https://blog.example.org/feed.xml", "every": "2h"})
+    admin.post("/admin/feeds/1/poll")
+    admin.get("/admin/sequences")
+    admin.post(
+        "/admin/sequences",
+        {"series": "understanding-treatment", "list": "clinic-news", "every": "7d"},
+    )
+    admin.post("/admin/sequences/1/pause", {"paused": "yes"})
+    admin.get("/admin/templates/new")
+    template = open_template()
+    admin.post("/admin/templates/save", {"name": "plain", **template})
+    admin.post("/admin/templates/save", {"name": "plain", **template, "subject": "Changed"})
+    admin.post("/admin/templates/plain/restore", {"version": "1"})
+    admin.get("/admin/users")
+    admin.post("/admin/users", {"email": "new@clinic.example", "role": "editor"})
+    with _db(settings) as session:
+        new_id = session.scalar(select(User.id).where(User.email == "new@clinic.example"))
+    admin.post(f"/admin/users/{new_id}", {"role": "sender"})
+    admin.post(f"/admin/users/{new_id}", {"disabled": "yes"})
+    admin.get("/admin/tokens")
+    created = admin.post("/admin/tokens", {"name": "ci", "scopes": "lists:read", "expires": "1d"})
+    assert "shown only once" in created.text
+    token_id = re.search(r"/admin/tokens/(\d+)/revoke", created.text)
+    assert token_id is not None
+    admin.post(f"/admin/tokens/{token_id.group(1)}/revoke")
+    admin.get("/admin/subscribers/1")
+    admin.post("/admin/subscribers/1/edit", {"name": "Reader Zero", "timezone": "Europe/Berlin"})
+    admin.post("/admin/subscribers/1/unsubscribe", {"list": "clinic-news"})
+    exported = admin.post("/admin/subscribers/1/export")
+    assert exported.json()["email"] == "reader0@example.org"
+    admin.post("/admin/subscribers/2/forget", {"confirm": "reader1@example.org"})
+    admin.post("/admin/logout")
+
+    found = _actions(settings)
+    expected = {
+        "session.login", "list.create", "subscribers.import_dry_run", "subscribers.import",
+        "campaign.create", "campaign.update", "campaign.test_send", "campaign.schedule",
+        "campaign.pause", "campaign.resume", "campaign.cancel", "series.reorder",
+        "article.update", "feed.add", "feed.poll_now", "sequence.create", "sequence.pause",
+        "template.save", "user.create", "user.role", "user.disable", "token.create", "token.revoke",
+        "subscriber.update", "subscriber.unsubscribe",
+        "subscriber.export_data", "subscriber.forget", "session.logout",
+    }  # fmt: skip
+    assert expected - found == set()
+    with _db(settings) as session:
+        entries = list(session.scalars(select(AuditEntry).where(AuditEntry.via == "session")))
+    assert {e.actor for e in entries if e.action != "session.login"} == {
+        "ann@clinic.example (console)"
+    }
+    assert all(e.ip == "127.0.0.1" for e in entries)
+    assert not any("reader1@example.org" in str(e.detail) for e in entries)  # forgotten
+
+
+def open_template() -> dict[str, str]:
+    return {
+        "subject": "",
+        "html": "<p>Hello {{ slot('name', 'there') }},</p>{% for a in articles %}"
+        '<p><a href="{{ a.url }}">{{ a.title }}</a></p>{% endfor %}<div>{{ footer }}</div>',
+        "text": "{% for a in articles %}* {{ a.title }}\n{% endfor %}{{ footer }}",
+    }
+
+
+def test_an_unsafe_template_is_refused_with_its_line_shown(admin: Browser) -> None:
+    admin.get("/admin/templates/new")
+    html = "<html><body>\n<p>ok</p>\n{{ a.__class__ }}\n{{ footer }}</body></html>"
+
+    refused = admin.post("/admin/templates/save", {"name": "bad", "subject": "x", "html": html})
+
+    assert refused.status_code == 422
+    assert "line 3" in refused.text
+    assert "<mark>   3 │ {{ a.__class__ }}</mark>" in refused.text.replace("&#39;", "'")
+
+
+def test_the_console_is_on_the_staff_side_only(sqlite_url: str) -> None:
+    from newsletter.cli.processes import Only
+
+    settings = settings_for(sqlite_url)
+    with ServerThread(build_app(settings, Only.public)) as public:
+        assert httpx.get(public.url + "/admin/login").status_code == 404
+    with ServerThread(build_app(settings, Only.staff)) as staff:
+        assert httpx.get(staff.url + "/admin/login").status_code == 200
+        assert httpx.get(staff.url + "/api/v1/lists").status_code == 401
+        assert httpx.get(staff.url + "/healthz").status_code == 404
+
+
+def test_logins_are_limited_per_account_with_a_clear_page(sqlite_url: str) -> None:
+    settings = settings_for(sqlite_url, login_limit_per_account=2)
+    with make_sessionmaker(make_engine(sqlite_url))() as session:
+        create_user(session, "ann@clinic.example", "admin", password=PASSWORD)
+        session.commit()
+    with ServerThread(build_app(settings)) as server:
+        browser = Browser(server.url)
+        browser.get("/admin/login")
+        wrong = {"email": "ann@clinic.example", "password": "not the password at all"}
+        answers = [browser.post("/admin/login", wrong).status_code for _ in range(2)]
+        limited = browser.post("/admin/login", {**wrong, "password": PASSWORD})
+
+    assert answers == [401, 401]
+    assert limited.status_code == 429 and "Too many attempts" in limited.text
+    assert "nl_session" not in browser.jar
+
+
+class Pseudo(gettext.NullTranslations):
+    """A catalogue that marks every string it translates."""
+
+    def gettext(self, message: str) -> str:
+        return f"⟦{message}⟧"
+
+    def ngettext(self, singular: str, plural: str, n: int) -> str:
+        return f"⟦{singular if n == 1 else plural}⟧"
+
+
+def test_every_word_of_a_page_goes_through_the_one_translation_function(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from newsletter.admin import i18n
+
+    monkeypatch.setattr(i18n, "_translations", Pseudo())
+    with ServerThread(build_app(settings_for(sqlite_url))) as server:
+        page = httpx.get(server.url + "/admin/login")
+        missing = httpx.get(server.url + "/admin/static/nope.css")
+
+    tree = lxml_html.document_fromstring(page.text)
+    texts = [t.strip() for t in tree.xpath("//body//text()") if t.strip()]
+    untranslated = [t for t in texts if "⟦" not in t]
+    assert texts and untranslated == []
+    assert tree.findtext(".//title") == "⟦Log in⟧ · ⟦Newsletter console⟧"
+    assert missing.text == "⟦No such file.⟧"
