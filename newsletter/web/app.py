@@ -58,7 +58,7 @@ def create_app(
         confirmations.drain(DRAIN_SECONDS)
         if broker is not None:
             broker.close()
-        engine.dispose()
+        engine.dispose()  # the database's connections go back when the app stops
 
     app = FastAPI(
         title="newsletter", openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan
