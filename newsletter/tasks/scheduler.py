@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -15,12 +16,14 @@ from newsletter.campaigns.runs import claim_due_campaigns, finish_run
 from newsletter.content.models import Feed
 from newsletter.db import utcnow
 from newsletter.runs.ledger import Chunk, release_due_retries
-from newsletter.runs.lifecycle import recover_stalled, sending_runs
+from newsletter.runs.lifecycle import record_tick, recover_stalled, sending_runs
 from newsletter.sequences.engine import run_sequences
 from newsletter.tasks.app import Runtime
 from newsletter.tasks.jobs import enqueue_chunk, poll_feeds, prepare_run
 
 log = logging.getLogger(__name__)
+# Whose heartbeat a tick writes: this machine (two schedulers on one machine share it).
+SCHEDULER_NAME = socket.gethostname()
 
 
 @dataclass
@@ -71,6 +74,8 @@ def tick(rt: Runtime, now: datetime | None = None) -> TickReport:
         enqueue_chunk(chunk)
     with rt.sessions() as session:
         report.finished_runs = [r for r in sending_runs(session) if finish_run(session, r)]
+        # The heartbeat: written last, so a tick that hangs or fails on the way shows.
+        record_tick(session, SCHEDULER_NAME, utcnow())
         session.commit()
     return report
 
