@@ -46,7 +46,8 @@ VOLATILE = {
     "last_used_at", "expires_at", "finished_at", "started_at", "last_progress_at",
     "occurrence_at", "send_at", "at", "lease_until", "next_attempt_at", "received_at",
     "id_hash", "token_hash", "prefix", "password_hash", "message_id", "smtp_reply", "claim",
-    "snapshot", "source", "actor", "via", "ip", "user_id", "before", "after",
+    "snapshot", "source", "actor", "via", "ip", "user_id", "before", "after", "ticked_at",
+    "stalled_at",
 }  # fmt: skip
 
 
