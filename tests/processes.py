@@ -151,7 +151,10 @@ class PostgresServer:
                 str(self.bin / "initdb"), "-D", str(self.directory), "-A", "trust", "-U", "postgres"
             )
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory} -c fsync=off"
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.directory), "-o", options, "-w", "start")
+        # With a log file of its own, the server holds none of our pipes open.
+        log = str(self.directory / "server.log")
+        pg_ctl = str(self.bin / "pg_ctl")
+        self._run(pg_ctl, "-D", str(self.directory), "-l", log, "-o", options, "-w", "start")
         return self
 
     def stop(self) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+import newsletter.models  # noqa: F401  (every mapped class: a CLI command may load no other)
 from newsletter.accounts import audit
 from newsletter.db import utcnow
 from newsletter.errors import InvalidInputError
