@@ -28,6 +28,7 @@ lint: $(BIN)/.installed
 test: lint
 	scripts/ensure-services
 	scripts/ensure-browser
+	scripts/ensure-promtool
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 ## The wheels the image installs from: this project, Flower and their dependencies.

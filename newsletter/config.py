@@ -246,6 +246,15 @@ class Settings(BaseSettings):
     tracking_retention_days: int = 180
     tracking_machine_seconds: float = 10.0
     tracking_burst_seconds: float = 2.0
+    # Operations (see metrics.py, logs.py and tasks/monitoring.py).
+    # Each process counts in a memory-mapped file in this folder; processes sharing it
+    # are added up when Prometheus scrapes. Default: <temp dir>/newsletter-metrics-<uid>.
+    metrics_dir: str = ""
+    # A port of its own serving /metrics (no login: for a private network); 0 = none.
+    metrics_port: int = 0
+    # "text" (one line per record) or "json" (one object per line, with run, campaign,
+    # task and chunk where known).
+    log_format: str = "text"
 
     @field_validator("database_url")
     @classmethod
@@ -305,6 +314,20 @@ class Settings(BaseSettings):
     def _env(cls, value: str) -> str:
         if value not in ("production", "development"):
             raise ValueError("must be production or development")
+        return value
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, value: str) -> str:
+        if value not in ("text", "json"):
+            raise ValueError("must be text or json")
+        return value
+
+    @field_validator("metrics_port")
+    @classmethod
+    def _metrics_port(cls, value: int) -> int:
+        if not 0 <= value <= 65535:
+            raise ValueError("must be a port from 1 to 65535, or 0 for none")
         return value
 
     @field_validator("soft_bounce_limit")
@@ -408,6 +431,14 @@ class Settings(BaseSettings):
         if self.journal_dir:
             return Path(self.journal_dir)
         return Path(tempfile.gettempdir()) / f"newsletter-journal-{os.getuid()}"
+
+    @property
+    def metrics_directory(self) -> Path:
+        """Where processes keep their metrics files (NEWSLETTER_METRICS_DIR, else a
+        folder of this user's in the temporary directory)."""
+        if self.metrics_dir:
+            return Path(self.metrics_dir)
+        return Path(tempfile.gettempdir()) / f"newsletter-metrics-{os.getuid()}"
 
     @property
     def mail_target(self) -> MailTarget:

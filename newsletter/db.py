@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from newsletter import metrics
 from newsletter.errors import ConfigError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -58,7 +59,39 @@ def utcnow() -> datetime:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine with the per-backend settings the send path relies on."""
+    """An engine with the per-backend settings the send path relies on; its pool's
+    connections are counted in newsletter_db_connections."""
+    engine = _make_engine(url)
+    _count_connections(engine)
+    return engine
+
+
+def _count_connections(engine: Engine) -> None:
+    """Count the pool's connections as they open, close, go out and come back (a
+    gauge per process, summed over the live ones when scraped)."""
+
+    @event.listens_for(engine, "connect")
+    def _opened(*_: Any) -> None:
+        metrics.change_db_connections("open", 1)
+
+    @event.listens_for(engine, "close")
+    def _closed(*_: Any) -> None:
+        metrics.change_db_connections("open", -1)
+
+    @event.listens_for(engine, "close_detached")
+    def _closed_detached(*_: Any) -> None:
+        metrics.change_db_connections("open", -1)
+
+    @event.listens_for(engine, "checkout")
+    def _out(*_: Any) -> None:
+        metrics.change_db_connections("in_use", 1)
+
+    @event.listens_for(engine, "checkin")
+    def _back(*_: Any) -> None:
+        metrics.change_db_connections("in_use", -1)
+
+
+def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
 

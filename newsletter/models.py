@@ -27,7 +27,7 @@ from newsletter.campaigns.models import (
 )
 from newsletter.content.models import Article, Feed, Series
 from newsletter.db import Base
-from newsletter.runs.models import Delivery, DeliveryStatus, Run, RunStatus
+from newsletter.runs.models import Delivery, DeliveryStatus, Run, RunStatus, SchedulerHeartbeat
 from newsletter.sequences.models import Enrollment, EnrollmentStatus, Sequence, SequenceStatus
 from newsletter.tracking.models import (
     TrackedLink,
@@ -57,6 +57,7 @@ __all__ = [
     "OptIn",
     "Run",
     "RunStatus",
+    "SchedulerHeartbeat",
     "Sequence",
     "SequenceStatus",
     "Series",

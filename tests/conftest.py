@@ -25,6 +25,10 @@ PG_ADMIN_URL = os.environ.get(
 REDIS_URL = os.environ.get("NEWSLETTER_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 # Worker processes journal delivery results here (delivery/journal.py): one directory
 # per test session, so no journal outlives the session or meets another's.
+# Metrics files too (newsletter/metrics.py): the processes of one session add up there.
+if "NEWSLETTER_METRICS_DIR" not in os.environ:
+    os.environ["NEWSLETTER_METRICS_DIR"] = tempfile.mkdtemp(prefix="newsletter-metrics-")
+    atexit.register(shutil.rmtree, os.environ["NEWSLETTER_METRICS_DIR"], True)
 if "NEWSLETTER_JOURNAL_DIR" not in os.environ:
     os.environ["NEWSLETTER_JOURNAL_DIR"] = tempfile.mkdtemp(prefix="newsletter-journal-")
     atexit.register(shutil.rmtree, os.environ["NEWSLETTER_JOURNAL_DIR"], True)

@@ -47,6 +47,7 @@ VOLATILE = {
     "occurrence_at", "send_at", "at", "lease_until", "next_attempt_at", "received_at",
     "id_hash", "token_hash", "prefix", "password_hash", "message_id", "smtp_reply", "claim",
     "snapshot", "source", "actor", "via", "ip", "user_id", "before", "after", "archive_key",
+    "ticked_at", "stalled_at",
 }  # fmt: skip
 
 

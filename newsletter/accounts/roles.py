@@ -11,7 +11,8 @@ write a campaign and the people who decide it goes out are often not the same:
 | sender  | schedules, pauses, resumes, cancels and test-sends campaigns; runs  |
 |         | drip sequences; reads content, lists, subscribers and deliveries    |
 | analyst | reads everything but users and the audit log (reports, exports)     |
-| ops     | reads status, runs and deliveries; pauses a campaign                |
+| ops     | reads status, runs, deliveries and metrics; pauses a campaign;      |
+|         | sends failed deliveries again                                       |
 
 A token's scopes are checked against its owner's role when it is made *and* on
 every request, so a demoted user's tokens lose what the new role does not allow.
@@ -35,8 +36,12 @@ AREAS = (
     "deliveries",
     "webhooks",
     "users",
+    "metrics",
 )
 EXTRA_VERBS = {"campaigns": ("send", "pause")}
+# Areas that are only ever read: `metrics:read` is what a Prometheus token needs and
+# all it may do (no address, no content).
+READ_ONLY_AREAS = frozenset({"metrics"})
 
 
 class Role(enum.StrEnum):
@@ -48,6 +53,8 @@ class Role(enum.StrEnum):
 
 
 def _scopes(area: str) -> tuple[str, ...]:
+    if area in READ_ONLY_AREAS:
+        return (f"{area}:read",)
     return (f"{area}:read", f"{area}:write", *(f"{area}:{v}" for v in EXTRA_VERBS.get(area, ())))
 
 
@@ -61,7 +68,15 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
     Role.sender: _READ_ALL_BUT_USERS | {"campaigns:send", "campaigns:pause", "sequences:write"},
     Role.analyst: _READ_ALL_BUT_USERS,
     Role.ops: frozenset(
-        {"campaigns:read", "deliveries:read", "reports:read", "sequences:read", "campaigns:pause"}
+        {
+            "campaigns:read",
+            "deliveries:read",
+            "deliveries:write",  # failed deliveries sent again (audited)
+            "reports:read",
+            "sequences:read",
+            "campaigns:pause",
+            "metrics:read",
+        }
     ),
 }
 # Roles whose users may be limited to some lists.

@@ -20,7 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from newsletter.api import admin, audience, auth, campaigns, content
+from newsletter.api import admin, audience, auth, campaigns, content, ops
 from newsletter.api.common import (
     PROBLEM,
     Api,
@@ -34,7 +34,9 @@ from newsletter.api.schemas import Problem
 from newsletter.config import Settings
 from newsletter.db import make_engine, make_sessionmaker
 from newsletter.errors import DeliveryError, InvalidInputError, NewsletterError, NotFoundError
+from newsletter.metrics import RequestMetrics
 from newsletter.ratelimit import RateLimiter, RateLimiterUnavailableError, make_rate_limiter
+from newsletter.tasks.monitoring import ServiceCollector
 
 PREFIX = "/api/v1"
 log = logging.getLogger(__name__)
@@ -66,10 +68,13 @@ def problem_title(status: int) -> str:
 def create_staff_app(settings: Settings, *, rate_limiter: RateLimiter | None = None) -> FastAPI:
     """The staff API for these settings; the database engine lives as long as the app."""
     engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    collector = ServiceCollector(settings, sessions)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        collector.close()
         engine.dispose()  # the connections go when the app stops, not when it is collected
 
     app = FastAPI(
@@ -82,17 +87,20 @@ def create_staff_app(settings: Settings, *, rate_limiter: RateLimiter | None = N
         docs_url=None,
         redoc_url=None,
     )
+    app.state.collector = collector
     app.state.api = Api(
         settings=settings,
-        sessions=make_sessionmaker(engine),
+        sessions=sessions,
         limiter=rate_limiter or make_rate_limiter(settings.shared_redis_url),
     )
     routes = APIRouter(prefix=PREFIX, responses=_problem_responses())
-    for module in (auth, admin, audience, content, campaigns):
+    # ops before campaigns: /runs/stalled is not /runs/{run_id}.
+    for module in (auth, admin, audience, content, ops, campaigns):
         routes.include_router(module.router)
     app.include_router(routes)
     _add_error_handlers(app)
     _add_documents(app)
+    app.add_middleware(RequestMetrics)
 
     @app.middleware("http")
     async def headers(

@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from newsletter import metrics
 from newsletter.accounts import audit
 from newsletter.audience.addresses import email_hash, normalise_email
 from newsletter.audience.layouts import (
@@ -193,6 +194,10 @@ def import_subscribers_text(
             )
     report.problems = _in_line_order(problems)
     report.warnings = _in_line_order(warnings)
+    if not dry_run:
+        metrics.count_import_rows(
+            report.created, report.updated, report.unchanged, len(report.problems)
+        )
     return report
 
 

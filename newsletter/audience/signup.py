@@ -28,6 +28,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from newsletter import metrics
 from newsletter.audience.addresses import forgotten_hashes, normalise_email
 from newsletter.audience.models import (
     MailingList,
@@ -159,9 +160,11 @@ def request_subscription(
     to be mailed.
     """
     if is_suppressed(session, request.email, request.typed):
+        metrics.count_signup("suppressed")
         return None
     subscriber = _subscriber_for(session, request.email, request.name)
     to_confirm = []
+    joined = False
     for mailing_list in lists:
         subscription = add_subscription(
             session, subscriber.id, mailing_list.id, SubscriptionStatus.unconfirmed, SOURCE
@@ -170,9 +173,11 @@ def request_subscription(
             continue
         if mailing_list.opt_in is OptIn.single:
             confirm_pending(session, subscriber.id, mailing_list.id)
+            joined = True
         else:
             to_confirm.append(ListToConfirm(mailing_list.id, mailing_list.name))
     session.flush()
+    metrics.count_signup("pending" if to_confirm else "confirmed" if joined else "unchanged")
     if not to_confirm:
         return None
     return Confirmation(subscriber.id, subscriber.email, tuple(to_confirm))

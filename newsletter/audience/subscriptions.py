@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from newsletter import metrics
 from newsletter.accounts import audit
 from newsletter.audience.addresses import email_hash
 from newsletter.audience.models import (
@@ -121,6 +122,7 @@ def unsubscribe(session: Session, subscriber_id: int, list_id: int, source: str)
         subscription.unsubscribed_at = utcnow()
         subscription.source = source[:100]
         session.flush()
+        metrics.count_unsubscribe(source)
     return subscription.mailing_list
 
 

@@ -28,6 +28,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from newsletter import metrics
 from newsletter.audience.addresses import normalise_email
 from newsletter.audience.models import BounceEvent, Subscriber, Subscription, Suppression
 from newsletter.audience.subscriptions import suppress_address, unsubscribe
@@ -133,14 +134,17 @@ def _act(
     # Suppress the address we mail (the subscriber's), not an alias it expanded to.
     email = subscriber.email if subscriber is not None else address
     if recipient.kind is Kind.hard:
+        metrics.count_bounce("hard")
         return _suppress(session, email, "hard-bounce", detail, "hard bounce")
     if recipient.kind is Kind.soft:
+        metrics.count_bounce("soft")
         return _count_soft_bounce(session, subscriber, email, detail, limit)
     if recipient.kind is Kind.complaint:
         if feedback_type in NOT_A_COMPLAINT:
             return Outcome(
                 Action.recorded, email, f"recorded {feedback_type} report for {email}: no action"
             )
+        metrics.count_complaint()
         return _complain(session, subscriber, email, detail)
     return Outcome(Action.recorded, email, f"recorded {recipient.kind} for {email}")
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from newsletter import metrics
 from newsletter.audience.lists import list_sender, require_postal_address
 from newsletter.campaigns.models import Campaign, ContentKind
 from newsletter.campaigns.templates import render_campaign_email
@@ -140,5 +142,7 @@ def freeze_campaign_run(session: Session, run: Run, settings: Settings) -> Snaps
     require_postal_address(campaign.lists, settings.postal_address)
     content = email_content(session, campaign, settings, settings.base_url + run.archive_path, run)
     library = template_library(settings.templates_dir)
+    started = time.perf_counter()
     snapshot = render_campaign_email(session, campaign.template, content, library)
+    metrics.observe_render(time.perf_counter() - started)
     return lifecycle.freeze(session, run, snapshot)

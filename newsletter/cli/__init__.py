@@ -54,7 +54,8 @@ app.add_typer(bounces.unsubscribes, name="unsubscribes")
 app.add_typer(processes.scheduler, name="scheduler")
 app.command("schedule")(ops.schedule)
 app.command("status")(ops.status)
-app.command("deliveries")(ops.deliveries)
+app.add_typer(ops.deliveries_app, name="deliveries")
+app.add_typer(ops.runs_app, name="runs")
 app.command("worker", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
     processes.worker
 )

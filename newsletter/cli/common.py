@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from sqlalchemy.orm import Session
 
+from newsletter import metrics
 from newsletter.accounts.audit import Actor, act_as
 from newsletter.config import Settings, load_settings
 from newsletter.db import is_migrated, make_engine, make_sessionmaker, schema_problem, session_scope
@@ -27,7 +28,11 @@ DRY_RUN_ROWS_SHOWN = 10  # a dry run shows the first bad rows, not all of them
 
 
 def settings() -> Settings:
-    return load_settings()
+    """The settings, read once per command; what the command counts (imports, bounces)
+    goes into the metrics folder that the servers' scrapes read."""
+    cfg = load_settings()
+    metrics.configure(cfg.metrics_directory)
+    return cfg
 
 
 def check_schema(cfg: Settings) -> None:

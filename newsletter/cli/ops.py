@@ -1,4 +1,4 @@
-"""Ops commands: `newsletter status` and `newsletter schedule`."""
+"""Ops commands: `newsletter status`, `schedule`, `deliveries list|retry`, `runs stalled`."""
 
 from __future__ import annotations
 
@@ -65,23 +65,51 @@ def status(as_json: JsonOption = False) -> None:
         )
 
 
+deliveries_app = typer.Typer(
+    help="The ledger for ops: list deliveries, send failed ones again.",
+    invoke_without_command=True,
+)
+runs_app = typer.Typer(help="Runs for ops.", no_args_is_help=True)
+
+CampaignOption = Annotated[int | None, typer.Option("--campaign", help="Runs of this campaign.")]
+RunOption = Annotated[int | None, typer.Option("--run", help="This run.")]
+EmailOption = Annotated[str | None, typer.Option("--email", help="This recipient's address.")]
+StatusOption = Annotated[
+    str | None, typer.Option("--status", help="sent, failed, deferred, pending, …")
+]
+LimitOption = Annotated[int, typer.Option("--limit", help="At most this many.")]
+
+
+@deliveries_app.callback()
 def deliveries(
-    campaign: Annotated[int | None, typer.Option(help="Runs of this campaign.")] = None,
-    run: Annotated[int | None, typer.Option(help="This run.")] = None,
-    email: Annotated[str | None, typer.Option(help="This recipient's address.")] = None,
-    status: Annotated[str | None, typer.Option(help="sent, failed, deferred, …")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+    ctx: typer.Context,
+    campaign: CampaignOption = None,
+    run: RunOption = None,
+    email: EmailOption = None,
+    status: StatusOption = None,
+    limit: LimitOption = 100,
     as_json: JsonOption = False,
 ) -> None:
-    """The ledger: did Alice get it? Status, attempts and the server's last reply."""
-    from newsletter.errors import InvalidInputError
-    from newsletter.runs.models import DeliveryStatus
-    from newsletter.runs.progress import find_deliveries
+    """The ledger: did Alice get it? Status, attempts and the server's last reply
+    (`deliveries list`; the options also work here, without `list`)."""
+    if ctx.invoked_subcommand is None:
+        list_deliveries(campaign, run, email, status, limit, as_json)
 
-    if status is not None and status not in DeliveryStatus.__members__:
-        raise InvalidInputError(f"--status must be one of {', '.join(DeliveryStatus)}")
+
+@deliveries_app.command("list")
+def list_deliveries(
+    campaign: CampaignOption = None,
+    run: RunOption = None,
+    email: EmailOption = None,
+    status: StatusOption = None,
+    limit: LimitOption = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """Deliveries by run, campaign, address or status, e.g. `--run 7 --status failed`."""
+    from newsletter.services.deliveries import list_deliveries as find
+
     with open_session(settings()) as session:
-        rows = find_deliveries(
+        rows = find(
             session,
             run_id=run,
             campaign_id=campaign,
@@ -92,8 +120,54 @@ def deliveries(
     if as_json:
         print_json(rows)
         return
+    if not rows:
+        console.print("no deliveries match")
     for r in rows:
         console.print(
             f"run {r['run']:>5}  {r['email']:<40} {r['status']:<10} "
             f"attempts {r['attempts']}  {r['smtp_reply']}"
+        )
+
+
+@deliveries_app.command("retry")
+def retry_deliveries(
+    run: Annotated[int, typer.Option("--run", help="The run whose deliveries to send again.")],
+    status: Annotated[
+        str, typer.Option("--status", help="failed (default) or deferred (retry now).")
+    ] = "failed",
+    reason: Annotated[str, typer.Option("--reason", help="Why, for the audit log.")] = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Send the run's failed (or deferred) deliveries once more, through the ledger:
+    the next scheduler tick enqueues them. Sent deliveries are never touched;
+    addresses suppressed since are left alone. Recorded in the audit log."""
+    from newsletter.services.deliveries import retry_deliveries as retry
+
+    with open_session(settings()) as session:
+        report = retry(session, run, status, reason)
+    if as_json:
+        print_json(report.as_json())
+        return
+    console.print(f"{report.summary()}; the scheduler enqueues them at its next tick")
+
+
+@runs_app.command("stalled")
+def stalled_runs(as_json: JsonOption = False) -> None:
+    """Runs that may send but have not moved (no progress for NEWSLETTER_STALL_SECONDS,
+    or found stalled by the scheduler): check workers and the scheduler."""
+    from newsletter.services.deliveries import stalled
+
+    cfg = settings()
+    with open_session(cfg) as session:
+        found = stalled(session, cfg.stall_seconds)
+    if as_json:
+        print_json([one.as_json() for one in found])
+        return
+    if not found:
+        console.print("no stalled runs")
+    for one in found:
+        what = f"campaign {one.campaign}" if one.campaign else f"sequence {one.sequence}"
+        since = one.since.isoformat(timespec="seconds") if one.since else "its start"
+        console.print(
+            f"run {one.run} ({what}) [{one.status}]: no progress since {since}, {one.left} left"
         )

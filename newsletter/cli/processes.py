@@ -18,6 +18,7 @@ from newsletter.cli.common import (
 from newsletter.config import Settings
 from newsletter.delivery.startup import check_start_settings
 from newsletter.errors import BrokerUnavailableError
+from newsletter.logs import configure_logging
 
 scheduler = typer.Typer(help="The scheduler process.", no_args_is_help=True)
 
@@ -29,6 +30,7 @@ def worker(
 ) -> None:
     """Start a Celery worker (the same as `celery -A worker worker`); extra args go to Celery."""
     from newsletter.tasks.app import configure, require_broker
+    from newsletter.tasks.monitoring import start_metrics_server
 
     cfg = settings()
     if cfg.embedded_broker:
@@ -41,6 +43,9 @@ def worker(
     check_schema(cfg)
     require_broker(cfg)
     celery_app = configure(cfg)
+    configure_logging(cfg.log_format)
+    if cfg.metrics_port:
+        start_metrics_server(cfg.metrics_port)  # the workers' counters, added up
     celery_app.worker_main(
         ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", *ctx.args]
     )
@@ -50,16 +55,17 @@ def worker(
 def scheduler_run() -> None:
     """Tick every few seconds until SIGTERM; with the in-memory broker, also run a worker."""
     from newsletter.tasks.app import configure, embedded_worker, require_broker, runtime
+    from newsletter.tasks.monitoring import start_metrics_server
     from newsletter.tasks.scheduler import Stopper, run_forever
 
     cfg = settings()
     check_schema(cfg)
     check_start_settings(cfg, journal=cfg.embedded_broker)
     require_broker(cfg)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(cfg.log_format)
     configure(cfg)
+    if cfg.metrics_port:
+        start_metrics_server(cfg.metrics_port)
     stopper = Stopper()
     stopper.install()
     if cfg.embedded_broker:
@@ -129,9 +135,19 @@ def serve(
     API (/api/v1) and the staff console (/admin), in one process or, with --only, apart."""
     import uvicorn
 
+    from newsletter.db import make_engine, make_sessionmaker
+    from newsletter.tasks.monitoring import ServiceCollector, start_metrics_server
+
     cfg = settings()
     check_schema(cfg)
     check_start_settings(cfg, journal=False)
+    configure_logging(cfg.log_format)
+    if cfg.metrics_port:
+        # The database and broker gauges are served by `serve` (one target per stack
+        # sees them); workers and schedulers serve their counters only.
+        engine = make_engine(cfg.database_url)
+        collector = ServiceCollector(cfg, make_sessionmaker(engine))
+        start_metrics_server(cfg.metrics_port, collector=collector)
     # uvicorn would believe X-Forwarded-For from loopback by default: anyone on this
     # machine could then pick the address their sign-ups are counted under. The app
     # reads the header itself, from NEWSLETTER_TRUSTED_PROXIES only.
@@ -142,6 +158,9 @@ def serve(
         log_level="info",
         proxy_headers=False,
         server_header=False,
+        # uvicorn's loggers (its access log too) go through ours: the format of
+        # NEWSLETTER_LOG_FORMAT, tokens and addresses redacted.
+        log_config=None,
     )
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from newsletter import metrics
 from newsletter.db import UtcDateTime
 
 log = logging.getLogger(__name__)
@@ -178,6 +179,8 @@ class Journal:
             raise
         self.pending = []
         os.ftruncate(self.fd, 0)
+        # The send path's counts reach the shared metrics files with its results.
+        metrics.publish()
 
     def replay_orphans(self, engine: Engine) -> int:
         """Apply the journals that dead processes left for this database, then remove

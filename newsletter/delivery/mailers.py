@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from newsletter import metrics
 from newsletter.config import MailTarget, OutboxTarget, SmtpTarget
 from newsletter.errors import (
     HardBounceError,
@@ -159,18 +160,27 @@ class SmtpMailer:
             if not address.isascii() or _NOT_IN_ADDRESS.search(address) is not None:
                 # We do not speak SMTPUTF8; such an address can never go through us.
                 raise PermanentDeliveryError(f"not a deliverable address: {address!r}")
+        # Each hand-over's answer is counted by class here, where it is read
+        # (newsletter_smtp_reply_total): a reply code, a timeout, or no answer at all.
         try:
             if self._smtp is None:
                 self._smtp = self._connect()
             reply = self._transaction(self._smtp, message)
         except smtplib.SMTPResponseException as exc:
+            metrics.count_smtp_reply(exc.smtp_code)
             self._after_error(exc.smtp_code)
             classify_reply(exc.smtp_code, exc.smtp_error)
             raise TemporaryDeliveryError(_reply_text(exc.smtp_code, exc.smtp_error)) from exc
-        except (smtplib.SMTPException, OSError) as exc:
-            # Dropped connections, timeouts, refused connects: try again later.
+        except TimeoutError as exc:
+            metrics.count_smtp_reply(None)
             self._drop()
             raise TemporaryDeliveryError(f"connection problem: {exc!r}") from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            # Dropped connections, refused connects: try again later.
+            metrics.count_smtp_reply(None, dropped=True)
+            self._drop()
+            raise TemporaryDeliveryError(f"connection problem: {exc!r}") from exc
+        metrics.count_smtp_reply(250)
         return SendResult(reply)
 
     @staticmethod

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from newsletter import metrics
 from newsletter.audience.subscriptions import suppress_address
 from newsletter.audience.tokens import Purpose, TokenSigner
 from newsletter.campaigns.runs import finish_run
@@ -382,19 +383,23 @@ class ChunkSender:
             # of the chunk goes on.
             self._record(engine, row, claim, DeliveryStatus.failed, str(exc), message_id)
             return DeliveryStatus.failed
+        started = time.perf_counter()
         try:
             result = self.outgoing.send(outgoing)
         except TemporaryDeliveryError as exc:
+            metrics.observe_send(time.perf_counter() - started)
             if isinstance(exc, ThrottledError):
                 self.throttle.slow_down(domain, self.settings.domain_backoff_seconds)
             self._defer(engine, row, claim, message_id, str(exc), 0.0)
             return DeliveryStatus.deferred
         except PermanentDeliveryError as exc:
+            metrics.observe_send(time.perf_counter() - started)
             self._record(engine, row, claim, DeliveryStatus.failed, str(exc), message_id)
             if isinstance(exc, HardBounceError):
                 suppress_address(session, row.email, "hard-bounce", str(exc))
                 session.commit()
             return DeliveryStatus.failed
+        metrics.observe_send(time.perf_counter() - started)
         self._record(engine, row, claim, DeliveryStatus.sent, result.reply, message_id)
         return DeliveryStatus.sent
 
@@ -414,6 +419,8 @@ class ChunkSender:
             row.id, claim, status.value, message_id, sent, next_attempt_at, now, reply
         )
         self.journal.write(engine, line)
+        # Counted once the result is journalled, where it cannot be lost any more.
+        metrics.count_message(status.value)
 
     def _defer(
         self,

@@ -349,11 +349,11 @@ def _held_by(chunk: Chunk, claim: str) -> Any:
 
 
 def mark_progress(session: Session, run_id: int) -> None:
-    """Note that the run moved on (see scheduler.recover_stalled_runs)."""
+    """Note that the run moved on (see lifecycle.recover_stalled): it is not stalled."""
     session.execute(
         update(Run)
         .where(Run.id == run_id)
-        .values(last_progress_at=utcnow())
+        .values(last_progress_at=utcnow(), stalled_at=None)
         .execution_options(synchronize_session=False)
     )
 
@@ -450,3 +450,30 @@ def release_due_retries(
         )
         chunks.extend(open_chunks(session, run_id, chunk_size, now))
     return chunks
+
+
+def hand_back(
+    session: Session, run_id: int, status: DeliveryStatus, now: datetime
+) -> tuple[int, int]:
+    """Rows of the run in `status` (failed or deferred) go back to the ledger's queue:
+    failed rows become pending, deferred ones are due now. A row whose address has
+    been suppressed since (a hard bounce, a complaint) stays as it is. Rows in any
+    other status, `sent` above all, are never touched. Returns (handed back, kept
+    because suppressed)."""
+    if status not in (DeliveryStatus.failed, DeliveryStatus.deferred):
+        raise ValueError(f"only failed or deferred rows are handed back, not {status}")
+    suppressed = select(Suppression.id).where(Suppression.email == Delivery.email).exists()
+    chosen = (Delivery.run_id == run_id) & (Delivery.status == status)
+    kept = session.scalar(select(func.count()).select_from(Delivery).where(chosen, suppressed))
+    values: dict[str, Any] = {"updated_at": now, "next_attempt_at": None}
+    if status is DeliveryStatus.failed:
+        values["status"] = DeliveryStatus.pending
+    else:
+        values["next_attempt_at"] = now
+    handed = session.execute(
+        update(Delivery)
+        .where(chosen, ~suppressed)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return int(handed.rowcount), int(kept or 0)  # type: ignore[attr-defined]

@@ -16,25 +16,47 @@ what must be prepared or re-enqueued, rebuilt from the ledger.
 
 Callers own their campaign or sequence: this module knows runs and the ledger only.
 Functions flush or execute; the caller commits.
+
+Each run's start, pause, resume, stall, recovery and end is logged here, once, at
+INFO, with the run's id and its campaign or sequence as fields of the record (JSON
+logs show them as keys; see logs.py). A stall is logged when recovery first finds
+the run without progress (`stalled_at` is set then, and cleared by the next real
+progress); while it stays stalled, later recoveries log at DEBUG only.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import or_, select, text, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from newsletter.db import upsert_insert, utcnow
+from newsletter.errors import InvalidInputError, NotFoundError
 from newsletter.rendering.model import Snapshot
 from newsletter.runs.ledger import Chunk, cancel_unsent, has_open_rows, open_chunks
-from newsletter.runs.models import Run, RunStatus
+from newsletter.runs.models import Run, RunStatus, SchedulerHeartbeat
+
+log = logging.getLogger(__name__)
 
 # A resumed run's last progress is set this far back so the next tick re-enqueues it.
 LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
 # A failed (or skipped) occurrence may be tried again: staff fix and reschedule it.
 _RETRYABLE = (RunStatus.failed, RunStatus.skipped)
+
+
+def about(run: Run | None, run_id: int | None = None) -> dict[str, Any]:
+    """The log record fields naming a run (see logs.CONTEXT_FIELDS)."""
+    if run is None:
+        return {"run_id": run_id}
+    return {"run_id": run.id, "campaign_id": run.campaign_id, "sequence_id": run.sequence_id}
+
+
+def _run_or_none(session: Session, run_id: int) -> Run | None:
+    return session.get(Run, run_id)
 
 
 def open_campaign_run(
@@ -128,12 +150,17 @@ def freeze(session: Session, run: Run, snapshot: Snapshot) -> Snapshot:
 
 def start_sending(session: Session, run_id: int, recipients: int) -> None:
     """The ledger is written: a preparing run starts sending to its `recipients`."""
-    session.execute(
+    started = session.execute(
         update(Run)
         .where(Run.id == run_id, Run.status == RunStatus.preparing)
         .values(status=RunStatus.sending, recipients=recipients)
         .execution_options(synchronize_session=False)
     )
+    if started.rowcount == 1:  # type: ignore[attr-defined]
+        run = _run_or_none(session, run_id)
+        log.info(
+            "run %s started: sending to %d recipients", run_id, recipients, extra=about(run, run_id)
+        )
 
 
 def skip(session: Session, run_id: int, reason: str) -> None:
@@ -143,6 +170,7 @@ def skip(session: Session, run_id: int, reason: str) -> None:
     run.error = reason
     run.finished_at = utcnow()
     session.flush()
+    log.info("run %s skipped: %s", run_id, reason, extra=about(run))
 
 
 def fail(session: Session, run_id: int, error: str) -> Run:
@@ -152,6 +180,7 @@ def fail(session: Session, run_id: int, error: str) -> Run:
     run.error = error[:5000]
     run.finished_at = utcnow()
     session.flush()
+    log.info("run %s failed: %s", run_id, error.splitlines()[0] if error else "", extra=about(run))
     return run
 
 
@@ -163,10 +192,14 @@ def finish_if_done(session: Session, run_id: int) -> bool:
     done = session.execute(
         update(Run)
         .where(Run.id == run_id, Run.status == RunStatus.sending)
-        .values(status=RunStatus.finished, finished_at=utcnow())
+        .values(status=RunStatus.finished, finished_at=utcnow(), stalled_at=None)
         .execution_options(synchronize_session=False)
     )
-    return done.rowcount == 1  # type: ignore[attr-defined, no-any-return]
+    finished = bool(done.rowcount == 1)  # type: ignore[attr-defined]
+    if finished:
+        run = _run_or_none(session, run_id)
+        log.info("run %s finished", run_id, extra=about(run, run_id))
+    return finished
 
 
 def pause(session: Session, runs: Iterable[Run]) -> None:
@@ -175,6 +208,7 @@ def pause(session: Session, runs: Iterable[Run]) -> None:
     for run in runs:
         if run.status in (RunStatus.sending, RunStatus.preparing):
             run.status = RunStatus.paused
+            log.info("run %s paused", run.id, extra=about(run))
     session.flush()
 
 
@@ -185,6 +219,7 @@ def resume(session: Session, runs: Iterable[Run]) -> None:
         if run.status is RunStatus.paused:
             run.status = RunStatus.sending if run.snapshot is not None else RunStatus.preparing
             run.last_progress_at = LONG_AGO
+            log.info("run %s resumed", run.id, extra=about(run))
     session.flush()
 
 
@@ -196,6 +231,7 @@ def cancel(session: Session, runs: Iterable[Run]) -> None:
             run.status = RunStatus.cancelled
             run.finished_at = now
             cancel_unsent(session, run.id, now)
+            log.info("run %s cancelled", run.id, extra=about(run))
     session.flush()
 
 
@@ -224,12 +260,85 @@ def recover_stalled(
     ).all()
     prepare, chunks = [], []
     for run in stalled:
+        # A resumed run is marked LONG_AGO so that this rebuilds its queue: no stall.
+        resumed = run.last_progress_at is not None and run.last_progress_at <= LONG_AGO
+        first_stall = not resumed and run.stalled_at is None
+        if first_stall:
+            run.stalled_at = now
+            since = run.last_progress_at.isoformat() if run.last_progress_at else "its start"
+            log.info("run %s stalled: no progress since %s", run.id, since, extra=about(run))
         run.last_progress_at = now
         if run.status is RunStatus.preparing:
             prepare.append(run.id)
+            found = "prepared again"
         else:
-            chunks.extend(open_chunks(session, run.id, chunk_size, now))
+            found_chunks = open_chunks(session, run.id, chunk_size, now)
+            chunks.extend(found_chunks)
+            found = f"{len(found_chunks)} chunk(s) enqueued again from the ledger"
+        log.log(
+            logging.INFO if first_stall else logging.DEBUG,
+            "run %s recovery: %s",
+            run.id,
+            found,
+            extra=about(run),
+        )
     return prepare, chunks
+
+
+def stalled_runs(session: Session, now: datetime, stall: timedelta) -> list[Run]:
+    """Runs that may send but have not moved: found stalled by recovery and without
+    progress since, or without progress for `stall` (also when no scheduler runs to
+    find them), oldest first."""
+    return list(
+        session.scalars(
+            select(Run)
+            .where(
+                Run.status.in_((RunStatus.preparing, RunStatus.sending)),
+                or_(
+                    Run.stalled_at.is_not(None),
+                    Run.last_progress_at.is_(None),
+                    (Run.last_progress_at < now - stall) & (Run.last_progress_at > LONG_AGO),
+                ),
+            )
+            .order_by(Run.id)
+        )
+    )
+
+
+def reopen_for_retry(session: Session, run_id: int) -> Run:
+    """A run whose failed rows staff hand back to the ledger sends again: a finished
+    run is sending again, marked so that the next scheduler tick enqueues its rows
+    (a paused run stays paused; its rows go when it is resumed). InvalidInputError for
+    a run that can send nothing again (cancelled, failed before sending, skipped)."""
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFoundError(f"no run {run_id}")
+    if run.status in (RunStatus.cancelled, RunStatus.failed, RunStatus.skipped):
+        raise InvalidInputError(f"run {run_id} is {run.status.value}: it sends nothing again")
+    if run.status in (RunStatus.finished, RunStatus.sending):
+        if run.status is RunStatus.finished:
+            log.info(
+                "run %s reopened: deliveries handed back to send again", run_id, extra=about(run)
+            )
+        run.status = RunStatus.sending
+        run.finished_at = None
+        run.last_progress_at = LONG_AGO
+    session.flush()
+    return run
+
+
+def record_tick(session: Session, scheduler: str, now: datetime) -> None:
+    """The scheduler `scheduler` (host and process) finished a tick at `now`."""
+    session.execute(
+        upsert_insert(session, SchedulerHeartbeat)
+        .values(scheduler=scheduler[:200], ticked_at=now)
+        .on_conflict_do_update(index_elements=["scheduler"], set_={"ticked_at": now})
+    )
+
+
+def last_tick(session: Session) -> datetime | None:
+    """When any scheduler last finished a tick (None: never)."""
+    return session.scalar(select(func.max(SchedulerHeartbeat.ticked_at)))
 
 
 def sending_runs(session: Session) -> list[int]:

@@ -65,6 +65,9 @@ class Run(Base):
     # Bumped by chunk tasks as they work; a sending run with no progress for a while
     # has lost its queued tasks (broker flushed, workers killed) and is re-enqueued.
     last_progress_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # When stall recovery first found the run without progress; cleared by the next
+    # real progress. Set: the run is stalled (`newsletter runs stalled`).
+    stalled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     error: Mapped[str] = mapped_column(Text, default="")
     # The run's name in archive URLs: random, so a private list's emails cannot be
     # found by counting run ids.
@@ -138,3 +141,14 @@ class Delivery(Base):
     first_open_machine: Mapped[bool] = mapped_column(Boolean, default=False)
     first_click_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     first_click_machine: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class SchedulerHeartbeat(Base):
+    """The last tick of each scheduler (by host and process): ops see a scheduler that
+    stopped ticking (newsletter_scheduler_last_tick_timestamp_seconds, the scheduler's
+    health check) even when its process still runs."""
+
+    __tablename__ = "scheduler_heartbeats"
+
+    scheduler: Mapped[str] = mapped_column(String(200), primary_key=True)
+    ticked_at: Mapped[datetime] = mapped_column(UtcDateTime)

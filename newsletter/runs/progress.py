@@ -9,9 +9,16 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from newsletter.audience.models import BounceEvent, Subscriber
 from newsletter.db import utcnow
 from newsletter.runs.ledger import delivery_counts
-from newsletter.runs.models import ACTIVE_RUN_STATUSES, Delivery, DeliveryStatus, Run
+from newsletter.runs.models import (
+    ACTIVE_RUN_STATUSES,
+    Delivery,
+    DeliveryStatus,
+    Run,
+    RunStatus,
+)
 
 RATE_WINDOW = timedelta(seconds=60)
 
@@ -149,3 +156,91 @@ def _delivery(row: Delivery, campaign_id: int | None) -> dict[str, Any]:
         "next_attempt_at": iso(row.next_attempt_at),
         "updated_at": iso(row.updated_at),
     }
+
+
+# --- what the metrics collector reads at scrape time (tasks/monitoring.py) -----------
+
+_LEFT = (DeliveryStatus.pending, DeliveryStatus.sending, DeliveryStatus.deferred)
+_WAITING = (DeliveryStatus.pending, DeliveryStatus.sending)
+
+
+def pending_by_origin(session: Session) -> dict[str, int]:
+    """Recipients still to send (pending, sending, deferred) of every sending run, per
+    campaign id (a drip step's run: `sequence-<id>`)."""
+    rows = session.execute(
+        select(Run.campaign_id, Run.sequence_id, func.count())
+        .join(Delivery, Delivery.run_id == Run.id)
+        .where(Run.status == RunStatus.sending, Delivery.status.in_(_LEFT))
+        .group_by(Run.campaign_id, Run.sequence_id)
+    ).all()
+    found: dict[str, int] = {}
+    for campaign_id, sequence_id, count in rows:
+        origin = str(campaign_id) if campaign_id is not None else f"sequence-{sequence_id}"
+        found[origin] = found.get(origin, 0) + int(count)
+    return found
+
+
+def oldest_pending_since(session: Session) -> datetime | None:
+    """Since when the oldest delivery of a sending run has waited for a send (pending,
+    or claimed and not yet recorded); deferred rows wait on purpose and do not count."""
+    return session.scalar(
+        select(func.min(Delivery.updated_at))
+        .join(Run, Run.id == Delivery.run_id)
+        .where(Run.status == RunStatus.sending, Delivery.status.in_(_WAITING))
+    )
+
+
+def runs_by_status(session: Session) -> dict[str, int]:
+    """How many runs are preparing, sending or paused."""
+    rows = session.execute(
+        select(Run.status, func.count())
+        .where(Run.status.in_(ACTIVE_RUN_STATUSES))
+        .group_by(Run.status)
+    ).all()
+    counts = {status.value: 0 for status in ACTIVE_RUN_STATUSES}
+    counts.update({status.value: int(count) for status, count in rows})
+    return counts
+
+
+@dataclass(frozen=True)
+class RunBounces:
+    """One recent run's messages handed over and how many of them bounced: refused
+    at hand-over (failed in the ledger) or reported by a DSN or provider afterwards."""
+
+    run: int
+    origin: str
+    handed_over: int
+    bounced: int
+
+
+def recent_run_bounces(session: Session, since: datetime) -> list[RunBounces]:
+    """Runs sending now or finished after `since`, with their bounces. Reported
+    bounces are matched through the subscriber (bounce events name an address)."""
+    runs = session.execute(
+        select(Run.id, Run.campaign_id, Run.sequence_id, Run.started_at).where(
+            (Run.status == RunStatus.sending)
+            | ((Run.status == RunStatus.finished) & (Run.finished_at >= since))
+        )
+    ).all()
+    found = []
+    for run_id, campaign_id, sequence_id, started_at in runs:
+        counts = delivery_counts(session, run_id)
+        sent = counts.get(DeliveryStatus.sent, 0)
+        failed = counts.get(DeliveryStatus.failed, 0)
+        reported = session.scalar(
+            select(func.count(func.distinct(Delivery.id)))
+            .select_from(BounceEvent)
+            .join(Subscriber, Subscriber.email == BounceEvent.email)
+            .join(
+                Delivery,
+                (Delivery.run_id == run_id) & (Delivery.subscriber_id == Subscriber.id),
+            )
+            .where(
+                BounceEvent.kind.in_(("hard", "soft")),
+                Delivery.status == DeliveryStatus.sent,
+                BounceEvent.received_at >= (started_at or since),
+            )
+        )
+        origin = str(campaign_id) if campaign_id is not None else f"sequence-{sequence_id}"
+        found.append(RunBounces(run_id, origin, sent + failed, failed + int(reported or 0)))
+    return found

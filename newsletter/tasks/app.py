@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from celery import Celery
-from celery.signals import worker_process_shutdown
+from celery.signals import task_postrun, task_prerun, worker_process_shutdown
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,6 +29,7 @@ from newsletter.delivery.mailers import make_mailer
 from newsletter.delivery.sending import ChunkSender
 from newsletter.delivery.throttle import make_throttle
 from newsletter.errors import BrokerUnavailableError, ConfigError
+from newsletter.logs import clear_log_context, set_log_context
 
 QUEUE = "newsletter"
 log = logging.getLogger(__name__)
@@ -224,6 +225,23 @@ class BrokerProbe:
             self._redis.close()
         if self._kombu is not None:
             self._kombu.release()
+
+
+@task_prerun.connect  # type: ignore[untyped-decorator]
+def _log_about_task(task_id: str, task: Any, args: Any = (), **_: object) -> None:
+    """Records logged while a task runs carry its id, and the run and chunk it is about."""
+    fields: dict[str, Any] = {"task_id": task_id}
+    name = getattr(task, "name", "")
+    if name in ("newsletter.send_chunk", "newsletter.prepare_run") and args:
+        fields["run_id"] = args[0]
+    if name == "newsletter.send_chunk" and len(args) >= 3:
+        fields["chunk"] = f"{args[1]}-{args[2]}"
+    set_log_context(**fields)
+
+
+@task_postrun.connect  # type: ignore[untyped-decorator]
+def _log_about_nothing(**_: object) -> None:
+    clear_log_context()
 
 
 @worker_process_shutdown.connect  # type: ignore[untyped-decorator]

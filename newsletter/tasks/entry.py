@@ -13,11 +13,14 @@ import sys
 from celery.signals import celeryd_init
 from sqlalchemy.exc import DBAPIError
 
+from newsletter import metrics
 from newsletter.config import Settings, load_settings
 from newsletter.db import make_engine, schema_problem
 from newsletter.delivery.startup import check_start_settings
 from newsletter.errors import ConfigError, NewsletterError
+from newsletter.logs import configure_logging
 from newsletter.tasks.app import configure, require_broker
+from newsletter.tasks.monitoring import start_metrics_server
 
 try:
     _settings = load_settings()
@@ -25,6 +28,7 @@ try:
 except ConfigError as exc:
     sys.exit(f"error: {exc}")
 app = configure(_settings)
+metrics.configure(_settings.metrics_directory)
 
 
 def check_before_working(settings: Settings) -> None:
@@ -48,3 +52,7 @@ def _check_on_start(**_: object) -> None:
         check_before_working(_settings)
     except NewsletterError as exc:
         sys.exit(f"error: {exc}")
+    # Before Celery sets up its logging: it then finds ours and leaves it.
+    configure_logging(_settings.log_format)
+    if _settings.metrics_port:
+        start_metrics_server(_settings.metrics_port)

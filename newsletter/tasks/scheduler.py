@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,7 +17,7 @@ from newsletter.campaigns.runs import claim_due_campaigns, finish_run
 from newsletter.content.models import Feed
 from newsletter.db import utcnow
 from newsletter.runs.ledger import Chunk, release_due_retries
-from newsletter.runs.lifecycle import recover_stalled, sending_runs
+from newsletter.runs.lifecycle import record_tick, recover_stalled, sending_runs
 from newsletter.sequences.engine import run_sequences
 from newsletter.tasks.app import Runtime
 from newsletter.tasks.jobs import enqueue_chunk, import_subscribers, poll_feeds, prepare_run
@@ -25,6 +26,8 @@ from newsletter.tracking.retention import prune_events
 PRUNE_EVERY = timedelta(hours=1)
 
 log = logging.getLogger(__name__)
+# Whose heartbeat a tick writes: this machine (two schedulers on one machine share it).
+SCHEDULER_NAME = socket.gethostname()
 
 
 @dataclass
@@ -82,6 +85,8 @@ def tick(rt: Runtime, now: datetime | None = None) -> TickReport:
         import_subscribers.delay(job_id)
     with rt.sessions() as session:
         report.finished_runs = [r for r in sending_runs(session) if finish_run(session, r)]
+        # The heartbeat: written last, so a tick that hangs or fails on the way shows.
+        record_tick(session, SCHEDULER_NAME, utcnow())
         session.commit()
     if rt.pruned_at is None or now - rt.pruned_at >= PRUNE_EVERY:
         # Raw opens and clicks past their retention go; the counts stay (tracking/).

@@ -22,6 +22,7 @@ from newsletter.audience.signup import Confirmation
 from newsletter.audience.tokens import TokenSigner
 from newsletter.config import Settings
 from newsletter.db import make_engine, make_sessionmaker
+from newsletter.metrics import RequestMetrics
 from newsletter.ratelimit import RateLimiter, make_rate_limiter
 from newsletter.rendering.library import template_library
 from newsletter.services.confirmation import ConfirmationSender, send_confirmation
@@ -89,6 +90,9 @@ def create_app(
     app.add_middleware(
         SecurityHeaders, headers=security_headers(settings.base_url.startswith("https://"))
     )
+    # Outermost: every answer is counted and timed, the guards' refusals too. The
+    # counts are served by the staff side only (/api/v1/metrics, NEWSLETTER_METRICS_PORT).
+    app.add_middleware(RequestMetrics)
     redact_access_log()
     return app
 

@@ -29,6 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from newsletter import metrics
 from newsletter.audience.models import MailingList
 from newsletter.audience.signup import FieldError, find_lists, parse_signup, request_subscription
 from newsletter.audience.subscriptions import ConfirmOutcome, confirm_pending
@@ -233,6 +234,7 @@ def _limited(web: Web, request: Request, as_json: bool, limit: Limit, key: str) 
         return _refusal(web, request, as_json, 503, 30, "Please try again in a minute.")
     if decision.allowed:
         return None
+    metrics.count_signup("rate_limited")
     minutes = max(1, round(decision.retry_after / 60))
     message = f"Too many requests: please try again in {minutes} minute(s)."
     return _refusal(web, request, as_json, 429, decision.retry_after, message)
@@ -257,6 +259,7 @@ def _field_error(
     form: SignupForm | None,
     status: int = 400,
 ) -> Response:
+    metrics.count_signup("invalid")
     if as_json:
         body = {"error": str(error), "field": error.field, "reason": error.reason}
         return JSONResponse(body, status_code=status)
