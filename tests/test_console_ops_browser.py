@@ -350,5 +350,17 @@ def test_an_analyst_sees_no_retry_button_and_their_post_is_refused(stack: Stack)
         f"/admin/ops/runs/{stack.run_id}/retry",
     )
     assert status == 403
+    # Last (its steps would reach the sink): a drip sequence's funnel page.
+    from newsletter.sequences.service import create_sequence
+    from tests.factories import SERIES
+
+    with stack.sessions() as session:
+        sequence = create_sequence(session, series_slug=SERIES, list_slug="clinic-news", every="7d")
+        session.commit()
+        sequence_id = sequence.id
+    stack.open("/admin/sequences")
+    stack.submit(f"a[href='/admin/sequences/{sequence_id}/report']")
+    assert stack.browser.title.startswith("Funnel of")
+    stack.check()
     broken = {page: found for page, found in stack.visited.items() if found}
     assert broken == {}, broken

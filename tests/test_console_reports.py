@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from lxml import html as lxml_html
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.accounts.users import create_user
@@ -319,3 +320,94 @@ def test_an_anonymous_run_lists_nobody_and_says_why(pg_url: str) -> None:
     assert page_metrics(report.text)["clicks.unique.human"] == "1"
     assert who.status_code == 404 and "anonymously" in who.text
     assert missing.status_code == 404 and "Traceback" not in missing.text
+
+
+def _drip(settings: Settings) -> int:
+    """A drip sequence whose step 1 went to three readers and step 2 to two; in step 1
+    two people opened, one clicked, and a script clicked too."""
+    from newsletter.content.models import Article
+    from newsletter.db import utcnow
+    from newsletter.runs.ledger import Chunk
+    from newsletter.runs.models import Delivery, Run, RunStatus
+    from newsletter.sequences.service import create_sequence
+    from tests.factories import SERIES
+
+    engine = make_engine(settings.database_url)
+    with make_sessionmaker(engine)() as session:
+        import_sample(session)
+        news = make_list(session)
+        news.tracking, news.track_opens = TrackingMode.anonymous, True
+        readers = [add_member(session, news, f"reader{i}@example.org") for i in range(3)]
+        sequence = create_sequence(session, series_slug=SERIES, list_slug="clinic-news", every="7d")
+        articles = session.scalars(
+            select(Article).where(Article.series_id.is_not(None)).order_by(Article.position)
+        ).all()
+        mailer = MemoryMailer()
+        sender = ChunkSender(settings, mailer)
+        for article, audience in ((articles[0], readers), (articles[1], readers[:2])):
+            run = Run(
+                sequence_id=sequence.id,
+                article_id=article.id,
+                occurrence_at=utcnow(),
+                status=RunStatus.sending,
+                started_at=utcnow(),
+            )
+            session.add(run)
+            session.flush()
+            for reader in audience:
+                session.add(
+                    Delivery(
+                        run_id=run.id, subscriber_id=reader.id, list_id=news.id, email=reader.email
+                    )
+                )
+            session.commit()
+            sender.send_chunk(session, Chunk(run.id, readers[0].id, readers[-1].id), "task")
+        sender.close(engine)
+        htmls = []
+        for sent in mailer.messages[:3]:
+            parsed = email.message_from_bytes(sent.data, policy=email.policy.default)
+            assert isinstance(parsed, EmailMessage)
+            htmls.append(_html(parsed))
+        _hit(session, settings, PIXEL.findall(htmls[0])[0], EventKind.open)
+        _hit(session, settings, PIXEL.findall(htmls[1])[0], EventKind.open)
+        _hit(session, settings, TRACKED.findall(htmls[0])[0])
+        _hit(session, settings, TRACKED.findall(htmls[2])[0], agent="python-requests/2.32")
+        sequence_id = sequence.id
+    engine.dispose()
+    return sequence_id
+
+
+def test_the_drip_funnel_page_shows_the_clis_steps(pg_url: str) -> None:
+    settings = settings_for(pg_url, tracking_machine_seconds=0)
+    sequence_id = _drip(settings)
+    _users(settings)
+    done = subprocess.run(
+        [NEWSLETTER, "sequences", "report", str(sequence_id), "--json"],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    cli = json.loads(done.stdout)
+    with ServerThread(build_app(settings)) as running:
+        analyst = _logged_in(running.url, ANALYST)
+        listing = analyst.get("/admin/sequences")
+        page = analyst.get(f"/admin/sequences/{sequence_id}/report")
+
+    assert f'href="/admin/sequences/{sequence_id}/report"' in listing.text
+    expected = {
+        f"steps.{step['step']}.{key}": "" if step[key] is None else str(step[key])
+        for step in cli["steps"]
+        for key in step
+        if key not in ("step", "run", "article", "title")
+    }
+    shown = page_metrics(page.text)
+    assert shown == expected
+    assert (shown["steps.1.sent"], shown["steps.1.opened"], shown["steps.1.clicked"]) == (
+        "3",
+        "2",
+        "1",
+    )
+    assert shown["steps.1.next_step"] == "2" and shown["steps.2.next_step"] == ""

@@ -1,5 +1,5 @@
 """A campaign's results: the report page, its CSV, the link map over the email as sent,
-and who clicked (individual tracking only).
+and who clicked (individual tracking only); a drip sequence's funnel.
 
 Every number comes from services/reports.py, the module the CLI (`newsletter campaigns
 report`) and the API (`GET /api/v1/campaigns/{id}/report`) read, so the three agree;
@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, Response
 from newsletter.admin.common import PREVIEW_CSP, ReadSession, Viewer, needs, render
 from newsletter.admin.i18n import _
 from newsletter.errors import NotFoundError
+from newsletter.sequences.service import get_sequence
 from newsletter.services import reports
 
 router = APIRouter()
@@ -136,3 +137,21 @@ def who_clicked_csv(
     data, rows = _who(session, viewer, campaign_id, run)
     filename = f"campaign-{campaign_id}-run-{data['run']['id']}-who-clicked.csv"
     return _csv(reports.who_clicked_csv(rows), filename)
+
+
+@router.get("/sequences/{sequence_id}/report")
+def sequence_funnel_page(
+    sequence_id: int, request: Request, viewer: Reader, session: ReadSession
+) -> Response:
+    """Step by step: sent, opened and clicked by people, and sent the next step (as
+    `newsletter sequences report` and `GET /api/v1/sequences/{id}/report`)."""
+    sequence = get_sequence(session, sequence_id)
+    name = f"{sequence.series.title} → {sequence.mailing_list.name}"
+    return render(
+        request,
+        "sequence_report.html",
+        viewer,
+        title=_("Funnel of “{name}”").format(name=name),
+        name=name,
+        funnel=reports.sequence_funnel(session, sequence_id),
+    )
