@@ -411,3 +411,25 @@ def test_the_drip_funnel_page_shows_the_clis_steps(pg_url: str) -> None:
         "1",
     )
     assert shown["steps.1.next_step"] == "2" and shown["steps.2.next_step"] == ""
+
+
+def test_a_campaign_without_a_run_has_a_report_that_says_so(sqlite_url: str) -> None:
+    settings = settings_for(sqlite_url)
+    with make_sessionmaker(make_engine(sqlite_url))() as session:
+        import_sample(session)
+        make_list(session)
+        campaign_id = series_digest(session, ["clinic-news"]).id
+        session.commit()
+    _users(settings)
+    with ServerThread(build_app(settings)) as running:
+        analyst = _logged_in(running.url, ANALYST)
+        page = analyst.get(f"/admin/campaigns/{campaign_id}/report")
+        download = analyst.get(f"/admin/campaigns/{campaign_id}/report.csv")
+        frame = analyst.get(f"/admin/campaigns/{campaign_id}/report/link-map.html")
+        campaign = analyst.get(f"/admin/campaigns/{campaign_id}")
+
+    assert page.status_code == 200 and 'id="no-run"' in page.text
+    assert page_metrics(page.text) == {}
+    assert download.text == "section,item,measure,value\n"
+    assert frame.status_code == 404 and "no run yet" in frame.text
+    assert 'id="report-link"' not in campaign.text  # nothing to report yet
