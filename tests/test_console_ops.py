@@ -20,7 +20,7 @@ from newsletter.accounts.models import AuditEntry
 from newsletter.accounts.users import create_user
 from newsletter.cli.processes import build_app
 from newsletter.config import Settings
-from newsletter.db import make_engine, make_sessionmaker
+from newsletter.db import make_engine, make_sessionmaker, utcnow
 from newsletter.delivery.mailers import make_mailer
 from newsletter.delivery.sending import ChunkSender
 from newsletter.runs.models import Delivery, DeliveryStatus, Run
@@ -157,6 +157,19 @@ def test_ops_sees_the_failed_rows_page_by_page_and_retries_them_after_confirming
             session.scalar(select(Delivery.id).where(Delivery.status == DeliveryStatus.failed))
             is None
         )
+    # Until a scheduler sends them, the reopened run waits on the ops page; once found
+    # without progress (as recovery marks it) it is listed as stalled too.
+    waiting = lxml_html.document_fromstring(ops.get("/admin/ops").text)
+    [row] = waiting.xpath(f"//table[@id='running-runs']//tr[@data-run='{stack.run_id}']")
+    assert [td.text_content().strip() for td in row.findall("td")][3] == "52"
+    assert waiting.findtext(".//*[@id='oldest-pending']").endswith(" s")
+    assert not waiting.xpath("//table[@id='stalled']")
+    with make_sessionmaker(make_engine(stack.settings.database_url))() as session:
+        session.get_one(Run, stack.run_id).stalled_at = utcnow()
+        session.commit()
+    stalled = lxml_html.document_fromstring(ops.get("/admin/ops").text)
+    [row] = stalled.xpath("//table[@id='stalled']/tbody/tr")
+    assert f"Run {stack.run_id}" in row.text_content() and row.findall("td")[3].text == "52"
 
 
 def test_an_analyst_reads_the_ops_page_but_has_no_retry_and_a_post_is_403(
