@@ -624,6 +624,19 @@ def _frames_loaded(console: Console) -> bool:
     return len(console.all("#preview iframe")) == 2
 
 
+def _wait_for_frames(console: Console) -> None:
+    """Both preview frames rendered; a timeout says what the pane showed instead."""
+    from selenium.common.exceptions import TimeoutException
+
+    try:
+        wait_for(console.browser, lambda b: _frames_loaded(console))
+    except TimeoutException:
+        pane = console.browser.execute_script(
+            "const e = document.querySelector('#preview'); return e ? e.outerHTML : null"
+        )
+        raise AssertionError(f"the preview frames did not load; the pane: {pane!r:.2000}") from None
+
+
 def test_screenshots_of_the_main_pages_at_1280_and_375(console: Console) -> None:
     _plan_the_coming_days(console)
     pages = {
@@ -638,7 +651,7 @@ def test_screenshots_of_the_main_pages_at_1280_and_375(console: Console) -> None
         def load(path: str = path, name: str = name) -> None:
             console.open(path, check=False)
             if name == "composer":
-                wait_for(console.browser, lambda b: _frames_loaded(console))
+                _wait_for_frames(console)
 
         for width in (1280, 375):
             shots.append(screenshot(console.browser, name, width, load))
