@@ -39,6 +39,7 @@ from newsletter.delivery.previews import preview_for, send_test
 from newsletter.errors import InvalidInputError, NewsletterError
 from newsletter.rendering.library import template_library
 from newsletter.runs.progress import find_deliveries, run_progress
+from newsletter.services.segments import campaign_recipients
 
 router = APIRouter()
 Reader = Annotated[Viewer, Depends(needs("campaigns:read"))]
@@ -484,7 +485,7 @@ def confirm_schedule(
             error=str(exc),
             status=422,
         )
-    count = service.recipients_now(session, campaign_id)
+    count = campaign_recipients(session, campaign_id)
     return render(
         request,
         "schedule_confirm.html",

@@ -19,6 +19,7 @@ from newsletter.services.confirmation import (
     pending_confirmation,
     send_confirmation,
 )
+from newsletter.services.segments import segment_filter
 from newsletter.tasks.app import app, runtime
 
 # Publishing a task waits for the broker at most about this long (then the web
@@ -35,7 +36,7 @@ def enqueue_chunk(chunk: Chunk) -> None:
 def prepare_run(run_id: int) -> int:
     """Freeze the run's content, write its ledger and enqueue its chunks; returns recipients."""
     rt = runtime()
-    return prepare_campaign_run(rt.sessions, run_id, rt.settings, enqueue_chunk)
+    return prepare_campaign_run(rt.sessions, run_id, rt.settings, enqueue_chunk, segment_filter)
 
 
 @app.task(name="newsletter.send_chunk", bind=True)  # type: ignore[untyped-decorator]
