@@ -21,6 +21,7 @@ from newsletter.cli import (
     lists,
     ops,
     processes,
+    segments,
     sequences,
     series,
     subscribers,
@@ -43,6 +44,7 @@ app.add_typer(series.app, name="series")
 app.add_typer(feeds.app, name="feeds")
 app.add_typer(lists.app, name="lists")
 app.add_typer(subscribers.app, name="subscribers")
+app.add_typer(segments.app, name="segments")
 app.add_typer(campaigns.app, name="campaigns")
 app.add_typer(templates.app, name="templates")
 app.add_typer(sequences.app, name="sequences")

@@ -261,6 +261,11 @@ def get_segment(session: Session, ref: str | int) -> Segment:
     return segment
 
 
+def saved_rules(session: Session, slug: str) -> dict[str, Any] | None:
+    """The rules of the segment `slug`, or None when there is no such segment."""
+    return session.scalar(select(Segment.rules).where(Segment.slug == slug))
+
+
 def _audited(segment: Segment) -> dict[str, Any]:
     return {
         "slug": segment.slug,
