@@ -557,3 +557,49 @@ class SegmentCountIn(Strict):
 class SegmentCountOut(BaseModel):
     count: int
     line: str
+
+
+class WebhookIn(Strict):
+    url: str = Field(min_length=1, max_length=2000, description="https:// on a public host")
+    events: list[str] = Field(min_length=1, max_length=50, description="event names, or *")
+    description: str = Field(default="", max_length=500)
+
+
+class WebhookPatch(Strict):
+    enabled: bool
+
+
+class WebhookOut(BaseModel):
+    id: int
+    url: str
+    events: list[str]
+    description: str
+    enabled: bool
+    failure_count: int
+    failing_since: str | None
+    disabled_reason: str
+    secret_hint: str
+    created_at: str
+
+
+class WebhookCreated(WebhookOut):
+    secret: str = Field(description="the signing secret, shown only now")
+
+
+class WebhookTestOut(BaseModel):
+    event_id: str
+    message: str
+
+
+class WebhookAttemptOut(BaseModel):
+    id: int
+    event: str
+    event_id: str
+    attempted_at: str
+    ok: bool
+    status_code: int | None
+    duration_ms: int
+    error: str
+    response_excerpt: str
+    event_status: str
+    attempts: int

@@ -63,6 +63,7 @@ from newsletter.audience.models import (
 )
 from newsletter.db import upsert_insert, utcnow
 from newsletter.errors import InvalidInputError, NotFoundError, Problem
+from newsletter.events.outbox import emit
 from newsletter.importing import ImportReport, import_transaction
 
 BATCH_SIZE = 1000
@@ -658,7 +659,10 @@ def _insert_subscribers(session: Session, rows: Sequence[SubscriberRow]) -> dict
         insert(Subscriber).returning(Subscriber.id, Subscriber.email),
         [{"email": row.email, "name": row.name, "attributes": row.attributes} for row in rows],
     )
-    return {email: subscriber_id for subscriber_id, email in inserted}
+    ids = {email: subscriber_id for subscriber_id, email in inserted}
+    for email, subscriber_id in ids.items():
+        emit(session, "subscriber.created", {"subscriber_id": subscriber_id, "email": email})
+    return ids
 
 
 def _merge_profile(subscriber: Subscriber, row: SubscriberRow) -> bool:
@@ -904,6 +908,7 @@ def run_import_job(sessions: sessionmaker[Session], job_id: int) -> None:
             )
             .execution_options(synchronize_session=False)
         )
+        emit(session, "import.finished", {"import_id": job_id, "rejected": len(rejected)})
         session.commit()
 
 

@@ -20,6 +20,7 @@ from newsletter.campaigns.models import Campaign, CampaignStatus, ContentKind
 from newsletter.campaigns.templates import check_campaign_template
 from newsletter.db import utcnow
 from newsletter.errors import InvalidInputError
+from newsletter.events.outbox import emit
 from newsletter.recurrence import check_cron, next_occurrence, zone
 from newsletter.rendering.library import BUILTIN, TemplateLibrary
 from newsletter.runs.ledger import AudienceCount, audience_count
@@ -297,6 +298,17 @@ def parse_local_time(value: str, zone: str) -> datetime:
     return moment.astimezone(UTC)
 
 
+def _scheduled_event(session: Session, campaign: Campaign) -> None:
+    data = {
+        "campaign_id": campaign.id,
+        "name": campaign.name,
+        "send_at": campaign.send_at.isoformat() if campaign.send_at else None,
+        "cron": campaign.cron,
+        "timezone": campaign.timezone,
+    }
+    emit(session, "campaign.scheduled", data)
+
+
 def schedule_recurring(
     session: Session,
     campaign_id: int,
@@ -328,6 +340,7 @@ def schedule_recurring(
     campaign.send_at = starting or utcnow()
     campaign.status = CampaignStatus.scheduled
     session.flush()
+    _scheduled_event(session, campaign)
     audit.record(
         session,
         "campaign.schedule",
@@ -371,6 +384,7 @@ def schedule_campaign(
     campaign.local_time = local_time
     campaign.status = CampaignStatus.scheduled
     session.flush()
+    _scheduled_event(session, campaign)
     audit.record(
         session,
         "campaign.schedule",

@@ -28,6 +28,7 @@ from newsletter.cli import (
     templates,
     tools,
     users,
+    webhooks,
 )
 from newsletter.cli.common import err_console
 from newsletter.errors import NewsletterError
@@ -45,6 +46,7 @@ app.add_typer(feeds.app, name="feeds")
 app.add_typer(lists.app, name="lists")
 app.add_typer(subscribers.app, name="subscribers")
 app.add_typer(segments.app, name="segments")
+app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(campaigns.app, name="campaigns")
 app.add_typer(templates.app, name="templates")
 app.add_typer(sequences.app, name="sequences")
