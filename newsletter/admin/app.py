@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from newsletter.admin import audience, auth, campaigns, content, home, people
+from newsletter.admin import audience, auth, campaigns, content, home, people, segments, webhooks
 from newsletter.admin.common import (
     HERE,
     PREFIX,
@@ -122,7 +122,7 @@ def create_console_app(settings: Settings, *, rate_limiter: RateLimiter | None =
         templates=template_environment(),
         assets=Assets.scan(HERE / "static"),
     )
-    for module in (auth, home, campaigns, audience, content, people):
+    for module in (auth, home, campaigns, audience, content, people, segments, webhooks):
         app.include_router(module.router, prefix=PREFIX)
     _add_static(app)
     _add_error_pages(app)

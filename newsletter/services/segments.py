@@ -56,6 +56,7 @@ from newsletter.audience.segment_rules import (
     to_json,
 )
 from newsletter.campaigns.models import Campaign
+from newsletter.campaigns.service import update_campaign
 from newsletter.db import utcnow
 from newsletter.errors import InvalidInputError, NotFoundError
 from newsletter.runs.ledger import AudienceCount, audience_count
@@ -387,3 +388,21 @@ def describe_segment(session: Session, segment: Segment, count: bool = False) ->
     if count:
         out["count"] = count_matching(session, segment.rules)
     return out
+
+
+def choose_campaign_segment(
+    session: Session, campaign_id: int, slug: str = "", rules: str = ""
+) -> str | None:
+    """The composer's choice for a draft: rules typed in (one line) become the
+    campaign's own saved segment (`campaign-<id>`, created or updated); else the saved
+    segment `slug`; else none. Returns the slug used."""
+    if rules.strip():
+        own = f"campaign-{campaign_id}"
+        name = f"Audience of campaign {campaign_id}"
+        if saved_rules(session, own) is None:
+            create_segment(session, own, name, rules.strip())
+        else:
+            update_segment(session, own, rules=rules.strip())
+        slug = own
+    update_campaign(session, campaign_id, segment=slug)
+    return slug or None

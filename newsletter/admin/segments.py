@@ -1,0 +1,148 @@
+"""Segments: the saved filters (list, create, delete) and the live count the composer's
+rule editor asks for (htmx; a plain page without JavaScript)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+
+from newsletter.admin.common import (
+    PREFIX,
+    ReadSession,
+    Viewer,
+    console_of,
+    is_htmx,
+    needs,
+    redirect,
+    render,
+    write,
+)
+from newsletter.admin.i18n import _
+from newsletter.audience.segment_rules import format_line
+from newsletter.errors import InvalidInputError
+from newsletter.services import segments
+
+router = APIRouter()
+Reader = Annotated[Viewer, Depends(needs("segments:read"))]
+Writer = Annotated[Viewer, Depends(needs("segments:write"))]
+
+
+def _page(
+    request: Request,
+    viewer: Viewer,
+    session: Session,
+    *,
+    error: str = "",
+    values: dict[str, str] | None = None,
+    status: int = 200,
+) -> Response:
+    rows = [
+        segments.describe_segment(session, s, count=True) for s in segments.list_segments(session)
+    ]
+    return render(
+        request,
+        "segments.html",
+        viewer,
+        title=_("Segments"),
+        segments=rows,
+        error=error,
+        values=values or {},
+        status=status,
+    )
+
+
+@router.get("/segments")
+def segments_page(request: Request, viewer: Reader, session: ReadSession) -> Response:
+    return _page(request, viewer, session)
+
+
+@router.post("/segments")
+def create_segment(
+    request: Request,
+    viewer: Writer,
+    slug: Annotated[str, Form(max_length=200)] = "",
+    name: Annotated[str, Form(max_length=300)] = "",
+    rules: Annotated[str, Form(max_length=20_000)] = "",
+) -> Response:
+    def work(session: Session) -> None:
+        segments.create_segment(session, slug.strip(), name.strip() or slug.strip(), rules)
+
+    try:
+        write(request, viewer, work)
+    except InvalidInputError as exc:
+        with console_of(request).sessions() as session:
+            values = {"slug": slug, "name": name, "rules": rules}
+            return _page(request, viewer, session, error=str(exc), values=values, status=422)
+    return redirect(f"{PREFIX}/segments", _("Segment saved."))
+
+
+@router.post("/segments/{slug}/delete")
+def delete_segment(slug: str, request: Request, viewer: Writer) -> Response:
+    try:
+        write(request, viewer, lambda session: segments.delete_segment(session, slug))
+    except InvalidInputError as exc:
+        return redirect(f"{PREFIX}/segments", str(exc))
+    return redirect(f"{PREFIX}/segments", _("Segment deleted."))
+
+
+@router.get("/segments/count")
+def count(
+    request: Request,
+    viewer: Reader,
+    session: ReadSession,
+    segment: Annotated[str, Query(max_length=200)] = "",
+    segment_rules: Annotated[str, Query(max_length=20_000)] = "",
+    lists: Annotated[list[str] | None, Query()] = None,
+) -> Response:
+    """How many of the chosen lists' confirmed members the rules (or the saved segment)
+    match now: the composer's live count (htmx fragment)."""
+    return _count(request, viewer, session, segment, segment_rules, list(lists or []))
+
+
+@router.post("/segments/count")
+async def count_without_script(request: Request, viewer: Reader) -> Response:
+    """The composer's "Count readers" button without JavaScript: the same, as a page."""
+    form = await request.form()
+    with console_of(request).sessions() as session:
+        return _count(
+            request,
+            viewer,
+            session,
+            str(form.get("segment") or "")[:200],
+            str(form.get("segment_rules") or "")[:20_000],
+            [str(s) for s in form.getlist("lists")][:100],
+        )
+
+
+def _count(
+    request: Request,
+    viewer: Viewer,
+    session: Session,
+    segment: str,
+    segment_rules: str,
+    lists: list[str],
+) -> Response:
+    error, number, line = "", None, ""
+    try:
+        rules: dict[str, Any] | str | None = segment_rules.strip() or None
+        if rules is None and segment:
+            rules = segments.saved_rules(session, segment)
+        if rules:
+            node = segments.read_rules(rules)
+            number = segments.count_matching(session, node, lists or None)
+            line = format_line(node)
+    except InvalidInputError as exc:
+        error = str(exc)
+    return render(
+        request,
+        "segment_count.html" if is_htmx(request) else "segment_count_page.html",
+        viewer,
+        title=_("Segment count"),
+        number=number,
+        line=line,
+        error=error,
+        lists=lists,
+    )
