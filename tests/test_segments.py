@@ -354,3 +354,28 @@ def test_a_segmented_campaign_mails_only_matching_readers_through_the_worker(
     runtime().close()
     # ann (Oslo) and ben (35); eve is in Oslo but suppressed; the rest do not match.
     assert sorted(smtp_sink.handler.recipients()) == ["ann@example.org", "ben@example.org"]
+
+
+def test_a_sequence_with_a_segment_enrols_only_matching_members(people: Session) -> None:
+    from newsletter.sequences.engine import SegmentCompilerMissing as Missing
+    from newsletter.sequences.engine import run_sequences
+    from newsletter.sequences.models import Enrollment
+    from newsletter.sequences.service import create_sequence, describe_sequence
+
+    import_sample(people)
+    segments.create_segment(people, "bergen", "Readers in Bergen", "attr.city=Bergen")
+    sequence = create_sequence(
+        people, series_slug=SERIES, list_slug="clinic-news", every="7d", segment="bergen"
+    )
+    assert describe_sequence(people, sequence)["segment"] == "bergen"
+    with pytest.raises(InvalidInputError, match="used by sequence"):
+        segments.delete_segment(people, "bergen")
+    people.commit()
+    with pytest.raises(Missing):
+        run_sequences(people, utcnow(), 100)
+    people.rollback()
+    run_sequences(people, utcnow(), 100, segments.segment_filter)
+    enrolled = people.scalars(
+        select(Subscriber.email).join(Enrollment, Enrollment.subscriber_id == Subscriber.id)
+    ).all()
+    assert enrolled == ["ben@example.org"]  # fay is in Bergen but unconfirmed there

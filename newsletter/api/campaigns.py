@@ -360,6 +360,7 @@ def new_sequence(
             timezone=body.timezone,
             initial_delay=body.delay,
             restart_on_rejoin=body.restart_on_rejoin,
+            segment=body.segment,
         )
         return 201, SequenceOut(**describe_sequence(session, made)), f"/api/v1/sequences/{made.id}"
 

@@ -501,6 +501,7 @@ class SequenceIn(Strict):
     timezone: str = Field(default="UTC", max_length=64)
     delay: str | None = Field(default=None, max_length=20)
     restart_on_rejoin: bool = False
+    segment: str | None = Field(default=None, max_length=200, description="a segment's slug")
 
 
 class SequenceOut(BaseModel):
@@ -513,6 +514,7 @@ class SequenceOut(BaseModel):
     cron: str | None
     timezone: str
     initial_delay_seconds: int
+    segment: str | None = None
     status: str
     enrollments: dict[str, int]
 

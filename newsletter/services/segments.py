@@ -60,6 +60,7 @@ from newsletter.campaigns.service import update_campaign
 from newsletter.db import utcnow
 from newsletter.errors import InvalidInputError, NotFoundError
 from newsletter.runs.ledger import AudienceCount, audience_count
+from newsletter.sequences.models import Sequence
 from newsletter.tracking.engagement import Engagement, engaged_subscribers
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,199}$")
@@ -336,6 +337,11 @@ def delete_segment(session: Session, ref: str | int) -> None:
     if users:
         raise InvalidInputError(
             f"segment {segment.slug!r} is used by campaign(s) {', '.join(map(str, users))}"
+        )
+    drips = session.scalars(select(Sequence.id).where(Sequence.segment_id == segment.id)).all()
+    if drips:
+        raise InvalidInputError(
+            f"segment {segment.slug!r} is used by sequence(s) {', '.join(map(str, drips))}"
         )
     before = _audited(segment)
     session.delete(segment)

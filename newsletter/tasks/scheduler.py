@@ -19,6 +19,7 @@ from newsletter.db import utcnow
 from newsletter.runs.ledger import Chunk, release_due_retries
 from newsletter.runs.lifecycle import record_tick, recover_stalled, sending_runs
 from newsletter.sequences.engine import run_sequences
+from newsletter.services.segments import segment_filter
 from newsletter.services.webhooks import claim_due
 from newsletter.tasks.app import Runtime
 from newsletter.tasks.jobs import (
@@ -81,7 +82,7 @@ def tick(rt: Runtime, now: datetime | None = None) -> TickReport:
         report.imports = claim_import_jobs(session, now, timedelta(seconds=cfg.stall_seconds))
         drop_stale_uploads(session, now)
         session.commit()
-        steps = run_sequences(session, now, cfg.chunk_size)
+        steps = run_sequences(session, now, cfg.chunk_size, segment_filter)
         session.commit()
         report.sequence_steps = steps.steps_sent
         report.requeued_chunks.extend(steps.chunks)

@@ -1,4 +1,4 @@
-"""segments (campaigns.segment_id); outgoing webhooks: endpoints, outbox, attempts
+"""segments (campaigns and sequences segment_id); outgoing webhooks: endpoints, outbox, attempts
 
 Revision ID: 0012
 Revises: 0011
@@ -39,6 +39,12 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_campaigns_segment_id"), ["segment_id"], unique=False)
         batch_op.create_foreign_key(
             batch_op.f("fk_campaigns_segment_id_segments"), "segments", ["segment_id"], ["id"]
+        )
+    with op.batch_alter_table("sequences", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("segment_id", sa.Integer(), nullable=True))
+        batch_op.create_index(batch_op.f("ix_sequences_segment_id"), ["segment_id"], unique=False)
+        batch_op.create_foreign_key(
+            batch_op.f("fk_sequences_segment_id_segments"), "segments", ["segment_id"], ["id"]
         )
     op.create_table(
         "webhook_endpoints",
@@ -118,6 +124,10 @@ def downgrade() -> None:
     op.drop_table("webhook_attempts")
     op.drop_table("webhook_outbox")
     op.drop_table("webhook_endpoints")
+    with op.batch_alter_table("sequences", schema=None) as batch_op:
+        batch_op.drop_constraint(batch_op.f("fk_sequences_segment_id_segments"), type_="foreignkey")
+        batch_op.drop_index(batch_op.f("ix_sequences_segment_id"))
+        batch_op.drop_column("segment_id")
     with op.batch_alter_table("campaigns", schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f("fk_campaigns_segment_id_segments"), type_="foreignkey")
         batch_op.drop_index(batch_op.f("ix_campaigns_segment_id"))
