@@ -225,3 +225,62 @@ def test_the_address_is_checked_again_at_send_time(sqlite_url: str, tmp_path: Pa
             "delivered"
         )
         assert receiver.events() == ["webhook.test"]
+
+
+def test_events_commit_with_their_change_and_a_lost_task_is_claimed_again(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    with Receiver(tmp_path) as receiver:
+        settings = webhook_settings(sqlite_url, receiver)
+        sessions = make_sessionmaker(make_engine(sqlite_url))
+        with sessions() as session:
+            webhooks.create_endpoint(session, settings, receiver.url, ["subscriber.created"])
+            make_list(session)
+            session.commit()
+            upsert_subscribers(session, "clinic-news", [{"email": "gone@example.org"}])
+            session.rollback()  # the change is undone: so is its event
+            assert session.scalars(select(WebhookOutbox)).all() == []
+            upsert_subscribers(session, "clinic-news", [{"email": "ann@example.org"}])
+            session.commit()
+        now = utcnow()
+        with sessions() as session:
+            [row_id] = webhooks.claim_due(session, now)
+            session.commit()
+        # The task is lost (Redis flushed, worker killed): while its lease lasts nobody
+        # else takes the row; after it, the sweep claims it again and it is delivered.
+        with sessions() as session:
+            assert webhooks.claim_due(session, now + timedelta(seconds=30)) == []
+            assert webhooks.claim_due(session, now + webhooks.LEASE * 2) == [row_id]
+            session.commit()
+        post = webhooks.http_poster(settings)
+        assert webhooks.deliver(sessions, row_id, settings, post) == "delivered"
+        assert webhooks.deliver(sessions, row_id, settings, post) == "skipped"  # done once
+        assert receiver.events() == ["subscriber.created"]
+
+
+def test_forgetting_a_person_removes_their_events_and_tells_receivers_the_id(
+    session: Session,
+) -> None:
+    from newsletter.services.data_rights import forget
+
+    settings = settings_for("sqlite://", webhooks_allow_private=True)
+    webhooks.create_endpoint(session, settings, "https://127.0.0.1/hooks", ["*"])
+    news = make_list(session)
+    upsert_subscribers(session, "clinic-news", [{"email": "ann@example.org"}])
+    ben = add_member(session, news, "ben@example.org", status=SubscriptionStatus.unconfirmed)
+    confirm_pending(session, ben.id, news.id)
+    session.commit()
+    ben_id = ben.id
+    assert len(session.scalars(select(WebhookOutbox)).all()) == 2
+    forget(session, "ben@example.org")
+    session.commit()
+    rows = session.scalars(select(WebhookOutbox).order_by(WebhookOutbox.id)).all()
+    assert [(r.event, r.data) for r in rows] == [
+        (
+            "subscriber.created",
+            {"subscriber_id": rows[0].data["subscriber_id"], "email": "ann@example.org"},
+        ),
+        ("subscriber.forgotten", {"subscriber_id": ben_id}),
+    ]
