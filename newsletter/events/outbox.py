@@ -6,7 +6,7 @@ adds one row per enabled endpoint that asked for the event; nothing else. If the
 change rolls back, so does the event; if it commits, a worker delivers it later
 (services/webhooks.py), and the scheduler's sweep finds any row whose task was lost
 (a Redis flush, a killed worker). Without endpoints an event costs one indexed query
-per session (the endpoint list is read once per session).
+per session (the endpoint list is read once per transaction).
 """
 
 from __future__ import annotations
@@ -42,16 +42,20 @@ _CACHE = "newsletter.webhook_endpoints"
 
 
 def _subscribers(session: Session) -> list[tuple[int, list[str]]]:
+    """The enabled endpoints and their events, read once per transaction (a rolled
+    back one may have held an endpoint that no longer exists)."""
     cached = session.info.get(_CACHE)
-    if cached is None:
-        cached = [
+    # The transaction object itself is kept (not its id, which a later one may reuse).
+    if cached is None or cached[0] is not session.get_transaction():
+        endpoints = [
             (endpoint_id, list(events or []))
             for endpoint_id, events in session.execute(
                 select(WebhookEndpoint.id, WebhookEndpoint.events).where(WebhookEndpoint.enabled)
             )
         ]
+        cached = (session.get_transaction(), endpoints)
         session.info[_CACHE] = cached
-    return list(cached)
+    return list(cached[1])
 
 
 def forget_endpoints(session: Session) -> None:
