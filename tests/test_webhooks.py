@@ -284,3 +284,21 @@ def test_forgetting_a_person_removes_their_events_and_tells_receivers_the_id(
         ),
         ("subscriber.forgotten", {"subscriber_id": ben_id}),
     ]
+
+
+def test_a_csv_import_tells_of_each_new_subscriber_and_of_its_end(session: Session) -> None:
+    from newsletter.audience.importer import run_import
+
+    settings = settings_for("sqlite://", webhooks_allow_private=True)
+    webhooks.create_endpoint(session, settings, "https://127.0.0.1/h", ["*"])
+    make_list(session)
+    session.commit()
+    csv_text = "email,name\nann@example.org,Ann\nnot-an-address,Bad\nben@example.org,Ben\n"
+    run_import(session, csv_text, "people.csv", "clinic-news", dry_run=True)
+    session.commit()
+    assert session.scalars(select(WebhookOutbox.event)).all() == []  # a dry run: nothing
+    job, _ = run_import(session, csv_text, "people.csv", "clinic-news")
+    session.commit()
+    rows = session.scalars(select(WebhookOutbox).order_by(WebhookOutbox.id)).all()
+    assert [r.event for r in rows] == ["subscriber.created"] * 2 + ["import.finished"]
+    assert rows[-1].data == {"import_id": job.id, "list": "clinic-news", "rejected": 1}

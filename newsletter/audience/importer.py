@@ -56,6 +56,7 @@ from newsletter.audience.layouts import (
 from newsletter.audience.lists import get_list
 from newsletter.audience.models import (
     ImportJob,
+    MailingList,
     Subscriber,
     Subscription,
     SubscriptionStatus,
@@ -725,6 +726,9 @@ def run_import(
     )
     session.add(job)
     session.flush()
+    if not dry_run:
+        data = {"import_id": job.id, "list": list_slug, "rejected": len(report.problems)}
+        emit(session, "import.finished", data)
     audit.record(
         session,
         "subscribers.import_dry_run" if dry_run else "subscribers.import",
@@ -908,7 +912,13 @@ def run_import_job(sessions: sessionmaker[Session], job_id: int) -> None:
             )
             .execution_options(synchronize_session=False)
         )
-        emit(session, "import.finished", {"import_id": job_id, "rejected": len(rejected)})
+        slug = session.scalar(
+            select(MailingList.slug)
+            .join(ImportJob, ImportJob.list_id == MailingList.id)
+            .where(ImportJob.id == job_id)
+        )
+        data = {"import_id": job_id, "list": slug, "rejected": len(rejected)}
+        emit(session, "import.finished", data)
         session.commit()
 
 
