@@ -21,7 +21,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from newsletter.admin import audience, auth, campaigns, content, home, people, segments, webhooks
+from newsletter.admin import (
+    audience,
+    auth,
+    campaigns,
+    content,
+    home,
+    ops,
+    people,
+    reports,
+    segments,
+    webhooks,
+)
 from newsletter.admin.common import (
     HERE,
     PREFIX,
@@ -39,6 +50,7 @@ from newsletter.config import Settings
 from newsletter.db import make_engine, make_sessionmaker
 from newsletter.errors import InvalidInputError, NewsletterError, NotFoundError
 from newsletter.ratelimit import RateLimiter, make_rate_limiter
+from newsletter.tasks.monitoring import QueueProbe
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +113,16 @@ def template_environment() -> jinja2.Environment:
 def create_console_app(settings: Settings, *, rate_limiter: RateLimiter | None = None) -> FastAPI:
     """The console for these settings; the database engine lives as long as the app."""
     engine = make_engine(settings.database_url)
+    # The ops page reads the Celery queue's length over one kept Redis connection.
+    redis_broker = settings.broker_url.startswith(("redis://", "rediss://"))
+    queue_probe = QueueProbe(settings.broker_url) if redis_broker else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         engine.dispose()  # the connections go when the app stops, not when it is collected
+        if queue_probe is not None:
+            queue_probe.close()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -115,6 +132,7 @@ def create_console_app(settings: Settings, *, rate_limiter: RateLimiter | None =
         openapi_url=None,
         dependencies=[Depends(csrf_guard)],
     )
+    app.state.queue_probe = queue_probe
     app.state.console = Console(
         settings=settings,
         sessions=make_sessionmaker(engine),
@@ -122,7 +140,18 @@ def create_console_app(settings: Settings, *, rate_limiter: RateLimiter | None =
         templates=template_environment(),
         assets=Assets.scan(HERE / "static"),
     )
-    for module in (auth, home, campaigns, audience, content, people, segments, webhooks):
+    for module in (
+        auth,
+        home,
+        campaigns,
+        audience,
+        content,
+        people,
+        reports,
+        ops,
+        segments,
+        webhooks,
+    ):
         app.include_router(module.router, prefix=PREFIX)
     _add_static(app)
     _add_error_pages(app)

@@ -190,6 +190,25 @@ def oldest_pending_since(session: Session) -> datetime | None:
     )
 
 
+def oldest_pending_by_run(session: Session) -> dict[int, datetime]:
+    """`oldest_pending_since`, per sending run (the ops page's column)."""
+    rows = session.execute(
+        select(Delivery.run_id, func.min(Delivery.updated_at))
+        .join(Run, Run.id == Delivery.run_id)
+        .where(Run.status == RunStatus.sending, Delivery.status.in_(_WAITING))
+        .group_by(Delivery.run_id)
+    ).all()
+    return {int(run_id): since for run_id, since in rows if since is not None}
+
+
+def runs_with(session: Session, statuses: tuple[DeliveryStatus, ...], limit: int) -> list[Run]:
+    """The latest `limit` runs that have ledger rows in one of `statuses`, newest first."""
+    having = select(Delivery.run_id).where(Delivery.status.in_(statuses)).distinct()
+    return list(
+        session.scalars(select(Run).where(Run.id.in_(having)).order_by(Run.id.desc()).limit(limit))
+    )
+
+
 def runs_by_status(session: Session) -> dict[str, int]:
     """How many runs are preparing, sending or paused."""
     rows = session.execute(

@@ -76,7 +76,8 @@ class Attention:
         )
 
 
-def _name(session: Session, run: Run) -> str:
+def run_name(session: Session, run: Run) -> str:
+    """What a run is, for people: its campaign's name, or the drip's series → list."""
     if run.campaign_id is not None:
         return session.get_one(Campaign, run.campaign_id).name
     sequence = session.get_one(Sequence, run.sequence_id)
@@ -106,7 +107,7 @@ def needs_attention(session: Session, now: datetime, stall: timedelta, days: int
     may go without progress (NEWSLETTER_STALL_SECONDS)."""
     found = Attention()
     for run in active_runs(session):
-        progress = run_progress(session, run, _name(session, run))
+        progress = run_progress(session, run, run_name(session, run))
         found.running.append(progress)
         quiet_since = run.last_progress_at or run.started_at or run.created_at
         if run.status in (RunStatus.preparing, RunStatus.sending) and quiet_since < now - stall:

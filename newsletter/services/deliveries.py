@@ -1,4 +1,5 @@
-"""Deliveries for ops: what failed or waits, handing it back to send again, stalled runs.
+"""Deliveries for ops: what failed or waits, handing it back to send again, stalled runs,
+and the console's ops page in one read (`ops_overview`).
 
 One set of functions for the CLI (`newsletter deliveries list|retry`, `newsletter runs
 stalled`), the staff API (`/api/v1/deliveries`, `/api/v1/runs/{id}/retry`,
@@ -23,11 +24,20 @@ from sqlalchemy.orm import Session
 import newsletter.models  # noqa: F401  (every mapped class: a CLI command may load no other)
 from newsletter.accounts import audit
 from newsletter.db import utcnow
-from newsletter.errors import InvalidInputError
+from newsletter.errors import InvalidInputError, NotFoundError
 from newsletter.runs import lifecycle
 from newsletter.runs.ledger import hand_back
 from newsletter.runs.models import DeliveryStatus, Run
-from newsletter.runs.progress import find_deliveries, run_progress
+from newsletter.runs.progress import (
+    RunProgress,
+    active_runs,
+    find_deliveries,
+    oldest_pending_by_run,
+    oldest_pending_since,
+    run_progress,
+    runs_with,
+)
+from newsletter.services.attention import run_name
 
 RETRYABLE = (DeliveryStatus.failed.value, DeliveryStatus.deferred.value)
 MAX_REASON = 500
@@ -154,3 +164,78 @@ def _since(run: Run) -> datetime | None:
     if run.stalled_at is not None:
         return run.stalled_at
     return run.last_progress_at
+
+
+# --- the console's ops page -------------------------------------------------------------
+
+RECENT_RUNS_WITH_FAILURES = 20
+
+
+@dataclass(frozen=True)
+class RunForOps:
+    """A run as ops sees it: its progress and, while sending, since when its oldest
+    waiting delivery has waited."""
+
+    progress: RunProgress
+    oldest_pending_since: datetime | None = None
+
+    def oldest_pending_seconds(self, now: datetime) -> float | None:
+        since = self.oldest_pending_since
+        return max(0.0, (now - since).total_seconds()) if since is not None else None
+
+
+@dataclass(frozen=True)
+class OpsOverview:
+    """Runs that may send, runs that stalled, recent runs with failed or deferred rows
+    (what a retry hands back), and the scheduler's heartbeat: the same reads as the
+    metrics collector (tasks/monitoring.py) and `newsletter runs stalled`."""
+
+    now: datetime
+    running: list[RunForOps]
+    stalled: list[StalledRun]
+    with_failures: list[RunProgress]
+    last_tick: datetime | None
+    oldest_pending_since: datetime | None
+
+    @property
+    def last_tick_seconds(self) -> float | None:
+        if self.last_tick is None:
+            return None
+        return max(0.0, (self.now - self.last_tick).total_seconds())
+
+    @property
+    def oldest_pending_seconds(self) -> float | None:
+        if self.oldest_pending_since is None:
+            return None
+        return max(0.0, (self.now - self.oldest_pending_since).total_seconds())
+
+
+def ops_overview(
+    session: Session, stall_seconds: float, now: datetime | None = None
+) -> OpsOverview:
+    """Everything the ops page shows but the broker's side (tasks.monitoring)."""
+    now = now or utcnow()
+    waiting = oldest_pending_by_run(session)
+    running = [
+        RunForOps(run_progress(session, run, run_name(session, run)), waiting.get(run.id))
+        for run in active_runs(session)
+    ]
+    failing = runs_with(
+        session, (DeliveryStatus.failed, DeliveryStatus.deferred), RECENT_RUNS_WITH_FAILURES
+    )
+    return OpsOverview(
+        now=now,
+        running=running,
+        stalled=stalled(session, stall_seconds, now),
+        with_failures=[run_progress(session, run, run_name(session, run)) for run in failing],
+        last_tick=lifecycle.last_tick(session),
+        oldest_pending_since=oldest_pending_since(session),
+    )
+
+
+def run_for_ops(session: Session, run_id: int) -> RunProgress:
+    """One run's progress by id, named; NotFoundError for an unknown run."""
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFoundError(f"no run {run_id}")
+    return run_progress(session, run, run_name(session, run))

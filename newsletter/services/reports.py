@@ -478,6 +478,15 @@ def sequence_funnel(session: Session, sequence_id: int) -> dict[str, Any]:
 # --- who clicked (individual mode) ----------------------------------------------------
 
 
+def tracks_individually(session: Session, run_id: int) -> bool:
+    """Whether any list of the run counted its readers individually (so a who-clicked
+    list can name anyone); False for anonymous, off, and runs not yet sent."""
+    run = session.get(Run, run_id)
+    if run is None or run.tracking is None:
+        return False
+    return any(t.individual for t in RunPolicy.from_json(run.tracking).lists.values())
+
+
 def who_clicked(session: Session, run_id: int) -> list[dict[str, Any]]:
     """Readers of an individual-mode run who clicked (human clicks only), with when and
     which links; anonymous runs list nobody. Ordered by first click."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -75,6 +76,43 @@ class QueueProbe:
 
     def close(self) -> None:
         self._redis.close()
+
+
+def ping_workers(broker_url: str, timeout: float = PING_TIMEOUT) -> int:
+    """Celery workers answering a ping on `broker_url` within `timeout` (over a
+    connection of its own, so it works in a process that never configured the app)."""
+    with app.connection_for_write(broker_url) as connection:
+        replies = app.control.ping(timeout=timeout, connection=connection) or []
+    return len(replies)
+
+
+@dataclass(frozen=True)
+class BrokerHealth:
+    """The broker's side of the ops page: tasks waiting per queue and workers alive.
+    None where it cannot be read (the embedded broker lives inside one process);
+    `problem` says why a source did not answer."""
+
+    queues: dict[str, int] | None
+    workers: int | None
+    problem: str = ""
+
+
+def broker_health(settings: Settings, queues: QueueProbe | None) -> BrokerHealth:
+    """What `newsletter_queue_length` and `newsletter_workers` say, read now."""
+    if settings.embedded_broker or queues is None:
+        return BrokerHealth(None, None)
+    lengths: dict[str, int] | None = None
+    workers: int | None = None
+    problems = []
+    try:
+        lengths = queues.lengths()
+    except Exception as exc:  # the broker does not answer: say so, do not crash the page
+        problems.append(f"queue: {' '.join(str(exc).split()) or type(exc).__name__}")
+    try:
+        workers = ping_workers(settings.broker_url)
+    except Exception as exc:
+        problems.append(f"workers: {' '.join(str(exc).split()) or type(exc).__name__}")
+    return BrokerHealth(lengths, workers, "; ".join(problems))
 
 
 class ServiceCollector(Collector):
@@ -177,9 +215,10 @@ class ServiceCollector(Collector):
     def _workers(self) -> Iterator[Metric]:
         if self.settings.embedded_broker:
             return  # workers run inside the process that sends
-        replies = app.control.ping(timeout=PING_TIMEOUT) or []
         yield GaugeMetricFamily(
-            "newsletter_workers", "Celery workers that answered a ping.", value=len(replies)
+            "newsletter_workers",
+            "Celery workers that answered a ping.",
+            value=ping_workers(self.settings.broker_url),
         )
 
 
