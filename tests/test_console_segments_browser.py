@@ -144,8 +144,21 @@ def test_the_composer_counts_readers_live_and_saves_the_segment(console: Console
     console.find("#list-clinic-news").click()
     console.find("#subject").send_keys("News for Oslo")
     counter = console.find("#segment-count")
-    console.find("#segment_rules").send_keys("attr.city in (Oslo, Bergen)")
+    from selenium.webdriver.support.ui import Select
+
+    # Built in the rule rows: one rule, then a second one narrows it.
+    console.find("#seg_field_1").send_keys("attr.city")
+    Select(console.find("#seg_op_1")).select_by_value("in")
+    console.find("#seg_value_1").send_keys("Oslo, Bergen")
     wait_for(console.browser, lambda b: "3 readers match" in counter.text)
+    console.find("#seg_field_2").send_keys("attr.city")
+    Select(console.find("#seg_op_2")).select_by_value("!=")
+    console.find("#seg_value_2").send_keys("Bergen")
+    wait_for(console.browser, lambda b: "2 readers match" in counter.text)
+    assert "(attr.city in (Oslo, Bergen) and attr.city!=Bergen)" in counter.text
+    # The one-line form, when given, is used instead of the rows.
+    console.find("#segment_rules").send_keys("attr.city=Bergen")
+    wait_for(console.browser, lambda b: "1 reader matches" in counter.text)
     console.find("#segment_rules").clear()
     console.find("#segment_rules").send_keys("attr.city present and not attr.city=Bergen")
     wait_for(console.browser, lambda b: "2 readers match" in counter.text)

@@ -379,3 +379,22 @@ def test_a_sequence_with_a_segment_enrols_only_matching_members(people: Session)
         select(Subscriber.email).join(Enrollment, Enrollment.subscriber_id == Subscriber.id)
     ).all()
     assert enrolled == ["ben@example.org"]  # fay is in Bergen but unconfirmed there
+
+
+def test_the_consoles_rule_rows_make_the_same_rules_and_name_a_bad_row() -> None:
+    from newsletter.audience.segment_rules import rules_from_rows
+
+    rows = [
+        ("attr.city", "in", "Oslo, Bergen"),
+        ("", "=", ""),  # left empty
+        ("attr.age", ">=", "40"),
+        ("clicked_within", "=", "30d"),
+    ]
+    rules = rules_from_rows("all", rows)
+    assert rules is not None
+    assert format_line(parse_line(format_line(segments.read_rules(rules)))) == (
+        "attr.city in (Oslo, Bergen) and attr.age>=40 and clicked_within=30d"
+    )
+    assert rules_from_rows("any", [("", "=", "")] * 3) is None
+    with pytest.raises(RuleError, match=r"^rules\[1\]\.value: 'in' takes a non-empty list$"):
+        rules_from_rows("all", [("timezone", "present", ""), ("list", "in", " , ")])

@@ -27,6 +27,7 @@ from newsletter.admin.common import (
     write,
 )
 from newsletter.admin.i18n import _
+from newsletter.admin.segments import composer_rules
 from newsletter.audience.addresses import normalise_email
 from newsletter.audience.lists import get_list, list_lists
 from newsletter.campaigns import control, service
@@ -178,12 +179,28 @@ def _form_values(data: ImmutableMultiDict[str, Any]) -> dict[str, Any]:
     values["articles"] = [str(s) for s in data.getlist("articles")]
     values["segment"] = str(data.get("segment") or "")
     values["segment_rules"] = str(data.get("segment_rules") or "")
+    values["seg_match"] = str(data.get("seg_match") or "all")
+    values["seg_rows"] = _rows_of(data)
     return values
+
+
+SEGMENT_ROWS = 3
+
+
+def _rows_of(data: ImmutableMultiDict[str, Any]) -> list[tuple[str, str, str]]:
+    """The rule rows as posted (always SEGMENT_ROWS of them, empty ones included)."""
+    fields, ops, texts = (
+        [str(v) for v in data.getlist(name)] for name in ("seg_field", "seg_op", "seg_value")
+    )
+    rows = list(zip(fields, ops, texts, strict=False))[:SEGMENT_ROWS]
+    return rows + [("", "=", "")] * (SEGMENT_ROWS - len(rows))
 
 
 def _segment_values(session: Session, campaign: Campaign | None, values: dict[str, Any]) -> None:
     """The composer's segment fields of a saved draft: its saved segment, or the rules
     of its own segment (made from rules typed in the composer) as one line."""
+    values.setdefault("seg_match", "all")
+    values.setdefault("seg_rows", [("", "=", "")] * SEGMENT_ROWS)
     if campaign is None or "segment" in values:
         return
     values["segment"], values["segment_rules"] = "", ""
@@ -198,12 +215,13 @@ def _segment_values(session: Session, campaign: Campaign | None, values: dict[st
 def _choose_segment(
     session: Session, viewer: Viewer, campaign_id: int, data: ImmutableMultiDict[str, Any]
 ) -> None:
-    """Apply the composer's segment fields (rules typed in make a saved segment)."""
+    """Apply the composer's segment fields (rules typed in, or built in the rule rows,
+    make a saved segment of the campaign's own)."""
     slug = str(data.get("segment") or "").strip()
-    rules = str(data.get("segment_rules") or "").strip()
+    rules = composer_rules(data)
     if rules:
         viewer.require("segments:write")
-    choose_campaign_segment(session, campaign_id, slug, rules)
+    choose_campaign_segment(session, campaign_id, slug, rules or "")
 
 
 def _composer(

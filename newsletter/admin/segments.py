@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
+from starlette.datastructures import ImmutableMultiDict
 
 from newsletter.admin.common import (
     PREFIX,
@@ -21,7 +22,7 @@ from newsletter.admin.common import (
     write,
 )
 from newsletter.admin.i18n import _
-from newsletter.audience.segment_rules import format_line
+from newsletter.audience.segment_rules import format_line, rules_from_rows
 from newsletter.errors import InvalidInputError
 from newsletter.services import segments
 
@@ -88,46 +89,47 @@ def delete_segment(slug: str, request: Request, viewer: Writer) -> Response:
     return redirect(f"{PREFIX}/segments", _("Segment deleted."))
 
 
+def composer_rules(data: ImmutableMultiDict[str, Any]) -> dict[str, Any] | str | None:
+    """The composer's rules: the one-line form when typed in, else those built in the
+    rule rows (None when both are empty). `data` is the form or the query string."""
+    line = str(data.get("segment_rules") or "").strip()[:20_000]
+    if line:
+        return line
+    getlist = data.getlist
+    rows = list(
+        zip(
+            (str(v)[:200] for v in getlist("seg_field")),
+            (str(v)[:20] for v in getlist("seg_op")),
+            (str(v)[:5000] for v in getlist("seg_value")),
+            strict=False,
+        )
+    )[:20]
+    return rules_from_rows(str(data.get("seg_match") or "all"), rows)
+
+
 @router.get("/segments/count")
-def count(
-    request: Request,
-    viewer: Reader,
-    session: ReadSession,
-    segment: Annotated[str, Query(max_length=200)] = "",
-    segment_rules: Annotated[str, Query(max_length=20_000)] = "",
-    lists: Annotated[list[str] | None, Query()] = None,
-) -> Response:
-    """How many of the chosen lists' confirmed members the rules (or the saved segment)
-    match now: the composer's live count (htmx fragment)."""
-    return _count(request, viewer, session, segment, segment_rules, list(lists or []))
+def count(request: Request, viewer: Reader, session: ReadSession) -> Response:
+    """How many of the chosen lists' confirmed members the composer's rules (or its
+    saved segment) match now: the live count (htmx fragment)."""
+    return _count(request, viewer, session, request.query_params)
 
 
 @router.post("/segments/count")
 async def count_without_script(request: Request, viewer: Reader) -> Response:
-    """The composer's "Count readers" button without JavaScript: the same, as a page."""
+    """The composer's "Count" button without JavaScript: the same, as a page."""
     form = await request.form()
     with console_of(request).sessions() as session:
-        return _count(
-            request,
-            viewer,
-            session,
-            str(form.get("segment") or "")[:200],
-            str(form.get("segment_rules") or "")[:20_000],
-            [str(s) for s in form.getlist("lists")][:100],
-        )
+        return _count(request, viewer, session, form)
 
 
 def _count(
-    request: Request,
-    viewer: Viewer,
-    session: Session,
-    segment: str,
-    segment_rules: str,
-    lists: list[str],
+    request: Request, viewer: Viewer, session: Session, data: ImmutableMultiDict[str, Any]
 ) -> Response:
     error, number, line = "", None, ""
+    lists = [str(s)[:200] for s in data.getlist("lists")][:100]
+    segment = str(data.get("segment") or "")[:200]
     try:
-        rules: dict[str, Any] | str | None = segment_rules.strip() or None
+        rules = composer_rules(data)
         if rules is None and segment:
             rules = segments.saved_rules(session, segment)
         if rules:

@@ -405,3 +405,50 @@ class _LineParser:
         if text in ("true", "false"):
             return text == "true"
         return text
+
+
+# --- the console's rule rows ---------------------------------------------------------
+
+ROW_OPS = {
+    "=": "eq",
+    "!=": "ne",
+    "in": "in",
+    "contains": "contains",
+    ">": "gt",
+    ">=": "gte",
+    "<": "lt",
+    "<=": "lte",
+    "present": "present",
+    "absent": "absent",
+}
+
+
+def rules_from_rows(match: str, rows: list[tuple[str, str, str]]) -> dict[str, Any] | None:
+    """Rules from the composer's rows of (field, operator, value), as typed; empty rows
+    are left out, `in` takes values separated by commas; None when every row is empty.
+    Checked as `parse_rules` checks JSON (rules[i] is the i-th filled row, from 0)."""
+    conditions: list[dict[str, Any]] = []
+    for field, op_text, text in rows:
+        field, text = field.strip(), text.strip()
+        if not field:
+            continue
+        op = ROW_OPS.get(op_text.strip(), op_text.strip())
+        condition: dict[str, Any] = {"field": field, "op": op}
+        if op == "in":
+            condition["value"] = [_typed(v.strip()) for v in text.split(",") if v.strip()]
+        elif op not in PRESENCE:
+            condition["value"] = _typed(text)
+        conditions.append(condition)
+    if not conditions:
+        return None
+    rules = {"match": "any" if match == "any" else "all", "rules": conditions}
+    return to_json(parse_rules(rules))
+
+
+def _typed(text: str) -> Scalar:
+    """A value typed in a form: a number or true/false when it reads as one."""
+    if _NUMBER.match(text):
+        return float(text) if "." in text else int(text)
+    if text in ("true", "false"):
+        return text == "true"
+    return text

@@ -397,18 +397,20 @@ def describe_segment(session: Session, segment: Segment, count: bool = False) ->
 
 
 def choose_campaign_segment(
-    session: Session, campaign_id: int, slug: str = "", rules: str = ""
+    session: Session, campaign_id: int, slug: str = "", rules: dict[str, Any] | str = ""
 ) -> str | None:
-    """The composer's choice for a draft: rules typed in (one line) become the
-    campaign's own saved segment (`campaign-<id>`, created or updated); else the saved
-    segment `slug`; else none. Returns the slug used."""
-    if rules.strip():
+    """The composer's choice for a draft: rules given (one line, or JSON built from the
+    rule rows) become the campaign's own saved segment (`campaign-<id>`, created or
+    updated); else the saved segment `slug`; else none. Returns the slug used."""
+    if isinstance(rules, str):
+        rules = rules.strip()
+    if rules:
         own = f"campaign-{campaign_id}"
         name = f"Audience of campaign {campaign_id}"
         if saved_rules(session, own) is None:
-            create_segment(session, own, name, rules.strip())
+            create_segment(session, own, name, rules)
         else:
-            update_segment(session, own, rules=rules.strip())
+            update_segment(session, own, rules=rules)
         slug = own
     update_campaign(session, campaign_id, segment=slug)
     return slug or None
