@@ -302,3 +302,46 @@ def test_a_csv_import_tells_of_each_new_subscriber_and_of_its_end(session: Sessi
     rows = session.scalars(select(WebhookOutbox).order_by(WebhookOutbox.id)).all()
     assert [r.event for r in rows] == ["subscriber.created"] * 2 + ["import.finished"]
     assert rows[-1].data == {"import_id": job.id, "list": "clinic-news", "rejected": 1}
+
+
+def test_pausing_failing_and_stalling_are_told_from_where_they_happen(session: Session) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from newsletter.campaigns.control import pause_campaign
+    from newsletter.campaigns.runs import fail_campaign_run
+    from newsletter.runs.lifecycle import recover_stalled
+    from newsletter.runs.models import Run
+    from tests.factories import start_run
+
+    settings = settings_for("sqlite://", webhooks_allow_private=True)
+    webhooks.create_endpoint(session, settings, "https://127.0.0.1/h", ["*"])
+    import_sample(session)
+    news = make_list(session)
+    add_member(session, news, "ann@example.org")
+    campaign = series_digest(session, ["clinic-news"])
+    run_id, _ = start_run(session, campaign)
+    now = utcnow()
+    session.execute(
+        update(Run).where(Run.id == run_id).values(last_progress_at=now - timedelta(minutes=5))
+    )
+    recover_stalled(session, now, timedelta(seconds=60), 100)
+    recover_stalled(session, now + timedelta(minutes=5), timedelta(seconds=60), 100)  # once
+    pause_campaign(session, campaign.id)
+    other = series_digest(session, ["clinic-news"], subject="Other")
+    other_run, _ = start_run(session, other)
+    fail_campaign_run(session, other_run, "the template broke\nat line 3")
+    session.commit()
+    rows = session.scalars(select(WebhookOutbox).order_by(WebhookOutbox.id)).all()
+    told = [(r.event, r.data.get("run_id"), r.data.get("campaign_id")) for r in rows]
+    assert told == [
+        ("campaign.scheduled", None, campaign.id),
+        ("campaign.started", run_id, campaign.id),
+        ("run.stalled", run_id, campaign.id),
+        ("campaign.paused", None, campaign.id),
+        ("campaign.scheduled", None, other.id),
+        ("campaign.started", other_run, other.id),
+        ("campaign.failed", other_run, other.id),
+    ]
+    assert rows[-1].data["error"] == "the template broke"
