@@ -136,6 +136,14 @@ def test_a_segment_is_saved_on_its_page_and_bad_rules_name_the_problem(console: 
     console.find("#seg-rules").send_keys("attr.city ~ Oslo")
     console.submit("#segment-form button[type=submit]")
     assert console.find("#segment-error").text == "unknown operator '~' after 'attr.city'"
+    console.open("/admin/segments/oslo")
+    assert console.find("#segment-matching").text == "2"
+    rules = console.find("#seg-rules")
+    rules.clear()
+    rules.send_keys("attr.city in (Oslo, Bergen)")
+    console.submit("#segment-edit button[type=submit]")
+    assert "Segment saved." in console.find("p.notice").text
+    assert console.find("#segment-matching").text == "3"
 
 
 def test_the_composer_counts_readers_live_and_saves_the_segment(console: Console) -> None:

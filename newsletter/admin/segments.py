@@ -148,3 +148,54 @@ def _count(
         error=error,
         lists=lists,
     )
+
+
+# After /segments/count: a slug is matched last.
+@router.get("/segments/{slug}")
+def segment_page(slug: str, request: Request, viewer: Reader, session: ReadSession) -> Response:
+    segment = segments.describe_segment(session, segments.get_segment(session, slug), True)
+    return _edit_page(request, viewer, segment, dict(segment))
+
+
+def _edit_page(
+    request: Request,
+    viewer: Viewer,
+    segment: dict[str, Any],
+    values: dict[str, Any],
+    error: str = "",
+    status: int = 200,
+) -> Response:
+    return render(
+        request,
+        "segment.html",
+        viewer,
+        title=_("Segment “{name}”").format(name=segment["name"]),
+        segment=segment,
+        values=values,
+        error=error,
+        status=status,
+    )
+
+
+@router.post("/segments/{slug}")
+def update_segment(
+    slug: str,
+    request: Request,
+    viewer: Writer,
+    name: Annotated[str, Form(max_length=300)] = "",
+    description: Annotated[str, Form(max_length=2000)] = "",
+    rules: Annotated[str, Form(max_length=20_000)] = "",
+) -> Response:
+    def work(session: Session) -> None:
+        segments.update_segment(
+            session, slug, name=name, description=description, rules=rules.strip() or None
+        )
+
+    try:
+        write(request, viewer, work)
+    except InvalidInputError as exc:
+        with console_of(request).sessions() as session:
+            segment = segments.describe_segment(session, segments.get_segment(session, slug))
+        values = {"name": name, "description": description, "line": rules}
+        return _edit_page(request, viewer, segment, values, str(exc), 422)
+    return redirect(f"{PREFIX}/segments/{slug}", _("Segment saved."))

@@ -285,7 +285,7 @@ def create_segment(
     description: str = "",
 ) -> Segment:
     """A saved segment; rules are checked (and lists they name must exist)."""
-    if not _SLUG.match(slug):
+    if not _SLUG.match(slug) or slug == "count":  # /segments/count is the live count
         raise InvalidInputError("slug: lower-case letters, digits and '-', at most 200")
     if not name.strip():
         raise InvalidInputError("name: must not be empty")
