@@ -89,6 +89,11 @@ def test_an_endpoint_is_created_tested_logged_and_disabled_over_the_api(
         )
         off = http.patch(f"/webhooks/{hook['id']}", json={"enabled": False})
         assert off.json()["enabled"] is False
+        moved = http.patch(f"/webhooks/{hook['id']}", json={"events": ["campaign.finished"]})
+        assert moved.json()["events"] == ["campaign.finished"]
+        refused = http.patch(f"/webhooks/{hook['id']}", json={"url": "http://x.example/"})
+        assert refused.status_code == 422
+        assert refused.json()["detail"].startswith("url: must be https://")
         bad = http.post("/webhooks", json={"url": "https://x/", "events": ["campaign.sent"]})
         assert bad.status_code == 422
         assert bad.json()["detail"].startswith("events: unknown event 'campaign.sent'")
@@ -99,7 +104,7 @@ def test_an_endpoint_is_created_tested_logged_and_disabled_over_the_api(
         assert http.post("/webhooks", json=body).status_code == 403
     with staff.session() as session:
         actions = session.scalars(select(AuditEntry.action).order_by(AuditEntry.id)).all()
-    assert actions == ["webhook.create", "webhook.test", "webhook.disable"]
+    assert actions == ["webhook.create", "webhook.test", "webhook.disable", "webhook.update"]
 
 
 def test_the_cli_manages_endpoints_and_shows_the_log(staff: Staff, receiver: Receiver) -> None:

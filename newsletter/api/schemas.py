@@ -568,7 +568,10 @@ class WebhookIn(Strict):
 
 
 class WebhookPatch(Strict):
-    enabled: bool
+    enabled: bool | None = None
+    url: str | None = Field(default=None, min_length=1, max_length=2000)
+    events: list[str] | None = Field(default=None, min_length=1, max_length=50)
+    description: str | None = Field(default=None, max_length=500)
 
 
 class WebhookOut(BaseModel):

@@ -65,10 +65,21 @@ def get_one(webhook_id: Id, caller: Reader, session: ReadSession) -> WebhookOut:
 
 @router.patch("/webhooks/{webhook_id}", response_model=WebhookOut, tags=["webhooks"])
 def update(webhook_id: Id, body: WebhookPatch, request: Request, caller: Writer) -> Response:
-    """Enable (failures in a row start again; waiting events go out) or disable."""
+    """Change the URL, events or description; enable (failures in a row start again;
+    waiting events go out) or disable."""
+    settings = api_of(request).settings
 
     def work(session: Session) -> tuple[int, WebhookOut, str]:
-        endpoint = webhooks.set_enabled(session, webhook_id, body.enabled)
+        endpoint = webhooks.update_endpoint(
+            session,
+            settings,
+            webhook_id,
+            url=body.url,
+            events=body.events,
+            description=body.description,
+        )
+        if body.enabled is not None:
+            endpoint = webhooks.set_enabled(session, webhook_id, body.enabled)
         return 200, WebhookOut(**webhooks.describe_endpoint(endpoint)), ""
 
     return write(request, caller, body, work)

@@ -214,6 +214,38 @@ def set_enabled(session: Session, endpoint_id: int, enabled: bool) -> WebhookEnd
     return endpoint
 
 
+def update_endpoint(
+    session: Session,
+    settings: Settings,
+    endpoint_id: int,
+    *,
+    url: str | None = None,
+    events: Sequence[str] | None = None,
+    description: str | None = None,
+) -> WebhookEndpoint:
+    """Change where an endpoint is, what it hears or its description (checked as when
+    it was made); events already queued keep going to it."""
+    endpoint = get_endpoint(session, endpoint_id)
+    before = _audited(endpoint)
+    if url is not None:
+        endpoint.url = check_url(url, settings)
+    if events is not None:
+        endpoint.events = check_events(events)
+    if description is not None:
+        endpoint.description = description.strip()[:500]
+    session.flush()
+    forget_endpoints(session)
+    if before != _audited(endpoint):
+        audit.record(
+            session,
+            "webhook.update",
+            f"webhook:{endpoint.id}",
+            before=before,
+            after=_audited(endpoint),
+        )
+    return endpoint
+
+
 def delete_endpoint(session: Session, endpoint_id: int) -> None:
     """Remove an endpoint with its waiting events and its delivery log."""
     endpoint = get_endpoint(session, endpoint_id)
