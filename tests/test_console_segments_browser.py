@@ -23,7 +23,7 @@ from newsletter.db import make_engine, make_sessionmaker, utcnow
 from newsletter.services import webhooks
 from tests.api_server import PASSWORD, ServerThread
 from tests.console_browser import axe_violations, chromium, wait_for
-from tests.factories import add_member, import_sample, make_list, settings_for
+from tests.factories import SERIES, add_member, import_sample, make_list, settings_for
 from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.slow
@@ -219,6 +219,18 @@ def test_a_webhook_is_created_tested_and_its_log_shows_the_answer(console: Conso
     with console.sessions() as session:
         actions = set(session.scalars(select(AuditEntry.action)))
     assert {"segment.create", "webhook.create", "webhook.test", "webhook.disable"} <= actions
+
+
+def test_a_drip_sequence_can_enrol_only_a_segment(console: Console) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    console.open("/admin/sequences")
+    Select(console.find("#q-series")).select_by_value(SERIES)
+    console.find("#q-every").send_keys("7d")
+    Select(console.find("#q-segment")).select_by_value("oslo")
+    console.submit("form[action='/admin/sequences'] button[type=submit]")
+    assert "Sequence created." in console.find("p.notice").text
+    assert "(segment oslo)" in console.find("main h2").text
 
 
 def test_an_analyst_reads_segments_but_cannot_write_or_open_webhooks(console: Console) -> None:
