@@ -228,6 +228,19 @@ class Settings(BaseSettings):
     api_rate_limit: int = 600  # requests per minute per token (or session)
     # Let staff requests make the server fetch URLs on private or loopback addresses.
     allow_private_urls: bool = False
+    # Outgoing webhooks (services/webhooks.py): endpoints must be https:// on public
+    # addresses (checked again at each send, against DNS rebinding) unless allowed here;
+    # an extra CA bundle to trust (an internal CA); a POST's timeout; retries with
+    # exponential backoff from the base delay, at most max_attempts per event; an
+    # endpoint is disabled after disable_after failures in a row spanning at least
+    # disable_min_hours (so a short outage never disables it).
+    webhooks_allow_private: bool = False
+    webhooks_ca_file: str = ""
+    webhooks_timeout: float = 10.0
+    webhooks_retry_base_seconds: float = 30.0
+    webhooks_max_attempts: int = 8
+    webhooks_disable_after: int = 10
+    webhooks_disable_min_hours: float = 1.0
     # Sign-up forms posted by browsers must come from these origins (besides the base
     # URL's own); JSON and clients that send no Origin are not concerned.
     signup_allowed_origins: str = ""

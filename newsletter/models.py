@@ -12,6 +12,7 @@ from newsletter.audience.models import (
     ImportJob,
     MailingList,
     OptIn,
+    Segment,
     Subscriber,
     Subscription,
     SubscriptionStatus,
@@ -27,6 +28,7 @@ from newsletter.campaigns.models import (
 )
 from newsletter.content.models import Article, Feed, Series
 from newsletter.db import Base
+from newsletter.events.models import WebhookAttempt, WebhookEndpoint, WebhookOutbox
 from newsletter.runs.models import Delivery, DeliveryStatus, Run, RunStatus, SchedulerHeartbeat
 from newsletter.sequences.models import Enrollment, EnrollmentStatus, Sequence, SequenceStatus
 from newsletter.tracking.models import (
@@ -58,6 +60,7 @@ __all__ = [
     "Run",
     "RunStatus",
     "SchedulerHeartbeat",
+    "Segment",
     "Sequence",
     "SequenceStatus",
     "Series",
@@ -73,6 +76,9 @@ __all__ = [
     "TrackingEvent",
     "TrackingRollup",
     "User",
+    "WebhookAttempt",
+    "WebhookEndpoint",
+    "WebhookOutbox",
     "WebhookSignature",
     "campaign_lists",
 ]

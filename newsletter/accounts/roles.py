@@ -7,7 +7,8 @@ write a campaign and the people who decide it goes out are often not the same:
 | role    | may                                                                 |
 |---------|---------------------------------------------------------------------|
 | admin   | everything, including users, tokens of others and the audit log     |
-| editor  | articles, series, templates and campaign drafts; reads the rest     |
+| editor  | articles, series, templates, segments and campaign drafts; reads    |
+|         | the rest                                                            |
 | sender  | schedules, pauses, resumes, cancels and test-sends campaigns; runs  |
 |         | drip sequences; reads content, lists, subscribers and deliveries    |
 | analyst | reads everything but users and the audit log (reports, exports)     |
@@ -29,6 +30,7 @@ AREAS = (
     "series",
     "lists",
     "subscribers",
+    "segments",
     "campaigns",
     "sequences",
     "templates",
@@ -64,7 +66,7 @@ _READ_ALL_BUT_USERS = frozenset(f"{area}:read" for area in AREAS if area != "use
 ROLE_SCOPES: dict[Role, frozenset[str]] = {
     Role.admin: frozenset(ALL_SCOPES),
     Role.editor: _READ_ALL_BUT_USERS
-    | {"articles:write", "series:write", "templates:write", "campaigns:write"},
+    | {"articles:write", "series:write", "templates:write", "campaigns:write", "segments:write"},
     Role.sender: _READ_ALL_BUT_USERS | {"campaigns:send", "campaigns:pause", "sequences:write"},
     Role.analyst: _READ_ALL_BUT_USERS,
     Role.ops: frozenset(

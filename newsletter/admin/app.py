@@ -21,7 +21,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from newsletter.admin import audience, auth, campaigns, content, home, ops, people, reports
+from newsletter.admin import (
+    audience,
+    auth,
+    campaigns,
+    content,
+    home,
+    ops,
+    people,
+    reports,
+    segments,
+    webhooks,
+)
 from newsletter.admin.common import (
     HERE,
     PREFIX,
@@ -129,7 +140,18 @@ def create_console_app(settings: Settings, *, rate_limiter: RateLimiter | None =
         templates=template_environment(),
         assets=Assets.scan(HERE / "static"),
     )
-    for module in (auth, home, campaigns, audience, content, people, reports, ops):
+    for module in (
+        auth,
+        home,
+        campaigns,
+        audience,
+        content,
+        people,
+        reports,
+        ops,
+        segments,
+        webhooks,
+    ):
         app.include_router(module.router, prefix=PREFIX)
     _add_static(app)
     _add_error_pages(app)

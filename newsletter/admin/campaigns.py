@@ -27,6 +27,7 @@ from newsletter.admin.common import (
     write,
 )
 from newsletter.admin.i18n import _
+from newsletter.admin.segments import composer_rules
 from newsletter.audience.addresses import normalise_email
 from newsletter.audience.lists import get_list, list_lists
 from newsletter.campaigns import control, service
@@ -39,6 +40,12 @@ from newsletter.delivery.previews import preview_for, send_test
 from newsletter.errors import InvalidInputError, NewsletterError
 from newsletter.rendering.library import template_library
 from newsletter.runs.progress import find_deliveries, run_progress
+from newsletter.services.segments import (
+    campaign_recipients,
+    choose_campaign_segment,
+    describe_segment,
+    list_segments,
+)
 
 router = APIRouter()
 Reader = Annotated[Viewer, Depends(needs("campaigns:read"))]
@@ -94,6 +101,7 @@ def _choices(session: Session, viewer: Viewer) -> dict[str, Any]:
     ]
     stored = [t.name for t in list_templates(session)]
     return {
+        "segments": list_segments(session) if viewer.may("segments:read") else [],
         "lists": lists,
         "articles": [a for a in list_articles(session) if a.published_at is not None],
         "series": list_series(session),
@@ -169,7 +177,51 @@ def _form_values(data: ImmutableMultiDict[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {k: str(data.get(k) or "") for k in (*DRAFT_FIELDS, "planned")}
     values["lists"] = [str(s) for s in data.getlist("lists")]
     values["articles"] = [str(s) for s in data.getlist("articles")]
+    values["segment"] = str(data.get("segment") or "")
+    values["segment_rules"] = str(data.get("segment_rules") or "")
+    values["seg_match"] = str(data.get("seg_match") or "all")
+    values["seg_rows"] = _rows_of(data)
     return values
+
+
+SEGMENT_ROWS = 3
+
+
+def _rows_of(data: ImmutableMultiDict[str, Any]) -> list[tuple[str, str, str]]:
+    """The rule rows as posted (always SEGMENT_ROWS of them, empty ones included)."""
+    fields, ops, texts = (
+        [str(v) for v in data.getlist(name)] for name in ("seg_field", "seg_op", "seg_value")
+    )
+    rows = list(zip(fields, ops, texts, strict=False))[:SEGMENT_ROWS]
+    return rows + [("", "=", "")] * (SEGMENT_ROWS - len(rows))
+
+
+def _segment_values(session: Session, campaign: Campaign | None, values: dict[str, Any]) -> None:
+    """The composer's segment fields of a saved draft: its saved segment, or the rules
+    of its own segment (made from rules typed in the composer) as one line."""
+    values.setdefault("seg_match", "all")
+    values.setdefault("seg_rows", [("", "=", "")] * SEGMENT_ROWS)
+    if campaign is None or "segment" in values:
+        return
+    values["segment"], values["segment_rules"] = "", ""
+    slug = service.segment_slug(session, campaign)
+    if slug == f"campaign-{campaign.id}":
+        segment = next(s for s in list_segments(session) if s.slug == slug)
+        values["segment_rules"] = describe_segment(session, segment)["line"]
+    elif slug:
+        values["segment"] = slug
+
+
+def _choose_segment(
+    session: Session, viewer: Viewer, campaign_id: int, data: ImmutableMultiDict[str, Any]
+) -> None:
+    """Apply the composer's segment fields (rules typed in, or built in the rule rows,
+    make a saved segment of the campaign's own)."""
+    slug = str(data.get("segment") or "").strip()
+    rules = composer_rules(data)
+    if rules:
+        viewer.require("segments:write")
+    choose_campaign_segment(session, campaign_id, slug, rules or "")
 
 
 def _composer(
@@ -182,6 +234,7 @@ def _composer(
     error: str = "",
     status: int = 200,
 ) -> Response:
+    _segment_values(session, campaign, values)
     return render(
         request,
         "composer.html",
@@ -227,6 +280,7 @@ def _create(request: Request, viewer: Viewer, data: ImmutableMultiDict[str, Any]
             service.update_campaign(
                 db, campaign.id, planned_at=edits["planned_at"], library=library
             )
+        _choose_segment(db, viewer, campaign.id, data)
         return campaign.id
 
     try:
@@ -268,6 +322,7 @@ def _save(
         edits = _edits_from(data)
         _check_lists(db, viewer, edits["list_slugs"])
         service.update_campaign(db, campaign_id, library=library, **edits)
+        _choose_segment(db, viewer, campaign_id, data)
 
     try:
         write(request, viewer, work)
@@ -484,7 +539,7 @@ def confirm_schedule(
             error=str(exc),
             status=422,
         )
-    count = service.recipients_now(session, campaign_id)
+    count = campaign_recipients(session, campaign_id)
     return render(
         request,
         "schedule_confirm.html",

@@ -43,6 +43,7 @@ from newsletter.sequences.service import (
     members_by_position,
     set_paused,
 )
+from newsletter.services.segments import list_segments
 
 router = APIRouter()
 Reader = Annotated[Viewer, Depends(needs("articles:read"))]
@@ -254,6 +255,7 @@ def sequences(request: Request, viewer: SequenceReader, session: ReadSession) ->
         rows=rows,
         series=editing.list_series(session),
         lists=list_lists(session),
+        segments=list_segments(session) if viewer.may("segments:read") else [],
     )
 
 
@@ -266,9 +268,10 @@ def new_sequence(
     every: Annotated[str, Form(max_length=20)] = "",
     cron: Annotated[str, Form(max_length=100)] = "",
     timezone: Annotated[str, Form(max_length=64)] = "UTC",
+    segment: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
-    """Send a series to a list's members one article at a time, every period or by a
-    cron read in each reader's zone."""
+    """Send a series to a list's members (those matching a segment, if chosen) one
+    article at a time, every period or by a cron read in each reader's zone."""
     postal = console_of(request).settings.postal_address
 
     def work(session: Session) -> None:
@@ -281,6 +284,7 @@ def new_sequence(
             cron=cron.strip() or None,
             timezone=timezone.strip() or "UTC",
             postal_address=postal,
+            segment=segment or None,
         )
 
     write(request, viewer, work)

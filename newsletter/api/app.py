@@ -20,7 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from newsletter.api import admin, audience, auth, campaigns, content, ops
+from newsletter.api import admin, audience, auth, campaigns, content, ops, segments, webhooks
 from newsletter.api.common import (
     PROBLEM,
     Api,
@@ -95,7 +95,7 @@ def create_staff_app(settings: Settings, *, rate_limiter: RateLimiter | None = N
     )
     routes = APIRouter(prefix=PREFIX, responses=_problem_responses())
     # ops before campaigns: /runs/stalled is not /runs/{run_id}.
-    for module in (auth, admin, audience, content, ops, campaigns):
+    for module in (auth, admin, audience, segments, content, ops, campaigns, webhooks):
         routes.include_router(module.router)
     app.include_router(routes)
     _add_error_handlers(app)

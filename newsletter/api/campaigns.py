@@ -135,6 +135,7 @@ def create(body: CampaignIn, request: Request, caller: Writer) -> Response:
             template=body.template,
             preheader=body.preheader,
             library=template_library(library.templates_dir),
+            segment=body.segment,
         )
         if body.tracking is not None or body.track_opens is not None:
             service.set_campaign_tracking(session, campaign.id, body.tracking, body.track_opens)
@@ -170,6 +171,7 @@ def update(campaign_id: Id, body: CampaignPatch, request: Request, caller: Write
             template=body.template,
             list_slugs=body.lists,
             content=_content(body.content) if body.content else None,
+            segment=body.segment,
         )
         if body.tracking is not None or body.track_opens is not None:
             service.set_campaign_tracking(session, campaign_id, body.tracking, body.track_opens)
@@ -358,6 +360,7 @@ def new_sequence(
             timezone=body.timezone,
             initial_delay=body.delay,
             restart_on_rejoin=body.restart_on_rejoin,
+            segment=body.segment,
         )
         return 201, SequenceOut(**describe_sequence(session, made)), f"/api/v1/sequences/{made.id}"
 

@@ -344,6 +344,7 @@ class CampaignIn(Strict):
     preheader: str = Field(default="", max_length=500)
     tracking: Literal["off", "anonymous", "individual"] | None = None
     track_opens: bool | None = None
+    segment: str | None = Field(default=None, max_length=200, description="a segment's slug")
 
 
 class CampaignPatch(Strict):
@@ -355,6 +356,9 @@ class CampaignPatch(Strict):
     preheader: str | None = Field(default=None, max_length=500)
     tracking: Literal["off", "anonymous", "individual"] | Literal[""] | None = None
     track_opens: bool | None = None
+    segment: str | None = Field(
+        default=None, max_length=200, description='a segment\'s slug; "" removes it'
+    )
 
 
 class LinkOut(BaseModel):
@@ -406,6 +410,7 @@ class CampaignOut(BaseModel):
     template: str
     content: dict[str, Any]
     lists: list[str]
+    segment: str | None = None
     send_at: str | None
     cron: str | None
     timezone: str
@@ -496,6 +501,7 @@ class SequenceIn(Strict):
     timezone: str = Field(default="UTC", max_length=64)
     delay: str | None = Field(default=None, max_length=20)
     restart_on_rejoin: bool = False
+    segment: str | None = Field(default=None, max_length=200, description="a segment's slug")
 
 
 class SequenceOut(BaseModel):
@@ -508,5 +514,97 @@ class SequenceOut(BaseModel):
     cron: str | None
     timezone: str
     initial_delay_seconds: int
+    segment: str | None = None
     status: str
     enrollments: dict[str, int]
+
+
+RULES_HELP = (
+    'the rule tree as JSON ({"match": "all", "rules": [{"field": "attr.city", '
+    '"op": "eq", "value": "Oslo"}]}) or its one-line form '
+    "(attr.city=Oslo and clicked_within=30d)"
+)
+
+
+class SegmentIn(Strict):
+    slug: str = Field(min_length=1, max_length=200, pattern="^[a-z0-9][a-z0-9-]*$")
+    name: str = Field(min_length=1, max_length=300)
+    description: str = Field(default="", max_length=2000)
+    rules: dict[str, Any] | str = Field(description=RULES_HELP)
+
+
+class SegmentPatch(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=300)
+    description: str | None = Field(default=None, max_length=2000)
+    rules: dict[str, Any] | str | None = Field(default=None, description=RULES_HELP)
+
+
+class SegmentOut(BaseModel):
+    id: int
+    slug: str
+    name: str
+    description: str
+    rules: dict[str, Any]
+    line: str
+    created_at: str
+    updated_at: str
+    count: int | None = None
+
+
+class SegmentCountIn(Strict):
+    rules: dict[str, Any] | str = Field(description=RULES_HELP)
+    lists: list[str] = Field(default=[], max_length=100, description="only their confirmed members")
+
+
+class SegmentCountOut(BaseModel):
+    count: int
+    line: str
+
+
+class WebhookIn(Strict):
+    url: str = Field(min_length=1, max_length=2000, description="https:// on a public host")
+    events: list[str] = Field(min_length=1, max_length=50, description="event names, or *")
+    description: str = Field(default="", max_length=500)
+
+
+class WebhookPatch(Strict):
+    enabled: bool | None = None
+    url: str | None = Field(default=None, min_length=1, max_length=2000)
+    events: list[str] | None = Field(default=None, min_length=1, max_length=50)
+    description: str | None = Field(default=None, max_length=500)
+
+
+class WebhookOut(BaseModel):
+    id: int
+    url: str
+    events: list[str]
+    description: str
+    enabled: bool
+    failure_count: int
+    failing_since: str | None
+    disabled_reason: str
+    secret_hint: str
+    created_at: str
+
+
+class WebhookCreated(WebhookOut):
+    secret: str = Field(description="the signing secret, shown only now")
+
+
+class WebhookTestOut(BaseModel):
+    event_id: str
+    message: str
+
+
+class WebhookAttemptOut(BaseModel):
+    id: int
+    event: str
+    event_id: str
+    attempted_at: str
+    ok: bool
+    status_code: int | None
+    duration_ms: int
+    error: str
+    response_excerpt: str
+    event_status: str
+    attempts: int

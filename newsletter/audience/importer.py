@@ -56,6 +56,7 @@ from newsletter.audience.layouts import (
 from newsletter.audience.lists import get_list
 from newsletter.audience.models import (
     ImportJob,
+    MailingList,
     Subscriber,
     Subscription,
     SubscriptionStatus,
@@ -63,6 +64,7 @@ from newsletter.audience.models import (
 )
 from newsletter.db import upsert_insert, utcnow
 from newsletter.errors import InvalidInputError, NotFoundError, Problem
+from newsletter.events.outbox import emit
 from newsletter.importing import ImportReport, import_transaction
 
 BATCH_SIZE = 1000
@@ -658,7 +660,10 @@ def _insert_subscribers(session: Session, rows: Sequence[SubscriberRow]) -> dict
         insert(Subscriber).returning(Subscriber.id, Subscriber.email),
         [{"email": row.email, "name": row.name, "attributes": row.attributes} for row in rows],
     )
-    return {email: subscriber_id for subscriber_id, email in inserted}
+    ids = {email: subscriber_id for subscriber_id, email in inserted}
+    for email, subscriber_id in ids.items():
+        emit(session, "subscriber.created", {"subscriber_id": subscriber_id, "email": email})
+    return ids
 
 
 def _merge_profile(subscriber: Subscriber, row: SubscriberRow) -> bool:
@@ -721,6 +726,9 @@ def run_import(
     )
     session.add(job)
     session.flush()
+    if not dry_run:
+        data = {"import_id": job.id, "list": list_slug, "rejected": len(report.problems)}
+        emit(session, "import.finished", data)
     audit.record(
         session,
         "subscribers.import_dry_run" if dry_run else "subscribers.import",
@@ -904,6 +912,13 @@ def run_import_job(sessions: sessionmaker[Session], job_id: int) -> None:
             )
             .execution_options(synchronize_session=False)
         )
+        slug = session.scalar(
+            select(MailingList.slug)
+            .join(ImportJob, ImportJob.list_id == MailingList.id)
+            .where(ImportJob.id == job_id)
+        )
+        data = {"import_id": job_id, "list": slug, "rejected": len(rejected)}
+        emit(session, "import.finished", data)
         session.commit()
 
 

@@ -194,3 +194,18 @@ class ImportJob(Base):
     error: Mapped[str] = mapped_column(Text, default="")
 
     mailing_list: Mapped[MailingList] = relationship()
+
+
+class Segment(Base):
+    """A saved filter over subscribers: a rule tree as JSON (see services/segments.py),
+    compiled to SQL expressions when counted or when a run's audience is frozen."""
+
+    __tablename__ = "segments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(300))
+    description: Mapped[str] = mapped_column(String(2000), default="")
+    rules: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)

@@ -39,6 +39,7 @@ from newsletter.audience.models import (
 )
 from newsletter.audience.subscriptions import add_subscription, confirm_pending
 from newsletter.errors import InvalidInputError
+from newsletter.events.outbox import emit
 
 MAX_NAME = 300
 MAX_LISTS = 50
@@ -148,6 +149,7 @@ def _subscriber_for(session: Session, address: str, name: str) -> Subscriber:
         if winner is None:
             raise
         return winner
+    emit(session, "subscriber.created", {"subscriber_id": subscriber.id, "email": address})
     return subscriber
 
 

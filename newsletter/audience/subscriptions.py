@@ -21,6 +21,7 @@ from newsletter.audience.models import (
 )
 from newsletter.db import utcnow
 from newsletter.errors import NotFoundError
+from newsletter.events.outbox import emit
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,13 @@ def add_subscription(
     return subscription
 
 
+def subscriber_event(session: Session, event: str, subscriber_id: int, list_id: int) -> None:
+    """Queue a webhook event about the subscriber's subscription to the list."""
+    email = session.scalar(select(Subscriber.email).where(Subscriber.id == subscriber_id))
+    slug = session.scalar(select(MailingList.slug).where(MailingList.id == list_id))
+    emit(session, event, {"subscriber_id": subscriber_id, "email": email, "list": slug})
+
+
 def confirm_pending(session: Session, subscriber_id: int, list_id: int) -> ConfirmOutcome:
     """Confirm an unconfirmed subscription (the confirmation link was followed).
 
@@ -91,6 +99,7 @@ def confirm_pending(session: Session, subscriber_id: int, list_id: int) -> Confi
     subscription.status = SubscriptionStatus.confirmed
     subscription.confirmed_at = utcnow()
     session.flush()
+    subscriber_event(session, "subscriber.confirmed", subscriber_id, list_id)
     return ConfirmOutcome.confirmed
 
 
@@ -100,16 +109,19 @@ def join(session: Session, subscriber_id: int, list_id: int, source: str) -> Non
     Only for callers that have proven the subscriber controls the address (a signed
     link we mailed them) or for single opt-in lists. Joining twice changes nothing.
     """
+    before = find_subscription(session, subscriber_id, list_id)
+    if before is not None and before.status is SubscriptionStatus.confirmed:
+        return
     subscription = add_subscription(
         session, subscriber_id, list_id, SubscriptionStatus.confirmed, source
     )
-    if subscription.status is SubscriptionStatus.confirmed:
-        return
-    subscription.status = SubscriptionStatus.confirmed
-    subscription.confirmed_at = utcnow()
-    subscription.unsubscribed_at = None
-    subscription.source = source[:100]
-    session.flush()
+    if subscription.status is not SubscriptionStatus.confirmed:
+        subscription.status = SubscriptionStatus.confirmed
+        subscription.confirmed_at = utcnow()
+        subscription.unsubscribed_at = None
+        subscription.source = source[:100]
+        session.flush()
+    subscriber_event(session, "subscriber.confirmed", subscriber_id, list_id)
 
 
 def unsubscribe(session: Session, subscriber_id: int, list_id: int, source: str) -> MailingList:
@@ -123,6 +135,7 @@ def unsubscribe(session: Session, subscriber_id: int, list_id: int, source: str)
         subscription.source = source[:100]
         session.flush()
         metrics.count_unsubscribe(source)
+        subscriber_event(session, "subscriber.unsubscribed", subscriber_id, list_id)
     return subscription.mailing_list
 
 

@@ -34,6 +34,7 @@ from newsletter.audience.models import BounceEvent, Subscriber, Subscription, Su
 from newsletter.audience.subscriptions import suppress_address, unsubscribe
 from newsletter.bounces.dsn import BounceReport, Kind, RecipientResult
 from newsletter.errors import InvalidInputError
+from newsletter.events.outbox import emit
 
 DEFAULT_SOFT_BOUNCE_LIMIT = 3
 # Feedback reports that are not a reader asking to stop: a DMARC failure report
@@ -133,11 +134,16 @@ def _act(
     subscriber = _find_subscriber(session, recipient, address)
     # Suppress the address we mail (the subscriber's), not an alias it expanded to.
     email = subscriber.email if subscriber is not None else address
+    subscriber_id = subscriber.id if subscriber is not None else None
     if recipient.kind is Kind.hard:
         metrics.count_bounce("hard")
+        data = {"subscriber_id": subscriber_id, "email": email, "kind": "hard"}
+        emit(session, "subscriber.bounced", data)
         return _suppress(session, email, "hard-bounce", detail, "hard bounce")
     if recipient.kind is Kind.soft:
         metrics.count_bounce("soft")
+        data = {"subscriber_id": subscriber_id, "email": email, "kind": "soft"}
+        emit(session, "subscriber.bounced", data)
         return _count_soft_bounce(session, subscriber, email, detail, limit)
     if recipient.kind is Kind.complaint:
         if feedback_type in NOT_A_COMPLAINT:
@@ -145,6 +151,7 @@ def _act(
                 Action.recorded, email, f"recorded {feedback_type} report for {email}: no action"
             )
         metrics.count_complaint()
+        emit(session, "subscriber.complained", {"subscriber_id": subscriber_id, "email": email})
         return _complain(session, subscriber, email, detail)
     return Outcome(Action.recorded, email, f"recorded {recipient.kind} for {email}")
 

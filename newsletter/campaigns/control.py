@@ -17,6 +17,7 @@ from newsletter.accounts import audit
 from newsletter.campaigns.content import get_campaign
 from newsletter.campaigns.models import Campaign, CampaignStatus
 from newsletter.errors import InvalidInputError
+from newsletter.events.outbox import emit
 from newsletter.runs import lifecycle
 from newsletter.runs.models import RunStatus
 
@@ -30,6 +31,7 @@ def pause_campaign(session: Session, campaign_id: int) -> Campaign:
     before = campaign.status.value
     campaign.status = CampaignStatus.paused
     lifecycle.pause(session, campaign.runs)
+    emit(session, "campaign.paused", {"campaign_id": campaign.id, "name": campaign.name})
     _audit(session, "campaign.pause", campaign, before)
     return campaign
 

@@ -108,6 +108,8 @@ class Campaign(Base):
         Enum(TrackingMode, native_enum=False, length=20)
     )
     track_opens: Mapped[bool | None] = mapped_column(Boolean)
+    # Only the lists' members matching this segment (frozen at fan-out); None: all.
+    segment_id: Mapped[int | None] = mapped_column(ForeignKey("segments.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 

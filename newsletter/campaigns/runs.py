@@ -31,8 +31,17 @@ from newsletter.recurrence import (
 )
 from newsletter.runs import lifecycle
 from newsletter.runs.fanout import DeliverAt, fan_out
-from newsletter.runs.ledger import Chunk
+from newsletter.runs.ledger import AudienceFilter, Chunk
 from newsletter.runs.models import Run
+
+# Compiles a saved segment (by id) to a condition over subscribers. It lives above
+# this layer (services/segments.py: it knows engagement), so the caller passes it in.
+SegmentFilter = Callable[[Session, int], AudienceFilter]
+
+
+class SegmentCompilerMissing(NewsletterError):
+    """A campaign with a segment was fanned out without a way to compile it: refused,
+    rather than mailing everyone on its lists."""
 
 
 def claim_due_campaigns(
@@ -130,9 +139,11 @@ def prepare_campaign_run(
     run_id: int,
     settings: Settings,
     enqueue: Callable[[Chunk], None],
+    segment_filter: SegmentFilter | None = None,
 ) -> int:
     """Freeze the run's email, write its ledger and enqueue its chunks; returns the
-    number of recipients (0 for a run that was skipped or is gone).
+    number of recipients (0 for a run that was skipped or is gone). A campaign with
+    a segment needs `segment_filter`.
 
     An empty digest that skips empty runs is skipped; one that cannot be rendered
     fails (and is raised), and its one-off campaign goes back to draft."""
@@ -153,7 +164,7 @@ def prepare_campaign_run(
             session.commit()
             raise
         session.commit()
-    return fan_out_campaign_run(sessions, run_id, settings.chunk_size, enqueue)
+    return fan_out_campaign_run(sessions, run_id, settings.chunk_size, enqueue, segment_filter)
 
 
 def fan_out_campaign_run(
@@ -161,16 +172,27 @@ def fan_out_campaign_run(
     run_id: int,
     chunk_size: int,
     enqueue: Callable[[Chunk], None],
+    segment_filter: SegmentFilter | None = None,
 ) -> int:
     """Write the run's ledger for the campaign's lists (each reader due at their own
-    local time for a local-time campaign) and enqueue its chunks; see runs.fanout."""
+    local time for a local-time campaign; only those matching its segment, as the
+    segment reads now) and enqueue its chunks; see runs.fanout."""
     with sessions() as session:
         run = session.get_one(Run, run_id)
         assert run.campaign_id is not None
         campaign = get_campaign(session, run.campaign_id)
         list_ids = [ml.id for ml in campaign.lists]
         deliver_at = local_time_schedule(campaign, run) if campaign.local_time else None
-    return fan_out(sessions, run_id, list_ids, chunk_size, enqueue, deliver_at)
+        where = None
+        if campaign.segment_id is not None:
+            if segment_filter is None:
+                raise SegmentCompilerMissing(
+                    f"campaign {campaign.id} has a segment but no segment compiler was given"
+                )
+            # Compiled once: relative times ("clicked in the last 30 days") are read
+            # now, so every page of the run sees the same audience.
+            where = segment_filter(session, campaign.segment_id)
+    return fan_out(sessions, run_id, list_ids, chunk_size, enqueue, deliver_at, where)
 
 
 def fail_campaign_run(session: Session, run_id: int, error: str) -> None:

@@ -14,12 +14,13 @@ from sqlalchemy.orm import Session
 
 from newsletter.accounts import audit
 from newsletter.audience.lists import get_list, require_postal_address
-from newsletter.audience.models import TrackingMode
+from newsletter.audience.models import Segment, TrackingMode
 from newsletter.campaigns.content import get_campaign, select_articles
 from newsletter.campaigns.models import Campaign, CampaignStatus, ContentKind
 from newsletter.campaigns.templates import check_campaign_template
 from newsletter.db import utcnow
 from newsletter.errors import InvalidInputError
+from newsletter.events.outbox import emit
 from newsletter.recurrence import check_cron, next_occurrence, zone
 from newsletter.rendering.library import BUILTIN, TemplateLibrary
 from newsletter.runs.ledger import AudienceCount, audience_count
@@ -72,8 +73,10 @@ def create_campaign(
     template: str = "digest",
     preheader: str = "",
     library: TemplateLibrary = BUILTIN,
+    segment: str | None = None,
 ) -> Campaign:
-    """A draft campaign; lists, articles and template are checked now, not at send time."""
+    """A draft campaign; lists, articles, segment and template are checked now, not at
+    send time. `segment` (a slug) narrows the lists' members to those matching it."""
     if not name.strip():
         raise InvalidInputError("--name must not be empty")
     if not subject.strip():
@@ -91,6 +94,7 @@ def create_campaign(
         content_kind=kind,
         content_args=args,
         lists=[get_list(session, slug) for slug in dict.fromkeys(list_slugs)],
+        segment_id=_segment_id(session, segment),
     )
     if content.since_last or content.tag:
         pass  # may well be empty today; each run decides (see skip_if_empty)
@@ -105,6 +109,22 @@ def create_campaign(
     return campaign
 
 
+def _segment_id(session: Session, slug: str | None) -> int | None:
+    """The id of the segment `slug` ("" or None: no segment)."""
+    if not slug:
+        return None
+    segment_id = session.scalar(select(Segment.id).where(Segment.slug == slug))
+    if segment_id is None:
+        raise InvalidInputError(f"segment: no segment {slug!r}")
+    return segment_id
+
+
+def segment_slug(session: Session, campaign: Campaign) -> str | None:
+    if campaign.segment_id is None:
+        return None
+    return session.scalar(select(Segment.slug).where(Segment.id == campaign.segment_id))
+
+
 def audited(campaign: Campaign) -> dict[str, Any]:
     """What the audit log keeps of a campaign, before and after a change."""
     return {
@@ -114,6 +134,7 @@ def audited(campaign: Campaign) -> dict[str, Any]:
         "template": campaign.template,
         "content": {"kind": campaign.content_kind.value, **campaign.content_args},
         "lists": sorted(ml.slug for ml in campaign.lists),
+        "segment_id": campaign.segment_id,
         "status": campaign.status.value,
         "send_at": campaign.send_at.isoformat() if campaign.send_at else None,
         "cron": campaign.cron,
@@ -141,10 +162,12 @@ def update_campaign(
     content: ContentSpec | None = None,
     library: TemplateLibrary = BUILTIN,
     planned_at: datetime | bool | None = False,
+    segment: str | None = None,
 ) -> Campaign:
     """Change a draft; checked as `create_campaign` checks a new one. `planned_at`
     is a date the draft is planned for (the calendar shows it as planned; nothing
-    sends a draft): None removes it, False leaves it."""
+    sends a draft): None removes it, False leaves it. `segment`: a slug, "" for none,
+    None leaves it."""
     campaign = get_campaign(session, campaign_id)
     if campaign.status is not CampaignStatus.draft:
         raise InvalidInputError(
@@ -167,6 +190,8 @@ def update_campaign(
         if not list_slugs:
             raise InvalidInputError("lists: name at least one list")
         campaign.lists = [get_list(session, slug) for slug in dict.fromkeys(list_slugs)]
+    if segment is not None:
+        campaign.segment_id = _segment_id(session, segment)
     if planned_at is not False:
         campaign.send_at = planned_at if isinstance(planned_at, datetime) else None
     if content is not None:
@@ -199,8 +224,8 @@ def list_campaigns(
 
 def recipients_now(session: Session, campaign_id: int) -> AudienceCount:
     """How many people a run of the campaign started now would mail: its lists'
-    distinct confirmed members, less suppressed addresses (what the schedule
-    confirmation shows)."""
+    distinct confirmed members, less suppressed addresses. Without its segment: a
+    campaign with one is counted by services/segments.campaign_recipients."""
     campaign = get_campaign(session, campaign_id)
     return audience_count(session, [ml.id for ml in campaign.lists])
 
@@ -273,6 +298,17 @@ def parse_local_time(value: str, zone: str) -> datetime:
     return moment.astimezone(UTC)
 
 
+def _scheduled_event(session: Session, campaign: Campaign) -> None:
+    data = {
+        "campaign_id": campaign.id,
+        "name": campaign.name,
+        "send_at": campaign.send_at.isoformat() if campaign.send_at else None,
+        "cron": campaign.cron,
+        "timezone": campaign.timezone,
+    }
+    emit(session, "campaign.scheduled", data)
+
+
 def schedule_recurring(
     session: Session,
     campaign_id: int,
@@ -304,6 +340,7 @@ def schedule_recurring(
     campaign.send_at = starting or utcnow()
     campaign.status = CampaignStatus.scheduled
     session.flush()
+    _scheduled_event(session, campaign)
     audit.record(
         session,
         "campaign.schedule",
@@ -347,6 +384,7 @@ def schedule_campaign(
     campaign.local_time = local_time
     campaign.status = CampaignStatus.scheduled
     session.flush()
+    _scheduled_event(session, campaign)
     audit.record(
         session,
         "campaign.schedule",
@@ -400,6 +438,7 @@ def describe_campaign(session: Session, campaign: Campaign) -> dict[str, Any]:
         "template": campaign.template,
         "content": {"kind": campaign.content_kind.value, **campaign.content_args},
         "lists": [ml.slug for ml in campaign.lists],
+        "segment": segment_slug(session, campaign),
         "send_at": campaign.send_at.isoformat() if campaign.send_at else None,
         "cron": campaign.cron,
         "timezone": campaign.timezone,

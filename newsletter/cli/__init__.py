@@ -21,12 +21,14 @@ from newsletter.cli import (
     lists,
     ops,
     processes,
+    segments,
     sequences,
     series,
     subscribers,
     templates,
     tools,
     users,
+    webhooks,
 )
 from newsletter.cli.common import err_console
 from newsletter.errors import NewsletterError
@@ -43,6 +45,8 @@ app.add_typer(series.app, name="series")
 app.add_typer(feeds.app, name="feeds")
 app.add_typer(lists.app, name="lists")
 app.add_typer(subscribers.app, name="subscribers")
+app.add_typer(segments.app, name="segments")
+app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(campaigns.app, name="campaigns")
 app.add_typer(templates.app, name="templates")
 app.add_typer(sequences.app, name="sequences")

@@ -20,6 +20,12 @@ from newsletter.cli.common import (
 app = typer.Typer(help="Campaigns: compose, preview, test, schedule.", no_args_is_help=True)
 
 
+SegmentOption = Annotated[
+    str | None,
+    typer.Option(help="Send only to the lists' members matching this segment (its slug)."),
+]
+
+
 @app.command("create")
 def campaigns_create(
     name: Annotated[str, typer.Option(help="An internal name.")],
@@ -42,6 +48,7 @@ def campaigns_create(
         bool | None,
         typer.Option("--track-opens/--no-track-opens", help="The open pixel; default: lists'."),
     ] = None,
+    segment: SegmentOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create a draft campaign."""
@@ -63,6 +70,7 @@ def campaigns_create(
             content=content,
             template=template,
             preheader=preheader,
+            segment=segment,
         )
         if tracking is not None or track_opens is not None:
             from newsletter.campaigns.service import set_campaign_tracking
@@ -73,6 +81,37 @@ def campaigns_create(
         print_json({"id": campaign_id, "status": "draft"})
     else:
         console.print(f"campaign {campaign_id} created (draft)")
+
+
+@app.command("update")
+def campaigns_update(
+    campaign_id: int,
+    name: Annotated[str | None, typer.Option(help="A new internal name.")] = None,
+    subject: Annotated[str | None, typer.Option(help="A new subject.")] = None,
+    preheader: Annotated[str | None, typer.Option(help="A new preheader.")] = None,
+    segment: Annotated[
+        str | None,
+        typer.Option(help='Send only to the lists\' members matching this segment ("" for all).'),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Change a draft campaign."""
+    from newsletter.campaigns.service import describe_campaign, update_campaign
+
+    with open_session(settings()) as session:
+        campaign = update_campaign(
+            session,
+            campaign_id,
+            name=name,
+            subject=subject,
+            preheader=preheader,
+            segment=segment,
+        )
+        out = describe_campaign(session, campaign)
+    if as_json:
+        print_json(out)
+    else:
+        console.print(f"campaign {campaign_id} updated")
 
 
 @app.command("schedule")

@@ -30,6 +30,9 @@ def sequences_create(
     restart_on_rejoin: Annotated[
         bool, typer.Option("--restart-on-rejoin", help="Rejoining starts again at article 1.")
     ] = False,
+    segment: Annotated[
+        str | None, typer.Option(help="Enrol only the list's members matching this segment.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create a drip sequence; the scheduler enrols the list's confirmed members."""
@@ -47,6 +50,7 @@ def sequences_create(
             timezone=tz,
             initial_delay=delay,
             restart_on_rejoin=restart_on_rejoin,
+            segment=segment,
         )
         sequence_id = sequence.id
     if as_json:

@@ -1,7 +1,8 @@
 """Fanning a run out: its ledger written page by page, each page enqueued as a chunk.
 
-The audience is the confirmed members of the run's lists, scanned by subscriber id
-(keyset pagination). Each page is committed before its chunk is enqueued, so a task
+The audience is the confirmed members of the run's lists (narrowed by a compiled
+segment, if any: a reader not matching it now gets no ledger row), scanned by
+subscriber id (keyset pagination). Each page is committed before its chunk is enqueued, so a task
 never sees an uncommitted row; then the run starts sending.
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.runs.ledger import (
+    AudienceFilter,
     Chunk,
     add_deliveries,
     audience_page,
@@ -35,9 +37,11 @@ def fan_out(
     chunk_size: int,
     enqueue: Callable[[Chunk], None],
     deliver_at: DeliverAt | None = None,
+    where: AudienceFilter | None = None,
 ) -> int:
-    """Write the run's ledger for the lists' confirmed members, enqueueing each page as
-    a chunk after commit; returns the recipient count.
+    """Write the run's ledger for the lists' confirmed members (those matching `where`,
+    if given), enqueueing each page as a chunk after commit; returns the recipient
+    count.
 
     Without `deliver_at` every row is due now (written by the database itself, INSERT
     … SELECT); with it, each row waits as deferred until its own time. Safe to repeat:
@@ -47,15 +51,14 @@ def fan_out(
     after = 0
     while True:
         with sessions() as session:
-            bounds = page_bounds(session, list_ids, after, chunk_size)
+            bounds = page_bounds(session, list_ids, after, chunk_size, where)
             if bounds is None:
                 break
             if deliver_at is None:
-                insert_page(session, run_id, list_ids, *bounds)
+                insert_page(session, run_id, list_ids, *bounds, where)
             else:  # each row's time is computed here, from its zone
-                add_deliveries(
-                    session, run_id, audience_page(session, list_ids, *bounds), deliver_at
-                )
+                page = audience_page(session, list_ids, *bounds, where)
+                add_deliveries(session, run_id, page, deliver_at)
             mark_progress(session, run_id)
             session.commit()
         chunk = Chunk(run_id, *bounds)

@@ -8,8 +8,9 @@ subscriber-id range of one run. Results reach the ledger through the sending
 process's journal (delivery/journal.py).
 
 Nothing here changes a run's status: that is `lifecycle.py`'s. This module knows
-lists and subscribers, never campaigns or sequences: callers pass the list ids and,
-for local-time sends, the rule that says when each row is due.
+lists and subscribers, never campaigns or sequences: callers pass the list ids, an
+optional filter over subscribers (a compiled segment, `AudienceFilter`) and, for
+local-time sends, the rule that says when each row is due.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, exists, func, literal, select, update
+from sqlalchemy import ColumnElement, case, exists, func, literal, select, true, update
 from sqlalchemy.orm import Session
 
 from newsletter.audience.models import Subscriber, Subscription, SubscriptionStatus, Suppression
@@ -31,6 +32,9 @@ from newsletter.runs.models import (
     Run,
     RunStatus,
 )
+
+# A condition over `Subscriber` (a compiled segment) that narrows a run's audience.
+AudienceFilter = ColumnElement[bool]
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,10 @@ def _audience(list_ids: Sequence[int]) -> Any:
     )
 
 
+def _narrowed(where: AudienceFilter | None) -> AudienceFilter:
+    return true() if where is None else where
+
+
 def _suppressed() -> Any:
     """Whether the subscriber's address is on the suppression list."""
     return select(Suppression.id).where(Suppression.email == Subscriber.email).exists()
@@ -77,14 +85,19 @@ class AudienceCount:
         return self.members - self.suppressed
 
 
-def audience_count(session: Session, list_ids: Sequence[int]) -> AudienceCount:
+def audience_count(
+    session: Session, list_ids: Sequence[int], where: AudienceFilter | None = None
+) -> AudienceCount:
     """The exact audience a run started now would have (one row per person, however
-    many of the lists they are on)."""
+    many of the lists they are on), narrowed by `where` if given."""
     if not list_ids:
         return AudienceCount(0, 0)
     people = (
         select(Subscriber.id, _suppressed().label("suppressed"))
-        .where(Subscriber.id.in_(select(Subscription.subscriber_id).where(_audience(list_ids))))
+        .where(
+            Subscriber.id.in_(select(Subscription.subscriber_id).where(_audience(list_ids))),
+            _narrowed(where),
+        )
         .subquery()
     )
     members, suppressed = session.execute(
@@ -96,13 +109,18 @@ def audience_count(session: Session, list_ids: Sequence[int]) -> AudienceCount:
 
 
 def page_bounds(
-    session: Session, list_ids: Sequence[int], after: int, limit: int
+    session: Session,
+    list_ids: Sequence[int],
+    after: int,
+    limit: int,
+    where: AudienceFilter | None = None,
 ) -> tuple[int, int] | None:
     """The first and last subscriber id of the next page of the audience after `after`
-    (at most `limit` people), or None when nobody is left."""
+    (at most `limit` people, narrowed by `where`), or None when nobody is left."""
     ids = (
         select(Subscription.subscriber_id)
-        .where(_audience(list_ids), Subscription.subscriber_id > after)
+        .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+        .where(_audience(list_ids), Subscription.subscriber_id > after, _narrowed(where))
         .distinct()
         .order_by(Subscription.subscriber_id)
         .limit(limit)
@@ -114,9 +132,15 @@ def page_bounds(
     return None if first is None else (first, last)
 
 
-def audience_page(session: Session, list_ids: Sequence[int], first: int, last: int) -> list[Any]:
-    """Confirmed members of any of the lists with first <= id <= last:
-    (id, email, timezone, list_id, suppressed)."""
+def audience_page(
+    session: Session,
+    list_ids: Sequence[int],
+    first: int,
+    last: int,
+    where: AudienceFilter | None = None,
+) -> list[Any]:
+    """Confirmed members of any of the lists with first <= id <= last, narrowed by
+    `where`: (id, email, timezone, list_id, suppressed)."""
     suppressed = _suppressed()
     query = (
         select(
@@ -127,7 +151,7 @@ def audience_page(session: Session, list_ids: Sequence[int], first: int, last: i
             suppressed.label("suppressed"),
         )
         .join(Subscription, Subscription.subscriber_id == Subscriber.id)
-        .where(_audience(list_ids), Subscriber.id.between(first, last))
+        .where(_audience(list_ids), Subscriber.id.between(first, last), _narrowed(where))
         .group_by(Subscriber.id, Subscriber.email, Subscriber.timezone)
         .order_by(Subscriber.id)
     )
@@ -148,10 +172,16 @@ _LEDGER_COLUMNS = (
 
 
 def insert_page(
-    session: Session, run_id: int, list_ids: Sequence[int], first: int, last: int
+    session: Session,
+    run_id: int,
+    list_ids: Sequence[int],
+    first: int,
+    last: int,
+    where: AudienceFilter | None = None,
 ) -> None:
-    """Ledger rows for the audience with first <= id <= last, written by the database
-    itself (INSERT … SELECT: no row travels to us); existing rows are left alone."""
+    """Ledger rows for the audience with first <= id <= last (narrowed by `where`),
+    written by the database itself (INSERT … SELECT: no row travels to us); existing
+    rows are left alone."""
     suppressed = _suppressed()
     status = case(
         (suppressed, literal(DeliveryStatus.suppressed.value)),
@@ -170,7 +200,7 @@ def insert_page(
             literal(utcnow(), UtcDateTime()),
         )
         .join(Subscription, Subscription.subscriber_id == Subscriber.id)
-        .where(_audience(list_ids), Subscriber.id.between(first, last))
+        .where(_audience(list_ids), Subscriber.id.between(first, last), _narrowed(where))
         .group_by(Subscriber.id, Subscriber.email)
     )
     session.execute(

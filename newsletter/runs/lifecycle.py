@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.db import upsert_insert, utcnow
 from newsletter.errors import InvalidInputError, NotFoundError
+from newsletter.events.outbox import emit
 from newsletter.rendering.model import Snapshot
 from newsletter.runs.ledger import Chunk, cancel_unsent, has_open_rows, open_chunks
 from newsletter.runs.models import Run, RunStatus, SchedulerHeartbeat
@@ -161,6 +162,9 @@ def start_sending(session: Session, run_id: int, recipients: int) -> None:
         log.info(
             "run %s started: sending to %d recipients", run_id, recipients, extra=about(run, run_id)
         )
+        if run is not None and run.campaign_id is not None:
+            data = {"campaign_id": run.campaign_id, "run_id": run_id, "recipients": recipients}
+            emit(session, "campaign.started", data)
 
 
 def skip(session: Session, run_id: int, reason: str) -> None:
@@ -180,7 +184,11 @@ def fail(session: Session, run_id: int, error: str) -> Run:
     run.error = error[:5000]
     run.finished_at = utcnow()
     session.flush()
-    log.info("run %s failed: %s", run_id, error.splitlines()[0] if error else "", extra=about(run))
+    first_line = error.splitlines()[0] if error else ""
+    log.info("run %s failed: %s", run_id, first_line, extra=about(run))
+    if run.campaign_id is not None:
+        data = {"campaign_id": run.campaign_id, "run_id": run_id, "error": first_line[:500]}
+        emit(session, "campaign.failed", data)
     return run
 
 
@@ -199,7 +207,19 @@ def finish_if_done(session: Session, run_id: int) -> bool:
     if finished:
         run = _run_or_none(session, run_id)
         log.info("run %s finished", run_id, extra=about(run, run_id))
+        if run is not None:
+            _finished_event(session, run)
     return finished
+
+
+def _finished_event(session: Session, run: Run) -> None:
+    if run.campaign_id is not None:
+        data = {"campaign_id": run.campaign_id, "run_id": run.id, "recipients": run.recipients}
+        emit(session, "campaign.finished", data)
+    elif run.sequence_id is not None:
+        # A drip step's run finishes each time the readers who reached it are mailed.
+        step = {"sequence_id": run.sequence_id, "run_id": run.id, "article_id": run.article_id}
+        emit(session, "sequence.step_sent", step)
 
 
 def pause(session: Session, runs: Iterable[Run]) -> None:
@@ -267,6 +287,7 @@ def recover_stalled(
             run.stalled_at = now
             since = run.last_progress_at.isoformat() if run.last_progress_at else "its start"
             log.info("run %s stalled: no progress since %s", run.id, since, extra=about(run))
+            emit(session, "run.stalled", {**about(run), "no_progress_since": since})
         run.last_progress_at = now
         if run.status is RunStatus.preparing:
             prepare.append(run.id)

@@ -8,21 +8,31 @@ own position (the claim), in the same transaction as its ledger row.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, exists, select, update
+from sqlalchemy import ColumnElement, and_, exists, select, true, update
 from sqlalchemy.orm import Session
 
 from newsletter.audience.models import Subscriber, Subscription, SubscriptionStatus, Suppression
 from newsletter.content.series import published_in_order
 from newsletter.db import upsert_insert
+from newsletter.errors import NewsletterError
 from newsletter.recurrence import next_occurrence
 from newsletter.runs import lifecycle
 from newsletter.runs.ledger import Chunk, add_step_delivery, open_chunks
 from newsletter.sequences.models import Enrollment, EnrollmentStatus, Sequence, SequenceStatus
 
 BATCH = 1000
+# Compiles a saved segment (by id) to a condition over subscribers; it lives above this
+# layer (services/segments.py), so the scheduler passes it in.
+SegmentFilter = Callable[[Session, int], ColumnElement[bool]]
+
+
+class SegmentCompilerMissing(NewsletterError):
+    """A sequence with a segment was run without a way to compile it: refused, rather
+    than enrolling everyone on its list."""
 
 
 @dataclass
@@ -38,18 +48,34 @@ def _confirmed(sequence: Sequence) -> object:
     )
 
 
-def sync_enrollments(session: Session, sequence: Sequence, now: datetime) -> None:
-    """Enrol new confirmed members, stop those who left, take back those who rejoined."""
+def sync_enrollments(
+    session: Session,
+    sequence: Sequence,
+    now: datetime,
+    segment_filter: SegmentFilter | None = None,
+) -> None:
+    """Enrol new confirmed members (only those matching the sequence's segment, as it
+    reads now), stop those who left, take back those who rejoined."""
     due = now + timedelta(seconds=sequence.initial_delay_seconds)
     already = exists().where(
         Enrollment.sequence_id == sequence.id,
         Enrollment.subscriber_id == Subscription.subscriber_id,
     )
+    matching: ColumnElement[bool] = true()
+    if sequence.segment_id is not None:
+        if segment_filter is None:
+            raise SegmentCompilerMissing(
+                f"sequence {sequence.id} has a segment but no segment compiler was given"
+            )
+        matching = segment_filter(session, sequence.segment_id)
     newcomers = session.scalars(
-        select(Subscription.subscriber_id).where(
+        select(Subscription.subscriber_id)
+        .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+        .where(
             Subscription.list_id == sequence.list_id,
             Subscription.status == SubscriptionStatus.confirmed,
             ~already,
+            matching,
         )
     ).all()
     if newcomers:
@@ -173,14 +199,20 @@ def send_due_steps(
     return report
 
 
-def run_sequences(session: Session, now: datetime, chunk_size: int) -> SequenceReport:
-    """One scheduler pass over every active sequence."""
+def run_sequences(
+    session: Session,
+    now: datetime,
+    chunk_size: int,
+    segment_filter: SegmentFilter | None = None,
+) -> SequenceReport:
+    """One scheduler pass over every active sequence (`segment_filter` compiles the
+    segments some sequences enrol by)."""
     total = SequenceReport()
     sequences = session.scalars(
         select(Sequence).where(Sequence.status == SequenceStatus.active).order_by(Sequence.id)
     ).all()
     for sequence in sequences:
-        sync_enrollments(session, sequence, now)
+        sync_enrollments(session, sequence, now, segment_filter)
         report = send_due_steps(session, sequence, now, chunk_size)
         total.steps_sent += report.steps_sent
         total.chunks.extend(report.chunks)

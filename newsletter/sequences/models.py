@@ -39,6 +39,8 @@ class Sequence(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     initial_delay_seconds: Mapped[int] = mapped_column(Integer, default=0)
     restart_on_rejoin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Only the list's members matching this segment are enrolled (read at enrolment).
+    segment_id: Mapped[int | None] = mapped_column(ForeignKey("segments.id"), index=True)
     status: Mapped[SequenceStatus] = mapped_column(
         Enum(SequenceStatus, native_enum=False, length=20), default=SequenceStatus.active
     )

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.accounts import audit
 from newsletter.audience.lists import get_list, require_postal_address
+from newsletter.audience.models import Segment
 from newsletter.content.series import get_series
 from newsletter.errors import InvalidInputError, NotFoundError
 from newsletter.recurrence import check_cron, zone
@@ -39,6 +40,7 @@ def create_sequence(
     initial_delay: str | None = None,
     restart_on_rejoin: bool = False,
     postal_address: str | None = None,
+    segment: str | None = None,
 ) -> Sequence:
     """A sequence sending `series` to the members of `list`, one article per period.
 
@@ -70,6 +72,7 @@ def create_sequence(
         timezone=timezone,
         initial_delay_seconds=parse_period(initial_delay, "--delay") if initial_delay else 0,
         restart_on_rejoin=restart_on_rejoin,
+        segment_id=_segment_id(session, segment),
     )
     session.add(sequence)
     session.flush()
@@ -83,9 +86,19 @@ def create_sequence(
             "every_seconds": every_seconds,
             "cron": sequence.cron,
             "timezone": timezone,
+            "segment": segment or None,
         },
     )
     return sequence
+
+
+def _segment_id(session: Session, slug: str | None) -> int | None:
+    if not slug:
+        return None
+    segment_id = session.scalar(select(Segment.id).where(Segment.slug == slug))
+    if segment_id is None:
+        raise InvalidInputError(f"segment: no segment {slug!r}")
+    return segment_id
 
 
 def list_sequences(session: Session) -> list[Sequence]:
@@ -115,6 +128,9 @@ def describe_sequence(session: Session, sequence: Sequence) -> dict[str, Any]:
         "cron": sequence.cron,
         "timezone": sequence.timezone,
         "initial_delay_seconds": sequence.initial_delay_seconds,
+        "segment": session.scalar(select(Segment.slug).where(Segment.id == sequence.segment_id))
+        if sequence.segment_id is not None
+        else None,
         "status": sequence.status.value,
         "enrollments": {status.value: n for status, n in counts.items()},
     }

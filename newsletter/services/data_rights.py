@@ -56,6 +56,8 @@ from newsletter.campaigns.models import Campaign
 from newsletter.content.models import Series
 from newsletter.db import utcnow
 from newsletter.errors import InvalidInputError, NotFoundError
+from newsletter.events.models import WebhookOutbox
+from newsletter.events.outbox import emit
 from newsletter.runs.models import Delivery, DeliveryStatus, Run
 from newsletter.sequences.models import Enrollment, Sequence
 from newsletter.tracking.models import TrackedLink, TrackedMessage, TrackingEvent
@@ -413,6 +415,14 @@ def _scrub_rejected_rows(session: Session, address: str) -> None:
             job.problems = kept
 
 
+def _forget_webhook_events(session: Session, subscriber_id: int | None, address: str) -> int:
+    """Webhook events naming the person (sent or not) go, with their delivery log."""
+    about = WebhookOutbox.data["email"].as_string() == address
+    if subscriber_id is not None:
+        about = or_(about, WebhookOutbox.data["subscriber_id"].as_integer() == subscriber_id)
+    return _changed(session, delete(WebhookOutbox).where(about))
+
+
 def forget(session: Session, email: str) -> ForgetReport:
     """Erase what we hold on the person with this address (see the module's table)
     and keep them from ever being mailed again. Flushes; the caller commits.
@@ -441,6 +451,10 @@ def forget(session: Session, email: str) -> ForgetReport:
         session, update(BounceEvent).where(BounceEvent.email == address).values(email="", detail="")
     )
     _scrub_rejected_rows(session, address)
+    _forget_webhook_events(session, subscriber_id, address)
+    if subscriber_id is not None:
+        # Receivers learn the id to forget; the address is in no event any more.
+        emit(session, "subscriber.forgotten", {"subscriber_id": subscriber_id})
     suppression = _keep_hashed_suppression(session, address)
     # The log names the person by the hash the suppression keeps, never in the clear.
     audit.record(

@@ -5,6 +5,7 @@ Every task is safe to run twice: the ledger decides what is left to do.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +20,8 @@ from newsletter.services.confirmation import (
     pending_confirmation,
     send_confirmation,
 )
+from newsletter.services.segments import segment_filter
+from newsletter.services.webhooks import Post, deliver, http_poster
 from newsletter.tasks.app import app, runtime
 
 # Publishing a task waits for the broker at most about this long (then the web
@@ -35,7 +38,25 @@ def enqueue_chunk(chunk: Chunk) -> None:
 def prepare_run(run_id: int) -> int:
     """Freeze the run's content, write its ledger and enqueue its chunks; returns recipients."""
     rt = runtime()
-    return prepare_campaign_run(rt.sessions, run_id, rt.settings, enqueue_chunk)
+    return prepare_campaign_run(rt.sessions, run_id, rt.settings, enqueue_chunk, segment_filter)
+
+
+_posters: dict[tuple[int, int], Post] = {}
+
+
+def _poster(rt: Any) -> Post:
+    """One HTTP client per process and settings (its connections are reused)."""
+    key = (os.getpid(), id(rt.settings))
+    if key not in _posters:
+        _posters[key] = http_poster(rt.settings)
+    return _posters[key]
+
+
+@app.task(name="newsletter.deliver_webhook")  # type: ignore[untyped-decorator]
+def deliver_webhook(outbox_id: int) -> str:
+    """POST one outbox row to its endpoint; the outbox row says what is left to do."""
+    rt = runtime()
+    return deliver(rt.sessions, outbox_id, rt.settings, _poster(rt))
 
 
 @app.task(name="newsletter.send_chunk", bind=True)  # type: ignore[untyped-decorator]

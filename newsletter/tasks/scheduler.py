@@ -19,8 +19,16 @@ from newsletter.db import utcnow
 from newsletter.runs.ledger import Chunk, release_due_retries
 from newsletter.runs.lifecycle import record_tick, recover_stalled, sending_runs
 from newsletter.sequences.engine import run_sequences
+from newsletter.services.segments import segment_filter
+from newsletter.services.webhooks import claim_due
 from newsletter.tasks.app import Runtime
-from newsletter.tasks.jobs import enqueue_chunk, import_subscribers, poll_feeds, prepare_run
+from newsletter.tasks.jobs import (
+    deliver_webhook,
+    enqueue_chunk,
+    import_subscribers,
+    poll_feeds,
+    prepare_run,
+)
 from newsletter.tracking.retention import prune_events
 
 PRUNE_EVERY = timedelta(hours=1)
@@ -40,6 +48,7 @@ class TickReport:
     finished_runs: list[int] = field(default_factory=list)
     pruned_events: int = 0
     imports: list[int] = field(default_factory=list)
+    webhooks: list[int] = field(default_factory=list)
 
 
 def tick(rt: Runtime, now: datetime | None = None) -> TickReport:
@@ -73,7 +82,7 @@ def tick(rt: Runtime, now: datetime | None = None) -> TickReport:
         report.imports = claim_import_jobs(session, now, timedelta(seconds=cfg.stall_seconds))
         drop_stale_uploads(session, now)
         session.commit()
-        steps = run_sequences(session, now, cfg.chunk_size)
+        steps = run_sequences(session, now, cfg.chunk_size, segment_filter)
         session.commit()
         report.sequence_steps = steps.steps_sent
         report.requeued_chunks.extend(steps.chunks)
@@ -88,6 +97,12 @@ def tick(rt: Runtime, now: datetime | None = None) -> TickReport:
         # The heartbeat: written last, so a tick that hangs or fails on the way shows.
         record_tick(session, SCHEDULER_NAME, utcnow())
         session.commit()
+    # Webhook events (outbox rows) due now, including those this tick's work added.
+    with rt.sessions() as session:
+        report.webhooks = claim_due(session, utcnow())
+        session.commit()
+    for outbox_id in report.webhooks:
+        deliver_webhook.delay(outbox_id)
     if rt.pruned_at is None or now - rt.pruned_at >= PRUNE_EVERY:
         # Raw opens and clicks past their retention go; the counts stay (tracking/).
         with rt.sessions() as session:
