@@ -22,7 +22,7 @@ from newsletter.config import Settings
 from newsletter.db import make_engine, make_sessionmaker, utcnow
 from newsletter.services import webhooks
 from tests.api_server import PASSWORD, ServerThread
-from tests.console_browser import axe_violations, chromium, wait_for
+from tests.console_browser import axe_violations, chromium, screenshot, wait_for
 from tests.factories import SERIES, add_member, import_sample, make_list, settings_for
 from tests.webhook_receiver import Receiver
 
@@ -249,6 +249,25 @@ def test_an_analyst_reads_segments_but_cannot_write_or_open_webhooks(console: Co
         assert refused.status_code == 403
         no_token = http.post("/admin/webhooks/1/test", data={})
         assert no_token.status_code == 403
+
+
+def test_screenshots_of_the_segment_and_webhook_pages(console: Console) -> None:
+    console.log_in(ADMIN)
+    with console.sessions() as session:
+        campaign_id = session.scalars(
+            select(Campaign.id).where(Campaign.name == "Oslo digest")
+        ).one()
+    pages = {
+        "segments": "/admin/segments",
+        "composer-segment": f"/admin/campaigns/{campaign_id}/edit",
+        "webhook": "/admin/webhooks/1",
+    }
+    shots = [
+        screenshot(console.browser, name, width, lambda path=path: console.open(path))
+        for name, path in pages.items()
+        for width in (1280, 375)
+    ]
+    assert len(shots) == 6 and all(shot.stat().st_size > 10_000 for shot in shots)
 
 
 def test_every_page_visited_has_no_axe_violation(console: Console) -> None:
