@@ -12,9 +12,11 @@
     │   ├── TemplateProblem          (rendering.sandbox) a template part, line and reason
     │   ├── MissingFooterError       (rendering.footer) an email without its visible footer
     │   ├── HeaderInjectionError     (rendering.mime) a header value held CR or LF
-    │   └── UnsupportedAddressError  (rendering.mime) an address that needs SMTPUTF8
+    │   ├── UnsupportedAddressError  (rendering.mime) an address that needs SMTPUTF8
+    │   └── RuleError                (audience.segment_rules) a segment rule, named by its path
     ├── BrokerUnavailableError       the configured broker cannot do what was asked
     ├── NothingToSend                (campaigns.content) an empty digest skips its run
+    ├── SegmentCompilerMissing       (runs.ledger) a segmented fan-out without its compiler
     ├── MailboxError                 (bounces.mailbox) a bounce mailbox cannot be read
     ├── WebhookError                 (bounces.webhooks) a provider's request is refused
     │   ├── WebhookDisabled          no secret configured: 404

@@ -16,15 +16,11 @@ from newsletter.accounts.models import AuditEntry
 from newsletter.audience.models import Subscriber, SubscriptionStatus, Suppression
 from newsletter.audience.segment_rules import RuleError, format_line, parse_line
 from newsletter.campaigns.models import Campaign, CampaignStatus
-from newsletter.campaigns.runs import (
-    SegmentCompilerMissing,
-    claim_due_campaigns,
-    fan_out_campaign_run,
-)
+from newsletter.campaigns.runs import claim_due_campaigns, fan_out_campaign_run
 from newsletter.campaigns.service import ContentSpec, create_campaign, schedule_campaign
 from newsletter.db import make_engine, make_sessionmaker, utcnow
 from newsletter.errors import InvalidInputError
-from newsletter.runs.ledger import Chunk
+from newsletter.runs.ledger import Chunk, SegmentCompilerMissing
 from newsletter.runs.models import Delivery
 from newsletter.services import segments
 from newsletter.tasks.app import configure, embedded_worker, runtime
@@ -357,7 +353,6 @@ def test_a_segmented_campaign_mails_only_matching_readers_through_the_worker(
 
 
 def test_a_sequence_with_a_segment_enrols_only_matching_members(people: Session) -> None:
-    from newsletter.sequences.engine import SegmentCompilerMissing as Missing
     from newsletter.sequences.engine import run_sequences
     from newsletter.sequences.models import Enrollment
     from newsletter.sequences.service import create_sequence, describe_sequence
@@ -371,7 +366,7 @@ def test_a_sequence_with_a_segment_enrols_only_matching_members(people: Session)
     with pytest.raises(InvalidInputError, match="used by sequence"):
         segments.delete_segment(people, "bergen")
     people.commit()
-    with pytest.raises(Missing):
+    with pytest.raises(SegmentCompilerMissing):
         run_sequences(people, utcnow(), 100)
     people.rollback()
     run_sequences(people, utcnow(), 100, segments.segment_filter)

@@ -31,17 +31,8 @@ from newsletter.recurrence import (
 )
 from newsletter.runs import lifecycle
 from newsletter.runs.fanout import DeliverAt, fan_out
-from newsletter.runs.ledger import AudienceFilter, Chunk
+from newsletter.runs.ledger import Chunk, SegmentCompilerMissing, SegmentFilter
 from newsletter.runs.models import Run
-
-# Compiles a saved segment (by id) to a condition over subscribers. It lives above
-# this layer (services/segments.py: it knows engagement), so the caller passes it in.
-SegmentFilter = Callable[[Session, int], AudienceFilter]
-
-
-class SegmentCompilerMissing(NewsletterError):
-    """A campaign with a segment was fanned out without a way to compile it: refused,
-    rather than mailing everyone on its lists."""
 
 
 def claim_due_campaigns(

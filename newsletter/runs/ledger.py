@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.audience.models import Subscriber, Subscription, SubscriptionStatus, Suppression
 from newsletter.db import UtcDateTime, upsert_insert, utcnow
+from newsletter.errors import NewsletterError
 from newsletter.runs.models import (
     OPEN_DELIVERY_STATUSES,
     Delivery,
@@ -35,6 +36,15 @@ from newsletter.runs.models import (
 
 # A condition over `Subscriber` (a compiled segment) that narrows a run's audience.
 AudienceFilter = ColumnElement[bool]
+
+# Compiles a saved segment (by id) to an AudienceFilter. It lives above the layers
+# that fan out (services/segments.py: it knows engagement), so their callers pass it in.
+SegmentFilter = Callable[[Session, int], AudienceFilter]
+
+
+class SegmentCompilerMissing(NewsletterError):
+    """A campaign or sequence with a segment was fanned out without a way to compile
+    it: refused, rather than mailing everyone on its lists."""
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ own position (the claim), in the same transaction as its ledger row.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -18,21 +17,18 @@ from sqlalchemy.orm import Session
 from newsletter.audience.models import Subscriber, Subscription, SubscriptionStatus, Suppression
 from newsletter.content.series import published_in_order
 from newsletter.db import upsert_insert
-from newsletter.errors import NewsletterError
 from newsletter.recurrence import next_occurrence
 from newsletter.runs import lifecycle
-from newsletter.runs.ledger import Chunk, add_step_delivery, open_chunks
+from newsletter.runs.ledger import (
+    Chunk,
+    SegmentCompilerMissing,
+    SegmentFilter,
+    add_step_delivery,
+    open_chunks,
+)
 from newsletter.sequences.models import Enrollment, EnrollmentStatus, Sequence, SequenceStatus
 
 BATCH = 1000
-# Compiles a saved segment (by id) to a condition over subscribers; it lives above this
-# layer (services/segments.py), so the scheduler passes it in.
-SegmentFilter = Callable[[Session, int], ColumnElement[bool]]
-
-
-class SegmentCompilerMissing(NewsletterError):
-    """A sequence with a segment was run without a way to compile it: refused, rather
-    than enrolling everyone on its list."""
 
 
 @dataclass
