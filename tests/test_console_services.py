@@ -357,6 +357,19 @@ def test_the_settings_page_never_shows_a_secret() -> None:
     assert shown["NEWSLETTER_CHUNK_SIZE"] == "2000"
 
 
+def test_the_settings_page_shows_values_as_the_environment_writes_them() -> None:
+    settings = settings_for("sqlite://", allow_http=True, lease_seconds=120.0, rate_limit=2.5)
+
+    shown = dict(effective_settings(settings))
+
+    assert shown["NEWSLETTER_ALLOW_HTTP"] == "true"
+    assert shown["NEWSLETTER_ALLOW_PRIVATE_URLS"] == "false"
+    assert shown["NEWSLETTER_LEASE_SECONDS"] == "120"
+    assert shown["NEWSLETTER_RATE_LIMIT"] == "2.5"
+    assert shown["NEWSLETTER_TEMPLATES_DIR"] == "(not set)"
+    assert not any(value in {"True", "False", ""} for value in shown.values())
+
+
 def test_an_hourly_campaign_is_one_calendar_entry_a_day_and_one_home_line(
     news: Session,
 ) -> None:
