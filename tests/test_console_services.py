@@ -32,6 +32,7 @@ from newsletter.delivery.previews import preview_for
 from newsletter.runs.models import Run, RunStatus
 from newsletter.services.attention import needs_attention
 from newsletter.services.calendar import calendar
+from newsletter.services.data_rights import timeline
 from tests.factories import (
     POSTAL_ADDRESS,
     add_member,
@@ -61,6 +62,20 @@ def news(session: Session) -> Session:
     make_list(session)
     session.flush()
     return session
+
+
+def test_a_timeline_names_a_subscription_source_only_when_there_is_one(news: Session) -> None:
+    news_list = get_list(news, "clinic-news")
+    reader = add_member(news, news_list, "ann@example.org", "Ann")
+    news.flush()
+    subscription = news.scalars(select(Subscription)).one()
+
+    subscribed = [e.detail for e in timeline(news, reader.id) if e.what == "subscribed"]
+    subscription.source = "import"
+    with_source = [e.detail for e in timeline(news, reader.id) if e.what == "subscribed"]
+
+    assert subscribed == ["Clinic news"]
+    assert with_source == ["Clinic news (import)"]
 
 
 # --- the calendar ---------------------------------------------------------------------------

@@ -495,9 +495,8 @@ def timeline(session: Session, subscriber_id: int) -> list[TimelineEvent]:
     for sub in _subscriptions(session, subscriber_id):
         where = sub["list_name"]
         if sub["subscribed_at"]:
-            events.append(
-                TimelineEvent(sub["subscribed_at"], "subscribed", f"{where} ({sub['source']})")
-            )
+            source = f" ({sub['source']})" if sub["source"] else ""  # no "()" when unknown
+            events.append(TimelineEvent(sub["subscribed_at"], "subscribed", f"{where}{source}"))
         if sub["confirmed_at"]:
             events.append(TimelineEvent(sub["confirmed_at"], "confirmed", where))
         if sub["unsubscribed_at"]:
