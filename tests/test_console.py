@@ -437,6 +437,24 @@ def open_template() -> dict[str, str]:
     }
 
 
+def test_form_errors_name_the_field_not_a_command_line_option(admin: Browser) -> None:
+    admin.get("/admin/campaigns/new")
+    draft = {"name": " ", "lists": "clinic-news", "subject": "Hello", "kind": "latest"}
+    no_name = admin.post("/admin/campaigns/new", {**draft, "latest": "3"})
+    no_list = admin.post("/admin/campaigns/new", {**draft, "name": "Weekly", "lists": []})
+    admin.get("/admin/tokens")
+    no_scope = admin.post("/admin/tokens", {"name": "script", "expires": "90d"})
+
+    def error(response: httpx.Response) -> str:
+        tree = lxml_html.document_fromstring(response.text)
+        return " ".join(tree.xpath("//*[contains(@class, 'error')]//text()")).strip()
+
+    assert (no_name.status_code, error(no_name)) == (422, "name: must not be empty")
+    assert (no_list.status_code, error(no_list)) == (422, "lists: choose at least one list")
+    assert no_scope.status_code == 422
+    assert error(no_scope) == "scopes: a token needs at least one, e.g. campaigns:read"
+
+
 def test_an_unsafe_template_is_refused_with_its_line_shown(admin: Browser) -> None:
     admin.get("/admin/templates/new")
     html = "<html><body>\n<p>ok</p>\n{{ a.__class__ }}\n{{ footer }}</body></html>"
