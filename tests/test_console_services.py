@@ -78,6 +78,18 @@ def test_a_timeline_names_a_subscription_source_only_when_there_is_one(news: Ses
     assert with_source == ["Clinic news (import)"]
 
 
+def test_a_timeline_says_one_attempt_not_one_attempts(news: Session) -> None:
+    from newsletter.runs.models import Delivery
+
+    reader = add_member(news, get_list(news, "clinic-news"), "ann@example.org", "Ann")
+    run_id, _chunks = start_run(news, _digest(news, "Weekly"))
+    news.execute(update(Delivery).values(attempts=1))
+
+    [delivery] = [e.detail for e in timeline(news, reader.id) if e.what == "delivery"]
+
+    assert delivery == f"Weekly (run {run_id}): pending, 1 attempt"
+
+
 # --- the calendar ---------------------------------------------------------------------------
 
 
