@@ -521,3 +521,32 @@ def test_every_word_of_a_page_goes_through_the_one_translation_function(
     assert texts and untranslated == []
     assert tree.findtext(".//title") == "⟦Log in⟧ · ⟦Newsletter console⟧"
     assert missing.text == "⟦No such file.⟧"
+
+
+def test_statuses_and_roles_are_shown_through_the_translation_function(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from newsletter.admin import i18n
+
+    monkeypatch.setattr(i18n, "_translations", Pseudo())
+    engine = make_engine(sqlite_url)
+    with make_sessionmaker(engine)() as session:
+        create_user(session, "ann@clinic.example", "admin", password=PASSWORD)
+        import_sample(session)
+        make_list(session)
+        series_digest(session, ["clinic-news"])
+        session.commit()
+    engine.dispose()
+    shown: dict[str, list[str]] = {}
+    with ServerThread(build_app(settings_for(sqlite_url))) as server:
+        admin = Browser(server.url)
+        admin.log_in("ann@clinic.example")
+        for path in ("/admin/campaigns", "/admin/campaigns/1", "/admin/users"):
+            tree = lxml_html.document_fromstring(admin.get(path).text)
+            words = tree.cssselect(".status, .role, td, .filters a, option")
+            shown[path] = [e.text_content() for e in words]
+
+    assert "⟦draft⟧" in shown["/admin/campaigns/1"] and "⟦admin⟧" in shown["/admin/users"]
+    assert "⟦scheduled⟧" in " ".join(shown["/admin/campaigns"])
+    badges = [text for texts in shown.values() for text in texts if text in i18n.WORDS]
+    assert badges == []
