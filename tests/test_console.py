@@ -449,7 +449,12 @@ def test_form_errors_name_the_field_not_a_command_line_option(admin: Browser) ->
         tree = lxml_html.document_fromstring(response.text)
         return " ".join(tree.xpath("//*[contains(@class, 'error')]//text()")).strip()
 
+    admin.get("/admin/campaigns/1")
+    bad_test = admin.post("/admin/campaigns/1/test", {"to": "ann@example.org, bob(at)example.org"})
+
     assert (no_name.status_code, error(no_name)) == (422, "name: must not be empty")
+    assert bad_test.status_code == 422
+    assert error(bad_test) == "To: “bob(at)example.org”: not an email address."
     assert (no_list.status_code, error(no_list)) == (422, "lists: choose at least one list")
     assert no_scope.status_code == 422
     assert error(no_scope) == "scopes: a token needs at least one, e.g. campaigns:read"
