@@ -509,13 +509,24 @@ def effective_settings(settings: Settings) -> list[tuple[str, str]]:
     as set or not, passwords in URLs masked."""
     shown = []
     for name, value in settings.model_dump().items():
-        text = str(value)
+        text = _as_written(value)
         if name in SECRET_SETTINGS:
             text = "•••• (set)" if value else "(not set)"
         elif name in URL_SETTINGS:
             text = _mask_url(text)
         shown.append((f"{ENV_PREFIX}{name.upper()}", text))
     return shown
+
+
+def _as_written(value: object) -> str:
+    """A setting's value as one would write it in the environment: `true`/`false`, not
+    Python's `True`; `60`, not `60.0`; `(not set)` rather than a blank."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    text = str(value)
+    return text if text else "(not set)"
 
 
 def check_secret_key(settings: Settings) -> None:

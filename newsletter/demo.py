@@ -93,7 +93,9 @@ def _prepare(settings: Settings, subscribers: int) -> int:
     return campaign_id
 
 
-def run_demo(folder: Path, subscribers: int, console: Console) -> None:
+def run_demo(folder: Path, subscribers: int, console: Console, program: str = "newsletter") -> None:
+    """Send the sample series to generated readers; `program` is how the commands it
+    prints at the end run this tool (`.venv/bin/newsletter` after `make demo`)."""
     folder.mkdir(parents=True, exist_ok=True)
     settings = demo_settings(folder)
     console.print(f"demo folder: {folder.resolve()}")
@@ -135,7 +137,7 @@ def run_demo(folder: Path, subscribers: int, console: Console) -> None:
             time.sleep(0.2)
         elapsed = time.monotonic() - started
     rt.close()
-    _summarise(settings, folder, campaign_id, run_id, elapsed, console)
+    _summarise(settings, folder, campaign_id, run_id, elapsed, console, program)
 
 
 def _summarise(
@@ -145,6 +147,7 @@ def _summarise(
     run_id: int | None,
     elapsed: float,
     console: Console,
+    program: str,
 ) -> None:
     engine = make_engine(settings.database_url)
     with session_scope(make_sessionmaker(engine)) as session:
@@ -156,9 +159,10 @@ def _summarise(
     failed = counts.get(DeliveryStatus.failed, 0)
     database = f"NEWSLETTER_DATABASE_URL=sqlite:///{folder.resolve() / 'newsletter.db'}"
     console.print(
-        "staff API: no user yet; create the first admin, then serve:\n"
-        f"  {database} newsletter users create you@example.org --role admin\n"
-        f"  NEWSLETTER_ENV=development {database} newsletter serve   # /api/v1, /api/v1/docs\n"
+        "staff console and API: no user yet; create the first admin, then serve:\n"
+        f"  {database} {program} users create you@example.org --role admin\n"
+        f"  NEWSLETTER_ENV=development {database} {program} serve"
+        "   # http://localhost:8000/admin/, /api/v1\n"
         "  (development: the demo's signing key is public; production needs "
         "NEWSLETTER_SECRET_KEY)"
     )

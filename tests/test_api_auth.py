@@ -3,6 +3,7 @@ real uvicorn server and PostgreSQL."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -19,7 +20,8 @@ from newsletter.cli.processes import build_app
 from newsletter.db import utcnow
 from newsletter.errors import InvalidInputError
 from tests.api_server import PASSWORD, ServerThread, Staff
-from tests.factories import settings_for
+from tests.factories import import_sample, make_list, settings_for
+from tests.processes import ROOT
 
 NEW_LIST = {"slug": "news", "name": "News"}
 
@@ -245,3 +247,37 @@ def test_a_list_scoped_editor_cannot_use_other_lists(staff: Staff) -> None:
         assert slugs == ["news"]
         body = {"name": "x", "lists": ["other"], "subject": "x", "content": {"latest": 1}}
         assert http.post("/campaigns", json=body).status_code == 403
+
+
+def test_the_readmes_token_may_make_the_readmes_three_calls(staff: Staff) -> None:
+    """The README's "Staff accounts and the API": the token its first steps create
+    (the same scopes) makes each of the curl calls shown below it, as written."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Staff accounts and the API", 1)[1].split("**Roles**", 1)[0]
+    scopes = re.findall(r"--scope (\S+)", section)
+    with staff.session() as session:
+        import_sample(session)
+        make_list(session)
+        session.commit()
+    token = staff.token("admin@clinic.example", *scopes)
+    lines = section.replace("\\\n", " ").splitlines()
+    calls = [" ".join(line.split()) for line in lines if line.strip().startswith("curl ")]
+
+    answers = []
+    with httpx.Client(timeout=60) as http:
+        for call in calls:
+            found = re.search(r"(http://localhost:8000/api/v1/[^'\s]+)", call)
+            assert found, call
+            url = found.group(1).replace("http://localhost:8000", staff.url)
+            headers = dict(h.split(": ", 1) for h in re.findall(r"-H '([^']+)'", call))
+            body = re.search(r"-d '([^']+)'", call)
+            response = http.request(
+                "POST" if "-X POST" in call else "GET",
+                url,
+                headers={**headers, "Authorization": f"Bearer {token}"},
+                content=body.group(1) if body else None,
+            )
+            answers.append((url.removeprefix(staff.url), response.status_code, response.text))
+
+    assert len(calls) == 3
+    assert [status for _url, status, _text in answers] == [201, 200, 200], answers

@@ -219,6 +219,31 @@ def test_demo_sends_to_every_generated_subscriber(demo: Demo) -> None:
     assert "failed 0" in last_line
 
 
+def test_demo_prints_staff_commands_that_run_as_printed(demo: Demo) -> None:
+    """The closing lines name the admin and serve commands; `make demo` installs into
+    .venv without putting it on the PATH, so they must say how to reach the tool."""
+    lines = [line.split("#")[0].split() for line in demo.result.stdout.splitlines()]
+    commands = [words for words in lines if "users" in words or words[-1:] == ["serve"]]
+    programs = {next(w for w in words if "=" not in w) for words in commands}
+    assert len(commands) == 2 and len(programs) == 1, demo.result.stdout
+    [program] = programs
+    home = demo.folder.parent
+    env = cli_env(home)
+    assert "/" in program or shutil.which(program, path=env.get("PATH")), program
+
+    started = subprocess.run(
+        [program, "users", "--help"],
+        cwd=home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert started.returncode == 0, started.stderr
+
+
 def test_demo_messages_have_a_text_part_and_an_inlined_html_part(demo: Demo) -> None:
     messages = demo.messages()
     assert len(messages) == 40

@@ -437,6 +437,29 @@ def open_template() -> dict[str, str]:
     }
 
 
+def test_form_errors_name_the_field_not_a_command_line_option(admin: Browser) -> None:
+    admin.get("/admin/campaigns/new")
+    draft = {"name": " ", "lists": "clinic-news", "subject": "Hello", "kind": "latest"}
+    no_name = admin.post("/admin/campaigns/new", {**draft, "latest": "3"})
+    no_list = admin.post("/admin/campaigns/new", {**draft, "name": "Weekly", "lists": []})
+    admin.get("/admin/tokens")
+    no_scope = admin.post("/admin/tokens", {"name": "script", "expires": "90d"})
+
+    def error(response: httpx.Response) -> str:
+        tree = lxml_html.document_fromstring(response.text)
+        return " ".join(tree.xpath("//*[contains(@class, 'error')]//text()")).strip()
+
+    admin.get("/admin/campaigns/1")
+    bad_test = admin.post("/admin/campaigns/1/test", {"to": "ann@example.org, bob(at)example.org"})
+
+    assert (no_name.status_code, error(no_name)) == (422, "name: must not be empty")
+    assert bad_test.status_code == 422
+    assert error(bad_test) == "To: “bob(at)example.org”: not an email address."
+    assert (no_list.status_code, error(no_list)) == (422, "lists: choose at least one list")
+    assert no_scope.status_code == 422
+    assert error(no_scope) == "scopes: a token needs at least one, e.g. campaigns:read"
+
+
 def test_an_unsafe_template_is_refused_with_its_line_shown(admin: Browser) -> None:
     admin.get("/admin/templates/new")
     html = "<html><body>\n<p>ok</p>\n{{ a.__class__ }}\n{{ footer }}</body></html>"
@@ -503,3 +526,32 @@ def test_every_word_of_a_page_goes_through_the_one_translation_function(
     assert texts and untranslated == []
     assert tree.findtext(".//title") == "⟦Log in⟧ · ⟦Newsletter console⟧"
     assert missing.text == "⟦No such file.⟧"
+
+
+def test_statuses_and_roles_are_shown_through_the_translation_function(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from newsletter.admin import i18n
+
+    monkeypatch.setattr(i18n, "_translations", Pseudo())
+    engine = make_engine(sqlite_url)
+    with make_sessionmaker(engine)() as session:
+        create_user(session, "ann@clinic.example", "admin", password=PASSWORD)
+        import_sample(session)
+        make_list(session)
+        series_digest(session, ["clinic-news"])
+        session.commit()
+    engine.dispose()
+    shown: dict[str, list[str]] = {}
+    with ServerThread(build_app(settings_for(sqlite_url))) as server:
+        admin = Browser(server.url)
+        admin.log_in("ann@clinic.example")
+        for path in ("/admin/campaigns", "/admin/campaigns/1", "/admin/users"):
+            tree = lxml_html.document_fromstring(admin.get(path).text)
+            words = tree.cssselect(".status, .role, td, .filters a, option")
+            shown[path] = [e.text_content() for e in words]
+
+    assert "⟦draft⟧" in shown["/admin/campaigns/1"] and "⟦admin⟧" in shown["/admin/users"]
+    assert "⟦scheduled⟧" in " ".join(shown["/admin/campaigns"])
+    badges = [text for texts in shown.values() for text in texts if text in i18n.WORDS]
+    assert badges == []

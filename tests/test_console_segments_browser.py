@@ -187,6 +187,17 @@ def test_the_composer_counts_readers_live_and_saves_the_segment(console: Console
     assert "2 readers match" in console.find("#segment-count").text
     console.check()
     console.open(f"/admin/campaigns/{campaign_id}/edit")
+    # A saved draft's composer also has the live preview: the count lands in its own
+    # line and never in the preview pane, which keeps its two frames.
+    counter = console.find("#segment-count")
+    wait_for(console.browser, lambda b: "2 readers match" in counter.text)
+    wait_for(console.browser, lambda b: len(console.all("#preview iframe")) == 2)
+    assert "readers match" not in console.find("#preview").text
+    console.find("#segment_rules").clear()
+    console.find("#segment_rules").send_keys("attr.city=Bergen")
+    wait_for(console.browser, lambda b: "1 reader matches" in counter.text)
+    wait_for(console.browser, lambda b: len(console.all("#preview iframe")) == 2)
+    assert "reader matches" not in console.find("#preview").text
 
 
 def test_a_webhook_is_created_tested_and_its_log_shows_the_answer(console: Console) -> None:

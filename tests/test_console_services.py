@@ -32,6 +32,7 @@ from newsletter.delivery.previews import preview_for
 from newsletter.runs.models import Run, RunStatus
 from newsletter.services.attention import needs_attention
 from newsletter.services.calendar import calendar
+from newsletter.services.data_rights import timeline
 from tests.factories import (
     POSTAL_ADDRESS,
     add_member,
@@ -61,6 +62,32 @@ def news(session: Session) -> Session:
     make_list(session)
     session.flush()
     return session
+
+
+def test_a_timeline_names_a_subscription_source_only_when_there_is_one(news: Session) -> None:
+    news_list = get_list(news, "clinic-news")
+    reader = add_member(news, news_list, "ann@example.org", "Ann")
+    news.flush()
+    subscription = news.scalars(select(Subscription)).one()
+
+    subscribed = [e.detail for e in timeline(news, reader.id) if e.what == "subscribed"]
+    subscription.source = "import"
+    with_source = [e.detail for e in timeline(news, reader.id) if e.what == "subscribed"]
+
+    assert subscribed == ["Clinic news"]
+    assert with_source == ["Clinic news (import)"]
+
+
+def test_a_timeline_says_one_attempt_not_one_attempts(news: Session) -> None:
+    from newsletter.runs.models import Delivery
+
+    reader = add_member(news, get_list(news, "clinic-news"), "ann@example.org", "Ann")
+    run_id, _chunks = start_run(news, _digest(news, "Weekly"))
+    news.execute(update(Delivery).values(attempts=1))
+
+    [delivery] = [e.detail for e in timeline(news, reader.id) if e.what == "delivery"]
+
+    assert delivery == f"Weekly (run {run_id}): pending, 1 attempt"
 
 
 # --- the calendar ---------------------------------------------------------------------------
@@ -355,6 +382,19 @@ def test_the_settings_page_never_shows_a_secret() -> None:
     assert shown["NEWSLETTER_SECRET_KEY"] == "•••• (set)"
     assert shown["NEWSLETTER_DATABASE_URL"] == "postgresql+psycopg://app:••••@db/news"
     assert shown["NEWSLETTER_CHUNK_SIZE"] == "2000"
+
+
+def test_the_settings_page_shows_values_as_the_environment_writes_them() -> None:
+    settings = settings_for("sqlite://", allow_http=True, lease_seconds=120.0, rate_limit=2.5)
+
+    shown = dict(effective_settings(settings))
+
+    assert shown["NEWSLETTER_ALLOW_HTTP"] == "true"
+    assert shown["NEWSLETTER_ALLOW_PRIVATE_URLS"] == "false"
+    assert shown["NEWSLETTER_LEASE_SECONDS"] == "120"
+    assert shown["NEWSLETTER_RATE_LIMIT"] == "2.5"
+    assert shown["NEWSLETTER_TEMPLATES_DIR"] == "(not set)"
+    assert not any(value in {"True", "False", ""} for value in shown.values())
 
 
 def test_an_hourly_campaign_is_one_calendar_entry_a_day_and_one_home_line(

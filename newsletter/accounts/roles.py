@@ -97,7 +97,7 @@ def check_scopes(scopes: list[str] | tuple[str, ...], role: Role) -> list[str]:
     """The scopes, checked and without repeats; InvalidInputError for an unknown scope
     or one the role does not have."""
     if not scopes:
-        raise InvalidInputError("a token needs at least one --scope, e.g. campaigns:read")
+        raise InvalidInputError("scopes: a token needs at least one, e.g. campaigns:read")
     checked: dict[str, None] = {}
     for scope in scopes:
         if scope not in ALL_SCOPES:

@@ -447,12 +447,23 @@ def test_send(
 
     def work(session: Session) -> list[str]:
         _own(viewer, get_campaign(session, campaign_id))
-        checked = [normalise_email(a) for a in addresses]
+        checked = [_test_address(a) for a in addresses]
         return [f"{a}: {send_test(session, campaign_id, a, settings)}" for a in checked]
 
     replies = write(request, viewer, work)
     notice = _("Test sent. The server answered: {replies}").format(replies="; ".join(replies))
     return redirect(f"{PREFIX}/campaigns/{campaign_id}", notice)
+
+
+def _test_address(address: str) -> str:
+    """The address canonical, or an error that says which one of the field is wrong."""
+    try:
+        return normalise_email(address)
+    except InvalidInputError as exc:
+        shown = address if len(address) <= 80 else address[:80] + "…"
+        raise InvalidInputError(
+            _("To: “{address}”: {reason}.").format(address=shown, reason=exc)
+        ) from exc
 
 
 # --- scheduling -------------------------------------------------------------------------

@@ -51,7 +51,7 @@ class ContentSpec:
                 "--since-last, --tag"
             )
         if self.latest < 0 or (self.latest == 0 and not any(chosen)):
-            raise InvalidInputError("--latest must be at least 1")
+            raise InvalidInputError("latest: must be at least 1")
         if self.slugs:
             return ContentKind.articles, {"slugs": list(self.slugs)}
         if self.series:
@@ -78,13 +78,13 @@ def create_campaign(
     """A draft campaign; lists, articles, segment and template are checked now, not at
     send time. `segment` (a slug) narrows the lists' members to those matching it."""
     if not name.strip():
-        raise InvalidInputError("--name must not be empty")
+        raise InvalidInputError("name: must not be empty")
     if not subject.strip():
-        raise InvalidInputError("--subject must not be empty")
+        raise InvalidInputError("subject: must not be empty")
     if "\n" in subject or "\r" in subject:
-        raise InvalidInputError("--subject must be one line")
+        raise InvalidInputError("subject: must be one line")
     if not list_slugs:
-        raise InvalidInputError("name at least one --list")
+        raise InvalidInputError("lists: choose at least one list")
     kind, args = content.kind_and_args()
     campaign = Campaign(
         name=name.strip(),
@@ -176,7 +176,7 @@ def update_campaign(
     before = audited(campaign)
     if name is not None:
         if not name.strip():
-            raise InvalidInputError("name must not be empty")
+            raise InvalidInputError("name: must not be empty")
         campaign.name = name.strip()
     if subject is not None:
         if not subject.strip() or "\n" in subject or "\r" in subject:
@@ -286,7 +286,7 @@ def parse_local_time(value: str, zone: str) -> datetime:
     try:
         tz = ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise InvalidInputError(f"--tz: unknown time zone {zone!r}") from exc
+        raise InvalidInputError(f"time zone: {zone!r} is unknown") from exc
     try:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:
@@ -376,7 +376,7 @@ def schedule_campaign(
     try:
         zone(timezone)
     except InvalidInputError as exc:
-        raise InvalidInputError(f"--tz: {exc}") from exc
+        raise InvalidInputError(f"time zone: {exc}") from exc
     before = audited(campaign)
     campaign.send_at = send_at
     campaign.timezone = timezone

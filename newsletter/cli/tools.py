@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
+import shutil
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -74,4 +77,15 @@ def demo(
     """Send the sample series to generated subscribers on the embedded default."""
     from newsletter.demo import run_demo
 
-    run_demo(folder, subscribers, console)
+    run_demo(folder, subscribers, console, program=_this_program())
+
+
+def _this_program() -> str:
+    """How to run this tool again from here: `newsletter` when the PATH finds this very
+    script, else the path it was started by (`make demo` runs `.venv/bin/newsletter`,
+    which no PATH holds until the virtualenv is activated)."""
+    started = Path(sys.argv[0])
+    found = shutil.which("newsletter")
+    if started.name != "newsletter" or (found and Path(found).resolve() == started.resolve()):
+        return "newsletter"
+    return shlex.quote(str(started))

@@ -42,7 +42,7 @@ def create_series(session: Session, slug: str, title: str, description: str = ""
     if session.scalar(select(Series.id).where(Series.slug == slug)):
         raise InvalidInputError(f"series {slug!r} exists already")
     if not title.strip():
-        raise InvalidInputError("--title must not be empty")
+        raise InvalidInputError("title: must not be empty")
     series = Series(slug=slug, title=title.strip(), description=description)
     session.add(series)
     session.flush()

@@ -51,7 +51,7 @@ def create_sequence(
         raise InvalidInputError("give exactly one of --every PERIOD or --cron EXPR")
     every_seconds = parse_period(every) if every else None
     if every_seconds is not None and every_seconds < 60:
-        raise InvalidInputError("--every must be at least one minute")
+        raise InvalidInputError("every: must be at least one minute")
     zone(timezone)
     series = get_series(session, series_slug)
     mailing_list = get_list(session, list_slug)

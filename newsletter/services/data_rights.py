@@ -495,9 +495,8 @@ def timeline(session: Session, subscriber_id: int) -> list[TimelineEvent]:
     for sub in _subscriptions(session, subscriber_id):
         where = sub["list_name"]
         if sub["subscribed_at"]:
-            events.append(
-                TimelineEvent(sub["subscribed_at"], "subscribed", f"{where} ({sub['source']})")
-            )
+            source = f" ({sub['source']})" if sub["source"] else ""  # no "()" when unknown
+            events.append(TimelineEvent(sub["subscribed_at"], "subscribed", f"{where}{source}"))
         if sub["confirmed_at"]:
             events.append(TimelineEvent(sub["confirmed_at"], "confirmed", where))
         if sub["unsubscribed_at"]:
@@ -505,11 +504,12 @@ def timeline(session: Session, subscriber_id: int) -> list[TimelineEvent]:
     for row in _deliveries(session, subscriber_id, subscriber.email):
         what = row["campaign_name"] or f"drip sequence {row['sequence']}"
         reply = f" — {row['smtp_reply']}" if row["smtp_reply"] else ""
+        tries = f"{row['attempts']} attempt{'' if row['attempts'] == 1 else 's'}"
         events.append(
             TimelineEvent(
                 row["sent_at"] or row["updated_at"] or "",
                 "delivery",
-                f"{what} (run {row['run']}): {row['status']}, {row['attempts']} attempts{reply}",
+                f"{what} (run {row['run']}): {row['status']}, {tries}{reply}",
             )
         )
     for event in _bounce_events(session, subscriber.email):
