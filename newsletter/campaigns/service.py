@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from newsletter.accounts import audit
 from newsletter.audience.lists import get_list, require_postal_address
 from newsletter.audience.models import Segment, TrackingMode
+from newsletter.audience.segments import segment_id_for
 from newsletter.campaigns.content import get_campaign, select_articles
 from newsletter.campaigns.models import Campaign, CampaignStatus, ContentKind
 from newsletter.campaigns.templates import check_campaign_template
@@ -94,7 +95,7 @@ def create_campaign(
         content_kind=kind,
         content_args=args,
         lists=[get_list(session, slug) for slug in dict.fromkeys(list_slugs)],
-        segment_id=_segment_id(session, segment),
+        segment_id=segment_id_for(session, segment),
     )
     if content.since_last or content.tag:
         pass  # may well be empty today; each run decides (see skip_if_empty)
@@ -107,16 +108,6 @@ def create_campaign(
     session.flush()
     audit.record(session, "campaign.create", f"campaign:{campaign.id}", after=audited(campaign))
     return campaign
-
-
-def _segment_id(session: Session, slug: str | None) -> int | None:
-    """The id of the segment `slug` ("" or None: no segment)."""
-    if not slug:
-        return None
-    segment_id = session.scalar(select(Segment.id).where(Segment.slug == slug))
-    if segment_id is None:
-        raise InvalidInputError(f"segment: no segment {slug!r}")
-    return segment_id
 
 
 def segment_slug(session: Session, campaign: Campaign) -> str | None:
@@ -191,7 +182,7 @@ def update_campaign(
             raise InvalidInputError("lists: name at least one list")
         campaign.lists = [get_list(session, slug) for slug in dict.fromkeys(list_slugs)]
     if segment is not None:
-        campaign.segment_id = _segment_id(session, segment)
+        campaign.segment_id = segment_id_for(session, segment)
     if planned_at is not False:
         campaign.send_at = planned_at if isinstance(planned_at, datetime) else None
     if content is not None:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from newsletter.accounts import audit
 from newsletter.audience.lists import get_list, require_postal_address
 from newsletter.audience.models import Segment
+from newsletter.audience.segments import segment_id_for
 from newsletter.content.series import get_series
 from newsletter.errors import InvalidInputError, NotFoundError
 from newsletter.recurrence import check_cron, zone
@@ -72,7 +73,7 @@ def create_sequence(
         timezone=timezone,
         initial_delay_seconds=parse_period(initial_delay, "--delay") if initial_delay else 0,
         restart_on_rejoin=restart_on_rejoin,
-        segment_id=_segment_id(session, segment),
+        segment_id=segment_id_for(session, segment),
     )
     session.add(sequence)
     session.flush()
@@ -90,15 +91,6 @@ def create_sequence(
         },
     )
     return sequence
-
-
-def _segment_id(session: Session, slug: str | None) -> int | None:
-    if not slug:
-        return None
-    segment_id = session.scalar(select(Segment.id).where(Segment.slug == slug))
-    if segment_id is None:
-        raise InvalidInputError(f"segment: no segment {slug!r}")
-    return segment_id
 
 
 def list_sequences(session: Session) -> list[Sequence]:
