@@ -2,9 +2,12 @@
 
 Each result is journalled as soon as the mailer returns (`journal.Journal`: one
 write(2), replayed into the ledger if we die), so a killed worker leaves at most the
-one message it was handing over unrecorded; that row keeps the dead task's claim, and
-when the claim expires (or the task is redelivered) it is sent again: at most one
-duplicate per killed process, nobody skipped. The run's email was encoded once
+one message each connection was handing over unrecorded; that row keeps the dead
+task's claim, and when the claim expires (or the task is redelivered) it is sent
+again: at most one duplicate per open connection of a killed process, nobody skipped.
+A mailer with `concurrency` above one (a relay pool, relays.py) gets that many of the
+chunk's messages at once, from threads of this process: far from the relay,
+throughput comes from connections side by side, not from CPU. The run's email was encoded once
 (`MessageTemplate`); per recipient we only sign two tokens and splice values.
 """
 
@@ -12,8 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from email.utils import parseaddr
@@ -31,8 +36,9 @@ from newsletter.db import utcnow
 from newsletter.delivery.content import list_headers, run_email, run_lists
 from newsletter.delivery.dkim import signer_from_settings
 from newsletter.delivery.journal import Journal, claimed_by, result_line
-from newsletter.delivery.mailers import Mailer
+from newsletter.delivery.mailers import Mailer, OutgoingMessage
 from newsletter.delivery.outgoing import Outgoing
+from newsletter.delivery.relays import RelayPool
 from newsletter.delivery.throttle import LocalThrottle, Throttle
 from newsletter.errors import (
     ConfigError,
@@ -105,6 +111,14 @@ def recipient_values(
         value = attributes.get(key.removeprefix(ATTRIBUTE_PREFIX))
         values[key] = "" if value is None else str(value)
     return values
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one row; `hard_bounce`: (address, reply) to suppress."""
+
+    status: DeliveryStatus
+    hard_bounce: tuple[str, str] | None = None
 
 
 @dataclass
@@ -219,6 +233,13 @@ class ChunkSender:
             self.mailer,
             signer_from_settings(self.settings),
         )
+        # Messages handed over at once (threads of this process): the mailer's own
+        # concurrency, e.g. a relay pool's connections; 1 sends in this thread.
+        self.concurrency = max(1, int(getattr(self.mailer, "concurrency", 1)))
+        self._threads: ThreadPoolExecutor | None = None
+        # Building a message holds the GIL anyway; one at a time keeps the per-run
+        # caches (variants, tracked links) single-threaded.
+        self._build_lock = threading.Lock()
         directory = self.settings.journal_directory
         try:
             self.journal = Journal(directory, self.settings.database_url)
@@ -230,8 +251,16 @@ class ChunkSender:
 
     def close(self, engine: Engine) -> None:
         """Put every journalled result into the ledger and stop (process shutdown)."""
+        if self._threads is not None:
+            self._threads.shutdown(wait=True)
+            self._threads = None
         self.mailer.close()
         self.journal.close(engine)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="smtp")
+        return self._threads
 
     def _compile(self, session: Session, run_id: int) -> CompiledRun:
         """The run's compiled message, kept per process: the run (with its frozen
@@ -296,6 +325,8 @@ class ChunkSender:
             stopped = self._send_rows(session, chunk, claim, rows, compiled, engine, counts)
         finally:
             self.journal.flush(engine)
+            if isinstance(self.mailer, RelayPool):
+                self.mailer.report_now()
         if not stopped:
             mark_progress(session, chunk.run_id)
             finish_run(session, chunk.run_id)
@@ -312,43 +343,75 @@ class ChunkSender:
         engine: Engine,
         counts: dict[str, int],
     ) -> bool:
-        """Send the claimed rows in order; returns True if a pause or cancel stopped it."""
+        """Send the claimed rows (up to `concurrency` at once, in order of hand-over);
+        returns True if a pause or cancel stopped it."""
         date = message_date()
         next_check = time.monotonic() + CHECK_EVERY_SECONDS
-        for row in rows:
-            if time.monotonic() >= next_check:
-                next_check = time.monotonic() + CHECK_EVERY_SECONDS
-                self.journal.flush(engine)  # the ledger is never more than a second behind
-                status = current_status(session, chunk.run_id)
-                if not may_send(status):
-                    # Paused: hand the rest back. Cancelled: the rest will never go.
-                    released = (
-                        DeliveryStatus.pending
-                        if status is RunStatus.paused
-                        else DeliveryStatus.cancelled
-                    )
-                    release_claim(session, chunk, claim, released)
+        in_flight: set[Future[Outcome]] = set()
+
+        def settle(done: set[Future[Outcome]]) -> None:
+            for future in done:
+                self._count(session, future.result(), counts)
+
+        try:
+            for row in rows:
+                if time.monotonic() >= next_check:
+                    # Messages in flight are settled first: their rows are still
+                    # `sending` until journalled, and must not be handed back unsent.
+                    settle(wait(in_flight).done)
+                    in_flight = set()
+                    next_check = time.monotonic() + CHECK_EVERY_SECONDS
+                    self.journal.flush(engine)  # the ledger is never more than a second behind
+                    status = current_status(session, chunk.run_id)
+                    if not may_send(status):
+                        # Paused: hand the rest back. Cancelled: the rest will never go.
+                        released = (
+                            DeliveryStatus.pending
+                            if status is RunStatus.paused
+                            else DeliveryStatus.cancelled
+                        )
+                        release_claim(session, chunk, claim, released)
+                        session.commit()
+                        return True
+                    renew_claim(session, chunk, claim, utcnow() + self.lease)
                     session.commit()
-                    return True
-                renew_claim(session, chunk, claim, utcnow() + self.lease)
-                session.commit()
-            outcome = self._send_one(session, engine, row, claim, compiled, date)
-            counts[outcome] += 1  # (a StrEnum: its value is the key)
+                if self.concurrency == 1:
+                    self._count(session, self._send_one(engine, row, claim, compiled, date), counts)
+                    continue
+                # One more queued than there are threads keeps every connection busy.
+                while len(in_flight) > self.concurrency:
+                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                    settle(done)
+                in_flight.add(
+                    self._executor().submit(self._send_one, engine, row, claim, compiled, date)
+                )
+            settle(wait(in_flight).done)
+            in_flight = set()
+        finally:
+            wait(in_flight)  # an error above: let the others finish and journal
         return False
+
+    def _count(self, session: Session, outcome: Outcome, counts: dict[str, int]) -> None:
+        """Count one message's outcome; suppress a hard-bounced address (in the thread
+        that owns the session)."""
+        counts[outcome.status] += 1  # (a StrEnum: its value is the key)
+        if outcome.hard_bounce is not None:
+            email, reason = outcome.hard_bounce
+            suppress_address(session, email, "hard-bounce", reason)
+            session.commit()
 
     def _send_one(
         self,
-        session: Session,
         engine: Engine,
         row: Any,
         claim: str,
         compiled: CompiledRun,
         date: str,
-    ) -> DeliveryStatus:
-        """Send one claimed row and record the outcome at once."""
+    ) -> Outcome:
+        """Send one claimed row and record the outcome at once (any thread)."""
         if not row.still_subscribed:
             self._record(engine, row, claim, DeliveryStatus.suppressed, "left the list", "")
-            return DeliveryStatus.suppressed
+            return Outcome(DeliveryStatus.suppressed)
         domain = row.email.rpartition("@")[2].lower()
         # Stable for a delivery and attempt (a duplicate after a crash carries the same
         # id, so mail clients can fold it), unique across databases through the salt.
@@ -357,32 +420,17 @@ class ChunkSender:
         if paused > 0:
             reason = f"domain {domain} asked us to slow down"
             self._defer(engine, row, claim, message_id, reason, paused)
-            return DeliveryStatus.deferred
+            return Outcome(DeliveryStatus.deferred)
         self.throttle.wait_turn(domain)
         try:
-            tracking = compiled.policy.for_recipient(row.list_id, row.no_tracking)
-            message = compiled.messages_for(row).pick(tracking)
-            values = recipient_values(
-                self.settings, self.signer, row, message.attribute_keys, compiled.sequence_id
-            )
-            values["tracking_note"] = note(tracking, row.no_tracking)
-            if message.tracked:
-                # One signed value for every link and the pixel of this message: its
-                # ledger row (individual) or a random number stored nowhere (anonymous).
-                ident = row.id if tracking.individual else new_nonce()
-                values[TRACK_KEY] = self.tracking_signer.recipient_part(
-                    compiled.run_id, tracking.individual, ident, row.list_id, int(time.time())
-                )
-            recipient = Recipient(
-                email=row.email, name=row.name or "", values=values, message_id=message_id
-            )
-            outgoing = self.outgoing.prepare(message.template, recipient, date)
+            with self._build_lock:
+                outgoing = self._build(row, compiled, message_id, date)
         except InvalidInputError as exc:
             # This one address or name cannot be put in a message (e.g. it needs
             # SMTPUTF8), or the templates fail for this reader's attributes; the rest
             # of the chunk goes on.
             self._record(engine, row, claim, DeliveryStatus.failed, str(exc), message_id)
-            return DeliveryStatus.failed
+            return Outcome(DeliveryStatus.failed)
         started = time.perf_counter()
         try:
             result = self.outgoing.send(outgoing)
@@ -391,17 +439,38 @@ class ChunkSender:
             if isinstance(exc, ThrottledError):
                 self.throttle.slow_down(domain, self.settings.domain_backoff_seconds)
             self._defer(engine, row, claim, message_id, str(exc), 0.0)
-            return DeliveryStatus.deferred
+            return Outcome(DeliveryStatus.deferred)
         except PermanentDeliveryError as exc:
             metrics.observe_send(time.perf_counter() - started)
             self._record(engine, row, claim, DeliveryStatus.failed, str(exc), message_id)
             if isinstance(exc, HardBounceError):
-                suppress_address(session, row.email, "hard-bounce", str(exc))
-                session.commit()
-            return DeliveryStatus.failed
+                return Outcome(DeliveryStatus.failed, (row.email, str(exc)))
+            return Outcome(DeliveryStatus.failed)
         metrics.observe_send(time.perf_counter() - started)
         self._record(engine, row, claim, DeliveryStatus.sent, result.reply, message_id)
-        return DeliveryStatus.sent
+        return Outcome(DeliveryStatus.sent)
+
+    def _build(
+        self, row: Any, compiled: CompiledRun, message_id: str, date: str
+    ) -> OutgoingMessage:
+        """One reader's message: slots filled, MIME spliced, DKIM-signed."""
+        tracking = compiled.policy.for_recipient(row.list_id, row.no_tracking)
+        message = compiled.messages_for(row).pick(tracking)
+        values = recipient_values(
+            self.settings, self.signer, row, message.attribute_keys, compiled.sequence_id
+        )
+        values["tracking_note"] = note(tracking, row.no_tracking)
+        if message.tracked:
+            # One signed value for every link and the pixel of this message: its
+            # ledger row (individual) or a random number stored nowhere (anonymous).
+            ident = row.id if tracking.individual else new_nonce()
+            values[TRACK_KEY] = self.tracking_signer.recipient_part(
+                compiled.run_id, tracking.individual, ident, row.list_id, int(time.time())
+            )
+        recipient = Recipient(
+            email=row.email, name=row.name or "", values=values, message_id=message_id
+        )
+        return self.outgoing.prepare(message.template, recipient, date)
 
     def _record(
         self,

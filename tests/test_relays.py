@@ -1,0 +1,121 @@
+"""Many connections per worker process, kept across chunks, against a real aiosmtpd relay
+and PostgreSQL: each result still journalled once, nobody missing or sent twice."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from newsletter.campaigns.runs import claim_due_campaigns, fan_out_campaign_run
+from newsletter.campaigns.service import schedule_campaign
+from newsletter.config import Settings, SmtpTarget, parse_mail_urls
+from newsletter.db import make_engine, make_sessionmaker, utcnow
+from newsletter.delivery.relays import RelayPool, campaign_mailer
+from newsletter.delivery.sending import ChunkSender
+from newsletter.runs.ledger import Chunk
+from newsletter.runs.models import Delivery, DeliveryStatus
+from tests.factories import add_member, import_sample, make_list, series_digest, settings_for
+from tests.smtp_sink import SmtpSink
+
+
+def address(i: int) -> str:
+    return f"reader{i:04d}@example.org"
+
+
+@pytest.fixture
+def pg_session(pg_url: str) -> Iterator[Session]:
+    engine = make_engine(pg_url)
+    with make_sessionmaker(engine)() as session:
+        yield session
+    engine.dispose()
+
+
+def start_run(session: Session, readers: int) -> int:
+    import_sample(session)
+    news = make_list(session)
+    for i in range(readers):
+        add_member(session, news, address(i), f"Reader {i}")
+    campaign = series_digest(session, ["clinic-news"])
+    schedule_campaign(session, campaign.id, utcnow())
+    [run_id] = claim_due_campaigns(session, utcnow())
+    session.commit()
+    return run_id
+
+
+def send_run(session: Session, sender: ChunkSender, run_id: int, chunk_size: int) -> None:
+    chunks: list[Chunk] = []
+    sessions = make_sessionmaker(session.get_bind())  # type: ignore[arg-type]
+    fan_out_campaign_run(sessions, run_id, chunk_size, chunks.append)
+    for chunk in chunks:
+        sender.send_chunk(session, chunk, f"claim-{chunk.first}")
+
+
+def ledger(session: Session, run_id: int) -> dict[DeliveryStatus, int]:
+    rows = session.execute(
+        select(Delivery.status, func.count())
+        .where(Delivery.run_id == run_id)
+        .group_by(Delivery.status)
+    ).all()
+    return {status: n for status, n in rows}
+
+
+def target(sink: SmtpSink) -> SmtpTarget:
+    parsed = parse_mail_urls(sink.url)[0]
+    assert isinstance(parsed, SmtpTarget)
+    return parsed
+
+
+def settings_with(pg_url: str, sink: SmtpSink, **overrides: object) -> Settings:
+    return settings_for(pg_url, mail_url=sink.url, **overrides)
+
+
+def assert_everyone_once(sink: SmtpSink, readers: int) -> None:
+    received = Counter(sink.handler.recipients())
+    assert set(received) == {address(i) for i in range(readers)}, "somebody was skipped"
+    assert max(received.values()) == 1, "somebody got it twice"
+
+
+def test_a_chunk_goes_out_over_several_connections_at_once(
+    pg_url: str, pg_session: Session
+) -> None:
+    with SmtpSink() as sink:
+        sink.handler.delay = 0.05  # a relay that takes its time: connections overlap
+        settings = settings_with(pg_url, sink, smtp_connections=4)
+        sender = ChunkSender(settings, campaign_mailer(settings))
+        assert sender.concurrency == 4
+        run_id = start_run(pg_session, 40)
+        send_run(pg_session, sender, run_id, chunk_size=40)
+        sender.close(pg_session.get_bind())  # type: ignore[arg-type]
+        assert sink.tally.most == 4
+        assert_everyone_once(sink, 40)
+    assert ledger(pg_session, run_id) == {DeliveryStatus.sent: 40}
+
+
+def test_connections_are_kept_open_across_chunks(pg_url: str, pg_session: Session) -> None:
+    with SmtpSink() as sink:
+        settings = settings_with(pg_url, sink)
+        pool = RelayPool([target(sink)], connections=2)
+        sender = ChunkSender(settings, pool)
+        run_id = start_run(pg_session, 40)
+        send_run(pg_session, sender, run_id, chunk_size=10)  # four chunks
+        assert sink.tally.opened <= 2
+        assert sink.tally.open == sum(s.open for s in pool.states())
+        sender.close(pg_session.get_bind())  # type: ignore[arg-type]
+        assert_everyone_once(sink, 40)
+    assert ledger(pg_session, run_id) == {DeliveryStatus.sent: 40}
+
+
+def test_a_connection_is_reopened_after_its_message_cap(pg_url: str, pg_session: Session) -> None:
+    with SmtpSink() as sink:
+        settings = settings_with(pg_url, sink, smtp_connections=1, smtp_messages_per_connection=5)
+        sender = ChunkSender(settings, campaign_mailer(settings))
+        run_id = start_run(pg_session, 23)
+        send_run(pg_session, sender, run_id, chunk_size=10)
+        sender.close(pg_session.get_bind())  # type: ignore[arg-type]
+        assert sink.tally.opened == 5  # 5 + 5 + 5 + 5 + 3
+        assert_everyone_once(sink, 23)
+    assert ledger(pg_session, run_id) == {DeliveryStatus.sent: 23}
