@@ -419,11 +419,14 @@ def run_bench(
             # The CPU of a hand-over is measured next to the sink, without the delay.
             direct = bench.model_copy(update={"mail_url": sink_url})
             costs = _stage_costs(direct, campaign_id, tracking, track_opens)
-            sessions = smtp_source_sessions or (50 if latency_ms else 20)
-            compare = None
-            if smtp_url is None:
-                sample = min(subscribers, 5_000 if latency_ms else 50_000)
-                compare = smtp_source_rate(url, sessions, sample, int(costs["message_bytes"]))
+        sessions = smtp_source_sessions or (50 if latency_ms else 20)
+        compare = None
+        if smtp_url is None:  # through a delay proxy of its own, as far away
+            sample = min(subscribers, 5_000 if latency_ms else 50_000)
+            size = int(costs["message_bytes"])
+            with delay_proxy(sink_url, latency_ms) if latency_ms else nullcontext(None) as other:
+                target = sink_url if other is None else other[0]
+                compare = smtp_source_rate(target, sessions, sample, size)
     with runtime().sessions() as session:
         run_id = session.scalar(select(Run.id).where(Run.campaign_id == campaign_id))
         counts = delivery_counts(session, run_id) if run_id is not None else {}
