@@ -137,6 +137,7 @@ class SmtpMailer:
         self.max_messages = max_messages  # 0: no limit
         self.sent_on_connection = 0
         self._smtp: smtplib.SMTP | None = None
+        self._handing_over = False  # the message itself is being sent: it may arrive
 
     def _connect(self) -> smtplib.SMTP:
         t = self.target
@@ -199,6 +200,8 @@ class SmtpMailer:
                 raise PermanentDeliveryError(f"not a deliverable address: {address!r}")
         if self._smtp is None:
             self._smtp = self._open()
+        reused = self.sent_on_connection > 0
+        self._handing_over = False
         # Each hand-over's answer is counted by class here, where it is read
         # (newsletter_smtp_reply_total): a reply code, a timeout, or no answer at all.
         try:
@@ -216,6 +219,10 @@ class SmtpMailer:
             # Dropped connections: try again later.
             metrics.count_smtp_reply(None, dropped=True)
             self._drop()
+            if reused and not self._handing_over:
+                # A kept connection the relay had closed (idle too long) before the
+                # message went: nothing was handed over, a new session may take it.
+                raise RelayUnavailableError(f"connection closed: {exc!r}", "stale") from exc
             raise TemporaryDeliveryError(f"connection problem: {exc!r}") from exc
         metrics.count_smtp_reply(250)
         self.sent_on_connection += 1
@@ -223,8 +230,7 @@ class SmtpMailer:
             self.close()  # the relay's limit per session: the next send opens a new one
         return SendResult(reply)
 
-    @staticmethod
-    def _transaction(smtp: smtplib.SMTP, message: OutgoingMessage) -> str:
+    def _transaction(self, smtp: smtplib.SMTP, message: OutgoingMessage) -> str:
         """MAIL, RCPT, DATA and the message; with PIPELINING (RFC 2920) the three
         commands go in one write, saving two round trips a message."""
         commands = [
@@ -256,6 +262,7 @@ class SmtpMailer:
             body = b"." + body
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
+        self._handing_over = True
         smtp.send(body + b".\r\n")
         code, text = smtp.getreply()
         if code != 250:

@@ -10,16 +10,21 @@ connection is reopened after `max_messages` (providers cap messages per session)
 Adaptive limits, as TCP's congestion window (AIMD): each relay starts allowed its cap
 of connections; a 421 or a refused connect halves what it is allowed (at most once a
 second, so one burst of refusals counts once), and every GROW_AFTER messages accepted
-add one back, up to the cap. A busy relay is only backed off. A relay that is down
-(REST_AFTER_DOWN refused connects or TLS failures in a row) or in a 421 storm
-(REST_AFTER_BUSY refusals in a row with nothing accepted between, while already down
-to one connection) rests for `rest_seconds`, and its share goes to the others; when
-every relay rests, `send` fails at once with a RelayUnavailableError, so the rows are
-deferred and the ledger retries them.
+add one back, up to the cap. Idle connections are closed after IDLE_SECONDS, since a
+relay counts them against our cap and another worker process may need them.
 
-A message refused before its session existed was never handed over, so it is tried
-again at once on another connection (at most MAX_TRIES times); one that failed during
-its transaction is deferred as before, since the relay may have received it.
+Busy is not down. A message refused at the greeting (421) waits a little and tries
+again, for up to PATIENCE_SECONDS, and only then is deferred. A relay that is down
+(REST_AFTER_DOWN refused connects or TLS failures in a row) or in a 421 storm
+(REST_AFTER_BUSY refusals in a row at one connection and nothing accepted for
+STORM_SECONDS) rests for `rest_seconds`, and its share goes to the others; when every
+relay rests longer than a message's patience, `send` fails with a
+RelayUnavailableError, the row is deferred and the ledger retries it.
+
+A message refused before its session existed (or on a kept session the relay had
+closed, before the message went) was never handed over, so it is tried again at once on
+another connection; one that failed while it was being handed over is deferred as
+before, since the relay may have received it.
 """
 
 from __future__ import annotations
@@ -52,9 +57,14 @@ from newsletter.errors import DeliveryError, RelayUnavailableError
 log = logging.getLogger(__name__)
 
 GROW_AFTER = 20  # messages accepted per connection given back after a halving
-REST_AFTER_DOWN = 3
-REST_AFTER_BUSY = 8
-MAX_TRIES = 4
+REST_AFTER_DOWN = 3  # refused connects or TLS failures in a row
+REST_AFTER_BUSY = 8  # refusals in a row at one connection, and nothing accepted for
+STORM_SECONDS = 10.0  # this long: a storm, not just a busy relay
+MAX_TRIES = 4  # connections tried for one message when relays are down
+PATIENCE_SECONDS = 20.0  # how long a message waits for a busy relay before it is deferred
+FIRST_BACKOFF_SECONDS = 0.05
+MAX_BACKOFF_SECONDS = 1.0
+IDLE_SECONDS = 10.0  # an idle connection is closed after this long
 HALVE_GAP_SECONDS = 1.0
 WAIT_SLICE_SECONDS = 0.5
 
@@ -94,12 +104,13 @@ class Relay:
         self.cap = cap
         self.allowed = float(cap)
         self.in_use = 0
-        self.idle: list[SmtpMailer] = []
+        self.idle: list[tuple[float, SmtpMailer]] = []  # (given back at, connection)
         self.rest_until = 0.0
         self.halved_at = float("-inf")
         self.accepted_since_halving = 0
         self.busy_streak = 0
         self.down_streak = 0
+        self.accepted_at = time.monotonic()
         self.sent = self.errors = self.busy = self.down = self.rests = 0
         self.most_open = 0
         self.reported_sent = 0
@@ -113,8 +124,9 @@ class Relay:
     def has_room(self) -> bool:
         return self.in_use < self.slots()
 
-    def note_sent(self) -> None:
+    def note_sent(self, now: float) -> None:
         self.sent += 1
+        self.accepted_at = now
         self.busy_streak = self.down_streak = 0
         if self.allowed < self.cap:
             self.accepted_since_halving += 1
@@ -127,8 +139,9 @@ class Relay:
         self.busy += 1
         self.busy_streak += 1
         self._halve(now)
-        if self.busy_streak >= REST_AFTER_BUSY and self.slots() == 1:
-            self._rest(now, rest_seconds, "answers 421 to every connection")
+        storm = self.busy_streak >= REST_AFTER_BUSY and self.slots() == 1
+        if storm and now - self.accepted_at >= STORM_SECONDS:
+            self._rest(now, rest_seconds, "has answered 421 to every connection for a while")
 
     def note_down(self, now: float, rest_seconds: float) -> None:
         self.errors += 1
@@ -182,6 +195,7 @@ class RelayPool:
         rest_seconds: float = 30.0,
         pace: Pace | None = None,
         report: Report | None = None,
+        patience: float = PATIENCE_SECONDS,
     ) -> None:
         if not targets:
             raise ValueError("a relay pool needs at least one relay")
@@ -191,13 +205,17 @@ class RelayPool:
         self.rest_seconds = rest_seconds
         self.pace = pace
         self.report = report
+        self.patience = patience
         self._reported_at = time.monotonic()
         self._lock = threading.Condition()
+        self._closed = threading.Event()
+        self._reaper: threading.Thread | None = None
 
     def send(self, message: OutgoingMessage) -> SendResult:
-        refused: RelayUnavailableError | None = None
-        for _ in range(MAX_TRIES):
-            relay, connection = self._borrow()
+        deadline = time.monotonic() + self.patience
+        tries, pause = 0, FIRST_BACKOFF_SECONDS
+        while True:
+            relay, connection = self._borrow(deadline)
             try:
                 if relay.target.rate > 0 and self.pace is not None:
                     self.pace(f"relay:{relay.name}", relay.target.rate)
@@ -205,7 +223,17 @@ class RelayPool:
             except RelayUnavailableError as exc:
                 # No session, so nothing was handed over: another connection may try.
                 self._give_back(relay, connection, exc)
-                refused = exc
+                if exc.kind == "busy":
+                    # Busy is no fault: wait a little (fewer connections now) and
+                    # try again, as long as the message's patience lasts.
+                    if time.monotonic() + pause > deadline:
+                        raise
+                    time.sleep(pause)
+                    pause = min(pause * 2, MAX_BACKOFF_SECONDS)
+                    continue
+                tries += 1
+                if tries >= MAX_TRIES:
+                    raise
                 continue
             except DeliveryError as exc:
                 self._give_back(relay, connection, exc)
@@ -215,39 +243,62 @@ class RelayPool:
                 raise
             self._give_back(relay, connection, None)
             return result
-        assert refused is not None
-        raise refused
 
-    def _borrow(self) -> tuple[Relay, SmtpMailer]:
+    def _borrow(self, deadline: float) -> tuple[Relay, SmtpMailer]:
+        """A connection of a relay with room, waiting for one until `deadline`."""
         surplus: list[SmtpMailer] = []
         with self._lock:
+            self._start_reaper()
             while True:
                 now = time.monotonic()
                 awake = [r for r in self.relays if not r.resting(now)]
-                if not awake:
-                    soonest = min(r.rest_until for r in self.relays) - now
-                    raise RelayUnavailableError(
-                        f"every relay is resting after failures (the first is back in "
-                        f"{soonest:.0f} s)",
-                        "resting",
-                    )
                 free = [r for r in awake if r.has_room()]
                 if free:
                     break
-                self._lock.wait(WAIT_SLICE_SECONDS)
+                wake = deadline
+                if not awake:
+                    wake = min(r.rest_until for r in self.relays)
+                    if wake > deadline:
+                        raise RelayUnavailableError(
+                            f"every relay is resting after failures (the first is back in "
+                            f"{wake - now:.0f} s)",
+                            "resting",
+                        )
+                elif now >= deadline:
+                    raise RelayUnavailableError("no connection to a relay came free", "busy")
+                self._lock.wait(min(WAIT_SLICE_SECONDS, max(0.0, wake - now)))
             relay = random.choices(free, [r.target.weight for r in free])[0]
             relay.in_use += 1
             if relay.idle:
-                connection = relay.idle.pop()
+                connection = relay.idle.pop()[1]
             else:
                 connection = SmtpMailer(relay.target, self.max_messages)
                 relay.most_open = max(relay.most_open, relay.in_use + len(relay.idle))
             # Fewer allowed than open since a halving: close the idle surplus.
             while relay.idle and relay.in_use + len(relay.idle) > relay.slots():
-                surplus.append(relay.idle.pop(0))
+                surplus.append(relay.idle.pop(0)[1])
         for extra in surplus:  # outside the lock: QUIT takes a round trip
             extra.close()
         return relay, connection
+
+    def _start_reaper(self) -> None:
+        """Idle connections are closed after IDLE_SECONDS by a thread of this process:
+        a relay counts them against our cap (another worker may need them)."""
+        if self._reaper is None or not self._reaper.is_alive():
+            self._reaper = threading.Thread(target=self._reap, name="smtp-reaper", daemon=True)
+            self._reaper.start()
+
+    def _reap(self) -> None:
+        while not self._closed.wait(IDLE_SECONDS / 4):
+            stale: list[SmtpMailer] = []
+            with self._lock:
+                old = time.monotonic() - IDLE_SECONDS
+                for relay in self.relays:
+                    stale.extend(c for at, c in relay.idle if at < old)
+                    relay.idle = [(at, c) for at, c in relay.idle if at >= old]
+            for connection in stale:
+                with contextlib.suppress(Exception):
+                    connection.close()
 
     def _give_back(
         self,
@@ -262,14 +313,14 @@ class RelayPool:
             if isinstance(error, RelayUnavailableError):
                 if error.kind == "busy":
                     relay.note_busy(now, self.rest_seconds)
-                else:
+                elif error.kind != "stale":  # (a kept session the relay had closed)
                     relay.note_down(now, self.rest_seconds)
             elif error is not None:
                 relay.errors += 1
                 if error.code == 421:  # the relay closed the session: it is busy
                     relay.note_busy(now, self.rest_seconds)
             elif not broken:
-                relay.note_sent()
+                relay.note_sent(now)
             keep = (
                 not broken
                 and connection.connected
@@ -277,7 +328,7 @@ class RelayPool:
                 and relay.in_use + len(relay.idle) < relay.slots()
             )
             if keep:
-                relay.idle.append(connection)
+                relay.idle.append((now, connection))
             self._lock.notify()
             due = self.report is not None and now - self._reported_at >= REPORT_EVERY_SECONDS
         if not keep:
@@ -306,8 +357,9 @@ class RelayPool:
             return [r.state(now) for r in self.relays]
 
     def close(self) -> None:
+        self._closed.set()
         with self._lock:
-            idle = [c for r in self.relays for c in r.idle]
+            idle = [c for r in self.relays for _, c in r.idle]
             for r in self.relays:
                 r.idle = []
         for connection in idle:

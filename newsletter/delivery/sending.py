@@ -343,53 +343,94 @@ class ChunkSender:
         engine: Engine,
         counts: dict[str, int],
     ) -> bool:
-        """Send the claimed rows (up to `concurrency` at once, in order of hand-over);
-        returns True if a pause or cancel stopped it."""
+        """Send the claimed rows, in order of hand-over; returns True if a pause or
+        cancel stopped it."""
+        if self.concurrency > 1:
+            return self._send_rows_at_once(session, chunk, claim, rows, compiled, engine, counts)
         date = message_date()
         next_check = time.monotonic() + CHECK_EVERY_SECONDS
+        for row in rows:
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + CHECK_EVERY_SECONDS
+                if self._stopped(session, chunk, claim, engine):
+                    return True
+            self._count(session, self._send_one(engine, row, claim, compiled, date), counts)
+        return False
+
+    def _send_rows_at_once(
+        self,
+        session: Session,
+        chunk: Chunk,
+        claim: str,
+        rows: list[Any],
+        compiled: CompiledRun,
+        engine: Engine,
+        counts: dict[str, int],
+    ) -> bool:
+        """`_send_rows` with up to `concurrency` messages in flight, from threads; this
+        thread keeps the claim renewed and looks at pause and cancel meanwhile."""
+        date = message_date()
+        next_check = time.monotonic() + CHECK_EVERY_SECONDS
+        waiting = iter(rows)
         in_flight: set[Future[Outcome]] = set()
-
-        def settle(done: set[Future[Outcome]]) -> None:
-            for future in done:
-                self._count(session, future.result(), counts)
-
+        more = True
         try:
-            for row in rows:
-                if time.monotonic() >= next_check:
-                    # Messages in flight are settled first: their rows are still
-                    # `sending` until journalled, and must not be handed back unsent.
-                    settle(wait(in_flight).done)
-                    in_flight = set()
-                    next_check = time.monotonic() + CHECK_EVERY_SECONDS
-                    self.journal.flush(engine)  # the ledger is never more than a second behind
-                    status = current_status(session, chunk.run_id)
-                    if not may_send(status):
-                        # Paused: hand the rest back. Cancelled: the rest will never go.
-                        released = (
-                            DeliveryStatus.pending
-                            if status is RunStatus.paused
-                            else DeliveryStatus.cancelled
-                        )
-                        release_claim(session, chunk, claim, released)
-                        session.commit()
-                        return True
-                    renew_claim(session, chunk, claim, utcnow() + self.lease)
-                    session.commit()
-                if self.concurrency == 1:
-                    self._count(session, self._send_one(engine, row, claim, compiled, date), counts)
-                    continue
+            while True:
                 # One more queued than there are threads keeps every connection busy.
-                while len(in_flight) > self.concurrency:
-                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                    settle(done)
-                in_flight.add(
-                    self._executor().submit(self._send_one, engine, row, claim, compiled, date)
-                )
-            settle(wait(in_flight).done)
-            in_flight = set()
+                while more and len(in_flight) <= self.concurrency:
+                    row = next(waiting, None)
+                    if row is None:
+                        more = False
+                        break
+                    in_flight.add(
+                        self._executor().submit(self._send_one, engine, row, claim, compiled, date)
+                    )
+                if not in_flight:
+                    return False
+                timeout = max(0.0, next_check - time.monotonic())
+                done, in_flight = wait(in_flight, timeout, return_when=FIRST_COMPLETED)
+                for future in done:
+                    self._count(session, future.result(), counts)
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + CHECK_EVERY_SECONDS
+                    # Messages in flight are settled before rows are handed back: their
+                    # rows stay `sending` until journalled, and must not go twice.
+                    if self._stopped(session, chunk, claim, engine, in_flight, counts):
+                        in_flight = set()
+                        return True
         finally:
             wait(in_flight)  # an error above: let the others finish and journal
-        return False
+
+    def _stopped(
+        self,
+        session: Session,
+        chunk: Chunk,
+        claim: str,
+        engine: Engine,
+        in_flight: set[Future[Outcome]] | None = None,
+        counts: dict[str, int] | None = None,
+    ) -> bool:
+        """The check made every second while a chunk sends: results into the ledger,
+        then pause or cancel (the rest handed back, after the messages in flight) or
+        the claim renewed."""
+        self.journal.flush(engine)  # the ledger is never more than a second behind
+        status = current_status(session, chunk.run_id)
+        if may_send(status):
+            renew_claim(session, chunk, claim, utcnow() + self.lease)
+            session.commit()
+            return False
+        if in_flight:
+            assert counts is not None
+            for future in wait(in_flight).done:
+                self._count(session, future.result(), counts)
+            self.journal.flush(engine)
+        # Paused: hand the rest back. Cancelled: the rest will never go.
+        released = (
+            DeliveryStatus.pending if status is RunStatus.paused else DeliveryStatus.cancelled
+        )
+        release_claim(session, chunk, claim, released)
+        session.commit()
+        return True
 
     def _count(self, session: Session, outcome: Outcome, counts: dict[str, int]) -> None:
         """Count one message's outcome; suppress a hard-bounced address (in the thread
