@@ -156,12 +156,12 @@ class TalliedController(Controller):
 
 
 class SmtpSink:
-    def __init__(self, handler: SinkHandler | None = None, cap: int = 0) -> None:
+    def __init__(self, handler: SinkHandler | None = None, cap: int = 0, **controller: Any) -> None:
         self.handler = handler or SinkHandler()
         self.port = free_port()
         self.tally = ConnectionTally(cap)
         self.controller = TalliedController(
-            self.handler, self.tally, hostname="127.0.0.1", port=self.port
+            self.handler, self.tally, hostname="127.0.0.1", port=self.port, **controller
         )
 
     @property

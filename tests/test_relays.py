@@ -3,13 +3,17 @@ and PostgreSQL: each result still journalled once, nobody missing or sent twice.
 
 from __future__ import annotations
 
+import ssl
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from newsletter.bench.tls import self_signed
 from newsletter.campaigns.runs import claim_due_campaigns, fan_out_campaign_run
 from newsletter.campaigns.service import schedule_campaign
 from newsletter.config import Settings, SmtpTarget, parse_mail_urls
@@ -19,7 +23,7 @@ from newsletter.delivery.sending import ChunkSender
 from newsletter.runs.ledger import Chunk
 from newsletter.runs.models import Delivery, DeliveryStatus
 from tests.factories import add_member, import_sample, make_list, series_digest, settings_for
-from tests.smtp_sink import SmtpSink
+from tests.smtp_sink import SinkHandler, SmtpSink
 
 
 def address(i: int) -> str:
@@ -119,3 +123,29 @@ def test_a_connection_is_reopened_after_its_message_cap(pg_url: str, pg_session:
         assert sink.tally.opened == 5  # 5 + 5 + 5 + 5 + 3
         assert_everyone_once(sink, 23)
     assert ledger(pg_session, run_id) == {DeliveryStatus.sent: 23}
+
+
+def test_starttls_sessions_are_kept_and_reused(
+    pg_url: str, pg_session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the client trusts the test relay
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    handshakes: list[str] = []
+
+    class TlsHandler(SinkHandler):
+        def handle_STARTTLS(self, server: Any, session: Any, envelope: Any) -> bool:
+            handshakes.append(str(session.peer))
+            return True
+
+    with SmtpSink(TlsHandler(), tls_context=context, require_starttls=True) as sink:
+        settings = settings_for(pg_url, mail_url=f"{sink.url}?starttls=true", smtp_connections=2)
+        sender = ChunkSender(settings, campaign_mailer(settings))
+        run_id = start_run(pg_session, 30)
+        send_run(pg_session, sender, run_id, chunk_size=10)
+        sender.close(pg_session.get_bind())  # type: ignore[arg-type]
+        assert_everyone_once(sink, 30)
+        assert sink.tally.opened <= 2
+        assert 1 <= len(handshakes) <= 2  # one handshake per connection, not per message
+    assert ledger(pg_session, run_id) == {DeliveryStatus.sent: 30}
