@@ -6,6 +6,7 @@ from __future__ import annotations
 import ssl
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +14,19 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from newsletter import metrics
 from newsletter.bench.tls import self_signed
 from newsletter.campaigns.runs import claim_due_campaigns, fan_out_campaign_run
 from newsletter.campaigns.service import schedule_campaign
 from newsletter.config import Settings, SmtpTarget, parse_mail_urls
 from newsletter.db import make_engine, make_sessionmaker, utcnow
-from newsletter.delivery.relays import RelayPool, campaign_mailer
+from newsletter.delivery.mailers import OutgoingMessage
+from newsletter.delivery.relays import REST_AFTER_DOWN, RelayPool, RelayReport, campaign_mailer
 from newsletter.delivery.sending import ChunkSender
 from newsletter.runs.ledger import Chunk
 from newsletter.runs.models import Delivery, DeliveryStatus
 from tests.factories import add_member, import_sample, make_list, series_digest, settings_for
-from tests.smtp_sink import SinkHandler, SmtpSink
+from tests.smtp_sink import SinkHandler, SmtpSink, free_port
 
 
 def address(i: int) -> str:
@@ -149,3 +152,68 @@ def test_starttls_sessions_are_kept_and_reused(
         assert sink.tally.opened <= 2
         assert 1 <= len(handshakes) <= 2  # one handshake per connection, not per message
     assert ledger(pg_session, run_id) == {DeliveryStatus.sent: 30}
+
+
+MESSAGE = OutgoingMessage(
+    "news@clinic.example",
+    "reader@example.org",
+    b"Subject: Clinic hours\r\n\r\nThe clinic opens at 8 on weekdays.\r\n",
+    "<hours@clinic.example>",
+)
+
+
+def test_relays_share_the_messages_by_weight() -> None:
+    with SmtpSink() as heavy, SmtpSink() as light:
+        pool = RelayPool([replace(target(heavy), weight=3), target(light)], connections=2)
+        for _ in range(40):
+            pool.send(MESSAGE)
+        pool.close()
+        assert (heavy.handler.count(), light.handler.count()) == (30, 10)
+
+
+def test_a_relay_that_is_down_rests_and_its_share_goes_to_the_other() -> None:
+    down = SmtpTarget("127.0.0.1", free_port(), weight=3)  # nobody listens there
+    with SmtpSink() as up:
+        pool = RelayPool([down, target(up)], connections=2, rest_seconds=60)
+        for _ in range(20):
+            assert pool.send(MESSAGE).reply.startswith("250")
+        pool.close()
+        assert up.handler.count() == 20
+        states = {s.name: s for s in pool.states()}
+    assert states[down.name].sent == 0 and states[down.name].rests == 1
+    assert states[down.name].down == REST_AFTER_DOWN
+    assert states[down.name].resting_seconds > 50
+
+
+def test_a_relay_rate_is_waited_for_under_its_own_key() -> None:
+    waits: list[tuple[str, float]] = []
+    with SmtpSink() as limited, SmtpSink() as free:
+        pool = RelayPool(
+            [replace(target(limited), rate=50), target(free)],
+            connections=1,
+            pace=lambda key, rate: waits.append((key, rate)),
+        )
+        for _ in range(10):
+            pool.send(MESSAGE)
+        pool.close()
+        assert waits == [(f"relay:127.0.0.1:{limited.port}", 50.0)] * 5
+
+
+def test_each_relay_shows_in_the_metrics() -> None:
+    metrics.configure(None)
+    try:
+        with SmtpSink() as sink:
+            pool = RelayPool([target(sink)], connections=2, report=RelayReport(None))
+            for _ in range(7):
+                pool.send(MESSAGE)
+            pool.report_now()
+            pool.close()
+        text = metrics.exposition().decode()
+    finally:
+        metrics.configure(None)
+    name = f"127.0.0.1:{sink.port}"
+    assert f'newsletter_relay_messages_total{{relay="{name}",result="sent"}} 7.0' in text
+    assert f'newsletter_relay_messages_total{{relay="{name}",result="busy"}} 0.0' in text
+    assert f'newsletter_relay_connections{{relay="{name}",state="open"}} 1.0' in text
+    # The existing names keep working.
+    assert 'newsletter_smtp_reply_total{class="2xx"}' in text

@@ -33,7 +33,6 @@ import contextlib
 import json
 import logging
 import os
-import random
 import socket
 import threading
 import time
@@ -114,6 +113,8 @@ class Relay:
         self.sent = self.errors = self.busy = self.down = self.rests = 0
         self.most_open = 0
         self.reported_sent = 0
+        self.assigned = 0  # messages given to this relay (its share by weight)
+        self.rested = False  # back from a rest: starts level with the others
 
     def slots(self) -> int:
         return max(1, int(self.allowed))
@@ -159,6 +160,7 @@ class Relay:
 
     def _rest(self, now: float, seconds: float, why: str) -> None:
         self.rest_until = now + seconds
+        self.rested = True
         self.busy_streak = self.down_streak = 0
         self.rests += 1
         log.warning("relay %s %s: resting for %.0f s", self.name, why, seconds)
@@ -267,7 +269,17 @@ class RelayPool:
                 elif now >= deadline:
                     raise RelayUnavailableError("no connection to a relay came free", "busy")
                 self._lock.wait(min(WAIT_SLICE_SECONDS, max(0.0, wake - now)))
-            relay = random.choices(free, [r.target.weight for r in free])[0]
+            for back in (r for r in awake if r.rested):
+                # Level with the others, not owed everything it missed while resting.
+                back.rested = False
+                level = max(
+                    (o.assigned / o.target.weight for o in awake if o is not back), default=0
+                )
+                back.assigned = int(level * back.target.weight)
+            # Weighted: the relay furthest behind its share; under full load each
+            # relay takes what its connections carry (no connection waits idle).
+            relay = min(free, key=lambda r: (r.assigned + 1) / r.target.weight)
+            relay.assigned += 1
             relay.in_use += 1
             if relay.idle:
                 connection = relay.idle.pop()[1]
