@@ -3,7 +3,10 @@ and PostgreSQL: each result still journalled once, nobody missing or sent twice.
 
 from __future__ import annotations
 
+import json
 import ssl
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
@@ -11,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -26,6 +30,7 @@ from newsletter.delivery.sending import ChunkSender
 from newsletter.runs.ledger import Chunk
 from newsletter.runs.models import Delivery, DeliveryStatus
 from tests.factories import add_member, import_sample, make_list, series_digest, settings_for
+from tests.processes import RedisServer, settings_env
 from tests.smtp_sink import SinkHandler, SmtpSink, free_port
 
 
@@ -217,3 +222,32 @@ def test_each_relay_shows_in_the_metrics() -> None:
     assert f'newsletter_relay_connections{{relay="{name}",state="open"}} 1.0' in text
     # The existing names keep working.
     assert 'newsletter_smtp_reply_total{class="2xx"}' in text
+
+
+def test_newsletter_status_shows_each_relay_as_the_workers_reported_it(pg_url: str) -> None:
+    redis_server = RedisServer().start()
+    try:
+        client = redis.Redis.from_url(redis_server.url)
+        report = RelayReport(client)
+        with SmtpSink() as sink:
+            pool = RelayPool([target(sink)], connections=3, report=report)
+            for _ in range(12):
+                pool.send(MESSAGE)
+            pool.report_now()
+            pool.close()
+        settings = settings_for(pg_url, broker_url=redis_server.url, mail_url=sink.url)
+        script = str(Path(sys.executable).parent / "newsletter")
+        result = subprocess.run(
+            [script, "status"], env=settings_env(settings), capture_output=True, text=True
+        )
+        data = subprocess.run(
+            [script, "status", "--json"], env=settings_env(settings), capture_output=True
+        )
+    finally:
+        redis_server.stop()
+    assert result.returncode == 0, result.stderr
+    name = f"127.0.0.1:{sink.port}"
+    assert f"relay {name}: " in result.stdout
+    assert "1 connections open (3 allowed, 1 processes), 12 sent, 0 errors" in result.stdout
+    [relay] = json.loads(data.stdout)["relays"]
+    assert (relay["name"], relay["sent"], relay["busy"], relay["down"]) == (name, 12, 0, 0)
