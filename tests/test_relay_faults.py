@@ -144,7 +144,7 @@ def test_kill_9_of_a_worker_with_25_open_connections_skips_nobody(
 ) -> None:
     readers, connections = 3000, 25
     with SmtpSink() as relay:
-        relay.handler.delay = 0.005
+        relay.handler.delay = 0.05  # far enough that all 25 connections are worth using
         settings = far_settings(
             pg_url, redis_server, relay.url, smtp_connections=connections, lease_seconds=2
         )

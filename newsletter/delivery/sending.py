@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from email.utils import parseaddr
@@ -77,7 +79,9 @@ from newsletter.tracking.tokens import PIXEL, TrackingSigner, new_nonce
 
 log = logging.getLogger(__name__)
 
-CHECK_EVERY_SECONDS = 1.0  # how often a chunk looks at pause/cancel and renews its claim
+CHECK_EVERY_SECONDS = 1.0
+PROBE_MESSAGES = 5  # sent one at a time to see how far the relay is
+PROBE_EVERY_SECONDS = 60.0  # how often a chunk looks at pause/cancel and renews its claim
 COMPILED_RUNS_KEPT = 64  # compiled message templates cached per worker process
 
 
@@ -237,6 +241,10 @@ class ChunkSender:
         # concurrency, e.g. a relay pool's connections; 1 sends in this thread.
         self.concurrency = max(1, int(getattr(self.mailer, "concurrency", 1)))
         self._threads: ThreadPoolExecutor | None = None
+        # Messages measured one at a time, their wall and CPU seconds (see
+        # `_in_flight_wanted`), and when to measure again.
+        self._probed, self._probe_wall, self._probe_cpu = 0, float("inf"), 0.0
+        self._probe_due = 0.0
         # Building a message holds the GIL anyway; one at a time keeps the per-run
         # caches (variants, tracked links) single-threaded.
         self._build_lock = threading.Lock()
@@ -367,39 +375,90 @@ class ChunkSender:
         engine: Engine,
         counts: dict[str, int],
     ) -> bool:
-        """`_send_rows` with up to `concurrency` messages in flight, from threads; this
-        thread keeps the claim renewed and looks at pause and cancel meanwhile."""
+        """`_send_rows` with several messages in flight, from threads (as many as are
+        useful: `_in_flight_wanted`); this thread keeps the claim renewed and looks at
+        pause and cancel meanwhile."""
         date = message_date()
         next_check = time.monotonic() + CHECK_EVERY_SECONDS
-        waiting = iter(rows)
-        in_flight: set[Future[Outcome]] = set()
+        # Finished messages come back through a queue: O(1) a message, where waiting
+        # on the set of futures would visit every one of them each time.
+        finished: queue.SimpleQueue[Future[Outcome]] = queue.SimpleQueue()
+        in_flight = 0
+        left = iter(rows)
         more = True
+
+        def settle(timeout: float | None) -> None:
+            nonlocal in_flight
+            try:
+                future = finished.get(timeout=timeout)
+            except queue.Empty:
+                return
+            in_flight -= 1
+            self._count(session, future.result(), counts)
+
+        def drain() -> None:
+            while in_flight:
+                settle(None)
+
         try:
-            while True:
-                # One more queued than there are threads keeps every connection busy.
-                while more and len(in_flight) <= self.concurrency:
-                    row = next(waiting, None)
+            while more or in_flight:
+                wanted = self._in_flight_wanted()
+                room = in_flight == 0 if wanted == 0 else in_flight <= wanted
+                if more and room:
+                    row = next(left, None)
                     if row is None:
                         more = False
-                        break
-                    in_flight.add(
-                        self._executor().submit(self._send_one, engine, row, claim, compiled, date)
-                    )
-                if not in_flight:
-                    return False
-                timeout = max(0.0, next_check - time.monotonic())
-                done, in_flight = wait(in_flight, timeout, return_when=FIRST_COMPLETED)
-                for future in done:
-                    self._count(session, future.result(), counts)
+                        continue
+                    send = self._send_measured if wanted == 0 else self._send_one
+                    future = self._executor().submit(send, engine, row, claim, compiled, date)
+                    in_flight += 1
+                    future.add_done_callback(finished.put)
+                    # (one more queued than are wanted keeps every thread busy)
+                    if wanted and in_flight <= wanted:
+                        continue
+                else:
+                    settle(max(0.0, next_check - time.monotonic()))
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + CHECK_EVERY_SECONDS
                     # Messages in flight are settled before rows are handed back: their
                     # rows stay `sending` until journalled, and must not go twice.
-                    if self._stopped(session, chunk, claim, engine, in_flight, counts):
-                        in_flight = set()
+                    if self._stopped(session, chunk, claim, engine, drain):
                         return True
+            return False
         finally:
-            wait(in_flight)  # an error above: let the others finish and journal
+            while in_flight:  # an error above: let the others finish and journal
+                in_flight -= 1
+                finished.get()
+
+    def _in_flight_wanted(self) -> int:
+        """How many messages are worth having in flight (Little's law): one message's
+        time end to end over the CPU it takes here, at least 1 and at most the
+        connections. A relay next door needs one or two (more only add threads
+        fighting over the interpreter); one 20 ms away, dozens. 0: measure first (a
+        few messages sent one at a time, at the start and every PROBE_EVERY_SECONDS)."""
+        if time.monotonic() >= self._probe_due:
+            self._probe_due = time.monotonic() + PROBE_EVERY_SECONDS
+            self._probed, self._probe_wall, self._probe_cpu = 0, float("inf"), 0.0
+        if self._probed < PROBE_MESSAGES:
+            return 0
+        if self._probe_cpu <= 0:
+            return self.concurrency
+        # The quickest message's time (the least disturbed by other work on the
+        # machine) over the mean CPU of one.
+        cpu = self._probe_cpu / self._probed
+        return max(1, min(self.concurrency, math.ceil(self._probe_wall / cpu)))
+
+    def _send_measured(
+        self, engine: Engine, row: Any, claim: str, compiled: CompiledRun, date: str
+    ) -> Outcome:
+        """`_send_one`, alone in flight, timed (wall and CPU) for `_in_flight_wanted`."""
+        wall, cpu = time.perf_counter(), time.thread_time()
+        outcome = self._send_one(engine, row, claim, compiled, date)
+        wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+        self._probed += 1
+        self._probe_wall = min(self._probe_wall, wall)
+        self._probe_cpu += cpu
+        return outcome
 
     def _stopped(
         self,
@@ -407,8 +466,7 @@ class ChunkSender:
         chunk: Chunk,
         claim: str,
         engine: Engine,
-        in_flight: set[Future[Outcome]] | None = None,
-        counts: dict[str, int] | None = None,
+        drain: Callable[[], None] | None = None,
     ) -> bool:
         """The check made every second while a chunk sends: results into the ledger,
         then pause or cancel (the rest handed back, after the messages in flight) or
@@ -419,10 +477,8 @@ class ChunkSender:
             renew_claim(session, chunk, claim, utcnow() + self.lease)
             session.commit()
             return False
-        if in_flight:
-            assert counts is not None
-            for future in wait(in_flight).done:
-                self._count(session, future.result(), counts)
+        if drain is not None:
+            drain()  # the messages in flight first
             self.journal.flush(engine)
         # Paused: hand the rest back. Cancelled: the rest will never go.
         released = (
