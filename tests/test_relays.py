@@ -27,6 +27,7 @@ from newsletter.db import make_engine, make_sessionmaker, utcnow
 from newsletter.delivery.mailers import OutgoingMessage
 from newsletter.delivery.relays import REST_AFTER_DOWN, RelayPool, RelayReport, campaign_mailer
 from newsletter.delivery.sending import ChunkSender
+from newsletter.errors import RelayUnavailableError, TemporaryDeliveryError
 from newsletter.runs.ledger import Chunk
 from newsletter.runs.models import Delivery, DeliveryStatus
 from tests.factories import add_member, import_sample, make_list, series_digest, settings_for
@@ -251,3 +252,21 @@ def test_newsletter_status_shows_each_relay_as_the_workers_reported_it(pg_url: s
     assert "1 connections open (3 allowed, 1 processes), 12 sent, 0 errors" in result.stdout
     [relay] = json.loads(data.stdout)["relays"]
     assert (relay["name"], relay["sent"], relay["busy"], relay["down"]) == (name, 12, 0, 0)
+
+
+def test_a_relay_whose_tls_fails_rests_and_the_message_is_deferred(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)  # a certificate the client does not trust
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    with SmtpSink(tls_context=context) as sink:
+        tls = replace(target(sink), starttls=True)
+        pool = RelayPool([tls], connections=2, rest_seconds=60)
+        with pytest.raises(RelayUnavailableError) as caught:
+            pool.send(MESSAGE)
+        pool.close()
+        assert sink.handler.count() == 0
+    # A TemporaryDeliveryError: the row is deferred, never failed.
+    assert isinstance(caught.value, TemporaryDeliveryError)
+    [state] = pool.states()
+    assert (state.down, state.rests, state.sent) == (REST_AFTER_DOWN, 1, 0)
+    assert state.resting_seconds > 50
