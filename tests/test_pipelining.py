@@ -4,6 +4,7 @@ one at a time when it does not. A tiny SMTP server logs every recv() it gets."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -126,3 +127,15 @@ def test_each_command_waits_for_its_reply_when_pipelining_is_not_offered() -> No
         b"RCPT TO:<reader@example.org>\r\n",
         b"DATA\r\n",
     ]
+
+
+def test_the_connection_sends_without_nagle_delay() -> None:
+    # Each command group and message is one write; with TLS, Nagle's algorithm held
+    # each message's last record until the relay's delayed ACK (about 40 ms a message).
+    with recording_relay(pipelining=True) as (target, _):
+        mailer = SmtpMailer(target)
+        mailer.send(MESSAGE)
+        assert mailer._smtp is not None and mailer._smtp.sock is not None
+        nodelay = mailer._smtp.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        mailer.close()
+    assert nodelay != 0
