@@ -37,9 +37,32 @@ class SmtpTarget:
     starttls: bool = False
     ssl: bool = False
     timeout: float = 30.0
+    # In a relay pool (several URLs, comma-separated): this relay's share of the
+    # messages, its own connection cap per worker process (0: NEWSLETTER_SMTP_CONNECTIONS)
+    # and rate limit in messages per second for all workers (0: none).
+    weight: float = 1.0
+    connections: int = 0
+    rate: float = 0.0
+
+    @property
+    def name(self) -> str:
+        """How status and metrics name the relay: host:port."""
+        return f"{self.host}:{self.port}"
 
 
 MailTarget = OutboxTarget | SmtpTarget
+
+
+def _number(query: dict[str, str], key: str, default: str, integer: bool = False) -> float:
+    text = query.get(key, default)
+    try:
+        value = int(text) if integer else float(text)
+    except ValueError as exc:
+        kind = "a whole number" if integer else "a number"
+        raise ValueError(f"the smtp URL's {key} must be {kind}, not {text!r}") from exc
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"the smtp URL's {key} must be 0 or more, not {text}")
+    return value
 
 
 def parse_mail_url(url: str) -> MailTarget:
@@ -81,7 +104,35 @@ def parse_mail_url(url: str) -> MailTarget:
         starttls=query.get("starttls", "false") in ("1", "true", "yes"),
         ssl=ssl,
         timeout=timeout,
+        weight=_number(query, "weight", "1"),
+        connections=int(_number(query, "connections", "0", integer=True)),
+        rate=_number(query, "rate", "0"),
     )
+
+
+def parse_mail_urls(value: str) -> list[MailTarget]:
+    """`NEWSLETTER_MAIL_URL`: one target, or a pool of smtp relays separated by commas
+    (`smtp://a:587?weight=3&connections=20&rate=100, smtp://b:587`)."""
+    urls = [part.strip() for part in value.split(",")]
+    if len(urls) == 1:
+        return [parse_mail_url(urls[0])]
+    targets: list[MailTarget] = []
+    for number, url in enumerate(urls, start=1):
+        if not url:
+            raise ValueError(f"relay {number} of the list is empty (a stray comma?)")
+        try:
+            target = parse_mail_url(url)
+        except ValueError as exc:
+            raise ValueError(f"relay {number}: {exc}") from exc
+        if not isinstance(target, SmtpTarget):
+            raise ValueError(f"relay {number}: a pool lists smtp:// or smtps:// relays only")
+        if target.weight <= 0:
+            raise ValueError(f"relay {number}: weight must be above 0")
+        targets.append(target)
+    names = [t.name for t in targets if isinstance(t, SmtpTarget)]
+    if len(set(names)) != len(names):
+        raise ValueError("a relay is listed twice")
+    return targets
 
 
 def parse_domain_limits(value: str) -> dict[str, float]:
@@ -144,6 +195,7 @@ _POSITIVE = (
     "api_rate_limit",
     "session_hours",
     "webhook_max_body_bytes",
+    "smtp_rest_seconds",
 )
 _NOT_NEGATIVE = (
     "rate_limit",
@@ -199,6 +251,13 @@ class Settings(BaseSettings):
     rate_limit: float = 0.0  # messages per second for all workers together; 0 = no limit
     domain_rate_limits: str = ""  # e.g. "gmail.com=50,yahoo.com=20" (messages per second)
     domain_backoff_seconds: float = 60.0  # pause for a domain after a 421 / throttling reply
+    # SMTP connections each worker process keeps open to a relay, sending a chunk's
+    # messages concurrently (delivery/relays.py); a relay's `connections=` caps it.
+    smtp_connections: int = 10
+    smtp_messages_per_connection: int = 1000  # then the connection is reopened
+    # A relay that is down (refused connects, TLS errors) or in a 421 storm rests this
+    # long before it is tried again; its share goes to the other relays meanwhile.
+    smtp_rest_seconds: float = 30.0
     redis_url: str = ""  # shared rate limits; defaults to the broker when that is Redis
     # A recurring occurrence missed (scheduler down) is sent late once, unless older.
     catch_up_hours: float = 6.0
@@ -291,7 +350,7 @@ class Settings(BaseSettings):
     @field_validator("mail_url")
     @classmethod
     def _mail_url(cls, value: str) -> str:
-        parse_mail_url(value)
+        parse_mail_urls(value)
         return value
 
     @field_validator("base_url")
@@ -413,6 +472,13 @@ class Settings(BaseSettings):
             raise ValueError("must be between 1 and 10000")
         return value
 
+    @field_validator("smtp_connections", "smtp_messages_per_connection")
+    @classmethod
+    def _smtp_connections(cls, value: int) -> int:
+        if not 1 <= value <= 10_000:
+            raise ValueError("must be a whole number between 1 and 10000")
+        return value
+
     @field_validator("domain_rate_limits")
     @classmethod
     def _domain_rate_limits(cls, value: str) -> str:
@@ -455,7 +521,13 @@ class Settings(BaseSettings):
 
     @property
     def mail_target(self) -> MailTarget:
-        return parse_mail_url(self.mail_url)
+        """The target of single messages (confirmations, test sends): the first relay."""
+        return parse_mail_urls(self.mail_url)[0]
+
+    @property
+    def mail_targets(self) -> list[MailTarget]:
+        """Every relay campaign mail may go through (one, or a pool)."""
+        return parse_mail_urls(self.mail_url)
 
     @property
     def embedded_broker(self) -> bool:

@@ -29,7 +29,9 @@
     ├── SecondFactorRequired         (accounts.sessions) a valid TOTP code is needed
     └── DeliveryError                a message could not be handed over
         ├── TemporaryDeliveryError   retry later (4xx, timeouts, dropped connections)
-        │   └── ThrottledError       the server asks us to slow down (421, "rate limit")
+        │   ├── ThrottledError       the server asks us to slow down (421, "rate limit")
+        │   └── RelayUnavailableError  no session with the relay (refused, 421 at greeting,
+        │                                TLS failed): nothing was handed over
         └── PermanentDeliveryError   never retry this recipient (5xx)
             └── HardBounceError      the mailbox does not exist (550, 551, 553)
 
@@ -89,6 +91,16 @@ class PermanentDeliveryError(DeliveryError):
 
 class ThrottledError(TemporaryDeliveryError):
     """The server wants us to slow down for the whole domain, not just this message."""
+
+
+class RelayUnavailableError(TemporaryDeliveryError):
+    """No session could be opened with the relay, so nothing was handed over and the
+    message may go through another connection at once. `kind`: "busy" (421 or another
+    refusal at the greeting), "down" (connect refused or timed out), "tls" (TLS failed)."""
+
+    def __init__(self, message: str, kind: str, code: int | None = None) -> None:
+        super().__init__(message, code)
+        self.kind = kind
 
 
 class HardBounceError(PermanentDeliveryError):

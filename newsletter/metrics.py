@@ -138,6 +138,22 @@ class Instruments:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        # Per relay of NEWSLETTER_MAIL_URL (delivery/relays.py); the labels are known
+        # only once a worker has used the relay.
+        self.relay_messages = counter(
+            "newsletter_relay_messages",
+            "Hand-overs per relay, by result (sent; busy: 421 or a refusal at the greeting; "
+            "down: connect refused or timed out, TLS failed; error: any other failure).",
+            ("relay", "result"),
+        )
+        self.relay_connections = Gauge(
+            "newsletter_relay_connections",
+            "SMTP connections per relay, by state (open; allowed: what the adaptive limit "
+            "allows after 421s and refusals).",
+            ("relay", "state"),
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         # Every labelled series exists from the start (at 0): a rate over a series that
         # appears only with its first event would miss that event.
         for family, labels in (
@@ -286,6 +302,28 @@ def count_smtp_reply(code: int | None, dropped: bool = False) -> None:
         _tally.replies[reply_class] += 1
         if time.monotonic() >= _tally.due:
             _tally.publish()
+
+
+RELAY_RESULTS = ("sent", "busy", "down", "error")
+_relay_totals: dict[str, tuple[int, ...]] = {}
+
+
+def observe_relay(
+    relay: str, sent: int, busy: int, down: int, error: int, open_: int, allowed: int
+) -> None:
+    """A worker process's running totals for one relay (added as the increase since
+    the last call) and its connections now."""
+    found = instruments()
+    totals = (sent, busy, down, error)
+    before = _relay_totals.get(relay, (0, 0, 0, 0))
+    for result, was, now in zip(RELAY_RESULTS, before, totals, strict=True):
+        if now > was:
+            found.relay_messages.labels(relay, result).inc(now - was)
+        elif not was:
+            found.relay_messages.labels(relay, result)  # the series exists at 0
+    _relay_totals[relay] = totals
+    found.relay_connections.labels(relay, "open").set(open_)
+    found.relay_connections.labels(relay, "allowed").set(allowed)
 
 
 def observe_send(seconds: float) -> None:

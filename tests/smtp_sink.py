@@ -7,6 +7,7 @@ import email
 import email.policy
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -80,11 +81,88 @@ class SinkHandler:
             return len(self.received)
 
 
+@dataclass
+class ConnectionTally:
+    """Sessions a sink has open now, at most, and in all; past `cap` (when set) a new
+    connection gets "421 too many connections" and is closed, as providers do."""
+
+    cap: int = 0
+    open: int = 0
+    most: int = 0
+    opened: int = 0
+    refused: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def enter(self) -> bool:
+        with self.lock:
+            if self.cap and self.open >= self.cap:
+                self.refused += 1
+                return False
+            self.open += 1
+            self.opened += 1
+            self.most = max(self.most, self.open)
+            return True
+
+    def leave(self) -> None:
+        with self.lock:
+            self.open -= 1
+
+    def reset(self) -> None:
+        with self.lock:
+            self.most, self.opened, self.refused = self.open, 0, 0
+
+
+class TalliedSMTP(SMTP):
+    """aiosmtpd's server, counting its sessions in a ConnectionTally."""
+
+    def __init__(self, handler: Any, tally: ConnectionTally, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.tally = tally
+        self.counted = False
+        self.refused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self.counted:  # (again after STARTTLS: the same session)
+            if not self.tally.enter():
+                self.refused = True
+                assert isinstance(transport, asyncio.Transport)
+                transport.write(b"421 4.7.0 Too many connections from you, try later\r\n")
+                transport.close()
+                return
+            self.counted = True
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self.refused:
+            return
+        if self.counted:
+            self.counted = False
+            self.tally.leave()
+        super().connection_lost(error)
+
+    def eof_received(self) -> bool | None:
+        if self.refused:
+            return False
+        return super().eof_received()
+
+
+class TalliedController(Controller):
+    def __init__(self, handler: Any, tally: ConnectionTally, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.tally = tally
+
+    def factory(self) -> SMTP:
+        return TalliedSMTP(self.handler, self.tally, **self.SMTP_kwargs)
+
+
 class SmtpSink:
-    def __init__(self, handler: SinkHandler | None = None) -> None:
+    def __init__(self, handler: SinkHandler | None = None, cap: int = 0, **controller: Any) -> None:
         self.handler = handler or SinkHandler()
         self.port = free_port()
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self.tally = ConnectionTally(cap)
+        self.controller = TalliedController(
+            self.handler, self.tally, hostname="127.0.0.1", port=self.port, **controller
+        )
 
     @property
     def url(self) -> str:
@@ -92,6 +170,11 @@ class SmtpSink:
 
     def __enter__(self) -> SmtpSink:
         self.controller.start()
+        # The controller's own check that the server is up is no session of ours.
+        deadline = time.monotonic() + 5
+        while self.tally.open and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.tally.reset()
         return self
 
     def __exit__(self, *exc: object) -> None:

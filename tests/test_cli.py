@@ -751,6 +751,19 @@ def test_bench_sends_every_message_and_reports_its_figures(tmp_path: Path) -> No
     assert re.search(r"tracking \(mode, pixel\) *│ *off", table)
 
 
+def test_bench_through_a_delay_reports_connections_and_the_caveat(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    figures = cli.json(
+        "bench", "--subscribers", "200", "--latency-ms", "20", "--smtp-connections", "3"
+    )
+    assert (figures["sent"], figures["latency_ms"], figures["smtp_connections"]) == (200, 20, 3)
+    # The embedded broker runs one worker: its three connections, none refused.
+    assert figures["connections_used"] == 3 and figures["refusals_seen"] in (0, None)
+    assert figures["per_connection_rate"] > 0
+    table = one_line(cli.ok("bench", "--subscribers", "200", "--latency-ms", "20").stdout)
+    assert "Caveat: The delay comes from a user-space proxy" in table
+
+
 # --- processes check what sending needs before they start ------------------------------
 
 

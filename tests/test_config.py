@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from newsletter.config import (
     SmtpTarget,
     load_settings,
     parse_mail_url,
+    parse_mail_urls,
 )
 from newsletter.errors import ConfigError, NewsletterError
 
@@ -328,3 +330,36 @@ def test_trusted_proxies_and_signup_origins_are_parsed(monkeypatch: pytest.Monke
         "https://news.clinic.example",
         "https://www.clinic.example",
     }
+
+
+def test_a_relay_pool_lists_relays_with_weight_connection_cap_and_rate() -> None:
+    a, b = parse_mail_urls(
+        "smtp://a.example:587?starttls=true&weight=3&connections=20&rate=100, smtp://b.example"
+    )
+
+    assert a == SmtpTarget(
+        host="a.example", port=587, starttls=True, weight=3, connections=20, rate=100
+    )
+    assert b == SmtpTarget(host="b.example", port=25)
+    assert (a.name, b.name) == ("a.example:587", "b.example:25")
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("smtp://a.example?weight=0, smtp://b.example", "relay 1: weight must be above 0"),
+        ("smtp://a.example, outbox:./x", "relay 2: a pool lists smtp"),
+        ("smtp://a.example,, smtp://b.example", "relay 2 of the list is empty"),
+        ("smtp://a.example, smtp://a.example", "a relay is listed twice"),
+        ("smtp://a.example?connections=many", "connections must be a whole number"),
+        ("smtp://a.example?rate=-1", "rate must be 0 or more"),
+    ],
+)
+def test_a_bad_relay_pool_names_the_relay_and_what_is_wrong(url: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^NEWSLETTER_MAIL_URL: .*{re.escape(problem)}"):
+        load_settings(mail_url=url)
+
+
+def test_smtp_connections_must_be_at_least_one() -> None:
+    with pytest.raises(ConfigError, match=r"^NEWSLETTER_SMTP_CONNECTIONS: must be a whole"):
+        load_settings(smtp_connections=0)

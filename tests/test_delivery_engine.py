@@ -254,8 +254,10 @@ def test_kill_9_of_the_worker_mid_run_skips_nobody(
 ) -> None:
     smtp_sink.handler.delay = 0.003
     readers = 1500
+    # One pool process with one connection: each kill interrupts at most one message
+    # in flight (many connections: test_relay_faults.py).
+    engine_settings = engine_settings.model_copy(update={"smtp_connections": 1})
     campaign_id = start_campaign(engine_settings, readers)
-    # One pool process: each kill interrupts at most one message in flight.
     worker = WorkerProcess(engine_settings, concurrency=1).start()
     try:
         for threshold in (300, 800):

@@ -3,6 +3,7 @@ broker and workers into an SMTP sink, timed end to end and stage by stage."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -11,10 +12,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import redis
 from sqlalchemy import func, select
 
 from newsletter.audience.generate import generate_subscribers
@@ -29,6 +32,7 @@ from newsletter.content.importer import import_articles
 from newsletter.db import make_engine, make_sessionmaker, session_scope, upgrade, utcnow
 from newsletter.delivery.content import list_headers
 from newsletter.delivery.mailers import OutgoingMessage, SmtpMailer
+from newsletter.delivery.relays import RelaySummary, read_relay_summaries
 from newsletter.delivery.sending import subscriber_links
 from newsletter.errors import NewsletterError, NotFoundError
 from newsletter.rendering.mime import MessageTemplate, Recipient
@@ -68,7 +72,21 @@ def as_rows(result: BenchResult) -> list[tuple[str, str]]:
         ("worker CPU, everything (per recipient)", f"{r.worker_cpu_us:.0f} µs"),
         ("worker CPU outside SMTP (per recipient)", f"{r.cpu_outside_smtp_us:.0f} µs"),
         ("peak worker RSS", f"{r.peak_worker_rss_mb:.0f} MB" if r.peak_worker_rss_mb else "-"),
+        ("relay round trip added (delay proxy)", f"{r.latency_ms:g} ms" if r.latency_ms else "-"),
+        ("SMTP connections per worker process (setting)", str(r.smtp_connections)),
+        ("connections used (at most, all workers)", _or_dash(r.connections_used)),
+        ("messages/s per connection", _or_dash(r.per_connection_rate)),
+        ("421s and refused connects seen", _or_dash(r.refusals_seen)),
+        (
+            f"smtp-source -d -s {r.smtp_source_sessions}, same sink and size",
+            f"{r.smtp_source_rate:,.0f} msg/s" if r.smtp_source_rate else "-",
+        ),
+        ("bench / smtp-source", f"{r.ratio_to_smtp_source:.2f}" if r.ratio_to_smtp_source else "-"),
     ]
+
+
+def _or_dash(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}".removesuffix(".0")
 
 
 def result_json(result: BenchResult) -> dict[str, object]:
@@ -97,6 +115,15 @@ class BenchResult:
     worker_processes: int
     tracking: str = "off"
     track_token_us: float = 0.0
+    latency_ms: float = 0.0
+    smtp_connections: int = 1
+    connections_used: int | None = None
+    per_connection_rate: float | None = None
+    refusals_seen: int | None = None
+    message_bytes: int = 0
+    smtp_source_sessions: int = 0
+    smtp_source_rate: float | None = None
+    ratio_to_smtp_source: float | None = None
 
 
 def _free_port() -> int:
@@ -135,6 +162,48 @@ def local_sink() -> Iterator[tuple[str, str]]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@contextmanager
+def delay_proxy(url: str, latency_ms: float) -> Iterator[tuple[str, dict[str, int]]]:
+    """A user-space proxy in front of the sink at `url` adding `latency_ms` of round
+    trip (newsletter/bench/delay.py); yields its URL and, once closed, its counts."""
+    port = _free_port()
+    target = urlsplit(url).port
+    command = [sys.executable, "-m", "newsletter.bench.delay", str(port), str(target)]
+    process = subprocess.Popen(
+        [*command, str(latency_ms)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    counts: dict[str, int] = {}
+    try:
+        assert process.stdout is not None
+        if process.stdout.readline().strip() != "ready":
+            raise NewsletterError("the delay proxy did not start")
+        yield f"smtp://127.0.0.1:{port}", counts
+    finally:
+        process.terminate()
+        out, _ = process.communicate(timeout=10)
+        with suppress(ValueError):
+            counts.update(json.loads(out.strip().splitlines()[-1]))
+
+
+def smtp_source_rate(url: str, sessions: int, messages: int, size: int) -> float | None:
+    """Messages/s of Postfix's smtp-source (connections kept, `sessions` at once) into
+    `url`; None when it is not installed."""
+    binary = shutil.which("smtp-source") or (
+        "/usr/sbin/smtp-source" if os.path.exists("/usr/sbin/smtp-source") else None
+    )
+    if binary is None:
+        return None
+    parts = urlsplit(url)
+    command = [binary, "-d", "-s", str(sessions), "-m", str(messages), "-l", str(size)]
+    started = time.monotonic()
+    done = subprocess.run(
+        [*command, f"{parts.hostname}:{parts.port}"], capture_output=True, timeout=600
+    )
+    if done.returncode != 0:
+        return None
+    return messages / (time.monotonic() - started)
 
 
 def _process_tree(pid: int) -> list[int]:
@@ -253,7 +322,7 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _stage_costs(
-    settings: Settings, campaign_id: int, smtp_url: str, tracking: TrackingMode, opens: bool
+    settings: Settings, campaign_id: int, tracking: TrackingMode, opens: bool
 ) -> dict[str, float]:
     """Each step of the send path on this run's real content, in this process (with
     the run's links tracked as its workers tracked them)."""
@@ -299,6 +368,7 @@ def _stage_costs(
     smtp_cpu_us = _time_per_call(lambda: mailer.send(message), seconds=1.0, clock=time.process_time)
     mailer.close()
     return {
+        "message_bytes": float(len(data)),
         "render_once_ms": render_ms,
         "tokens_us": _time_per_call(lambda: subscriber_links(settings, signer, 1, 1)),
         "track_token_us": _time_per_call(track_token) if tracking is not TrackingMode.off else 0.0,
@@ -317,34 +387,62 @@ def run_bench(
     progress: Callable[[int, int], None] = lambda done, total: None,
     tracking: TrackingMode = TrackingMode.off,
     track_opens: bool = False,
+    smtp_connections: int | None = None,
+    latency_ms: float = 0.0,
+    smtp_source_sessions: int | None = None,
 ) -> BenchResult:
     """Send the sample digest to `subscribers` readers and time it; the bench list
-    tracks as `tracking` says (and with the pixel if `track_opens`)."""
+    tracks as `tracking` says (and with the pixel if `track_opens`). `latency_ms` puts
+    a delay proxy in front of the sink; `smtp_source_sessions` (default 20, or 50 with
+    a delay) is what Postfix's smtp-source gets for the comparison."""
     list_slug = _prepare_audience(settings, subscribers, tracking, track_opens)
-    with local_sink() if smtp_url is None else _given(smtp_url) as (url, sink_name):
-        bench = settings.model_copy(update={"mail_url": url})
-        configure(bench)
-        campaign_id = _start_campaign(bench, list_slug)
-        with _workers(bench, concurrency) as worker_pids:
-            _wait_until_idle(worker_pids)  # start-up is not a cost per recipient
-            started = time.monotonic()
-            cpu_before = _tree_cpu(worker_pids)
-            peak = _drive(campaign_id, subscribers, worker_pids, progress)
-            wall = time.monotonic() - started
-            worker_cpu = _tree_cpu(worker_pids) - cpu_before
-        costs = _stage_costs(bench, campaign_id, url, tracking, track_opens)
+    update: dict[str, object] = {}
+    if smtp_connections is not None:
+        update["smtp_connections"] = smtp_connections
+    with local_sink() if smtp_url is None else _given(smtp_url) as (sink_url, sink_name):
+        far = delay_proxy(sink_url, latency_ms) if latency_ms > 0 else nullcontext(None)
+        with far as proxied:
+            url = sink_url if proxied is None else proxied[0]
+            bench = settings.model_copy(update={**update, "mail_url": url})
+            configure(bench)
+            campaign_id = _start_campaign(bench, list_slug)
+            with _workers(bench, concurrency) as worker_pids:
+                _wait_until_idle(worker_pids)  # start-up is not a cost per recipient
+                _forget_relay_reports(bench)
+                started = time.monotonic()
+                cpu_before = _tree_cpu(worker_pids)
+                peak = _drive(campaign_id, subscribers, worker_pids, progress)
+                wall = time.monotonic() - started
+                worker_cpu = _tree_cpu(worker_pids) - cpu_before
+                time.sleep(1.5)  # the workers' last relay reports
+                relays = _relay_reports(bench)
+            # The CPU of a hand-over is measured next to the sink, without the delay.
+            direct = bench.model_copy(update={"mail_url": sink_url})
+            costs = _stage_costs(direct, campaign_id, tracking, track_opens)
+        sessions = smtp_source_sessions or (50 if latency_ms else 20)
+        compare = None
+        if smtp_url is None:  # through a delay proxy of its own, as far away
+            sample = min(subscribers, 5_000 if latency_ms else 50_000)
+            size = int(costs["message_bytes"])
+            with delay_proxy(sink_url, latency_ms) if latency_ms else nullcontext(None) as other:
+                target = sink_url if other is None else other[0]
+                compare = smtp_source_rate(target, sessions, sample, size)
     with runtime().sessions() as session:
         run_id = session.scalar(select(Run.id).where(Run.campaign_id == campaign_id))
         counts = delivery_counts(session, run_id) if run_id is not None else {}
     runtime().close()
     sent = counts.get(DeliveryStatus.sent, 0)
     worker_cpu_us = worker_cpu / sent * 1e6 if sent else 0.0
+    rate = round(sent / wall, 1) if wall else 0.0
+    used = sum(r.most_open for r in relays) if relays else None
+    if used is None and proxied is not None:
+        used = proxied[1].get("most")
     return BenchResult(
         recipients=subscribers,
         sent=sent,
         failed=counts.get(DeliveryStatus.failed, 0),
         wall_seconds=round(wall, 2),
-        messages_per_second=round(sent / wall, 1) if wall else 0.0,
+        messages_per_second=rate,
         render_once_ms=round(costs["render_once_ms"], 1),
         tokens_us=round(costs["tokens_us"], 1),
         fill_slots_us=round(costs["fill_slots_us"], 1),
@@ -360,7 +458,33 @@ def run_bench(
         worker_processes=1 if settings.embedded_broker else concurrency,
         tracking=f"{tracking.value}{', pixel' if track_opens and tracking.value != 'off' else ''}",
         track_token_us=round(costs["track_token_us"], 1),
+        latency_ms=latency_ms,
+        smtp_connections=bench.smtp_connections,
+        connections_used=used,
+        per_connection_rate=round(rate / used, 1) if used else None,
+        refusals_seen=sum(r.busy + r.down for r in relays) if relays else None,
+        message_bytes=int(costs["message_bytes"]),
+        smtp_source_sessions=sessions if compare else 0,
+        smtp_source_rate=round(compare, 1) if compare else None,
+        ratio_to_smtp_source=round(rate / compare, 2) if compare else None,
     )
+
+
+def _relay_client(settings: Settings) -> redis.Redis | None:
+    url = settings.shared_redis_url
+    return redis.Redis.from_url(url, socket_timeout=5) if url else None
+
+
+def _forget_relay_reports(settings: Settings) -> None:
+    client = _relay_client(settings)
+    if client is not None:
+        for key in client.scan_iter(match="newsletter:relays:*"):
+            client.delete(key)
+
+
+def _relay_reports(settings: Settings) -> list[RelaySummary]:
+    client = _relay_client(settings)
+    return [] if client is None else read_relay_summaries(client)
 
 
 @contextmanager

@@ -63,6 +63,13 @@ def status(as_json: JsonOption = False) -> None:
             f"{n['deferred']} deferred, {n['failed']} failed, "
             f"{n['pending'] + n['sending']} pending, {r.rate_per_second}/s, ETA {eta}",
         )
+    for relay in report.relays or []:
+        resting = f", resting {relay.resting_seconds:.0f}s" if relay.resting_seconds else ""
+        console.print(
+            f"relay {relay.name}: {relay.rate}/s, {relay.open} connections open "
+            f"({relay.allowed} allowed, {relay.processes} processes), {relay.sent} sent, "
+            f"{relay.errors} errors ({relay.busy} busy, {relay.down} down){resting}",
+        )
 
 
 deliveries_app = typer.Typer(

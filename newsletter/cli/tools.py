@@ -31,6 +31,18 @@ def bench(
     track_opens: Annotated[
         bool, typer.Option("--track-opens/--no-track-opens", help="Add the open pixel.")
     ] = False,
+    smtp_connections: Annotated[
+        int | None,
+        typer.Option(help="SMTP connections per worker process (NEWSLETTER_SMTP_CONNECTIONS)."),
+    ] = None,
+    latency_ms: Annotated[
+        float,
+        typer.Option(help="Round trip added in front of the sink by a delay proxy (ms)."),
+    ] = 0.0,
+    smtp_source_sessions: Annotated[
+        int | None,
+        typer.Option(help="Sessions of Postfix's smtp-source, the comparison (20; 50 far)."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Send a digest to N generated subscribers through the configured database, broker
@@ -39,6 +51,7 @@ def bench(
     from rich.table import Table
 
     from newsletter.bench import as_rows, result_json, run_bench
+    from newsletter.bench.delay import CAVEAT
     from newsletter.config import parse_mail_url
     from newsletter.tracking.policy import parse_mode
 
@@ -46,6 +59,8 @@ def bench(
     cfg = settings()
     if smtp is not None:
         parse_mail_url(smtp)
+    if latency_ms < 0 or (smtp_connections is not None and smtp_connections < 1):
+        raise typer.BadParameter("--latency-ms must be 0 or more, --smtp-connections 1 or more")
     with Progress(console=err_console, transient=True, disable=as_json) as bar:
         task = bar.add_task("sending", total=subscribers)
         result = run_bench(
@@ -56,6 +71,9 @@ def bench(
             lambda done, total: bar.update(task, completed=done),
             tracking=mode,
             track_opens=track_opens,
+            smtp_connections=smtp_connections,
+            latency_ms=latency_ms,
+            smtp_source_sessions=smtp_source_sessions,
         )
     if as_json:
         print_json(result_json(result))
@@ -66,6 +84,8 @@ def bench(
     for label, value in as_rows(result):
         table.add_row(label, value)
     console.print(table)
+    if latency_ms:
+        console.print(f"Caveat: {CAVEAT}")
 
 
 def demo(

@@ -27,6 +27,7 @@ import logging
 import os
 import secrets
 import socket
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,9 @@ class Journal:
         # Part of every claim: the machine and directory that can replay our journal.
         self.tag = _digest(f"{socket.gethostname()}:{directory.resolve()}")
         self.pending: list[bytes] = []
+        # Sending threads of one process share the journal (sending.py); the lock is
+        # re-entrant because a full batch flushes inside `write`.
+        self.lock = threading.RLock()
         self._open()
 
     def _open(self) -> None:
@@ -146,7 +150,11 @@ class Journal:
 
     def write(self, engine: Engine, line: bytes) -> None:
         """Record one result (a `result_line`): in the journal now, in the ledger at
-        the next flush."""
+        the next flush. Safe to call from several threads."""
+        with self.lock:
+            self._write(engine, line)
+
+    def _write(self, engine: Engine, line: bytes) -> None:
         try:
             if os.write(self.fd, line) != len(line):
                 raise OSError("short write")
@@ -168,6 +176,10 @@ class Journal:
         new one. Holding on to them would leave rows that look abandoned once their
         claim expires, while their results sat in a live process.
         """
+        with self.lock:
+            self._flush(engine)
+
+    def _flush(self, engine: Engine) -> None:
         if not self.pending:
             return
         try:

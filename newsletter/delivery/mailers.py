@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import re
 import smtplib
+import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from newsletter.config import MailTarget, OutboxTarget, SmtpTarget
 from newsletter.errors import (
     HardBounceError,
     PermanentDeliveryError,
+    RelayUnavailableError,
     TemporaryDeliveryError,
     ThrottledError,
 )
@@ -121,16 +123,22 @@ def classify_reply(code: int, message: bytes | str) -> None:
 
 
 class SmtpMailer:
-    """One SMTP connection, opened on first use and kept open between messages.
+    """One SMTP connection, opened on first use and kept open between messages (and
+    reopened after `max_messages` of them, as providers cap messages per session).
 
-    A dropped connection, timeout or 4xx reply is a TemporaryDeliveryError and the
-    connection is reopened on the next send; a 5xx reply is a PermanentDeliveryError.
-    Not thread-safe: use one per worker process or thread.
+    No session at all (refused, timed out, 421 or another refusal at the greeting, TLS
+    or login failing) is a RelayUnavailableError: nothing was handed over. A dropped
+    connection, timeout or 4xx reply during a transaction is a TemporaryDeliveryError
+    and the connection is reopened on the next send; a 5xx reply is a
+    PermanentDeliveryError. Not thread-safe: a pool (relays.py) gives each thread its own.
     """
 
-    def __init__(self, target: SmtpTarget) -> None:
+    def __init__(self, target: SmtpTarget, max_messages: int = 0) -> None:
         self.target = target
+        self.max_messages = max_messages  # 0: no limit
+        self.sent_on_connection = 0
         self._smtp: smtplib.SMTP | None = None
+        self._handing_over = False  # the message itself is being sent: it may arrive
 
     def _connect(self) -> smtplib.SMTP:
         t = self.target
@@ -141,12 +149,44 @@ class SmtpMailer:
             )
         else:
             smtp = smtplib.SMTP(t.host, t.port, timeout=t.timeout)
-        smtp.ehlo()
-        if t.starttls:
-            smtp.starttls(context=ssl.create_default_context())
+        try:
+            # Each command group and each message goes in one write of its own, so
+            # Nagle's algorithm saves nothing; with TLS it held the last record of
+            # every message until the relay's delayed ACK (40 ms a message).
+            if smtp.sock is not None:
+                smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             smtp.ehlo()
-        if t.username:
-            smtp.login(t.username, t.password or "")
+            if t.starttls:
+                smtp.starttls(context=ssl.create_default_context())
+                smtp.ehlo()
+            if t.username:
+                smtp.login(t.username, t.password or "")
+        except BaseException:
+            with contextlib.suppress(OSError):
+                smtp.close()
+            raise
+        return smtp
+
+    def _open(self) -> smtplib.SMTP:
+        """A new session, or RelayUnavailableError saying why there is none."""
+        name = self.target.name
+        try:
+            smtp = self._connect()
+        except smtplib.SMTPResponseException as exc:
+            metrics.count_smtp_reply(exc.smtp_code)
+            text = _reply_text(exc.smtp_code, exc.smtp_error)
+            kind = "busy" if 400 <= exc.smtp_code < 500 else "down"
+            raise RelayUnavailableError(f"relay {name} refused us: {text}", kind) from exc
+        except (ssl.SSLError, ssl.CertificateError, smtplib.SMTPNotSupportedError) as exc:
+            metrics.count_smtp_reply(None, dropped=True)
+            raise RelayUnavailableError(f"TLS with relay {name} failed: {exc!r}", "tls") from exc
+        except TimeoutError as exc:
+            metrics.count_smtp_reply(None)
+            raise RelayUnavailableError(f"relay {name} did not answer: {exc!r}", "down") from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            metrics.count_smtp_reply(None, dropped=True)
+            raise RelayUnavailableError(f"cannot connect to relay {name}: {exc!r}", "down") from exc
+        self.sent_on_connection = 0
         return smtp
 
     def _drop(self) -> None:
@@ -155,16 +195,22 @@ class SmtpMailer:
             with contextlib.suppress(OSError):
                 smtp.close()
 
+    @property
+    def connected(self) -> bool:
+        return self._smtp is not None
+
     def send(self, message: OutgoingMessage) -> SendResult:
         for address in (message.sender, message.recipient):
             if not address.isascii() or _NOT_IN_ADDRESS.search(address) is not None:
                 # We do not speak SMTPUTF8; such an address can never go through us.
                 raise PermanentDeliveryError(f"not a deliverable address: {address!r}")
+        if self._smtp is None:
+            self._smtp = self._open()
+        reused = self.sent_on_connection > 0
+        self._handing_over = False
         # Each hand-over's answer is counted by class here, where it is read
         # (newsletter_smtp_reply_total): a reply code, a timeout, or no answer at all.
         try:
-            if self._smtp is None:
-                self._smtp = self._connect()
             reply = self._transaction(self._smtp, message)
         except smtplib.SMTPResponseException as exc:
             metrics.count_smtp_reply(exc.smtp_code)
@@ -176,15 +222,21 @@ class SmtpMailer:
             self._drop()
             raise TemporaryDeliveryError(f"connection problem: {exc!r}") from exc
         except (smtplib.SMTPException, OSError) as exc:
-            # Dropped connections, refused connects: try again later.
+            # Dropped connections: try again later.
             metrics.count_smtp_reply(None, dropped=True)
             self._drop()
+            if reused and not self._handing_over:
+                # A kept connection the relay had closed (idle too long) before the
+                # message went: nothing was handed over, a new session may take it.
+                raise RelayUnavailableError(f"connection closed: {exc!r}", "stale") from exc
             raise TemporaryDeliveryError(f"connection problem: {exc!r}") from exc
         metrics.count_smtp_reply(250)
+        self.sent_on_connection += 1
+        if self.max_messages and self.sent_on_connection >= self.max_messages:
+            self.close()  # the relay's limit per session: the next send opens a new one
         return SendResult(reply)
 
-    @staticmethod
-    def _transaction(smtp: smtplib.SMTP, message: OutgoingMessage) -> str:
+    def _transaction(self, smtp: smtplib.SMTP, message: OutgoingMessage) -> str:
         """MAIL, RCPT, DATA and the message; with PIPELINING (RFC 2920) the three
         commands go in one write, saving two round trips a message."""
         commands = [
@@ -216,6 +268,7 @@ class SmtpMailer:
             body = b"." + body
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
+        self._handing_over = True
         smtp.send(body + b".\r\n")
         code, text = smtp.getreply()
         if code != 250:

@@ -60,6 +60,9 @@ class Throttle(Protocol):
     def paused_for(self, domain: str) -> float:
         """Seconds until `domain` may be tried again; 0 when it is not paused."""
 
+    def wait_rate(self, key: str, rate: float) -> None:
+        """Block until one more message may go under the ceiling `key` at `rate`."""
+
 
 @dataclass
 class _Bucket:
@@ -97,6 +100,11 @@ class LocalThrottle:
             while rate > 0 and (wait := self._take(key, rate)) > 0:
                 time.sleep(wait)
 
+    def wait_rate(self, key: str, rate: float) -> None:
+        """Block until one more message may go under the ceiling `key` (a relay's)."""
+        while rate > 0 and (wait := self._take(key, rate)) > 0:
+            time.sleep(wait)
+
     def slow_down(self, domain: str, seconds: float) -> None:
         with self._lock:
             self._paused[domain] = time.monotonic() + seconds
@@ -119,12 +127,14 @@ class RedisThrottle:
         # domain → (checked at, paused until), so a pause costs one Redis call per
         # domain every half second rather than one per message.
         self._pauses: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
 
     def _wait(self, key: str, rate: float) -> None:
-        left, lapses = self._reserves.get(key, (0, 0.0))
-        if left > 0 and time.monotonic() < lapses:
-            self._reserves[key] = (left - 1, lapses)
-            return
+        with self._lock:  # sending threads of one process share the reserves
+            left, lapses = self._reserves.get(key, (0, 0.0))
+            if left > 0 and time.monotonic() < lapses:
+                self._reserves[key] = (left - 1, lapses)
+                return
         want = max(1, min(MAX_BATCH, int(rate * BATCH_SECONDS)))
         while True:
             try:
@@ -135,7 +145,8 @@ class RedisThrottle:
                 log.warning("rate limiter unavailable (%s); sending without it", exc)
                 return
             if int(taken) > 0:
-                self._reserves[key] = (int(taken) - 1, time.monotonic() + BATCH_SECONDS)
+                with self._lock:
+                    self._reserves[key] = (int(taken) - 1, time.monotonic() + BATCH_SECONDS)
                 return
             time.sleep(float(wait))
 
@@ -145,6 +156,11 @@ class RedisThrottle:
         domain_rate = self.domain_rates.get(domain, 0.0)
         if domain_rate > 0:
             self._wait(f"newsletter:rate:{domain}", domain_rate)
+
+    def wait_rate(self, key: str, rate: float) -> None:
+        """Block until one more message may go under the ceiling `key` (a relay's),
+        shared by every worker."""
+        self._wait(f"newsletter:rate:{key}", rate)
 
     def slow_down(self, domain: str, seconds: float) -> None:
         now = time.monotonic()

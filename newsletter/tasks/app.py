@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.config import Settings
 from newsletter.db import make_engine, make_sessionmaker
-from newsletter.delivery.mailers import make_mailer
+from newsletter.delivery.relays import RelayReport, campaign_mailer
 from newsletter.delivery.sending import ChunkSender
 from newsletter.delivery.throttle import make_throttle
 from newsletter.errors import BrokerUnavailableError, ConfigError
@@ -67,11 +67,10 @@ class Runtime:
         self._ensure_process()
         if self._sender is None:
             cfg = self.settings
-            self._sender = ChunkSender(
-                cfg,
-                make_mailer(cfg.mail_target),
-                make_throttle(cfg.shared_redis_url, cfg.rate_limit, cfg.domain_limits),
-            )
+            throttle = make_throttle(cfg.shared_redis_url, cfg.rate_limit, cfg.domain_limits)
+            client = redis.Redis.from_url(cfg.shared_redis_url) if cfg.shared_redis_url else None
+            mailer = campaign_mailer(cfg, throttle.wait_rate, RelayReport(client))
+            self._sender = ChunkSender(cfg, mailer, throttle)
         return self._sender
 
     def owned_here(self) -> bool:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from newsletter.campaigns.models import Campaign
 from newsletter.config import Settings
+from newsletter.delivery.relays import RelaySummary, read_relay_summaries
 from newsletter.runs.models import Run
 from newsletter.runs.progress import RunProgress, active_runs, run_progress
 from newsletter.sequences.models import Sequence
@@ -21,6 +23,8 @@ class Status:
     queues: dict[str, int | None]
     workers: list[str] | None
     runs: list[RunProgress] = field(default_factory=list)
+    # Per relay, as the workers last reported it (None: no Redis to read it from).
+    relays: list[RelaySummary] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -28,7 +32,25 @@ class Status:
             "queues": self.queues,
             "workers": self.workers,
             "runs": [run.as_json() for run in self.runs],
+            "relays": None if self.relays is None else [asdict(r) for r in self.relays],
         }
+
+
+log = logging.getLogger(__name__)
+
+
+def relay_summaries(settings: Settings) -> list[RelaySummary] | None:
+    """Each relay's rate, connections and errors over the workers (from Redis)."""
+    if not settings.shared_redis_url:
+        return None
+    import redis
+
+    try:
+        client = redis.Redis.from_url(settings.shared_redis_url, socket_timeout=2)
+        return read_relay_summaries(client)
+    except redis.RedisError as exc:
+        log.warning("cannot read the relays' state: %s", exc)
+        return None
 
 
 def queue_depths(settings: Settings) -> dict[str, int | None]:
@@ -65,4 +87,5 @@ def collect_status(session: Session, settings: Settings) -> Status:
         queues=queue_depths(settings),
         workers=workers_seen(settings),
         runs=[run_progress(session, run, run_name(session, run)) for run in active_runs(session)],
+        relays=relay_summaries(settings),
     )

@@ -1,0 +1,141 @@
+"""PIPELINING (RFC 2920): MAIL, RCPT and DATA in one write when the server offers it,
+one at a time when it does not. A tiny SMTP server logs every recv() it gets."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from newsletter.config import SmtpTarget
+from newsletter.delivery.mailers import OutgoingMessage, SmtpMailer
+from tests.smtp_sink import free_port
+
+MESSAGE = OutgoingMessage(
+    "news@clinic.example",
+    "reader@example.org",
+    b"Subject: Clinic hours\r\n\r\nThe clinic opens at 8 on weekdays.\r\n",
+    "<hours@clinic.example>",
+)
+
+
+class RecordingSmtp(asyncio.Protocol):
+    """Answers like a relay and keeps each chunk of bytes as one read delivered it."""
+
+    def __init__(self, reads: list[bytes], pipelining: bool) -> None:
+        self.reads = reads
+        self.pipelining = pipelining
+        self.buffer = b""
+        self.in_data = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(b"220 relay.test ESMTP\r\n")
+
+    def data_received(self, data: bytes) -> None:
+        self.reads.append(data)
+        self.buffer += data
+        while True:
+            if self.in_data:
+                end = self.buffer.find(b"\r\n.\r\n")
+                if end < 0:
+                    return
+                self.buffer, self.in_data = self.buffer[end + 5 :], False
+                self.transport.write(b"250 2.0.0 queued\r\n")
+                continue
+            line_end = self.buffer.find(b"\r\n")
+            if line_end < 0:
+                return
+            line, self.buffer = self.buffer[:line_end], self.buffer[line_end + 2 :]
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                offer = b"250-PIPELINING\r\n" if self.pipelining else b""
+                self.transport.write(b"250-relay.test\r\n" + offer + b"250 8BITMIME\r\n")
+            elif verb == b"DATA":
+                self.in_data = True
+                self.buffer = b"\r\n" + self.buffer
+                self.transport.write(b"354 go ahead\r\n")
+            elif verb == b"QUIT":
+                self.transport.write(b"221 bye\r\n")
+                self.transport.close()
+                return
+            else:
+                self.transport.write(b"250 OK\r\n")
+
+
+@contextmanager
+def recording_relay(pipelining: bool) -> Iterator[tuple[SmtpTarget, list[bytes]]]:
+    reads: list[bytes] = []
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        server = loop.run_until_complete(
+            loop.create_server(lambda: RecordingSmtp(reads, pipelining), "127.0.0.1", port)
+        )
+        ready.set()
+        loop.run_forever()
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(5)
+    try:
+        yield SmtpTarget("127.0.0.1", port), reads
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+def envelope_reads(reads: list[bytes]) -> list[bytes]:
+    """The reads that carried any of MAIL, RCPT or DATA."""
+    verbs = (b"MAIL FROM", b"RCPT TO", b"DATA\r\n")
+    return [r for r in reads if any(v in r for v in verbs)]
+
+
+@pytest.mark.parametrize("messages", [1, 3])
+def test_mail_rcpt_and_data_arrive_in_one_read_when_pipelining_is_offered(messages: int) -> None:
+    with recording_relay(pipelining=True) as (target, reads):
+        mailer = SmtpMailer(target)
+        for _ in range(messages):
+            assert mailer.send(MESSAGE).reply.startswith("250")
+        mailer.close()
+    together = envelope_reads(reads)
+    assert len(together) == messages
+    for read in together:
+        assert read == (
+            b"MAIL FROM:<news@clinic.example>\r\nRCPT TO:<reader@example.org>\r\nDATA\r\n"
+        )
+
+
+def test_each_command_waits_for_its_reply_when_pipelining_is_not_offered() -> None:
+    with recording_relay(pipelining=False) as (target, reads):
+        mailer = SmtpMailer(target)
+        assert mailer.send(MESSAGE).reply.startswith("250")
+        mailer.close()
+    assert envelope_reads(reads) == [
+        b"MAIL FROM:<news@clinic.example>\r\n",
+        b"RCPT TO:<reader@example.org>\r\n",
+        b"DATA\r\n",
+    ]
+
+
+def test_the_connection_sends_without_nagle_delay() -> None:
+    # Each command group and message is one write; with TLS, Nagle's algorithm held
+    # each message's last record until the relay's delayed ACK (about 40 ms a message).
+    with recording_relay(pipelining=True) as (target, _):
+        mailer = SmtpMailer(target)
+        mailer.send(MESSAGE)
+        assert mailer._smtp is not None and mailer._smtp.sock is not None
+        nodelay = mailer._smtp.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        mailer.close()
+    assert nodelay != 0
