@@ -271,6 +271,7 @@ def test_stopping_the_scheduler_and_the_worker_mid_run_ages_what_the_alerts_read
             metrics_dir=str(metrics_dir),
             chunk_size=20,
             scheduler_interval=0.5,
+            smtp_connections=1,  # one message at a time: the run is still going when stopped
         )
         audience_and_campaign(settings, 200)
         worker = WorkerProcess(settings, concurrency=2).start()
