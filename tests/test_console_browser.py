@@ -28,6 +28,7 @@ from sqlalchemy import select
 
 from newsletter.accounts.models import AuditEntry
 from newsletter.accounts.users import create_user
+from newsletter.audience.models import Subscriber
 from newsletter.audience.subscriptions import suppress_address
 from newsletter.campaigns.models import Campaign
 from newsletter.campaigns.service import (
@@ -475,6 +476,8 @@ def test_every_page_has_no_axe_violation_and_main_pages_fit_375_px(console: Cons
     console.submit("form[action='/admin/tokens'] button[type=submit]")
     assert console.find("#new-token").text.startswith("nl_")
     console.check()
+    with console.session() as session:
+        reader = session.scalars(select(Subscriber.id).order_by(Subscriber.id)).first()
     more = [
         "/admin/templates/plain",
         "/admin/templates/plain/diff/2",
@@ -482,8 +485,8 @@ def test_every_page_has_no_axe_violation_and_main_pages_fit_375_px(console: Cons
         "/admin/campaigns/new",
         f"/admin/campaigns/{console.campaign_id}/preview",
         f"/admin/campaigns/{console.campaign_id}/check",
-        "/admin/subscribers/1",
-        "/admin/subscribers/1/forget",
+        f"/admin/subscribers/{reader}",
+        f"/admin/subscribers/{reader}/forget",
         "/admin/lists",
         "/admin/imports/new",
         "/admin/articles",
@@ -500,6 +503,11 @@ def test_every_page_has_no_axe_violation_and_main_pages_fit_375_px(console: Cons
     ]
     for path in (*MAIN_PAGES, *more):
         console.open(path)
+    console.open(f"/admin/subscribers/{reader}", check=False)
+    forget, save = console.find("a.button.danger"), console.find("form.stack button")
+    assert forget.value_of_css_property("background-color") != save.value_of_css_property(
+        "background-color"
+    ), "the link that forgets a reader looks like any other button"
     for path in (*MAIN_PAGES, *NARROW_TOO, f"/admin/campaigns/{console.campaign_id}"):
         console.open(path, check=False)
         set_width(console.browser, 375)
