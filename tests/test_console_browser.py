@@ -401,6 +401,11 @@ def test_every_write_of_the_morning_is_in_the_audit_log(console: Console) -> Non
         "session.login",
     ):
         assert action in table, action
+    lines = console.browser.execute_script(
+        "return [...document.querySelectorAll('#audit-table tbody td:nth-child(3) code')]"
+        ".map(e => [e.textContent, e.getClientRects().length])"
+    )
+    assert lines and all(n == 1 for _action, n in lines), f"actions broken over lines: {lines}"
     with console.session() as session:
         actors = set(session.scalars(select(AuditEntry.actor)))
     assert f"{ADMIN} (console)" in actors
