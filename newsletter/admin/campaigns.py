@@ -121,11 +121,17 @@ def _content_from(data: ImmutableMultiDict[str, Any]) -> service.ContentSpec:
             raise InvalidInputError(_("Articles: pick at least one article."))
         return service.ContentSpec(slugs=slugs)
     if kind == "series":
-        return service.ContentSpec(series=str(data.get("series") or ""))
+        series = str(data.get("series") or "")
+        if not series:
+            raise InvalidInputError(_("Series: choose the series to send."))
+        return service.ContentSpec(series=series)
     if kind == "since_last":
         return service.ContentSpec(since_last=True, latest=latest)
     if kind == "tag":
-        return service.ContentSpec(tag=str(data.get("tag") or "").strip(), latest=latest)
+        tag = str(data.get("tag") or "").strip()
+        if not tag:
+            raise InvalidInputError(_("Tag: give the tag of the articles to send."))
+        return service.ContentSpec(tag=tag, latest=latest)
     return service.ContentSpec(latest=latest or 5)
 
 
@@ -133,7 +139,11 @@ def _planned_from(data: ImmutableMultiDict[str, Any]) -> datetime | None:
     value = str(data.get("planned") or "").strip()
     if not value:
         return None
-    return service.parse_local_time(value, str(data.get("planned_zone") or "UTC"))
+    try:
+        return service.parse_local_time(value, str(data.get("planned_zone") or "UTC"))
+    except InvalidInputError as exc:
+        message = _("Planned for: give a date and time such as 2026-12-07T09:00.")
+        raise InvalidInputError(message) from exc
 
 
 def _edits_from(data: ImmutableMultiDict[str, Any]) -> dict[str, Any]:
