@@ -468,6 +468,17 @@ def test_form_errors_name_the_field_not_a_command_line_option(admin: Browser) ->
     assert error(no_scope) == "scopes: a token needs at least one, e.g. campaigns:read"
 
 
+def test_scheduling_at_a_time_gone_by_warns_that_it_goes_at_once(admin: Browser) -> None:
+    admin.get("/admin/campaigns/1/schedule")
+    when = {"mode": "at", "timezone": "Europe/Berlin", "cron": ""}
+    past = admin.post("/admin/campaigns/1/schedule/confirm", {**when, "at": "2020-01-06T09:00"})
+    future = admin.post("/admin/campaigns/1/schedule/confirm", {**when, "at": "2099-01-06T09:00"})
+
+    assert past.status_code == future.status_code == 200
+    assert 'id="schedule-past"' in past.text and "sent at once" in past.text
+    assert 'id="schedule-past"' not in future.text
+
+
 def test_an_unsafe_template_is_refused_with_its_line_shown(admin: Browser) -> None:
     admin.get("/admin/templates/new")
     html = "<html><body>\n<p>ok</p>\n{{ a.__class__ }}\n{{ footer }}</body></html>"

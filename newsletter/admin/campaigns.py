@@ -35,6 +35,7 @@ from newsletter.campaigns.content import get_campaign
 from newsletter.campaigns.models import Campaign, CampaignStatus, ContentKind
 from newsletter.campaigns.templates import list_templates
 from newsletter.content.editing import list_articles, list_series
+from newsletter.db import utcnow
 from newsletter.delivery.linkcheck import check_email
 from newsletter.delivery.previews import preview_for, send_test
 from newsletter.errors import InvalidInputError, NewsletterError
@@ -561,6 +562,8 @@ def confirm_schedule(
             status=422,
         )
     count = campaign_recipients(session, campaign_id)
+    # A one-off time already gone is sent at the next tick: say so before it is.
+    past = mode == "at" and service.parse_local_time(at, timezone) < utcnow()
     return render(
         request,
         "schedule_confirm.html",
@@ -570,6 +573,7 @@ def confirm_schedule(
         values=values,
         when=when,
         count=count,
+        past=past,
     )
 
 
