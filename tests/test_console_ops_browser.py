@@ -259,6 +259,8 @@ def test_the_report_page_reads_well_in_chromium_at_1280_and_375(stack: Stack) ->
         "return [w.scrollWidth, w.clientWidth]"
     )
     assert after[0] <= after[1], "the counts after sending are off to the side at 375 px"
+    address = stack.find("#links td code").size["width"]
+    assert address >= 150, f"a link's address is squeezed to {address} px at 375 px"
     stack.check()
     set_width(stack.browser, 1280, dark=True)
     stack.check()
