@@ -287,7 +287,7 @@ def parse_local_time(value: str, zone: str) -> datetime:
     try:
         tz = ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise InvalidInputError(f"--tz: unknown time zone {zone!r}") from exc
+        raise InvalidInputError(f"time zone: {zone!r} is unknown") from exc
     try:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:
@@ -377,7 +377,7 @@ def schedule_campaign(
     try:
         zone(timezone)
     except InvalidInputError as exc:
-        raise InvalidInputError(f"--tz: {exc}") from exc
+        raise InvalidInputError(f"time zone: {exc}") from exc
     before = audited(campaign)
     campaign.send_at = send_at
     campaign.timezone = timezone
