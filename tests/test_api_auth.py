@@ -51,6 +51,23 @@ def test_no_token_is_401_with_a_problem_document(staff: Staff) -> None:
     assert "Bearer" in response.headers["www-authenticate"]
 
 
+def test_a_body_that_is_not_json_is_named_as_such(staff: Staff) -> None:
+    token = staff.token("ann@clinic.example")
+    with staff.client(token) as http:
+        response = http.post(
+            "/lists", content=b'{"slug": "news",,}', headers={"Content-Type": "application/json"}
+        )
+
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {
+            "field": "body",
+            "message": "not valid JSON at character 16: "
+            "Expecting property name enclosed in double quotes",
+        }
+    ]
+
+
 def test_read_scope_gets_403_on_a_write_and_200_on_a_read(staff: Staff) -> None:
     token = staff.token("reader@clinic.example", "campaigns:read", "lists:read")
     with staff.client(token) as http:

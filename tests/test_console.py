@@ -449,15 +449,34 @@ def test_form_errors_name_the_field_not_a_command_line_option(admin: Browser) ->
         tree = lxml_html.document_fromstring(response.text)
         return " ".join(tree.xpath("//*[contains(@class, 'error')]//text()")).strip()
 
+    no_series = admin.post("/admin/campaigns/new", {**draft, "name": "S", "kind": "series"})
+    no_tag = admin.post("/admin/campaigns/new", {**draft, "name": "T", "kind": "tag", "tag": " "})
+    bad_date = admin.post("/admin/campaigns/new", {**draft, "name": "P", "planned": "soon"})
     admin.get("/admin/campaigns/1")
     bad_test = admin.post("/admin/campaigns/1/test", {"to": "ann@example.org, bob(at)example.org"})
 
     assert (no_name.status_code, error(no_name)) == (422, "name: must not be empty")
+    assert [error(r) for r in (no_series, no_tag, bad_date)] == [
+        "Series: choose the series to send.",
+        "Tag: give the tag of the articles to send.",
+        "Planned for: give a date and time such as 2026-12-07T09:00.",
+    ]
     assert bad_test.status_code == 422
     assert error(bad_test) == "To: “bob(at)example.org”: not an email address."
     assert (no_list.status_code, error(no_list)) == (422, "lists: choose at least one list")
     assert no_scope.status_code == 422
     assert error(no_scope) == "scopes: a token needs at least one, e.g. campaigns:read"
+
+
+def test_scheduling_at_a_time_gone_by_warns_that_it_goes_at_once(admin: Browser) -> None:
+    admin.get("/admin/campaigns/1/schedule")
+    when = {"mode": "at", "timezone": "Europe/Berlin", "cron": ""}
+    past = admin.post("/admin/campaigns/1/schedule/confirm", {**when, "at": "2020-01-06T09:00"})
+    future = admin.post("/admin/campaigns/1/schedule/confirm", {**when, "at": "2099-01-06T09:00"})
+
+    assert past.status_code == future.status_code == 200
+    assert 'id="schedule-past"' in past.text and "sent at once" in past.text
+    assert 'id="schedule-past"' not in future.text
 
 
 def test_an_unsafe_template_is_refused_with_its_line_shown(admin: Browser) -> None:

@@ -28,6 +28,7 @@ from sqlalchemy import select
 
 from newsletter.accounts.models import AuditEntry
 from newsletter.accounts.users import create_user
+from newsletter.audience.models import Subscriber
 from newsletter.audience.subscriptions import suppress_address
 from newsletter.campaigns.models import Campaign
 from newsletter.campaigns.service import (
@@ -400,6 +401,11 @@ def test_every_write_of_the_morning_is_in_the_audit_log(console: Console) -> Non
         "session.login",
     ):
         assert action in table, action
+    lines = console.browser.execute_script(
+        "return [...document.querySelectorAll('#audit-table tbody td:nth-child(3) code')]"
+        ".map(e => [e.textContent, e.getClientRects().length])"
+    )
+    assert lines and all(n == 1 for _action, n in lines), f"actions broken over lines: {lines}"
     with console.session() as session:
         actors = set(session.scalars(select(AuditEntry.actor)))
     assert f"{ADMIN} (console)" in actors
@@ -475,6 +481,8 @@ def test_every_page_has_no_axe_violation_and_main_pages_fit_375_px(console: Cons
     console.submit("form[action='/admin/tokens'] button[type=submit]")
     assert console.find("#new-token").text.startswith("nl_")
     console.check()
+    with console.session() as session:
+        reader = session.scalars(select(Subscriber.id).order_by(Subscriber.id)).first()
     more = [
         "/admin/templates/plain",
         "/admin/templates/plain/diff/2",
@@ -482,8 +490,8 @@ def test_every_page_has_no_axe_violation_and_main_pages_fit_375_px(console: Cons
         "/admin/campaigns/new",
         f"/admin/campaigns/{console.campaign_id}/preview",
         f"/admin/campaigns/{console.campaign_id}/check",
-        "/admin/subscribers/1",
-        "/admin/subscribers/1/forget",
+        f"/admin/subscribers/{reader}",
+        f"/admin/subscribers/{reader}/forget",
         "/admin/lists",
         "/admin/imports/new",
         "/admin/articles",
@@ -500,6 +508,11 @@ def test_every_page_has_no_axe_violation_and_main_pages_fit_375_px(console: Cons
     ]
     for path in (*MAIN_PAGES, *more):
         console.open(path)
+    console.open(f"/admin/subscribers/{reader}", check=False)
+    forget, save = console.find("a.button.danger"), console.find("form.stack button")
+    assert forget.value_of_css_property("background-color") != save.value_of_css_property(
+        "background-color"
+    ), "the link that forgets a reader looks like any other button"
     for path in (*MAIN_PAGES, *NARROW_TOO, f"/admin/campaigns/{console.campaign_id}"):
         console.open(path, check=False)
         set_width(console.browser, 375)

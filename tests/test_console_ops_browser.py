@@ -254,6 +254,13 @@ def test_the_report_page_reads_well_in_chromium_at_1280_and_375(stack: Stack) ->
 
     set_width(stack.browser, 375)
     assert page_width(stack.browser) <= 375, "the report scrolls sideways at 375 px"
+    after = stack.browser.execute_script(
+        "const w = document.getElementById('h-after').parentElement;"
+        "return [w.scrollWidth, w.clientWidth]"
+    )
+    assert after[0] <= after[1], "the counts after sending are off to the side at 375 px"
+    address = stack.find("#links td code").size["width"]
+    assert address >= 150, f"a link's address is squeezed to {address} px at 375 px"
     stack.check()
     set_width(stack.browser, 1280, dark=True)
     stack.check()

@@ -273,12 +273,36 @@ def test_screenshots_of_the_segment_and_webhook_pages(console: Console) -> None:
         "composer-segment": f"/admin/campaigns/{campaign_id}/edit",
         "webhook": "/admin/webhooks/1",
     }
+
+    def load(name: str, path: str) -> None:
+        console.open(path)
+        if name == "composer-segment":
+            _composer_shown(console)
+
     shots = [
-        screenshot(console.browser, name, width, lambda path=path: console.open(path))
+        screenshot(console.browser, name, width, lambda name=name, path=path: load(name, path))
         for name, path in pages.items()
         for width in (1280, 375)
     ]
     assert len(shots) == 6 and all(shot.stat().st_size > 10_000 for shot in shots)
+
+
+def _composer_shown(console: Console) -> None:
+    """The count in its own line and both preview frames showing the email, so the
+    screenshot is of the page as a person sees it once it has settled."""
+
+    def frames_shown(browser: Any) -> bool:
+        frames = console.all("#preview iframe")
+        for frame in frames:
+            browser.switch_to.frame(frame)
+            text = console.find("body").text
+            browser.switch_to.default_content()
+            if "Riverside Clinic" not in text:
+                return False
+        return len(frames) == 2
+
+    wait_for(console.browser, lambda b: "readers match" in console.find("#segment-count").text)
+    wait_for(console.browser, frames_shown)
 
 
 def test_every_page_visited_has_no_axe_violation(console: Console) -> None:

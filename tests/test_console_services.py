@@ -5,6 +5,7 @@ settings page; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -88,6 +89,25 @@ def test_a_timeline_says_one_attempt_not_one_attempts(news: Session) -> None:
     [delivery] = [e.detail for e in timeline(news, reader.id) if e.what == "delivery"]
 
     assert delivery == f"Weekly (run {run_id}): pending, 1 attempt"
+
+
+def test_scheduling_says_when_in_minutes_not_an_iso_timestamp(news: Session) -> None:
+    once, weekly = _digest(news, "Once"), _digest(news, "Weekly")
+    at = service.ScheduleRequest(
+        at="2027-01-05T09:00", timezone="Europe/Berlin", postal_address=POSTAL_ADDRESS
+    )
+    cron = service.ScheduleRequest(
+        cron="0 9 * * MON", timezone="America/New_York", postal_address=POSTAL_ADDRESS
+    )
+
+    said = [service.schedule(news, once.id, at), service.schedule(news, weekly.id, cron)]
+
+    assert said[0] == f"campaign {once.id} scheduled for 2027-01-05 08:00 UTC"
+    assert re.fullmatch(
+        rf"campaign {weekly.id} recurs at '0 9 \* \* MON' in America/New_York; "
+        r"next \d{4}-\d\d-\d\d 1[34]:00 UTC",
+        said[1],
+    ), said[1]
 
 
 # --- the calendar ---------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from newsletter.campaigns.content import get_campaign
 from newsletter.campaigns.models import Campaign, CampaignStatus, ContentKind
 from newsletter.campaigns.templates import list_templates
 from newsletter.content.editing import list_articles, list_series
+from newsletter.db import utcnow
 from newsletter.delivery.linkcheck import check_email
 from newsletter.delivery.previews import preview_for, send_test
 from newsletter.errors import InvalidInputError, NewsletterError
@@ -121,11 +122,17 @@ def _content_from(data: ImmutableMultiDict[str, Any]) -> service.ContentSpec:
             raise InvalidInputError(_("Articles: pick at least one article."))
         return service.ContentSpec(slugs=slugs)
     if kind == "series":
-        return service.ContentSpec(series=str(data.get("series") or ""))
+        series = str(data.get("series") or "")
+        if not series:
+            raise InvalidInputError(_("Series: choose the series to send."))
+        return service.ContentSpec(series=series)
     if kind == "since_last":
         return service.ContentSpec(since_last=True, latest=latest)
     if kind == "tag":
-        return service.ContentSpec(tag=str(data.get("tag") or "").strip(), latest=latest)
+        tag = str(data.get("tag") or "").strip()
+        if not tag:
+            raise InvalidInputError(_("Tag: give the tag of the articles to send."))
+        return service.ContentSpec(tag=tag, latest=latest)
     return service.ContentSpec(latest=latest or 5)
 
 
@@ -133,7 +140,11 @@ def _planned_from(data: ImmutableMultiDict[str, Any]) -> datetime | None:
     value = str(data.get("planned") or "").strip()
     if not value:
         return None
-    return service.parse_local_time(value, str(data.get("planned_zone") or "UTC"))
+    try:
+        return service.parse_local_time(value, str(data.get("planned_zone") or "UTC"))
+    except InvalidInputError as exc:
+        message = _("Planned for: give a date and time such as 2026-12-07T09:00.")
+        raise InvalidInputError(message) from exc
 
 
 def _edits_from(data: ImmutableMultiDict[str, Any]) -> dict[str, Any]:
@@ -551,6 +562,8 @@ def confirm_schedule(
             status=422,
         )
     count = campaign_recipients(session, campaign_id)
+    # A one-off time already gone is sent at the next tick: say so before it is.
+    past = mode == "at" and service.parse_local_time(at, timezone) < utcnow()
     return render(
         request,
         "schedule_confirm.html",
@@ -560,6 +573,7 @@ def confirm_schedule(
         values=values,
         when=when,
         count=count,
+        past=past,
     )
 
 

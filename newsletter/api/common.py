@@ -385,6 +385,13 @@ def errors_of(detail: Any) -> list[dict[str, str]]:
     """FastAPI's validation errors as {field, message}, the field as a dotted path."""
     found = []
     for error in detail:
+        if error.get("type") == "json_invalid":
+            # Its "location" is a character offset, not a field: say so.
+            offset = next((p for p in error.get("loc", ())[1:] if isinstance(p, int)), 0)
+            reason = (error.get("ctx") or {}).get("error", "")
+            message = f"not valid JSON at character {offset}: {reason}".rstrip(": ")
+            found.append({"field": "body", "message": message})
+            continue
         where = [str(part) for part in error.get("loc", ()) if part != "body"]
         found.append({"field": ".".join(where) or "body", "message": str(error.get("msg", ""))})
     return found

@@ -255,7 +255,7 @@ def schedule(session: Session, campaign_id: int, request: ScheduleRequest) -> st
         first = next_occurrence(request.cron, request.timezone, starting)
         return (
             f"campaign {campaign_id} recurs at {request.cron!r} in {request.timezone}; "
-            f"next {first.isoformat()} (UTC)"
+            f"next {first:%Y-%m-%d %H:%M} UTC"
         )
     if request.now == (request.at is not None):
         raise InvalidInputError("give exactly one of --at TIME, --now or --cron EXPR")
@@ -268,8 +268,9 @@ def schedule(session: Session, campaign_id: int, request: ScheduleRequest) -> st
         local_time=request.local_time,
         postal_address=request.postal_address,
     )
-    where = " in each subscriber's time zone" if request.local_time else " (UTC)"
-    return f"campaign {campaign_id} scheduled for {send_at.isoformat()}{where}"
+    # Read by people (CLI, API, console): minutes, like every time the console shows.
+    where = " in each subscriber's time zone" if request.local_time else " UTC"
+    return f"campaign {campaign_id} scheduled for {send_at:%Y-%m-%d %H:%M}{where}"
 
 
 def parse_local_time(value: str, zone: str) -> datetime:
