@@ -144,6 +144,7 @@ def test_metrics_during_a_real_send_add_up_over_both_worker_processes(
             broker_url=redis_broker_url,
             metrics_dir=str(metrics_dir),
             chunk_size=10,
+            smtp_connections=1,  # one message at a time per process: the run lasts seconds
         )
         campaign_id = audience_and_campaign(settings, readers)
         staff_app = create_staff_app(settings)
