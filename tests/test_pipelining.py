@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from newsletter.bench.sink import SinkProtocol
 from newsletter.config import SmtpTarget
 from newsletter.delivery.mailers import OutgoingMessage, SmtpMailer
 from tests.smtp_sink import free_port
@@ -23,49 +24,18 @@ MESSAGE = OutgoingMessage(
 )
 
 
-class RecordingSmtp(asyncio.Protocol):
-    """Answers like a relay and keeps each chunk of bytes as one read delivered it."""
+class RecordingSmtp(SinkProtocol):
+    """The bench's sink, offering PIPELINING or not, keeping each chunk of bytes as one
+    read delivered it."""
 
     def __init__(self, reads: list[bytes], pipelining: bool) -> None:
         self.reads = reads
-        self.pipelining = pipelining
-        self.buffer = b""
-        self.in_data = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(b"220 relay.test ESMTP\r\n")
+        offer = b"250-PIPELINING\r\n" if pipelining else b""
+        self.ehlo_reply = b"250-relay.test\r\n" + offer + b"250 8BITMIME\r\n"
 
     def data_received(self, data: bytes) -> None:
         self.reads.append(data)
-        self.buffer += data
-        while True:
-            if self.in_data:
-                end = self.buffer.find(b"\r\n.\r\n")
-                if end < 0:
-                    return
-                self.buffer, self.in_data = self.buffer[end + 5 :], False
-                self.transport.write(b"250 2.0.0 queued\r\n")
-                continue
-            line_end = self.buffer.find(b"\r\n")
-            if line_end < 0:
-                return
-            line, self.buffer = self.buffer[:line_end], self.buffer[line_end + 2 :]
-            verb = line[:4].upper()
-            if verb == b"EHLO":
-                offer = b"250-PIPELINING\r\n" if self.pipelining else b""
-                self.transport.write(b"250-relay.test\r\n" + offer + b"250 8BITMIME\r\n")
-            elif verb == b"DATA":
-                self.in_data = True
-                self.buffer = b"\r\n" + self.buffer
-                self.transport.write(b"354 go ahead\r\n")
-            elif verb == b"QUIT":
-                self.transport.write(b"221 bye\r\n")
-                self.transport.close()
-                return
-            else:
-                self.transport.write(b"250 OK\r\n")
+        super().data_received(data)
 
 
 @contextmanager

@@ -17,6 +17,7 @@ EHLO_REPLY = b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 100000000\
 
 class SinkProtocol(asyncio.Protocol):
     received = 0
+    ehlo_reply = EHLO_REPLY  # what it offers (a test's relay offers less)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -45,7 +46,7 @@ class SinkProtocol(asyncio.Protocol):
             line, self.buffer = self.buffer[:line_end], self.buffer[line_end + 2 :]
             verb = line[:4].upper()
             if verb == b"EHLO":
-                self.transport.write(EHLO_REPLY)
+                self.transport.write(self.ehlo_reply)
             elif verb == b"DATA":
                 self.in_data = True
                 # The terminator may follow an empty body directly.
