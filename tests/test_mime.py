@@ -15,6 +15,8 @@ from email.message import EmailMessage
 from email.utils import getaddresses, parsedate_to_datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from newsletter.errors import InvalidInputError, NewsletterError
 from newsletter.rendering.mime import (
@@ -28,7 +30,7 @@ from newsletter.rendering.mime import (
 )
 from newsletter.rendering.model import ArticleView, EmailContent, Link, Sender, Snapshot
 from newsletter.rendering.render import render_email
-from newsletter.rendering.slots import SlotTemplate, find_unfilled
+from newsletter.rendering.slots import SlotTemplate, find_unfilled, sentinel
 
 SUBJECT = "{{ slot('name', 'Reader') }}, news for {{ slot('attr.city', 'your area') }}"
 HEADERS = ListHeaders(
@@ -287,6 +289,43 @@ def test_long_snapshot_lines_decode_exactly() -> None:
     data = MessageTemplate(snapshot, HEADERS).build(recipient())
 
     assert decoded_bodies(data) == expected_bodies(snapshot, VALUES)
+
+
+# --- no line starts with a dot ---------------------------------------------------------
+# SMTP ends a message at a line of one "."; a mailer dot-stuffs every line that starts
+# with one (RFC 5321 4.5.2). Ours are written "=2E", so the relay gets the message as
+# it is (OutgoingMessage.dot_free) and must still read exactly what was written.
+
+DOTTY = st.text(st.sampled_from([".", "a", " ", "=", "é", "\n"]), max_size=240)
+
+
+@settings(max_examples=150, deadline=None)
+@given(literal=DOTTY, value=DOTTY, name=st.text(st.sampled_from([".", "b", " "]), max_size=160))
+def test_no_line_of_a_message_starts_with_a_dot(literal: str, value: str, name: str) -> None:
+    marker = "A1B2C3D4E5F6"
+    text = f".{literal}\n{sentinel('name', marker)}{literal}.\n.\n{sentinel('attr.city', marker)}"
+    html_body = f"<p>{literal}</p>\n.{sentinel('name', marker)}\n.{literal}"
+    snapshot = Snapshot("Hello", html_body, text, {"name": "", "attr.city": ""}, marker=marker)
+    template = MessageTemplate(snapshot, HEADERS)
+    values = {**VALUES, "name": name, "attr.city": value}
+
+    data = template.build(recipient(values))
+
+    assert template.dot_free
+    assert not data.startswith(b".") and b"\n." not in data
+    assert max(len(line) for line in body_lines(data)) <= 76
+    assert decoded_bodies(data) == expected_bodies(snapshot, values)
+
+
+def test_the_sample_digest_is_dot_free_and_reads_the_same(
+    snapshot: Snapshot, template: MessageTemplate
+) -> None:
+    values = {**VALUES, "name": ".Zoë", "attr.city": "." * 200}
+
+    data = template.build(recipient(values))
+
+    assert template.dot_free and b"\n." not in data
+    assert decoded_bodies(data) == expected_bodies(snapshot, values)
 
 
 # --- headers -------------------------------------------------------------------------

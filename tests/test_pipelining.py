@@ -1,5 +1,6 @@
 """PIPELINING (RFC 2920): MAIL, RCPT and DATA in one write when the server offers it,
-one at a time when it does not. A tiny SMTP server logs every recv() it gets."""
+one at a time when it does not. A tiny SMTP server logs every recv() it gets. And
+dot-stuffing only where a message needs it."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ import pytest
 
 from newsletter.bench.sink import SinkProtocol
 from newsletter.config import SmtpTarget
-from newsletter.delivery.mailers import OutgoingMessage, SmtpMailer
-from tests.smtp_sink import free_port
+from newsletter.delivery.mailers import MemoryMailer, OutgoingMessage, SmtpMailer
+from newsletter.delivery.outgoing import Outgoing
+from newsletter.rendering.mime import ListHeaders, MessageTemplate, Recipient
+from newsletter.rendering.model import Snapshot
+from newsletter.rendering.slots import sentinel
+from tests.smtp_sink import SmtpSink, free_port
 
 MESSAGE = OutgoingMessage(
     "news@clinic.example",
@@ -109,3 +114,51 @@ def test_the_connection_sends_without_nagle_delay() -> None:
         nodelay = mailer._smtp.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         mailer.close()
     assert nodelay != 0
+
+
+# A line of one "." ends a message in SMTP, so a client doubles every line's leading dot
+# (RFC 5321 4.5.2) and the relay takes one off. Messages built from a template have no
+# line starting with a dot ("=2E" in quoted-printable) and go as they are; any other
+# message is still stuffed. Either way the relay must store exactly what we built.
+
+
+def dotted_template_message() -> OutgoingMessage:
+    marker = "0A1B2C3D4E5F"
+    text = f".\n..\n.{sentinel('name', marker)}.\n.Follow-up in two weeks.\n.\n"
+    snapshot = Snapshot("Clinic hours", f"<p>{text}</p>", text, {"name": ""}, marker=marker)
+    headers = ListHeaders("Riverside Clinic <news@clinic.example>", list_id="news.clinic.example")
+    values = {"name": ".Sam", "unsubscribe_url": "https://news.example.org/unsubscribe/a.b"}
+    recipient = Recipient("reader@example.org", ".Sam", values, "<dots@clinic.example>")
+    return Outgoing("news@clinic.example", MemoryMailer()).prepare(
+        MessageTemplate(snapshot, headers), recipient
+    )
+
+
+def test_a_template_message_goes_without_dot_stuffing_and_arrives_exactly() -> None:
+    message = dotted_template_message()
+    assert message.dot_free
+    with recording_relay(pipelining=True) as (target, reads):
+        mailer = SmtpMailer(target)
+        assert mailer.send(message).reply.startswith("250")
+        mailer.close()
+    assert message.data + b".\r\n" in b"".join(reads)  # byte for byte, nothing doubled
+    with SmtpSink() as sink:
+        mailer = SmtpMailer(SmtpTarget("127.0.0.1", sink.port))
+        mailer.send(message)
+        mailer.close()
+    [received] = sink.handler.received
+    assert received.data == message.data
+    text, _ = received.message.iter_parts()
+    lines = text.get_content().splitlines()
+    assert lines[:5] == [".", "..", "..Sam.", ".Follow-up in two weeks.", "."]
+
+
+def test_any_other_message_is_dot_stuffed_and_arrives_exactly() -> None:
+    body = b"Subject: Dots\r\n\r\n.\r\n..\r\n.leading\r\nend\r\n"
+    message = OutgoingMessage("news@clinic.example", "reader@example.org", body, "<d@x>")
+    assert not message.dot_free
+    with SmtpSink() as sink:
+        mailer = SmtpMailer(SmtpTarget("127.0.0.1", sink.port))
+        mailer.send(message)
+        mailer.close()
+    assert [r.data for r in sink.handler.received] == [body]

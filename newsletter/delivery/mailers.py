@@ -45,6 +45,9 @@ class OutgoingMessage:
     recipient: str  # envelope RCPT TO
     data: bytes  # the whole RFC 5322 message, CRLF line ends
     message_id: str
+    # No line of `data` starts with "." (MessageTemplate makes sure): SMTP sends it
+    # as it is, without the dot-stuffing scan.
+    dot_free: bool = False
 
 
 @dataclass(frozen=True)
@@ -262,10 +265,12 @@ class SmtpMailer:
                     smtp.send(b".\r\n")
                     smtp.getreply()
                 raise smtplib.SMTPResponseException(code, text)
-        # Dot-stuffing (RFC 5321 4.5.2); bytes.replace is a fast C scan.
-        body = message.data.replace(b"\n.", b"\n..")
-        if body.startswith(b"."):
-            body = b"." + body
+        body = message.data
+        if not message.dot_free:
+            # Dot-stuffing (RFC 5321 4.5.2): 50 µs for 27 KB, hence `dot_free`.
+            body = body.replace(b"\n.", b"\n..")
+            if body.startswith(b"."):
+                body = b"." + body
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
         self._handing_over = True

@@ -49,7 +49,17 @@ class Outgoing:
         data = template.build(recipient, date)
         if self.dkim is not None:
             data = self.dkim.sign(data)
-        return OutgoingMessage(self.envelope_from, recipient.email, data, recipient.message_id)
+        # The template vouches for what follows the recipient's headers; those (and
+        # the signature's) are looked at here, a few hundred bytes.
+        head = data.find(b"\r\n\r\n")
+        dot_free = template.dot_free and head > 0 and data.find(b"\n.", 0, head) < 0
+        return OutgoingMessage(
+            self.envelope_from,
+            recipient.email,
+            data,
+            recipient.message_id,
+            dot_free and not data.startswith(b"."),
+        )
 
     def send(self, message: OutgoingMessage) -> SendResult:
         return self.mailer.send(message)
