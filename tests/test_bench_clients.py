@@ -95,6 +95,14 @@ def test_every_client_delivers_every_message_intact(client: str, connections: in
     assert all(m == DOTTED for m in kept)
 
 
+@pytest.mark.parametrize("bdat", [False, True])
+def test_the_asyncio_client_delivers_intact_without_pipelining(bdat: bool) -> None:
+    one_at_a_time = EHLO_REPLY.replace(b"250-PIPELINING\r\n", b"")
+    with keeping_sink(one_at_a_time) as (url, kept):
+        send_with_asyncio(url, MESSAGE, 20, 2, bdat=bdat)
+    assert kept == [DOTTED] * 20
+
+
 def test_bdat_is_refused_by_name_where_chunking_is_not_offered() -> None:
     without = EHLO_REPLY.replace(b"250-CHUNKING\r\n", b"")
     with keeping_sink(without) as (url, kept), pytest.raises(NewsletterError, match="CHUNKING"):

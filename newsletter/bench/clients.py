@@ -3,23 +3,25 @@
 Sends M copies of the bench's message (27 KB) over N kept connections to a local sink,
 optionally through the bench's delay proxy, with:
 
-- `threads`: the production client, the relay pool the workers use (`RelayPool` over
+- threads + smtplib (production): the relay pool the workers use (`RelayPool` over
   `SmtpMailer`: smtplib, our PIPELINING of MAIL/RCPT/DATA in one write, TCP_NODELAY),
   driven by N threads taking a few messages at a time, as `sending.py` does;
-- `asyncio`: a minimal client on asyncio streams written here: EHLO once per
+- asyncio DATA: a minimal client on asyncio streams written here: EHLO once per
   connection, then per message MAIL/RCPT/DATA in one write (PIPELINING), the dot-stuffed
   message and "."; N connections as N tasks of one event loop;
-- `asyncio-bdat`: the same, with `BDAT <size> LAST` and the message instead of DATA
+- asyncio BDAT: the same, with `BDAT <size> LAST` and the message instead of DATA
   (RFC 3030 CHUNKING, no dot-stuffing); pipelined with MAIL and RCPT, so a message is
   one write and one round trip, not two;
 - the two asyncio clients on uvloop too, when it is installed (it is not a dependency).
 
 The figure is the client's CPU per message: `time.process_time` of this process over
-the sending part (connections opened, messages sent; not their QUIT) over M. The sink
-runs in a process of its own: Postfix's `smtp-sink` when installed (it does not offer
-CHUNKING), and our Python sink (newsletter/bench/sink.py, which does) for BDAT and for
-the DATA client beside it. Each run is repeated (3 times by default) and the clients
-take turns, so load from elsewhere on the machine falls on all of them alike.
+the sending part (connections opened, messages sent; not their QUIT) over M, and the
+part of it in user space (the rest is the kernel's: on loopback, a send also runs much
+of the receiving side's TCP processing). The sink runs in a process of its own:
+Postfix's `smtp-sink` when installed (it does not offer CHUNKING), and our Python sink
+(newsletter/bench/sink.py, which does) for BDAT and for the DATA client beside it. Each
+run is repeated (3 times by default) and the clients take turns, so load from elsewhere
+on the machine falls on all of them alike.
 
 Run: `python -m newsletter.bench.clients [--messages 20000] [--connections 1 25]
 [--latency-ms 20] [--repeats 3]`; prints a table (or JSON with --json).
@@ -32,6 +34,7 @@ import asyncio
 import importlib
 import importlib.util
 import json
+import resource
 import socket
 import statistics
 import subprocess
@@ -57,7 +60,7 @@ UVLOOP = importlib.util.find_spec("uvloop") is not None
 
 
 def bench_message(size: int = MESSAGE_BYTES) -> OutgoingMessage:
-    """A message of about `size` bytes, CRLF line ends, lines of 78 bytes."""
+    """A plain-text message of about `size` bytes, CRLF line ends, no dot to stuff."""
     head = (
         b"From: Clinic news <news@clinic.example>\r\nTo: reader@example.org\r\n"
         b"Subject: Clinic hours\r\nMessage-ID: <bench@clinic.example>\r\n"
@@ -73,16 +76,32 @@ class Measured:
     """One run of one client."""
 
     messages: int
-    cpu_seconds: float
+    cpu_seconds: float  # user and system
+    user_seconds: float  # of it, in user space (the rest: system calls, the TCP stack)
     wall_seconds: float
+
+    @classmethod
+    def since(cls, messages: int, start: tuple[float, float, float]) -> Measured:
+        cpu, user, wall = (now - then for now, then in zip(_clocks(), start, strict=True))
+        return cls(messages, cpu, user, wall)
 
     @property
     def cpu_us_per_message(self) -> float:
         return self.cpu_seconds / self.messages * 1e6
 
     @property
+    def user_us_per_message(self) -> float:
+        return self.user_seconds / self.messages * 1e6
+
+    @property
     def messages_per_second(self) -> float:
         return self.messages / self.wall_seconds
+
+
+def _clocks() -> tuple[float, float, float]:
+    """This process's CPU seconds, of them in user space, and wall seconds, so far."""
+    user = resource.getrusage(resource.RUSAGE_SELF).ru_utime
+    return time.process_time(), user, time.perf_counter()
 
 
 def _address(url: str) -> tuple[str, int]:
@@ -107,15 +126,15 @@ def send_with_threads(url: str, message: OutgoingMessage, count: int, connection
 
     threads = ThreadPoolExecutor(connections, thread_name_prefix="smtp")
     try:
-        cpu, wall = time.process_time(), time.perf_counter()
+        start = _clocks()
         sent = sum(threads.map(send_batch, batches))
-        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        measured = Measured.since(count, start)
     finally:
         threads.shutdown()
         pool.close()
     if sent != count:
         raise NewsletterError(f"the relay pool sent {sent} of {count} messages")
-    return Measured(count, cpu, wall)
+    return measured
 
 
 # --- (b, c) a minimal client on asyncio ----------------------------------------------
@@ -224,14 +243,14 @@ async def _send_concurrently(
             sent += 1
         return session, sent
 
-    cpu, wall = time.process_time(), time.perf_counter()
+    start = _clocks()
     done = await asyncio.gather(*(connection() for _ in range(connections)))
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    measured = Measured.since(count, start)
     await asyncio.gather(*(session.close() for session, _ in done))
     sent = sum(n for _, n in done)
     if sent != count:
         raise NewsletterError(f"the asyncio client sent {sent} of {count} messages")
-    return Measured(count, cpu, wall)
+    return measured
 
 
 def _run(coroutine: Coroutine[Any, Any, Measured], uvloop: bool) -> Measured:
@@ -292,6 +311,7 @@ class Row:
     latency_ms: float
     messages: int
     cpu_us: list[float]  # per message, each run
+    user_us: list[float]  # of it, in user space
     rate: list[float]  # messages/s, each run
 
     @property
@@ -359,6 +379,7 @@ def measure(
             latency_ms,
             count,
             [round(m.cpu_us_per_message, 1) for m in measured],
+            [round(m.user_us_per_message, 1) for m in measured],
             [round(m.messages_per_second, 1) for m in measured],
         )
         for client, measured in zip(chosen, runs, strict=True)
@@ -366,10 +387,11 @@ def measure(
 
 
 def table(rows: list[Row]) -> str:
-    """The rows as a fixed-width table: medians and [least, most] of the runs."""
+    """The rows as a fixed-width table: medians and [least, most] of the runs (user:
+    the median CPU in user space)."""
     head = (
         f"{'client':<31} {'sink':<22} {'conn':>4} {'ms':>3} {'msgs':>6} "
-        f"{'CPU µs/msg median [range]':>27} {'msg/s median [range]':>25}"
+        f"{'CPU µs/msg median [range]':>27} {'user':>5} {'msg/s median [range]':>25}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -377,7 +399,7 @@ def table(rows: list[Row]) -> str:
         rate = f"{r.rate_median:,.0f} [{min(r.rate):,.0f}-{max(r.rate):,.0f}]"
         lines.append(
             f"{r.client:<31} {r.sink[:22]:<22} {r.connections:>4} {r.latency_ms:>3g} "
-            f"{r.messages:>6} {cpu:>27} {rate:>25}"
+            f"{r.messages:>6} {cpu:>27} {statistics.median(r.user_us):>5.0f} {rate:>25}"
         )
     return "\n".join(lines)
 
