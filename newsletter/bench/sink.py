@@ -3,7 +3,9 @@
 aiosmtpd tops out near 1,500 messages/s here; this answers each command with one
 write and scans DATA for the terminator without parsing, so the client, not the sink,
 is what the benchmark measures. Postfix's `smtp-sink` (C) is faster still and is used
-when it is installed. Run: `python -m newsletter.bench.sink PORT`.
+when it is installed; it does not offer CHUNKING, and this sink does (RFC 3030: `BDAT
+size [LAST]` and exactly `size` bytes of message after it), so BDAT can be measured.
+Run: `python -m newsletter.bench.sink PORT`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 import signal
 import sys
 
-EHLO_REPLY = b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 100000000\r\n"
+EHLO_REPLY = b"250-sink\r\n250-PIPELINING\r\n250-CHUNKING\r\n250-8BITMIME\r\n250 SIZE 100000000\r\n"
 
 
 class SinkProtocol(asyncio.Protocol):
@@ -24,21 +26,41 @@ class SinkProtocol(asyncio.Protocol):
         self.transport = transport
         self.buffer = b""
         self.in_data = False
+        self.chunk_left = 0  # bytes of a BDAT chunk still to come
+        self.last_chunk = False
+        self.content: list[bytes] = []  # the message so far
         transport.write(b"220 sink ESMTP\r\n")
+
+    def message_received(self, message: bytes) -> None:
+        """Each message as sent (dot-stuffing undone); the sink keeps nothing."""
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         while True:
+            if self.chunk_left:
+                piece = self.buffer[: self.chunk_left]
+                self.buffer = self.buffer[len(piece) :]
+                self.content.append(piece)
+                self.chunk_left -= len(piece)
+                if self.chunk_left:
+                    return
+                self._chunk_ended()
+                continue
             if self.in_data:
                 end = self.buffer.find(b"\r\n.\r\n")
                 if end < 0:
-                    # Keep only what could hold the start of a split terminator.
-                    self.buffer = self.buffer[-4:]
+                    # Keep back only what could hold the start of a split terminator.
+                    keep = len(self.buffer) - 4
+                    if keep > 0:
+                        self.content.append(self.buffer[:keep])
+                        self.buffer = self.buffer[keep:]
                     return
+                self.content.append(self.buffer[: end + 2])
                 self.buffer = self.buffer[end + 5 :]
                 self.in_data = False
-                SinkProtocol.received += 1
-                self.transport.write(b"250 2.0.0 queued\r\n")
+                # Every line begins after a CRLF (one was put before the first): a
+                # leading dot is the client's stuffing (RFC 5321 4.5.2).
+                self._message_ended(b"".join(self.content).replace(b"\r\n.", b"\r\n")[2:])
                 continue
             line_end = self.buffer.find(b"\r\n")
             if line_end < 0:
@@ -52,12 +74,43 @@ class SinkProtocol(asyncio.Protocol):
                 # The terminator may follow an empty body directly.
                 self.buffer = b"\r\n" + self.buffer
                 self.transport.write(b"354 go ahead\r\n")
+            elif verb == b"BDAT":
+                if not self._chunk_started(line):
+                    return
             elif verb == b"QUIT":
                 self.transport.write(b"221 bye\r\n")
                 self.transport.close()
                 return
             else:
+                if verb in (b"MAIL", b"RSET"):
+                    self.content = []
                 self.transport.write(b"250 OK\r\n")
+
+    def _chunk_started(self, line: bytes) -> bool:
+        """`BDAT size [LAST]`: read exactly `size` bytes next. A command without a size
+        leaves the stream unreadable, so the sink answers 501 and hangs up."""
+        words = line.split()
+        last = len(words) == 3 and words[2].upper() == b"LAST"
+        if len(words) not in (2, 3) or not words[1].isdigit() or (len(words) == 3 and not last):
+            self.transport.write(b"501 5.5.4 Syntax: BDAT size [LAST]\r\n")
+            self.transport.close()
+            return False
+        self.chunk_left, self.last_chunk = int(words[1]), last
+        if not self.chunk_left:
+            self._chunk_ended()
+        return True
+
+    def _chunk_ended(self) -> None:
+        if self.last_chunk:
+            self._message_ended(b"".join(self.content))
+        else:
+            self.transport.write(b"250 2.0.0 chunk received\r\n")
+
+    def _message_ended(self, message: bytes) -> None:
+        self.content = []
+        SinkProtocol.received += 1
+        self.message_received(message)
+        self.transport.write(b"250 2.0.0 queued\r\n")
 
 
 async def serve(port: int) -> None:
