@@ -80,6 +80,7 @@ def test_a_connection_cap_in_the_mail_url_is_never_exceeded(
     pg_url: str, redis_server: RedisServer
 ) -> None:
     with SmtpSink(cap=3) as relay:
+        relay.handler.delay = 0.005  # far enough for every connection to be worth opening
         url = f"{relay.url}?connections=3"
         settings = far_settings(pg_url, redis_server, url, smtp_connections=25)
         campaign_id = run_to_the_end(settings, 600, processes=1)
@@ -114,6 +115,7 @@ class DroppingHandler(SinkHandler):
 
 def test_connections_dropped_mid_data_lose_nobody(pg_url: str, redis_server: RedisServer) -> None:
     with SmtpSink(DroppingHandler()) as relay:
+        relay.handler.delay = 0.002  # far enough for all ten connections
         settings = far_settings(pg_url, redis_server, relay.url, smtp_connections=10)
         campaign_id = run_to_the_end(settings, 1000)
         handler = relay.handler

@@ -16,11 +16,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from email.utils import parseaddr
@@ -216,6 +216,104 @@ class CompiledRun:
         return self.variants.get(row.name or "", row.email, row.attributes)
 
 
+class Lanes:
+    """Threads sending a chunk's rows while the chunk's own thread looks after the
+    claim: each takes a few rows at a time (one hand-over a batch, not a message)
+    until none are left or it is halted. What each batch became is kept for the
+    chunk's thread, which counts it (it owns the database session) when it wakes:
+    when a lane ends, or at its next check, not once a message."""
+
+    def __init__(
+        self,
+        rows: Iterator[Any],
+        send: Callable[[list[Any]], list[Outcome]],
+        count: Callable[[list[Outcome]], None],
+    ) -> None:
+        self._rows = rows
+        self._rows_lock = threading.Lock()
+        self._send = send
+        self._count = count
+        # A batch's outcomes, an error, or None: a lane has ended (and `_ended` is set).
+        self._finished: deque[list[Outcome] | BaseException | None] = deque()
+        self._ended = threading.Event()
+        self._halt = threading.Event()
+        self.running = 0
+        self.exhausted = False  # every row has been taken
+
+    def take(self, size: int) -> list[Any]:
+        with self._rows_lock:
+            batch = list(islice(self._rows, size))
+        if not batch:
+            self.exhausted = True
+        return batch
+
+    def run(self, lanes: int, size: int, executor: Callable[[], ThreadPoolExecutor]) -> None:
+        """Have `lanes` threads sending, `size` rows a batch."""
+        while self.running < lanes and self._may_start():
+            executor().submit(self._lane, self._halt, size, self._send, False)
+            self.running += 1
+
+    def once(
+        self, send: Callable[[list[Any]], list[Outcome]], executor: Callable[[], ThreadPoolExecutor]
+    ) -> None:
+        """One row through `send`, alone: wait for the lanes to end first (`stop`)."""
+        if not self.running and self._may_start():
+            executor().submit(self._lane, self._halt, 1, send, True)
+            self.running += 1
+
+    def _may_start(self) -> bool:
+        if not self.running and self._halt.is_set():
+            self._halt = threading.Event()  # the halted lanes have all ended
+        return not self.exhausted and not self._halt.is_set()
+
+    def _lane(
+        self,
+        halt: threading.Event,
+        size: int,
+        send: Callable[[list[Any]], list[Outcome]],
+        once: bool,
+    ) -> None:
+        try:
+            while not halt.is_set():
+                batch = self.take(size)
+                if not batch:
+                    break
+                self._finished.append(send(batch))
+                if once:
+                    break
+        except BaseException as exc:  # handed to the chunk's thread, which raises it
+            self._finished.append(exc)
+        finally:
+            self._finished.append(None)
+            self._ended.set()
+
+    def settle(self, wait: float = 0.0, counting: bool = True) -> None:
+        """Count what the lanes have finished, after waiting up to `wait` seconds for
+        one of them to end."""
+        if wait > 0 and self.running:
+            self._ended.wait(wait)
+        self._ended.clear()  # before reading: a lane ending from here on sets it again
+        while self._finished:
+            item = self._finished.popleft()
+            if item is None:
+                self.running -= 1
+            elif isinstance(item, BaseException):
+                if counting:
+                    raise item
+            elif counting:
+                self._count(item)
+
+    def stop(self) -> None:
+        """Lanes end after the batch in hand; `settle` sees them go."""
+        self._halt.set()
+
+    def halt(self, counting: bool = True) -> None:
+        """Stop the lanes and wait for them (their batches journalled, and counted)."""
+        self.stop()
+        while self.running:
+            self.settle(3600.0, counting)
+
+
 @dataclass
 class ChunkSender:
     """Sends chunks for one worker process: keeps compiled runs, the mailer, the throttle."""
@@ -353,95 +451,58 @@ class ChunkSender:
         engine: Engine,
         counts: dict[str, int],
     ) -> bool:
-        """Send the claimed rows, in order of hand-over; returns True if a pause or
-        cancel stopped it."""
-        if self.concurrency > 1:
-            return self._send_rows_at_once(session, chunk, claim, rows, compiled, engine, counts)
-        date = message_date()
-        next_check = time.monotonic() + CHECK_EVERY_SECONDS
-        for row in rows:
-            if time.monotonic() >= next_check:
-                next_check = time.monotonic() + CHECK_EVERY_SECONDS
-                if self._stopped(session, chunk, claim, engine):
-                    return True
-            self._count(session, self._send_one(engine, row, claim, compiled, date), counts)
-        return False
+        """Send the claimed rows, a few at a time; returns True if a pause or cancel
+        stopped it.
 
-    def _send_rows_at_once(
-        self,
-        session: Session,
-        chunk: Chunk,
-        claim: str,
-        rows: list[Any],
-        compiled: CompiledRun,
-        engine: Engine,
-        counts: dict[str, int],
-    ) -> bool:
-        """`_send_rows` with several messages in flight, from threads (as many as are
-        useful: `_in_flight_wanted`); this thread keeps the claim renewed and looks at
-        pause and cancel meanwhile."""
+        Threads of this process send (`Lanes`): one for a relay next door, more when
+        one message's time end to end is a few times the CPU it takes here (a relay
+        far away: `_in_flight_wanted`). Meanwhile this thread sleeps, and every second
+        (and when a lane ends) counts their outcomes, journals, looks at pause and
+        cancel, and renews the claim: a send that waits for a busy relay never holds
+        up the claim."""
         date = message_date()
-        next_check = time.monotonic() + CHECK_EVERY_SECONDS
-        # Finished messages come back through a queue: O(1) a message, where waiting
-        # on the set of futures would visit every one of them each time.
-        finished: queue.SimpleQueue[Future[list[Outcome]]] = queue.SimpleQueue()
-        in_flight = 0
-        left = iter(rows)
-        more = True
 
-        def settle(timeout: float | None) -> None:
-            nonlocal in_flight
-            try:
-                future = finished.get(timeout=timeout)
-            except queue.Empty:
-                return
-            in_flight -= 1
-            for outcome in future.result():
+        def send(batch: list[Any]) -> list[Outcome]:
+            return [self._send_one(engine, row, claim, compiled, date) for row in batch]
+
+        def count(outcomes: list[Outcome]) -> None:
+            for outcome in outcomes:
                 self._count(session, outcome, counts)
 
-        def drain() -> None:
-            while in_flight:
-                settle(None)
-
+        lanes = Lanes(iter(rows), send, count)
+        next_check = time.monotonic() + CHECK_EVERY_SECONDS
         try:
-            while more or in_flight:
+            while True:
                 wanted = self._in_flight_wanted()
-                room = in_flight == 0 if wanted == 0 else in_flight <= wanted
-                if more and room:
-                    # A few rows a task, sent one after the other on one connection: a
-                    # thread hand-over per message would cost more CPU than it saves.
-                    size = max(1, min(BATCH_ROWS, len(rows) // (2 * wanted))) if wanted else 1
-                    batch = list(islice(left, size))
-                    if not batch:
-                        more = False
-                        continue
-                    send = self._send_measured if wanted == 0 else self._send_batch
-                    future = self._executor().submit(send, engine, batch, claim, compiled, date)
-                    in_flight += 1
-                    future.add_done_callback(finished.put)
-                    # (one more queued than are wanted keeps every thread busy)
-                    if wanted and in_flight <= wanted:
-                        continue
+                if wanted == 0:  # measuring: one message alone, timed
+                    if lanes.running:
+                        lanes.stop()
+                    else:
+                        lanes.once(lambda batch: self._send_measured(send, batch), self._executor)
                 else:
-                    settle(max(0.0, next_check - time.monotonic()))
+                    size = max(1, min(BATCH_ROWS, len(rows) // (2 * wanted)))
+                    lanes.run(wanted, size, self._executor)
+                if lanes.exhausted and not lanes.running:
+                    return False
+                lanes.settle(max(0.0, next_check - time.monotonic()))
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + CHECK_EVERY_SECONDS
                     # Messages in flight are settled before rows are handed back: their
                     # rows stay `sending` until journalled, and must not go twice.
-                    if self._stopped(session, chunk, claim, engine, drain):
+                    if self._stopped(session, chunk, claim, engine, lanes.halt):
                         return True
-            return False
         finally:
-            while in_flight:  # an error above: let the others finish and journal
-                in_flight -= 1
-                finished.get()
+            lanes.halt(counting=False)  # an error above: the others finish and journal
 
     def _in_flight_wanted(self) -> int:
         """How many messages are worth having in flight (Little's law): one message's
-        time end to end over the CPU it takes here, at least 1 and at most the
-        connections. A relay next door needs one or two (more only add threads
-        fighting over the interpreter); one 20 ms away, dozens. 0: measure first (a
-        few messages sent one at a time, at the start and every PROBE_EVERY_SECONDS)."""
+        time end to end over the CPU it takes here, rounded down, at least 1 and at most
+        the connections. A relay next door gets one (a second would wait for this
+        thread's CPU anyway, and threads fight over the interpreter); one 20 ms away,
+        dozens. 0: measure first (a few messages sent one at a time, at the start and
+        every PROBE_EVERY_SECONDS)."""
+        if self.concurrency == 1:
+            return 1
         if time.monotonic() >= self._probe_due:
             self._probe_due = time.monotonic() + PROBE_EVERY_SECONDS
             self._probed, self._probe_wall, self._probe_cpu = 0, float("inf"), 0.0
@@ -452,20 +513,15 @@ class ChunkSender:
         # The quickest message's time (the least disturbed by other work on the
         # machine) over the mean CPU of one.
         cpu = self._probe_cpu / self._probed
-        return max(1, min(self.concurrency, math.ceil(self._probe_wall / cpu)))
-
-    def _send_batch(
-        self, engine: Engine, rows: list[Any], claim: str, compiled: CompiledRun, date: str
-    ) -> list[Outcome]:
-        return [self._send_one(engine, row, claim, compiled, date) for row in rows]
+        return max(1, min(self.concurrency, math.floor(self._probe_wall / cpu)))
 
     def _send_measured(
-        self, engine: Engine, rows: list[Any], claim: str, compiled: CompiledRun, date: str
+        self, send: Callable[[list[Any]], list[Outcome]], rows: list[Any]
     ) -> list[Outcome]:
-        """`_send_batch` of one row, alone in flight, timed (wall and CPU) for
+        """`send` of one row, alone in flight, timed (wall and CPU) for
         `_in_flight_wanted`."""
         wall, cpu = time.perf_counter(), time.thread_time()
-        outcomes = self._send_batch(engine, rows, claim, compiled, date)
+        outcomes = send(rows)
         wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
         self._probed += len(rows)
         self._probe_wall = min(self._probe_wall, wall / len(rows))
