@@ -27,9 +27,7 @@ from newsletter.campaigns.service import schedule_campaign
 from newsletter.config import Settings
 from newsletter.db import utcnow
 from newsletter.runs.models import Delivery, Run, RunStatus
-from newsletter.tracking.events import HitRequest, TrackingConfig, record_hit
 from newsletter.tracking.models import EventKind
-from newsletter.tracking.tokens import TrackingSigner
 from tests.api_server import PASSWORD
 from tests.console_browser import (
     ConsolePages,
@@ -40,9 +38,17 @@ from tests.console_browser import (
     set_width,
     wait_for,
 )
-from tests.factories import add_member, import_sample, make_list, series_digest
+from tests.factories import (
+    BROWSER,
+    PIXEL,
+    SCANNER,
+    TRACKED,
+    hit,
+    html_of,
+    series_digest,
+    tracked_readers,
+)
 from tests.smtp_sink import SinkHandler, SmtpSink
-from tests.test_console_reports import BROWSER, PIXEL, SCANNER, TRACKED, _html
 
 pytestmark = pytest.mark.slow
 
@@ -85,11 +91,7 @@ def _prepare(sessions: Any) -> int:
     with sessions() as session:
         for email, role in ((ADMIN, "admin"), (OPS, "ops"), (ANALYST, "analyst")):
             create_user(session, email, role, password=PASSWORD)
-        import_sample(session)
-        news = make_list(session)
-        news.tracking, news.track_opens = TrackingMode.individual, True
-        for i in range(READERS):
-            add_member(session, news, f"reader{i}@example.org", f"Reader {i}")
+        tracked_readers(session, TrackingMode.individual, readers=READERS)
         campaign = series_digest(session, ["clinic-news"])
         schedule_campaign(session, campaign.id, utcnow())
         session.commit()
@@ -98,29 +100,20 @@ def _prepare(sessions: Any) -> int:
 
 def _readers_open_and_click(stack: Stack) -> None:
     """A person (reader0), a link checker's HEAD (reader2), a scanner (reader3)."""
-    mail = {r.recipient: _html(r.message) for r in stack.sink.handler.received}
-    config = TrackingConfig(stack.settings.secret_key, 0, stack.settings.tracking_burst_seconds)
-    signer = TrackingSigner(stack.settings.secret_key)
+    mail = {r.recipient: html_of(r.message) for r in stack.sink.handler.received}
 
-    def hit(reader: int, kind: EventKind, agent: str = BROWSER, method: str = "GET") -> None:
+    def hit_by(reader: int, kind: EventKind, agent: str = BROWSER, method: str = "GET") -> None:
         html = mail[f"reader{reader}@example.org"]
         token = (PIXEL if kind is EventKind.open else TRACKED).findall(html)[0]
         with stack.sessions() as session:
-            record_hit(
-                session,
-                signer.verify(token),
-                kind,
-                HitRequest(method, agent, {}, "192.0.2.7"),
-                config,
-            )
-            session.commit()
+            hit(session, stack.settings, token, kind, agent, method)
 
-    hit(0, EventKind.open)
-    hit(0, EventKind.click)
-    hit(2, EventKind.click, method="HEAD")
-    hit(3, EventKind.open, agent=SCANNER)
-    hit(3, EventKind.click, agent=SCANNER)
-    hit(4, EventKind.open)
+    hit_by(0, EventKind.open)
+    hit_by(0, EventKind.click)
+    hit_by(2, EventKind.click, method="HEAD")
+    hit_by(3, EventKind.open, agent=SCANNER)
+    hit_by(3, EventKind.click, agent=SCANNER)
+    hit_by(4, EventKind.open)
 
 
 @pytest.fixture(scope="module")
