@@ -479,6 +479,28 @@ def test_scheduling_at_a_time_gone_by_warns_that_it_goes_at_once(admin: Browser)
     assert 'id="schedule-past"' not in future.text
 
 
+def _error_and_link(response: httpx.Response) -> tuple[str, list[str]]:
+    tree = lxml_html.document_fromstring(response.text)
+    return tree.xpath("string(//p[@class='error'])"), tree.xpath("//main//a/@href")
+
+
+def test_a_missing_list_or_template_leads_to_its_console_page_not_a_command(
+    admin: Browser,
+) -> None:
+    pages = {
+        "/admin/templates/weekly": "/admin/templates",
+        "/admin/templates/weekly/diff/2": "/admin/templates",
+        "/admin/subscribers?list=weekly": "/admin/lists",
+    }
+    for path, leads_to in pages.items():
+        response = admin.get(path)
+        message, links = _error_and_link(response)
+
+        assert response.status_code == 404, path
+        assert "“weekly”" in message and "newsletter " not in message and "`" not in message
+        assert leads_to in links, path
+
+
 def test_an_unsafe_template_is_refused_with_its_line_shown(admin: Browser) -> None:
     admin.get("/admin/templates/new")
     html = "<html><body>\n<p>ok</p>\n{{ a.__class__ }}\n{{ footer }}</body></html>"

@@ -21,6 +21,7 @@ from newsletter.admin.common import (
     Viewer,
     console_of,
     is_htmx,
+    list_named,
     needs,
     redirect,
     render,
@@ -29,7 +30,7 @@ from newsletter.admin.common import (
 from newsletter.admin.i18n import _
 from newsletter.admin.segments import composer_rules
 from newsletter.audience.addresses import normalise_email
-from newsletter.audience.lists import get_list, list_lists
+from newsletter.audience.lists import list_lists
 from newsletter.campaigns import control, service
 from newsletter.campaigns.content import get_campaign
 from newsletter.campaigns.models import Campaign, CampaignStatus, ContentKind
@@ -305,8 +306,7 @@ def _create(request: Request, viewer: Viewer, data: ImmutableMultiDict[str, Any]
 
 
 def _check_lists(session: Session, viewer: Viewer, slugs: list[str]) -> None:
-    if viewer.list_ids is not None:
-        viewer.require_lists([get_list(session, slug).id for slug in slugs])
+    viewer.require_lists([list_named(session, slug).id for slug in slugs])
 
 
 @router.get("/campaigns/{campaign_id}/edit")
