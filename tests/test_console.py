@@ -554,6 +554,17 @@ def test_scheduling_without_a_postal_address_says_who_sets_it_not_a_command(
         assert "newsletter " not in message and "`" not in message
 
 
+def test_every_role_finds_its_api_tokens_in_the_navigation(stack: tuple[str, Settings]) -> None:
+    for email in ("ann@clinic.example", "alex@clinic.example", "sam@clinic.example"):
+        browser = Browser(stack[0])
+        browser.log_in(email)
+        home = lxml_html.document_fromstring(browser.get("/admin/").text)
+        tokens = lxml_html.document_fromstring(browser.get("/admin/tokens").text)
+
+        assert home.xpath("//nav//a[@href='/admin/tokens']/text()") == ["API tokens"], email
+        assert tokens.xpath("//nav//a[@aria-current='page']/@href") == ["/admin/tokens"], email
+
+
 def test_an_unsafe_template_is_refused_with_its_line_shown(admin: Browser) -> None:
     admin.get("/admin/templates/new")
     html = "<html><body>\n<p>ok</p>\n{{ a.__class__ }}\n{{ footer }}</body></html>"
