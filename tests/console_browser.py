@@ -256,8 +256,10 @@ class ConsolePages:
         frames = self.all("#preview iframe")
         for frame in frames:
             self.browser.switch_to.frame(frame)
-            text = self.find("body").text
-            self.browser.switch_to.default_content()
+            try:
+                text = self.find("body").text
+            finally:  # a frame swapped out meanwhile must not leave the browser inside it
+                self.browser.switch_to.default_content()
             if "Riverside Clinic" not in text:
                 return False
         return len(frames) == 2
@@ -272,6 +274,7 @@ class ConsolePages:
             pane = self.browser.execute_script(
                 "const e = document.querySelector('#preview'); return e ? e.outerHTML : null"
             )
+            where = f"{self.browser.current_url} ({self.browser.title})"
             raise AssertionError(
-                f"the preview frames did not load; the pane: {pane!r:.2000}"
+                f"the preview frames did not load on {where}; the pane: {pane!r:.2000}"
             ) from None
