@@ -1,4 +1,5 @@
-"""Real processes for integration and fault tests: Celery workers and private Redis servers."""
+"""Real processes for integration and fault tests: Celery workers, the scheduler and
+private Redis servers."""
 
 from __future__ import annotations
 
@@ -72,6 +73,30 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
+
+
+class SchedulerProcess:
+    """`newsletter scheduler run` in its own process group, as production runs it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> SchedulerProcess:
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "newsletter"), "scheduler", "run"],
+            cwd=ROOT,
+            env=settings_env(self.settings),
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
 
 
 class RedisServer:

@@ -479,6 +479,92 @@ def test_scheduling_at_a_time_gone_by_warns_that_it_goes_at_once(admin: Browser)
     assert 'id="schedule-past"' not in future.text
 
 
+def test_the_schedule_confirmation_says_when_it_would_go_not_that_it_is_scheduled(
+    admin: Browser, stack: tuple[str, Settings]
+) -> None:
+    admin.get("/admin/campaigns/1/schedule")
+    berlin = {"timezone": "Europe/Berlin", "cron": "", "at": "2099-01-06T09:00"}
+    asked = {
+        "at": {**berlin, "mode": "at"},
+        "local": {**berlin, "mode": "local"},
+        "cron": {**berlin, "mode": "cron", "at": "", "cron": "0 9 * * MON"},
+        "now": {"mode": "now"},
+    }
+
+    said = {}
+    for mode, form in asked.items():
+        page = admin.post("/admin/campaigns/1/schedule/confirm", form)
+        tree = lxml_html.document_fromstring(page.text)
+        said[mode] = tree.xpath("string(//*[@id='schedule-when'])")
+
+    assert said["at"] == "It will be sent at 2099-01-06 08:00 UTC (09:00 in Europe/Berlin)."
+    assert said["local"] == "It will be sent at 09:00 on 2099-01-06 in each reader's own time zone."
+    assert said["cron"].startswith("It will be sent every time “0 9 * * MON” falls due in ")
+    assert said["now"] == "It will be sent at once, when you confirm."
+    assert not any("scheduled" in sentence for sentence in said.values())
+    with _db(stack[1]) as session:
+        assert session.get_one(Campaign, 1).status is CampaignStatus.draft
+
+
+def _error_and_link(response: httpx.Response) -> tuple[str, list[str]]:
+    tree = lxml_html.document_fromstring(response.text)
+    return tree.xpath("string(//p[@class='error'])"), tree.xpath("//main//a/@href")
+
+
+def test_a_missing_list_or_template_leads_to_its_console_page_not_a_command(
+    admin: Browser,
+) -> None:
+    pages = {
+        "/admin/templates/weekly": "/admin/templates",
+        "/admin/templates/weekly/diff/2": "/admin/templates",
+        "/admin/subscribers?list=weekly": "/admin/lists",
+    }
+    for path, leads_to in pages.items():
+        response = admin.get(path)
+        message, links = _error_and_link(response)
+
+        assert response.status_code == 404, path
+        assert "“weekly”" in message and "newsletter " not in message and "`" not in message
+        assert leads_to in links, path
+
+
+def test_scheduling_without_a_postal_address_says_who_sets_it_not_a_command(
+    sqlite_url: str,
+) -> None:
+    from newsletter.audience.lists import create_list
+
+    settings = settings_for(sqlite_url, postal_address="")
+    with make_sessionmaker(make_engine(sqlite_url))() as session:
+        create_user(session, "sam@clinic.example", "sender", password=PASSWORD)
+        import_sample(session)
+        create_list(session, "walk-in", "Walk-in clinic")  # no postal address of its own
+        series_digest(session, ["walk-in"])
+        session.commit()
+    with ServerThread(build_app(settings)) as server:
+        sender = Browser(server.url)
+        sender.log_in("sam@clinic.example")
+        sender.get("/admin/campaigns/1/schedule")
+        review = sender.post("/admin/campaigns/1/schedule/confirm", {"mode": "now"})
+        scheduled = sender.post("/admin/campaigns/1/schedule", {"mode": "now"})
+
+    for response in (review, scheduled):
+        message, _links = _error_and_link(response)
+        assert response.status_code == 422
+        assert "“Walk-in clinic”" in message and "NEWSLETTER_POSTAL_ADDRESS" in message
+        assert "newsletter " not in message and "`" not in message
+
+
+def test_every_role_finds_its_api_tokens_in_the_navigation(stack: tuple[str, Settings]) -> None:
+    for email in ("ann@clinic.example", "alex@clinic.example", "sam@clinic.example"):
+        browser = Browser(stack[0])
+        browser.log_in(email)
+        home = lxml_html.document_fromstring(browser.get("/admin/").text)
+        tokens = lxml_html.document_fromstring(browser.get("/admin/tokens").text)
+
+        assert home.xpath("//nav//a[@href='/admin/tokens']/text()") == ["API tokens"], email
+        assert tokens.xpath("//nav//a[@aria-current='page']/@href") == ["/admin/tokens"], email
+
+
 def test_an_unsafe_template_is_refused_with_its_line_shown(admin: Browser) -> None:
     admin.get("/admin/templates/new")
     html = "<html><body>\n<p>ok</p>\n{{ a.__class__ }}\n{{ footer }}</body></html>"

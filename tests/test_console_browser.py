@@ -15,10 +15,8 @@ composer and campaign pages at 1280 and 375 px go to test-artifacts/console/.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -38,20 +36,20 @@ from newsletter.campaigns.service import (
     schedule_recurring,
     update_campaign,
 )
-from newsletter.cli.processes import build_app
 from newsletter.config import Settings
-from newsletter.db import make_engine, make_sessionmaker, utcnow
-from tests.api_server import PASSWORD, ServerThread
+from newsletter.db import utcnow
+from tests.api_server import PASSWORD
 from tests.console_browser import (
-    axe_violations,
-    chromium,
+    ConsolePages,
+    console_in_chromium,
+    page_gone,
     page_width,
     screenshot,
+    sending_stack,
     set_width,
     wait_for,
 )
-from tests.factories import POSTAL_ADDRESS, SAMPLE_ARTICLES, SERIES, settings_for
-from tests.processes import ROOT, RedisServer, WorkerProcess, settings_env
+from tests.factories import POSTAL_ADDRESS, SAMPLE_ARTICLES, SERIES
 from tests.smtp_sink import SmtpSink
 
 pytestmark = pytest.mark.slow
@@ -62,127 +60,29 @@ SUPPRESSED = "reader7@example.org"
 
 
 @dataclass
-class Console:
+class Console(ConsolePages):
     """The running stack and the browser looking at it."""
 
-    url: str
     settings: Settings
     sink: SmtpSink
-    browser: Any
     sessions: Any
-    visited: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     campaign_id: int = 0
     draft_id: int = 0
 
     def session(self) -> Any:
         return self.sessions()
 
-    def open(self, path: str, check: bool = True) -> None:
-        """Go to a console page; with `check`, run axe-core on it and keep the result."""
-        self.browser.get(self.url + path)
-        wait_for(
-            self.browser, lambda b: b.execute_script("return document.readyState") == "complete"
-        )
-        if check:
-            self.check()
-
-    def check(self) -> None:
-        """axe-core on the page as it is; every check is kept (a page seen twice, e.g.
-        before and after a form, is two entries)."""
-        path = self.browser.current_url.removeprefix(self.url)
-        key = path if path not in self.visited else f"{path} ({len(self.visited)})"
-        self.visited[key] = axe_violations(self.browser)
-
-    def find(self, css: str) -> Any:
-        from selenium.webdriver.common.by import By
-
-        return self.browser.find_element(By.CSS_SELECTOR, css)
-
-    def all(self, css: str) -> list[Any]:
-        from selenium.webdriver.common.by import By
-
-        return list(self.browser.find_elements(By.CSS_SELECTOR, css))
-
-    def submit(self, css: str) -> None:
-        """Click a submit button and wait for the next page."""
-        old = self.find("html")
-        self.find(css).click()
-        wait_for(self.browser, lambda b: _stale(old))
-        wait_for(
-            self.browser, lambda b: b.execute_script("return document.readyState") == "complete"
-        )
-
-    def notice(self) -> str:
-        found = self.all("p.notice")
-        return str(found[0].text) if found else ""
-
-    def log_in(self, email: str) -> None:
-        self.open("/admin/login")
-        self.find("#email").send_keys(email)
-        self.find("#password").send_keys(PASSWORD)
-        self.submit("form.stack button[type=submit]")
-        assert self.browser.current_url.endswith("/admin/"), self.browser.current_url
-
-    def log_out(self) -> None:
-        self.submit("form[action='/admin/logout'] button")
-
-
-def _stale(element: Any) -> bool:
-    """Whether the page that held `element` is gone (the browser navigated)."""
-    from selenium.common.exceptions import WebDriverException
-
-    try:
-        element.is_enabled()
-        return False
-    except WebDriverException:  # stale, or "node does not belong to the document"
-        return True
-
 
 @pytest.fixture(scope="module")
 def console(pg_database_url: str) -> Iterator[Console]:
-    from tests.conftest import _truncate_all
-
-    engine = make_engine(pg_database_url)
-    _truncate_all(engine)
-    engine.dispose()
-    redis = RedisServer().start()
-    with SmtpSink() as sink:
-        settings = settings_for(
-            pg_database_url,
-            mail_url=sink.url,
-            broker_url=redis.url,
-            scheduler_interval=0.3,
-            chunk_size=10,
-            login_limit_per_account=50,
-            login_limit_per_ip=200,
-        )
-        engine = make_engine(settings.database_url)
-        sessions = make_sessionmaker(engine)
+    with sending_stack(pg_database_url) as (settings, sink, sessions):
         with sessions() as session:
             create_user(session, ADMIN, "admin", password=PASSWORD)
             create_user(session, SENDER, "sender", password=PASSWORD)
             create_user(session, ANALYST, "analyst", password=PASSWORD)
             session.commit()
-        worker = WorkerProcess(settings).start()
-        scheduler = subprocess.Popen(
-            [str(Path(sys.executable).parent / "newsletter"), "scheduler", "run"],
-            cwd=ROOT,
-            env=settings_env(settings),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            with ServerThread(build_app(settings)) as server, chromium() as browser:
-                # 127.0.0.1 is a secure context: the Secure cookies work over http.
-                url = server.url.replace("127.0.0.1", "localhost")
-                yield Console(url, settings, sink, browser, sessions)
-        finally:
-            engine.dispose()
-            scheduler.terminate()
-            scheduler.wait(timeout=30)
-            worker.stop()
-            redis.stop()
+        with console_in_chromium(settings) as (url, browser):
+            yield Console(url, browser, settings, sink, sessions)
 
 
 def test_logging_in_opens_the_home_page_that_says_what_needs_attention(console: Console) -> None:
@@ -266,7 +166,7 @@ def test_imported_articles_form_a_series_that_reorders_from_the_keyboard(
     down = console.all("#series-order li")[0].find_element("css selector", "button[value='1']")
     old = console.find("html")
     down.send_keys(Keys.ENTER)  # the keyboard way: focus "Down", press Enter
-    wait_for(console.browser, lambda b: _stale(old))
+    wait_for(console.browser, lambda b: page_gone(old))
 
     items = console.all("#series-order li")
     assert [li.get_attribute("data-slug") for li in items] == [before[1], before[0], *before[2:]]
@@ -627,29 +527,6 @@ def _plan_the_coming_days(console: Console) -> None:
         session.commit()
 
 
-def _frames_loaded(console: Console) -> bool:
-    for frame in console.all("#preview iframe"):
-        console.browser.switch_to.frame(frame)
-        text = console.find("body").text
-        console.browser.switch_to.default_content()
-        if "Riverside Clinic" not in text:
-            return False
-    return len(console.all("#preview iframe")) == 2
-
-
-def _wait_for_frames(console: Console) -> None:
-    """Both preview frames rendered; a timeout says what the pane showed instead."""
-    from selenium.common.exceptions import TimeoutException
-
-    try:
-        wait_for(console.browser, lambda b: _frames_loaded(console))
-    except TimeoutException:
-        pane = console.browser.execute_script(
-            "const e = document.querySelector('#preview'); return e ? e.outerHTML : null"
-        )
-        raise AssertionError(f"the preview frames did not load; the pane: {pane!r:.2000}") from None
-
-
 def test_screenshots_of_the_main_pages_at_1280_and_375(console: Console) -> None:
     _plan_the_coming_days(console)
     pages = {
@@ -664,7 +541,7 @@ def test_screenshots_of_the_main_pages_at_1280_and_375(console: Console) -> None
         def load(path: str = path, name: str = name) -> None:
             console.open(path, check=False)
             if name == "composer":
-                _wait_for_frames(console)
+                console.wait_for_preview_frames()
 
         for width in (1280, 375):
             shots.append(screenshot(console.browser, name, width, load))

@@ -12,13 +12,10 @@ and their POST is refused.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -27,27 +24,31 @@ from sqlalchemy import select
 from newsletter.accounts.users import create_user
 from newsletter.audience.models import TrackingMode
 from newsletter.campaigns.service import schedule_campaign
-from newsletter.cli.processes import build_app
 from newsletter.config import Settings
-from newsletter.db import make_engine, make_sessionmaker, utcnow
+from newsletter.db import utcnow
 from newsletter.runs.models import Delivery, Run, RunStatus
-from newsletter.tracking.events import HitRequest, TrackingConfig, record_hit
 from newsletter.tracking.models import EventKind
-from newsletter.tracking.tokens import TrackingSigner
-from tests.api_server import PASSWORD, ServerThread
+from tests.api_server import PASSWORD
 from tests.console_browser import (
-    axe_violations,
-    chromium,
+    ConsolePages,
+    console_in_chromium,
     page_width,
     screenshot,
+    sending_stack,
     set_width,
     wait_for,
 )
-from tests.factories import add_member, import_sample, make_list, series_digest, settings_for
-from tests.processes import ROOT, RedisServer, WorkerProcess, settings_env
+from tests.factories import (
+    BROWSER,
+    PIXEL,
+    SCANNER,
+    TRACKED,
+    hit,
+    html_of,
+    series_digest,
+    tracked_readers,
+)
 from tests.smtp_sink import SinkHandler, SmtpSink
-from tests.test_console_browser import _stale
-from tests.test_console_reports import BROWSER, PIXEL, SCANNER, TRACKED, _html
 
 pytestmark = pytest.mark.slow
 
@@ -62,55 +63,13 @@ def refused(address: str) -> bool:
 
 
 @dataclass
-class Stack:
-    url: str
+class Stack(ConsolePages):
     settings: Settings
     sink: SmtpSink
     refusing: dict[str, bool]
-    browser: Any
     sessions: Any
     campaign_id: int = 0
     run_id: int = 0
-    visited: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-    def open(self, path: str, check: bool = True) -> None:
-        self.browser.get(self.url + path)
-        wait_for(
-            self.browser, lambda b: b.execute_script("return document.readyState") == "complete"
-        )
-        if check:
-            self.check()
-
-    def check(self) -> None:
-        path = self.browser.current_url.removeprefix(self.url)
-        key = path if path not in self.visited else f"{path} ({len(self.visited)})"
-        self.visited[key] = axe_violations(self.browser)
-
-    def find(self, css: str) -> Any:
-        from selenium.webdriver.common.by import By
-
-        return self.browser.find_element(By.CSS_SELECTOR, css)
-
-    def all(self, css: str) -> list[Any]:
-        from selenium.webdriver.common.by import By
-
-        return list(self.browser.find_elements(By.CSS_SELECTOR, css))
-
-    def submit(self, css: str) -> None:
-        old = self.find("html")
-        self.find(css).click()
-        wait_for(self.browser, lambda b: _stale(old))
-        wait_for(
-            self.browser, lambda b: b.execute_script("return document.readyState") == "complete"
-        )
-
-    def log_in(self, email: str) -> None:
-        self.browser.delete_all_cookies()
-        self.open("/admin/login", check=False)
-        self.find("#email").send_keys(email)
-        self.find("#password").send_keys(PASSWORD)
-        self.submit("form.stack button[type=submit]")
-        assert self.browser.current_url.endswith("/admin/"), self.browser.current_url
 
     def ledger(self) -> dict[str, tuple[Any, ...]]:
         with self.sessions() as session:
@@ -132,11 +91,7 @@ def _prepare(sessions: Any) -> int:
     with sessions() as session:
         for email, role in ((ADMIN, "admin"), (OPS, "ops"), (ANALYST, "analyst")):
             create_user(session, email, role, password=PASSWORD)
-        import_sample(session)
-        news = make_list(session)
-        news.tracking, news.track_opens = TrackingMode.individual, True
-        for i in range(READERS):
-            add_member(session, news, f"reader{i}@example.org", f"Reader {i}")
+        tracked_readers(session, TrackingMode.individual, readers=READERS)
         campaign = series_digest(session, ["clinic-news"])
         schedule_campaign(session, campaign.id, utcnow())
         session.commit()
@@ -145,92 +100,50 @@ def _prepare(sessions: Any) -> int:
 
 def _readers_open_and_click(stack: Stack) -> None:
     """A person (reader0), a link checker's HEAD (reader2), a scanner (reader3)."""
-    mail = {r.recipient: _html(r.message) for r in stack.sink.handler.received}
-    config = TrackingConfig(stack.settings.secret_key, 0, stack.settings.tracking_burst_seconds)
-    signer = TrackingSigner(stack.settings.secret_key)
+    mail = {r.recipient: html_of(r.message) for r in stack.sink.handler.received}
 
-    def hit(reader: int, kind: EventKind, agent: str = BROWSER, method: str = "GET") -> None:
+    def hit_by(reader: int, kind: EventKind, agent: str = BROWSER, method: str = "GET") -> None:
         html = mail[f"reader{reader}@example.org"]
         token = (PIXEL if kind is EventKind.open else TRACKED).findall(html)[0]
         with stack.sessions() as session:
-            record_hit(
-                session,
-                signer.verify(token),
-                kind,
-                HitRequest(method, agent, {}, "192.0.2.7"),
-                config,
-            )
-            session.commit()
+            hit(session, stack.settings, token, kind, agent, method)
 
-    hit(0, EventKind.open)
-    hit(0, EventKind.click)
-    hit(2, EventKind.click, method="HEAD")
-    hit(3, EventKind.open, agent=SCANNER)
-    hit(3, EventKind.click, agent=SCANNER)
-    hit(4, EventKind.open)
+    hit_by(0, EventKind.open)
+    hit_by(0, EventKind.click)
+    hit_by(2, EventKind.click, method="HEAD")
+    hit_by(3, EventKind.open, agent=SCANNER)
+    hit_by(3, EventKind.click, agent=SCANNER)
+    hit_by(4, EventKind.open)
 
 
 @pytest.fixture(scope="module")
 def stack(pg_database_url: str) -> Iterator[Stack]:
-    from tests.conftest import _truncate_all
-
-    engine = make_engine(pg_database_url)
-    _truncate_all(engine)
-    engine.dispose()
-    redis = RedisServer().start()
     refusing = {"on": True}
 
     def relay(recipients: list[str]) -> str | None:
         return REFUSED if refusing["on"] and recipients and refused(recipients[0]) else None
 
-    with SmtpSink(SinkHandler(data_reply=relay)) as sink:
-        settings = settings_for(
-            pg_database_url,
-            mail_url=sink.url,
-            broker_url=redis.url,
-            scheduler_interval=0.3,
-            chunk_size=10,
-            tracking_machine_seconds=0,
-            login_limit_per_account=50,
-            login_limit_per_ip=200,
-        )
-        engine = make_engine(settings.database_url)
-        sessions = make_sessionmaker(engine)
+    handler = SinkHandler(data_reply=relay)
+    with sending_stack(pg_database_url, handler, tracking_machine_seconds=0) as running:
+        settings, sink, sessions = running
         campaign_id = _prepare(sessions)
-        worker = WorkerProcess(settings).start()
-        scheduler = subprocess.Popen(
-            [str(Path(sys.executable).parent / "newsletter"), "scheduler", "run"],
-            cwd=ROOT,
-            env=settings_env(settings),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            with ServerThread(build_app(settings)) as server, chromium() as browser:
-                url = server.url.replace("127.0.0.1", "localhost")  # a secure context
-                stack = Stack(url, settings, sink, refusing, browser, sessions, campaign_id)
+        with console_in_chromium(settings) as (url, browser):
+            stack = Stack(url, browser, settings, sink, refusing, sessions, campaign_id)
 
-                def finished() -> bool:
-                    with sessions() as session:
-                        run = session.scalar(select(Run).where(Run.campaign_id == campaign_id))
-                        if run is not None:
-                            stack.run_id = run.id
-                        return run is not None and run.status is RunStatus.finished
+            def finished() -> bool:
+                with sessions() as session:
+                    run = session.scalar(select(Run).where(Run.campaign_id == campaign_id))
+                    if run is not None:
+                        stack.run_id = run.id
+                    return run is not None and run.status is RunStatus.finished
 
-                _wait_until(finished, "the first send to finish")
-                _readers_open_and_click(stack)
-                yield stack
-        finally:
-            engine.dispose()
-            scheduler.terminate()
-            scheduler.wait(timeout=30)
-            worker.stop()
-            redis.stop()
+            _wait_until(finished, "the first send to finish")
+            _readers_open_and_click(stack)
+            yield stack
 
 
 def test_the_report_page_reads_well_in_chromium_at_1280_and_375(stack: Stack) -> None:
-    stack.log_in(ANALYST)
+    stack.log_in(ANALYST, check=False)
     stack.open(f"/admin/campaigns/{stack.campaign_id}")
     stack.submit("#report-link")
     stack.check()
@@ -285,7 +198,7 @@ def test_ops_retries_the_refused_deliveries_and_each_arrives_once(stack: Stack) 
         f"reader{i}@example.org" for i in range(READERS) if refused(f"reader{i}")
     )
     stack.refusing["on"] = False  # the relay fixed its policy
-    stack.log_in(OPS)
+    stack.log_in(OPS, check=False)
     assert stack.all("nav a[href='/admin/ops']")
     stack.open("/admin/ops")
     assert stack.find(f"[data-failed='{stack.run_id}']").text == "11"
@@ -343,7 +256,7 @@ def test_ops_retries_the_refused_deliveries_and_each_arrives_once(stack: Stack) 
 
 
 def test_an_analyst_sees_no_retry_button_and_their_post_is_refused(stack: Stack) -> None:
-    stack.log_in(ANALYST)
+    stack.log_in(ANALYST, check=False)
     stack.open(f"/admin/ops/runs/{stack.run_id}")
 
     assert stack.all("#retry-form") == [] and stack.all("#retry-failed") == []

@@ -4,14 +4,12 @@ who clicked only in individual mode and only for roles that read subscribers; th
 map is a sandboxed document; the page keeps the console's CSP.
 
 A run is sent by the real chunk sender into a MemoryMailer on PostgreSQL, and hits are
-recorded by the function the public routes call (`record_hit`), as in
-tests/test_tracking.py: a person, a link checker's HEAD, a scanner and a burst of
-every link within a second."""
+recorded by the function the public routes call (`record_hit`), through the helpers
+tests/test_tracking.py uses too (tests/factories.py): a person, a link checker's
+HEAD, a scanner and a burst of every link within a second."""
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
 import os
 import re
@@ -19,33 +17,35 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from email.message import EmailMessage
 from typing import Any
 
 import pytest
 from lxml import html as lxml_html
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from newsletter.accounts.users import create_user
 from newsletter.audience.models import TrackingMode
 from newsletter.cli.processes import build_app
 from newsletter.config import Settings
 from newsletter.db import make_engine, make_sessionmaker
-from newsletter.delivery.mailers import MemoryMailer
-from newsletter.delivery.sending import ChunkSender
-from newsletter.tracking.events import HitRequest, TrackingConfig, record_hit
 from newsletter.tracking.models import EventKind
-from newsletter.tracking.tokens import TrackingSigner
 from tests.api_server import PASSWORD, ServerThread, Staff
-from tests.factories import add_member, import_sample, make_list, series_digest, settings_for
+from tests.factories import (
+    PIXEL,
+    SCANNER,
+    TRACKED,
+    drip_with_events,
+    hit,
+    html_of,
+    import_sample,
+    make_list,
+    send_into_memory,
+    series_digest,
+    settings_for,
+    tracked_readers,
+)
 from tests.processes import settings_env
 from tests.test_console import Browser
 
-BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/124.0 Safari/537.36"
-SCANNER = "Barracuda Sentinel (EE)"
-TRACKED = re.compile(r'href="[^"]*/t/c/([^"]+)"')
-PIXEL = re.compile(r'src="[^"]*/t/o/([^"]+)\.gif"')
 NEWSLETTER = os.path.join(os.path.dirname(sys.executable), "newsletter")
 ANALYST, OPS = "alex@clinic.example", "olu@clinic.example"
 # What the page shows as text or leaves out on purpose, not as a number of its own.
@@ -64,53 +64,17 @@ class Sent:
     links: int
 
 
-def _html(message: EmailMessage) -> str:
-    part = message.get_body(("html",))
-    assert part is not None
-    return str(part.get_content())
-
-
 def _send(settings: Settings, mode: TrackingMode, readers: int) -> tuple[int, int, dict[str, str]]:
     """A digest to `readers` readers of a list tracked in `mode`; their HTML by address."""
-    from tests.factories import start_run
-
     engine = make_engine(settings.database_url)
     with make_sessionmaker(engine)() as session:
-        import_sample(session)
-        news = make_list(session)
-        news.tracking, news.track_opens = mode, True
-        for i in range(readers):
-            add_member(session, news, f"reader{i}@example.org", f"Reader {i}")
+        tracked_readers(session, mode, readers=readers)
         campaign = series_digest(session, ["clinic-news"])
         session.commit()
         campaign_id = campaign.id
-        run_id, chunks = start_run(session, campaign)
-        mailer = MemoryMailer()
-        sender = ChunkSender(settings, mailer)
-        for chunk in chunks:
-            sender.send_chunk(session, chunk, "test-claim")
-        sender.close(engine)
-        messages = {}
-        for sent in mailer.messages:
-            parsed = email.message_from_bytes(sent.data, policy=email.policy.default)
-            assert isinstance(parsed, EmailMessage)
-            messages[sent.recipient] = _html(parsed)
+        run_id, mail = send_into_memory(session, settings, campaign)
     engine.dispose()
-    return campaign_id, run_id, messages
-
-
-def _hit(
-    session: Session,
-    settings: Settings,
-    token: str,
-    kind: EventKind = EventKind.click,
-    agent: str = BROWSER,
-    method: str = "GET",
-) -> None:
-    hit = TrackingSigner(settings.secret_key).verify(token)
-    config = TrackingConfig(settings.secret_key, 0, settings.tracking_burst_seconds)
-    record_hit(session, hit, kind, HitRequest(method, agent, {}, "192.0.2.7"), config)
-    session.commit()
+    return campaign_id, run_id, {address: html_of(message) for address, message in mail.items()}
 
 
 def _users(settings: Settings) -> None:
@@ -130,16 +94,16 @@ def sent(pg_url: str) -> Sent:
     engine = make_engine(settings.database_url)
     with make_sessionmaker(engine)() as session:
         # Reader 0, a person: opens, clicks the first link twice.
-        _hit(session, settings, pixels[0], EventKind.open)
-        _hit(session, settings, links[0][0])
-        _hit(session, settings, links[0][0])
+        hit(session, settings, pixels[0], EventKind.open)
+        hit(session, settings, links[0][0])
+        hit(session, settings, links[0][0])
         # Reader 1: a link checker's HEAD. Reader 2: a scanner clicks and loads the pixel.
-        _hit(session, settings, links[1][0], method="HEAD")
-        _hit(session, settings, links[2][0], agent=SCANNER)
-        _hit(session, settings, pixels[2], EventKind.open, agent=SCANNER)
+        hit(session, settings, links[1][0], method="HEAD")
+        hit(session, settings, links[2][0], agent=SCANNER)
+        hit(session, settings, pixels[2], EventKind.open, agent=SCANNER)
         # Reader 3: every link at once, in a browser's name (a scanner behind it).
         for token in links[3]:
-            _hit(session, settings, token)
+            hit(session, settings, token)
     engine.dispose()
     _users(settings)
     return Sent(settings, campaign_id, run_id, len(links[0]))
@@ -183,9 +147,10 @@ def page_metrics(page: str) -> dict[str, str]:
     return found
 
 
-def cli_json(settings: Settings, campaign_id: int) -> dict[str, Any]:
+def cli_json(settings: Settings, *command: str) -> dict[str, Any]:
+    """What `newsletter COMMAND --json` prints, read as JSON."""
     done = subprocess.run(
-        [NEWSLETTER, "campaigns", "report", str(campaign_id), "--json"],
+        [NEWSLETTER, *command, "--json"],
         env=settings_env(settings),
         capture_output=True,
         text=True,
@@ -217,7 +182,7 @@ def test_the_report_page_shows_the_numbers_of_the_cli_and_the_api(sent: Sent, se
     with staff.client(staff.token(ANALYST)) as client:
         api = client.get(f"/campaigns/{sent.campaign_id}/report").json()
         api_csv = client.get(f"/campaigns/{sent.campaign_id}/report", params={"format": "csv"})
-    cli = cli_json(sent.settings, sent.campaign_id)
+    cli = cli_json(sent.settings, "campaigns", "report", str(sent.campaign_id))
 
     shown = page_metrics(page.text)
     assert cli == api
@@ -305,7 +270,7 @@ def test_an_anonymous_run_lists_nobody_and_says_why(pg_url: str) -> None:
     campaign_id, run_id, mail = _send(settings, TrackingMode.anonymous, readers=2)
     engine = make_engine(settings.database_url)
     with make_sessionmaker(engine)() as session:
-        _hit(session, settings, TRACKED.findall(mail["reader0@example.org"])[0])
+        hit(session, settings, TRACKED.findall(mail["reader0@example.org"])[0])
     engine.dispose()
     _users(settings)
     with ServerThread(build_app(settings)) as running:
@@ -322,75 +287,14 @@ def test_an_anonymous_run_lists_nobody_and_says_why(pg_url: str) -> None:
     assert missing.status_code == 404 and "Traceback" not in missing.text
 
 
-def _drip(settings: Settings) -> int:
-    """A drip sequence whose step 1 went to three readers and step 2 to two; in step 1
-    two people opened, one clicked, and a script clicked too."""
-    from newsletter.content.models import Article
-    from newsletter.db import utcnow
-    from newsletter.runs.ledger import Chunk
-    from newsletter.runs.models import Delivery, Run, RunStatus
-    from newsletter.sequences.service import create_sequence
-    from tests.factories import SERIES
-
-    engine = make_engine(settings.database_url)
-    with make_sessionmaker(engine)() as session:
-        import_sample(session)
-        news = make_list(session)
-        news.tracking, news.track_opens = TrackingMode.anonymous, True
-        readers = [add_member(session, news, f"reader{i}@example.org") for i in range(3)]
-        sequence = create_sequence(session, series_slug=SERIES, list_slug="clinic-news", every="7d")
-        articles = session.scalars(
-            select(Article).where(Article.series_id.is_not(None)).order_by(Article.position)
-        ).all()
-        mailer = MemoryMailer()
-        sender = ChunkSender(settings, mailer)
-        for article, audience in ((articles[0], readers), (articles[1], readers[:2])):
-            run = Run(
-                sequence_id=sequence.id,
-                article_id=article.id,
-                occurrence_at=utcnow(),
-                status=RunStatus.sending,
-                started_at=utcnow(),
-            )
-            session.add(run)
-            session.flush()
-            for reader in audience:
-                session.add(
-                    Delivery(
-                        run_id=run.id, subscriber_id=reader.id, list_id=news.id, email=reader.email
-                    )
-                )
-            session.commit()
-            sender.send_chunk(session, Chunk(run.id, readers[0].id, readers[-1].id), "task")
-        sender.close(engine)
-        htmls = []
-        for sent in mailer.messages[:3]:
-            parsed = email.message_from_bytes(sent.data, policy=email.policy.default)
-            assert isinstance(parsed, EmailMessage)
-            htmls.append(_html(parsed))
-        _hit(session, settings, PIXEL.findall(htmls[0])[0], EventKind.open)
-        _hit(session, settings, PIXEL.findall(htmls[1])[0], EventKind.open)
-        _hit(session, settings, TRACKED.findall(htmls[0])[0])
-        _hit(session, settings, TRACKED.findall(htmls[2])[0], agent="python-requests/2.32")
-        sequence_id = sequence.id
-    engine.dispose()
-    return sequence_id
-
-
 def test_the_drip_funnel_page_shows_the_clis_steps(pg_url: str) -> None:
     settings = settings_for(pg_url, tracking_machine_seconds=0)
-    sequence_id = _drip(settings)
+    engine = make_engine(settings.database_url)
+    with make_sessionmaker(engine)() as session:
+        sequence_id, _articles = drip_with_events(session, settings)
+    engine.dispose()
     _users(settings)
-    done = subprocess.run(
-        [NEWSLETTER, "sequences", "report", str(sequence_id), "--json"],
-        env=settings_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    cli = json.loads(done.stdout)
+    cli = cli_json(settings, "sequences", "report", str(sequence_id))
     with ServerThread(build_app(settings)) as running:
         analyst = _logged_in(running.url, ANALYST)
         listing = analyst.get("/admin/sequences")

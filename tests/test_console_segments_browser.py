@@ -7,7 +7,7 @@ what an analyst may not do. axe-core finds no violation on any page visited."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -17,12 +17,11 @@ from sqlalchemy import select
 from newsletter.accounts.models import AuditEntry
 from newsletter.accounts.users import create_user
 from newsletter.campaigns.models import Campaign
-from newsletter.cli.processes import build_app
 from newsletter.config import Settings
 from newsletter.db import make_engine, make_sessionmaker, utcnow
 from newsletter.services import webhooks
-from tests.api_server import PASSWORD, ServerThread
-from tests.console_browser import axe_violations, chromium, screenshot, wait_for
+from tests.api_server import PASSWORD
+from tests.console_browser import LOGINS, ConsolePages, console_in_chromium, screenshot, wait_for
 from tests.factories import SERIES, add_member, import_sample, make_list, settings_for
 from tests.webhook_receiver import Receiver
 
@@ -32,63 +31,10 @@ ADMIN, ANALYST = "ann@clinic.example", "alex@clinic.example"
 
 
 @dataclass
-class Console:
-    url: str
+class Console(ConsolePages):
     settings: Settings
-    browser: Any
     sessions: Any
     receiver: Receiver
-    visited: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-    def open(self, path: str) -> None:
-        self.browser.get(self.url + path)
-        self.ready()
-        self.check()
-
-    def ready(self) -> None:
-        wait_for(
-            self.browser, lambda b: b.execute_script("return document.readyState") == "complete"
-        )
-
-    def check(self) -> None:
-        path = self.browser.current_url.removeprefix(self.url)
-        key = path if path not in self.visited else f"{path} ({len(self.visited)})"
-        self.visited[key] = axe_violations(self.browser)
-
-    def find(self, css: str) -> Any:
-        from selenium.webdriver.common.by import By
-
-        return self.browser.find_element(By.CSS_SELECTOR, css)
-
-    def all(self, css: str) -> list[Any]:
-        from selenium.webdriver.common.by import By
-
-        return list(self.browser.find_elements(By.CSS_SELECTOR, css))
-
-    def submit(self, css: str) -> None:
-        old = self.find("html")
-        self.find(css).click()
-        wait_for(self.browser, lambda b: _stale(old))
-        self.ready()
-        self.check()
-
-    def log_in(self, email: str) -> None:
-        self.browser.delete_all_cookies()
-        self.open("/admin/login")
-        self.find("#email").send_keys(email)
-        self.find("#password").send_keys(PASSWORD)
-        self.submit("form.stack button[type=submit]")
-        assert self.browser.current_url.endswith("/admin/"), self.browser.current_url
-
-
-def _stale(element: Any) -> bool:
-    from selenium.common.exceptions import WebDriverException
-
-    try:
-        element.is_enabled()
-        return False
-    except WebDriverException:
-        return True
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +48,7 @@ def console(pg_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
             pg_database_url,
             webhooks_allow_private=True,
             webhooks_ca_file=str(receiver.cert),
-            login_limit_per_account=50,
-            login_limit_per_ip=200,
+            **LOGINS,
         )
         sessions = make_sessionmaker(engine)
         with sessions() as session:
@@ -115,9 +60,8 @@ def console(pg_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
                 add_member(session, news, f"{name}@example.org", city=city)
             session.commit()
         try:
-            with ServerThread(build_app(settings)) as server, chromium() as browser:
-                url = server.url.replace("127.0.0.1", "localhost")
-                yield Console(url, settings, browser, sessions, receiver)
+            with console_in_chromium(settings) as (url, browser):
+                yield Console(url, browser, settings, sessions, receiver, check_submitted=True)
         finally:
             engine.dispose()
 
@@ -290,19 +234,8 @@ def test_screenshots_of_the_segment_and_webhook_pages(console: Console) -> None:
 def _composer_shown(console: Console) -> None:
     """The count in its own line and both preview frames showing the email, so the
     screenshot is of the page as a person sees it once it has settled."""
-
-    def frames_shown(browser: Any) -> bool:
-        frames = console.all("#preview iframe")
-        for frame in frames:
-            browser.switch_to.frame(frame)
-            text = console.find("body").text
-            browser.switch_to.default_content()
-            if "Riverside Clinic" not in text:
-                return False
-        return len(frames) == 2
-
     wait_for(console.browser, lambda b: "readers match" in console.find("#segment-count").text)
-    wait_for(console.browser, frames_shown)
+    console.wait_for_preview_frames()
 
 
 def test_every_page_visited_has_no_axe_violation(console: Console) -> None:

@@ -6,9 +6,6 @@ the same function the web routes call (`record_hit`, with a token read from the 
 
 from __future__ import annotations
 
-import email
-import email.policy
-import re
 from datetime import timedelta
 from email.message import EmailMessage
 
@@ -25,40 +22,39 @@ from newsletter.audience.models import (
 )
 from newsletter.campaigns.service import set_campaign_tracking
 from newsletter.config import Settings
-from newsletter.content.models import Article
 from newsletter.db import utcnow
 from newsletter.delivery.mailers import MemoryMailer
 from newsletter.delivery.sending import ChunkSender
 from newsletter.rendering.model import Snapshot
 from newsletter.rendering.slots import sentinel
 from newsletter.rendering.tracking import Pixel, track_links, trackable_links
-from newsletter.runs.ledger import Chunk
-from newsletter.runs.models import Delivery, Run, RunStatus
-from newsletter.sequences.service import create_sequence
+from newsletter.runs.models import Delivery, Run
 from newsletter.services import reports
 from newsletter.services.data_rights import forget
 from newsletter.services.preferences import set_tracking
 from newsletter.tracking.classify import classify
 from newsletter.tracking.engagement import engaged_subscribers
-from newsletter.tracking.events import HitRequest, TrackingConfig, record_hit
 from newsletter.tracking.links import correct_link
 from newsletter.tracking.models import EventKind, TrackedMessage, TrackingEvent
 from newsletter.tracking.policy import effective
 from newsletter.tracking.retention import prune_events
 from newsletter.tracking.tokens import TrackingSigner
 from tests.factories import (
-    SERIES,
+    BROWSER,
+    PIXEL,
+    TRACKED,
     add_member,
+    drip_with_events,
+    hit,
+    html_of,
     import_sample,
     make_list,
+    send_into_memory,
     series_digest,
     settings_for,
     start_run,
+    tracked_readers,
 )
-
-BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 Safari/605.1.15"
-TRACKED = re.compile(r'href="[^"]*/t/c/([^"]+)"')
-PIXEL = re.compile(r'src="[^"]*/t/o/([^"]+)\.gif"')
 
 
 def _send(
@@ -69,61 +65,18 @@ def _send(
     readers: int = 3,
     campaign_mode: str | None = None,
 ) -> tuple[int, dict[str, EmailMessage]]:
-    import_sample(session)
-    news = make_list(session)
-    news.tracking, news.track_opens = mode, opens
-    for i in range(readers):
-        add_member(session, news, f"reader{i}@example.org", f"Reader {i}")
+    tracked_readers(session, mode, opens, readers)
     campaign = series_digest(session, ["clinic-news"])
     if campaign_mode is not None:
         set_campaign_tracking(session, campaign.id, campaign_mode, None)
     session.commit()
-    run_id, chunks = start_run(session, campaign)
-    mailer = MemoryMailer()
-    sender = ChunkSender(settings, mailer)
-    for chunk in chunks:
-        sender.send_chunk(session, chunk, "test-claim")
-    messages = {}
-    for sent in mailer.messages:
-        parsed = email.message_from_bytes(sent.data, policy=email.policy.default)
-        assert isinstance(parsed, EmailMessage)
-        messages[sent.recipient] = parsed
-    return run_id, messages
-
-
-def _parsed(data: bytes) -> EmailMessage:
-    parsed = email.message_from_bytes(data, policy=email.policy.default)
-    assert isinstance(parsed, EmailMessage)
-    return parsed
-
-
-def _html(message: EmailMessage) -> str:
-    part = message.get_body(("html",))
-    assert part is not None
-    return str(part.get_content())
+    return send_into_memory(session, settings, campaign)
 
 
 def _text(message: EmailMessage) -> str:
     part = message.get_body(("plain",))
     assert part is not None
     return str(part.get_content())
-
-
-def _config(settings: Settings, machine_seconds: float = 0) -> TrackingConfig:
-    return TrackingConfig(settings.secret_key, machine_seconds, settings.tracking_burst_seconds)
-
-
-def _hit(
-    session: Session,
-    settings: Settings,
-    token: str,
-    kind: EventKind = EventKind.click,
-    agent: str = BROWSER,
-    machine_seconds: float = 0,
-) -> str | None:
-    hit = TrackingSigner(settings.secret_key).verify(token)
-    request = HitRequest("GET", agent, {}, "192.0.2.7")
-    return record_hit(session, hit, kind, request, _config(settings, machine_seconds))
 
 
 def test_a_reader_who_chose_dont_track_me_gets_plain_links_and_no_pixel(
@@ -136,13 +89,13 @@ def test_a_reader_who_chose_dont_track_me_gets_plain_links_and_no_pixel(
     snapshot = Snapshot.from_json(session.get_one(Run, run_id).snapshot or {})
     originals = trackable_links(snapshot.html, f"{settings.base_url}/archive/emails/")
     tracked, untracked = mail["reader0@example.org"], mail["reader1@example.org"]
-    assert TRACKED.findall(_html(tracked)) and PIXEL.findall(_html(tracked))
+    assert TRACKED.findall(html_of(tracked)) and PIXEL.findall(html_of(tracked))
     # "View in your browser" is a service link, like unsubscribe: never counted.
-    assert f'href="{settings.base_url}/archive/emails/' in _html(tracked)
-    assert not TRACKED.findall(_html(untracked)) and not PIXEL.findall(_html(untracked))
-    assert "/t/" not in _html(untracked) and "/t/" not in _text(untracked)
+    assert f'href="{settings.base_url}/archive/emails/' in html_of(tracked)
+    assert not TRACKED.findall(html_of(untracked)) and not PIXEL.findall(html_of(untracked))
+    assert "/t/" not in html_of(untracked) and "/t/" not in _text(untracked)
     for url in originals:
-        assert f'href="{url}"' in _html(untracked).replace("&amp;", "&")
+        assert f'href="{url}"' in html_of(untracked).replace("&amp;", "&")
     # The footer says which applies.
     assert "recorded for you" in _text(tracked)
     assert "You asked us not to track you" in _text(untracked)
@@ -158,7 +111,7 @@ def test_an_off_list_sends_plain_links_and_no_pixel(database_url: str, session: 
     settings = settings_for(database_url)
     _, mail = _send(session, settings, TrackingMode.off, opens=True, readers=2)
     for message in mail.values():
-        assert "/t/c/" not in _html(message) and "/t/o/" not in _html(message)
+        assert "/t/c/" not in html_of(message) and "/t/o/" not in html_of(message)
         assert "counts no opens and no clicks" in _text(message)
 
 
@@ -171,10 +124,10 @@ def test_a_campaign_may_be_more_private_than_its_list_never_less(
         session, settings, TrackingMode.anonymous, opens=False, campaign_mode="individual"
     )
     signer = TrackingSigner(settings.secret_key)
-    hits = [signer.verify(TRACKED.findall(_html(m))[0]) for m in mail.values()]
+    hits = [signer.verify(TRACKED.findall(html_of(m))[0]) for m in mail.values()]
     assert not any(hit.individual for hit in hits)
     assert len({hit.ident for hit in hits}) == len(hits)  # random, one per message
-    assert not any(PIXEL.findall(_html(m)) for m in mail.values())
+    assert not any(PIXEL.findall(html_of(m)) for m in mail.values())
     assert session.get_one(Run, run_id).tracking == {
         "lists": {
             str(session.scalars(select(MailingList.id)).one()): {
@@ -191,9 +144,9 @@ def test_forgetting_a_reader_erases_their_events_and_the_counts_stay(
     settings = settings_for(database_url)
     run_id, mail = _send(session, settings, TrackingMode.individual, opens=True)
     for address in ("reader0@example.org", "reader1@example.org"):
-        html = _html(mail[address])
-        assert _hit(session, settings, PIXEL.findall(html)[0], EventKind.open) == ""
-        assert _hit(session, settings, TRACKED.findall(html)[0])
+        html = html_of(mail[address])
+        assert hit(session, settings, PIXEL.findall(html)[0], EventKind.open) == ""
+        assert hit(session, settings, TRACKED.findall(html)[0])
     campaign_id = session.get_one(Run, run_id).campaign_id
     assert campaign_id is not None
     before = reports.campaign_report(session, campaign_id)
@@ -223,17 +176,17 @@ def test_a_hit_seconds_after_sending_is_a_machine_and_a_later_human_one_upgrades
 ) -> None:
     settings = settings_for(database_url)
     run_id, mail = _send(session, settings, TrackingMode.individual, opens=True, readers=1)
-    html = _html(mail["reader0@example.org"])
+    html = html_of(mail["reader0@example.org"])
     pixel = PIXEL.findall(html)[0]
     # Within 10 s of sending: a scanner at the receiving server.
-    _hit(session, settings, pixel, EventKind.open, machine_seconds=10)
+    hit(session, settings, pixel, EventKind.open, machine_seconds=10)
     delivery = session.scalars(select(Delivery)).one()
     session.refresh(delivery)
     assert delivery.first_open_at is not None and delivery.first_open_machine
     [event] = session.scalars(select(TrackingEvent)).all()
     assert event.machine and "after the message was sent" in event.machine_reason
     # The reader opens it later: the ledger row now says a person opened it.
-    _hit(session, settings, pixel, EventKind.open)
+    hit(session, settings, pixel, EventKind.open)
     session.refresh(delivery)
     assert not delivery.first_open_machine
     campaign_id = session.get_one(Run, run_id).campaign_id
@@ -250,9 +203,9 @@ def test_a_hit_seconds_after_sending_is_a_machine_and_a_later_human_one_upgrades
 def test_machine_clicks_never_make_a_reader_engaged(database_url: str, session: Session) -> None:
     settings = settings_for(database_url)
     _, mail = _send(session, settings, TrackingMode.individual, opens=False, readers=1)
-    link = TRACKED.findall(_html(mail["reader0@example.org"]))[0]
-    _hit(session, settings, link, agent="Barracuda Sentinel (EE)")
-    _hit(session, settings, link, agent="python-requests/2.32")
+    link = TRACKED.findall(html_of(mail["reader0@example.org"]))[0]
+    hit(session, settings, link, agent="Barracuda Sentinel (EE)")
+    hit(session, settings, link, agent="python-requests/2.32")
     assert not set(session.scalars(engaged_subscribers(utcnow() - timedelta(days=1))))
 
 
@@ -261,18 +214,18 @@ def test_a_corrected_link_sends_later_clicks_to_its_new_destination(
 ) -> None:
     settings = settings_for(database_url)
     run_id, mail = _send(session, settings, TrackingMode.anonymous, opens=False, readers=1)
-    link = TRACKED.findall(_html(mail["reader0@example.org"]))[0]
+    link = TRACKED.findall(html_of(mail["reader0@example.org"]))[0]
     correct_link(session, run_id, 1, "https://clinic.example/fixed")
     session.commit()
-    assert _hit(session, settings, link) == "https://clinic.example/fixed"
+    assert hit(session, settings, link) == "https://clinic.example/fixed"
 
 
 def test_pruning_events_keeps_every_count(database_url: str, session: Session) -> None:
     settings = settings_for(database_url)
     run_id, mail = _send(session, settings, TrackingMode.anonymous, opens=True, readers=2)
     for message in mail.values():
-        _hit(session, settings, PIXEL.findall(_html(message))[0], EventKind.open)
-        _hit(session, settings, TRACKED.findall(_html(message))[1])
+        hit(session, settings, PIXEL.findall(html_of(message))[0], EventKind.open)
+        hit(session, settings, TRACKED.findall(html_of(message))[1])
     campaign_id = session.get_one(Run, run_id).campaign_id
     assert campaign_id is not None
     before = reports.campaign_report(session, campaign_id)
@@ -351,42 +304,9 @@ def test_a_drip_sequence_funnel_counts_each_step_sent_opened_clicked_and_continu
     database_url: str, session: Session
 ) -> None:
     settings = settings_for(database_url)
-    import_sample(session)
-    news = make_list(session)
-    news.tracking, news.track_opens = TrackingMode.anonymous, True
-    readers = [add_member(session, news, f"reader{i}@example.org") for i in range(3)]
-    sequence = create_sequence(session, series_slug=SERIES, list_slug="clinic-news", every="7d")
-    articles = session.scalars(
-        select(Article).where(Article.series_id.is_not(None)).order_by(Article.position)
-    ).all()
-    mailer = MemoryMailer()
-    sender = ChunkSender(settings, mailer)
-    # Step 1 goes to all three readers, step 2 to the first two.
-    for article, audience in ((articles[0], readers), (articles[1], readers[:2])):
-        run = Run(
-            sequence_id=sequence.id,
-            article_id=article.id,
-            occurrence_at=utcnow(),
-            status=RunStatus.sending,
-            started_at=utcnow(),
-        )
-        session.add(run)
-        session.flush()
-        for reader in audience:
-            session.add(
-                Delivery(
-                    run_id=run.id, subscriber_id=reader.id, list_id=news.id, email=reader.email
-                )
-            )
-        session.commit()
-        sender.send_chunk(session, Chunk(run.id, readers[0].id, readers[-1].id), "task")
-    htmls = [_html(_parsed(m.data)) for m in mailer.messages[:3]]  # step 1's
-    _hit(session, settings, PIXEL.findall(htmls[0])[0], EventKind.open)
-    _hit(session, settings, PIXEL.findall(htmls[1])[0], EventKind.open)
-    _hit(session, settings, TRACKED.findall(htmls[0])[0])
-    _hit(session, settings, TRACKED.findall(htmls[2])[0], agent="python-requests/2.32")
+    sequence_id, articles = drip_with_events(session, settings)
 
-    funnel = reports.sequence_funnel(session, sequence.id)
+    funnel = reports.sequence_funnel(session, sequence_id)
 
     first, second = funnel["steps"]
     assert (first["sent"], first["opened"], first["clicked"], first["next_step"]) == (3, 2, 1, 2)

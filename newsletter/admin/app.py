@@ -41,6 +41,7 @@ from newsletter.admin.common import (
     CsrfRejected,
     Forbidden,
     LoginRequired,
+    Missing,
     csrf_guard,
     redirect,
     render,
@@ -191,9 +192,13 @@ def _add_static(app: FastAPI) -> None:
 
 
 def _add_error_pages(app: FastAPI) -> None:
-    def page(request: Request, status: int, title: str, message: str) -> Response:
+    def page(
+        request: Request, status: int, title: str, message: str, link: Missing | None = None
+    ) -> Response:
         viewer = getattr(request.state, "viewer", None)
-        return render(request, "error.html", viewer, title=title, status=status, message=message)
+        return render(
+            request, "error.html", viewer, title=title, status=status, message=message, link=link
+        )
 
     @app.exception_handler(LoginRequired)
     def login_required(request: Request, exc: LoginRequired) -> Response:
@@ -215,6 +220,10 @@ def _add_error_pages(app: FastAPI) -> None:
             "page and try again."
         )
         return page(request, 403, _("Form refused"), message)
+
+    @app.exception_handler(Missing)
+    def missing(request: Request, exc: Missing) -> Response:
+        return page(request, 404, _("Not found"), exc.message, link=exc)
 
     @app.exception_handler(NotFoundError)
     def not_found(request: Request, exc: NotFoundError) -> Response:

@@ -17,6 +17,7 @@ from newsletter.admin.common import (
     ReadSession,
     Viewer,
     is_htmx,
+    list_named,
     needs,
     redirect,
     render,
@@ -65,6 +66,8 @@ def search(
     list: Annotated[str, Query(max_length=200)] = "",
 ) -> Response:
     """Search by part of the address or name, an attribute (key=value), a status."""
+    if list:
+        list_named(session, list)
     rows = subscribers.search_subscribers(
         session,
         email=email or None,
@@ -137,7 +140,7 @@ def unsubscribe(
 ) -> Response:
     def work(session: Session) -> None:
         found = _visible_subscriber(session, viewer, subscriber_id)
-        viewer.require_lists([get_list(session, list).id])
+        viewer.require_lists([list_named(session, list).id])
         subscribers.unsubscribe_by_staff(session, found, list)
 
     write(request, viewer, work)
@@ -274,7 +277,7 @@ def dry_run(
     text, name = _read_upload(file)
 
     def work(session: Session) -> int:
-        viewer.require_lists([get_list(session, list).id])
+        viewer.require_lists([list_named(session, list).id])
         job, _report = importer.run_import(session, text, name, list, dry_run=True, keep_file=True)
         return job.id
 

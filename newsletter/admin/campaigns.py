@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
-from zoneinfo import available_timezones
+from zoneinfo import ZoneInfo, available_timezones
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
@@ -21,6 +21,7 @@ from newsletter.admin.common import (
     Viewer,
     console_of,
     is_htmx,
+    list_named,
     needs,
     redirect,
     render,
@@ -29,7 +30,7 @@ from newsletter.admin.common import (
 from newsletter.admin.i18n import _
 from newsletter.admin.segments import composer_rules
 from newsletter.audience.addresses import normalise_email
-from newsletter.audience.lists import get_list, list_lists
+from newsletter.audience.lists import list_lists, require_postal_address
 from newsletter.campaigns import control, service
 from newsletter.campaigns.content import get_campaign
 from newsletter.campaigns.models import Campaign, CampaignStatus, ContentKind
@@ -39,6 +40,7 @@ from newsletter.db import utcnow
 from newsletter.delivery.linkcheck import check_email
 from newsletter.delivery.previews import preview_for, send_test
 from newsletter.errors import InvalidInputError, NewsletterError
+from newsletter.recurrence import next_occurrence
 from newsletter.rendering.library import template_library
 from newsletter.runs.progress import find_deliveries, run_progress
 from newsletter.services.segments import (
@@ -305,8 +307,7 @@ def _create(request: Request, viewer: Viewer, data: ImmutableMultiDict[str, Any]
 
 
 def _check_lists(session: Session, viewer: Viewer, slugs: list[str]) -> None:
-    if viewer.list_ids is not None:
-        viewer.require_lists([get_list(session, slug).id for slug in slugs])
+    viewer.require_lists([list_named(session, slug).id for slug in slugs])
 
 
 @router.get("/campaigns/{campaign_id}/edit")
@@ -503,6 +504,45 @@ def _schedule_request(
     raise InvalidInputError(_("Choose when: now, at a time, by cron, or each reader's time."))
 
 
+def _check_postal_address(campaign: Campaign, postal_address: str) -> None:
+    """Scheduling's own check (every email shows a postal address), worded for the
+    console: the domain's message names a CLI command."""
+    try:
+        require_postal_address(campaign.lists, postal_address)
+    except InvalidInputError:
+        missing = ", ".join(f"“{ml.name}”" for ml in campaign.lists if not ml.postal_address)
+        raise InvalidInputError(
+            _(
+                "Every campaign email shows the sender's postal address (US CAN-SPAM), and "
+                "neither the list {lists} nor the server has one: whoever runs the server "
+                "sets NEWSLETTER_POSTAL_ADDRESS (the Settings page shows it)."
+            ).format(lists=missing)
+        ) from None
+
+
+def _when_it_goes(campaign: Campaign, mode: str) -> str:
+    """When the campaign, scheduled as asked but not yet confirmed, would be sent."""
+    send_at = campaign.send_at or utcnow()
+    if campaign.cron:
+        first = next_occurrence(campaign.cron, campaign.timezone, send_at)
+        sentence = _("It will be sent every time “{cron}” falls due in {zone}, first at {first}.")
+        return sentence.format(
+            cron=campaign.cron, zone=campaign.timezone, first=f"{first:%Y-%m-%d %H:%M} UTC"
+        )
+    if campaign.local_time:
+        wall = send_at.astimezone(ZoneInfo(campaign.timezone))
+        return _("It will be sent at {time} on {day} in each reader's own time zone.").format(
+            time=f"{wall:%H:%M}", day=f"{wall:%Y-%m-%d}"
+        )
+    if mode == "now":
+        return _("It will be sent at once, when you confirm.")
+    when = f"{send_at:%Y-%m-%d %H:%M} UTC"
+    if campaign.timezone and campaign.timezone != "UTC":
+        local = send_at.astimezone(ZoneInfo(campaign.timezone))
+        when += f" ({local:%H:%M} in {campaign.timezone})"
+    return _("It will be sent at {when}.").format(when=when)
+
+
 Mode = Annotated[str, Form(max_length=10)]
 When = Annotated[str, Form(max_length=40)]
 Zone = Annotated[str, Form(max_length=64)]
@@ -543,10 +583,12 @@ def confirm_schedule(
     asked = None
     try:
         asked = _schedule_request(request, mode, at, timezone, cron, mode == "local")
+        _check_postal_address(campaign, asked.postal_address)
         # Checked as scheduling checks it, then undone: the sentence says when.
         savepoint = session.begin_nested()
         try:
-            when = service.schedule(session, campaign_id, asked)
+            service.schedule(session, campaign_id, asked)
+            when = _when_it_goes(get_campaign(session, campaign_id), mode)
         finally:
             savepoint.rollback()
     except InvalidInputError as exc:
@@ -590,7 +632,9 @@ def schedule(
     asked = _schedule_request(request, mode, at, timezone, cron, mode == "local")
 
     def work(session: Session) -> str:
-        _own(viewer, get_campaign(session, campaign_id))
+        campaign = get_campaign(session, campaign_id)
+        _own(viewer, campaign)
+        _check_postal_address(campaign, asked.postal_address)
         return service.schedule(session, campaign_id, asked)
 
     return redirect(f"{PREFIX}/campaigns/{campaign_id}", write(request, viewer, work))

@@ -30,7 +30,10 @@ from newsletter.accounts.audit import Actor, act_as
 from newsletter.accounts.roles import effective_scopes
 from newsletter.accounts.sessions import COOKIE, csrf_token, session_user
 from newsletter.admin.i18n import _
+from newsletter.audience.lists import get_list
+from newsletter.audience.models import MailingList
 from newsletter.config import Settings
+from newsletter.errors import NotFoundError
 from newsletter.ratelimit import RateLimiter
 
 T = TypeVar("T")
@@ -72,6 +75,18 @@ class Forbidden(Exception):
 
 class CsrfRejected(Exception):
     """A POST without the token of its session (a 403 page)."""
+
+
+class Missing(Exception):
+    """What was asked for does not exist: a 404 page that says so and links to the
+    console page where it can be found or made (the domain's own NotFoundError may
+    name a CLI command instead, which is no help in the console)."""
+
+    def __init__(self, message: str, href: str, label: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.href = href
+        self.label = label
 
 
 @dataclass(frozen=True)
@@ -290,6 +305,18 @@ def safe_next(value: str | None) -> str:
     ):
         return value
     return PREFIX + "/"
+
+
+def list_named(session: Session, slug: str) -> MailingList:
+    """The list with this slug, or a 404 page that leads to the Lists page."""
+    try:
+        return get_list(session, slug)
+    except NotFoundError:
+        raise Missing(
+            _("There is no list “{slug}”.").format(slug=slug),
+            PREFIX + "/lists",
+            _("See the lists, or create one"),
+        ) from None
 
 
 def is_htmx(request: Request) -> bool:

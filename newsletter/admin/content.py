@@ -16,23 +16,25 @@ from starlette.concurrency import run_in_threadpool
 from newsletter.admin.common import (
     PREFIX,
     PREVIEW_CSP,
+    Missing,
     ReadSession,
     Viewer,
     console_of,
+    list_named,
     needs,
     redirect,
     render,
     write,
 )
 from newsletter.admin.i18n import _
-from newsletter.audience.lists import get_list, list_lists
+from newsletter.audience.lists import list_lists
 from newsletter.campaigns import templates as stored
 from newsletter.campaigns.models import Template
 from newsletter.content import editing, feeds
 from newsletter.content.feeds import check_public_host, import_feed, list_feeds
 from newsletter.content.importer import import_markdown_texts
 from newsletter.content.series import get_article, get_series, series_place
-from newsletter.errors import InvalidInputError
+from newsletter.errors import InvalidInputError, NotFoundError
 from newsletter.importing import ImportReport
 from newsletter.rendering.preview import fill_html
 from newsletter.sequences.service import (
@@ -275,7 +277,7 @@ def new_sequence(
     postal = console_of(request).settings.postal_address
 
     def work(session: Session) -> None:
-        viewer.require_lists([get_list(session, list).id])
+        viewer.require_lists([list_named(session, list).id])
         create_sequence(
             session,
             series_slug=series,
@@ -318,6 +320,18 @@ def templates(request: Request, viewer: TemplateReader, session: ReadSession) ->
         title=_("Templates"),
         templates=stored.list_templates(session),
     )
+
+
+def _template_named(session: Session, name: str) -> Template:
+    """The stored template of this name, or a 404 page that leads to the templates."""
+    try:
+        return stored.get_template(session, name)
+    except NotFoundError:
+        raise Missing(
+            _("There is no template “{name}”.").format(name=name),
+            PREFIX + "/templates",
+            _("See the templates, or create one"),
+        ) from None
 
 
 def _problem_at(message: str) -> tuple[str, int]:
@@ -363,7 +377,7 @@ def new_template(request: Request, viewer: TemplateWriter, session: ReadSession)
 def template_page(
     name: str, request: Request, viewer: TemplateReader, session: ReadSession
 ) -> Response:
-    found = stored.get_template(session, name)
+    found = _template_named(session, name)
     values = {"subject": found.subject, "html": found.html, "text": found.text}
     return _editor(request, viewer, session, name, values)
 
@@ -393,7 +407,7 @@ def template_preview(
     name: str, request: Request, viewer: TemplateReader, session: ReadSession
 ) -> Response:
     """The template rendered with the sample email, for the preview frame."""
-    snapshot = stored.sample_preview(stored.get_template(session, name))
+    snapshot = stored.sample_preview(_template_named(session, name))
     return HTMLResponse(
         fill_html(snapshot),
         headers={"Content-Security-Policy": PREVIEW_CSP, "X-Frame-Options": "SAMEORIGIN"},
@@ -405,7 +419,7 @@ def template_diff(
     name: str, version: int, request: Request, viewer: TemplateReader, session: ReadSession
 ) -> Response:
     """What version N changed from version N-1."""
-    found = stored.get_template(session, name)
+    found = _template_named(session, name)
     newer = stored.get_version(session, found, version)
     older = stored.get_version(session, found, version - 1) if version > 1 else None
     lines = stored.diff_versions(older, newer) if older else []
@@ -428,7 +442,10 @@ def restore(
     viewer: TemplateWriter,
     version: Annotated[int, Form(ge=1)],
 ) -> Response:
-    write(request, viewer, lambda session: stored.restore_version(session, name, version))
+    def work(session: Session) -> None:
+        stored.restore_version(session, _template_named(session, name).name, version)
+
+    write(request, viewer, work)
     return redirect(
         f"{PREFIX}/templates/{name}", _("Version {n} restored as a new version.").format(n=version)
     )
