@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import pyotp
 from sqlalchemy.orm import Session
 
 from newsletter.audience.addresses import normalise_email
@@ -118,3 +120,12 @@ def start_run(
     chunks: list[Chunk] = []
     fan_out_campaign_run(make_sessionmaker(session.get_bind()), run_id, chunk_size, chunks.append)  # type: ignore[arg-type]
     return run_id, chunks
+
+
+def wrong_totp_code(secret: str) -> str:
+    """Six digits that are none of the codes the secret accepts now (the current one,
+    the one before and the one after)."""
+    totp = pyotp.TOTP(secret)
+    now = time.time()
+    accepted = {totp.at(now + step * totp.interval) for step in (-1, 0, 1)}
+    return next(code for code in ("000000", "111111", "222222", "333333") if code not in accepted)
