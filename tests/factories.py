@@ -6,9 +6,11 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+import time
 from email.message import EmailMessage
 from pathlib import Path
 
+import pyotp
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -241,3 +243,12 @@ def drip_with_events(session: Session, settings: Settings) -> tuple[int, list[Ar
     hit(session, settings, TRACKED.findall(first_step[0])[0])
     hit(session, settings, TRACKED.findall(first_step[2])[0], agent="python-requests/2.32")
     return sequence.id, articles
+
+
+def wrong_totp_code(secret: str) -> str:
+    """Six digits that are none of the codes the secret accepts now (the current one,
+    the one before and the one after)."""
+    totp = pyotp.TOTP(secret)
+    now = time.time()
+    accepted = {totp.at(now + step * totp.interval) for step in (-1, 0, 1)}
+    return next(code for code in ("000000", "111111", "222222", "333333") if code not in accepted)

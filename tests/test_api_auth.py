@@ -14,13 +14,13 @@ from sqlalchemy import update
 
 from newsletter.accounts.models import ApiToken
 from newsletter.accounts.roles import Role, check_scopes
-from newsletter.accounts.users import enroll_totp, get_user, update_user
+from newsletter.accounts.users import get_user, update_user
 from newsletter.audience.lists import get_list
 from newsletter.cli.processes import build_app
 from newsletter.db import utcnow
 from newsletter.errors import InvalidInputError
 from tests.api_server import PASSWORD, ServerThread, Staff
-from tests.factories import import_sample, make_list, settings_for
+from tests.factories import import_sample, make_list, settings_for, wrong_totp_code
 from tests.processes import ROOT
 
 NEW_LIST = {"slug": "news", "name": "News"}
@@ -164,17 +164,61 @@ def test_unknown_user_and_wrong_password_get_the_same_answer(staff: Staff) -> No
     assert unknown["body"]["detail"] == wrong["body"]["detail"]
 
 
-def test_totp_is_required_once_enrolled(staff: Staff) -> None:
-    staff.user("ann@clinic.example")
-    with staff.session() as session:
-        uri = enroll_totp(session, get_user(session, "ann@clinic.example"))
-        session.commit()
-    secret = pyotp.parse_uri(uri).secret
+def test_totp_is_set_up_then_on_only_once_a_first_code_confirms_it(staff: Staff) -> None:
+    admin = staff.token("root@clinic.example", "users:write", "users:read")
+    ann = staff.user("ann@clinic.example")
+    with staff.client(admin) as http:
+        setup = http.post(f"/users/{ann.id}/totp").json()
+        secret = pyotp.parse_uri(setup["provisioning_uri"]).secret
+        assert setup["secret"] == secret
+        assert (setup["user"]["totp"], setup["user"]["totp_pending"]) == (False, True)
+
+        wrong = http.post(f"/users/{ann.id}/totp/confirm", json={"code": wrong_totp_code(secret)})
+        assert wrong.status_code == 422 and wrong.json()["errors"][0]["field"] == "code"
+        assert login(staff, "ann@clinic.example")["status"] == 200  # pending: password only
+
+        right = http.post(f"/users/{ann.id}/totp/confirm", json={"code": pyotp.TOTP(secret).now()})
+        assert right.status_code == 200
+        assert (right.json()["totp"], right.json()["totp_pending"]) == (True, False)
     without = login(staff, "ann@clinic.example")
     assert without["status"] == 401
     assert without["body"]["errors"][0]["field"] == "totp_code"
-    assert login(staff, "ann@clinic.example", code="000000")["status"] == 401
     assert login(staff, "ann@clinic.example", code=pyotp.TOTP(secret).now())["status"] == 200
+
+
+def test_an_admin_removes_a_second_factor_and_the_audit_log_says_who(staff: Staff) -> None:
+    admin = staff.token("root@clinic.example", "users:write", "users:read")
+    ann = staff.user("ann@clinic.example")
+    with staff.client(admin) as http:
+        secret = http.post(f"/users/{ann.id}/totp").json()["secret"]
+        http.post(f"/users/{ann.id}/totp/confirm", json={"code": pyotp.TOTP(secret).now()})
+        assert login(staff, "ann@clinic.example")["status"] == 401
+
+        removed = http.delete(f"/users/{ann.id}/totp")
+        entries = http.get("/audit").json()["items"]
+
+    assert removed.status_code == 200 and removed.json()["totp"] is False
+    assert login(staff, "ann@clinic.example")["status"] == 200
+    totp_entries = [e for e in entries if e["action"].startswith("user.totp")]
+    assert [e["action"] for e in totp_entries] == [
+        "user.totp.setup",
+        "user.totp.on",
+        "user.totp.off",
+    ]
+    assert {e["target"] for e in totp_entries} == {f"user:{ann.id}"}
+    assert all(e["actor"].startswith("root@clinic.example (token") for e in totp_entries)
+
+
+def test_setting_up_a_second_factor_needs_the_users_write_scope(staff: Staff) -> None:
+    ann = staff.user("ann@clinic.example", role="editor")
+    reader = staff.token("root@clinic.example", "users:read")
+    with staff.client(reader) as http:
+        answers = [
+            http.post(f"/users/{ann.id}/totp").status_code,
+            http.post(f"/users/{ann.id}/totp/confirm", json={"code": "123456"}).status_code,
+            http.delete(f"/users/{ann.id}/totp").status_code,
+        ]
+    assert answers == [403, 403, 403]
 
 
 def test_logins_are_limited_per_account(staff: Staff) -> None:

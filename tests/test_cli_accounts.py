@@ -5,8 +5,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pyotp
 import pytest
 
+from tests.factories import wrong_totp_code
 from tests.test_cli import NEWSLETTER, Cli, assert_clean_error
 
 pytestmark = pytest.mark.slow
@@ -73,3 +75,37 @@ def test_bad_accounts_input_is_one_error_line(cli: Cli) -> None:
     )
     no_terminal = typed(cli, "users", "create", "x@y.org", "--role", "admin", input="")
     assert_clean_error(no_terminal, "--password-stdin")
+
+
+def test_totp_is_set_up_then_confirmed_by_a_code_and_removed_for_the_locked_out(
+    cli: Cli,
+) -> None:
+    typed(cli, "users", "create", "ann@clinic.example", "--role", "admin", "--password-stdin",
+          input=PASSWORD)  # fmt: skip
+
+    set_up = cli.ok("users", "totp", "ann@clinic.example")
+    secret = pyotp.parse_uri(set_up.stdout.strip()).secret
+    assert "totp-confirm" in set_up.stderr  # the next step, off stdout (which is the URI)
+    assert _totp_state(cli) == (False, True)
+    assert_clean_error(
+        cli.run("users", "totp-confirm", "ann@clinic.example", wrong_totp_code(secret)),
+        "code:", "not the current code",
+    )  # fmt: skip
+    assert _totp_state(cli) == (False, True)
+    assert "totp-pending" in cli.ok("users", "list").stdout
+
+    cli.ok("users", "totp-confirm", "ann@clinic.example", pyotp.TOTP(secret).now())
+    assert _totp_state(cli) == (True, False)
+    removed = cli.ok("users", "totp-off", "ann@clinic.example")
+    again = cli.ok("users", "totp-off", "ann@clinic.example")
+
+    assert "removed" in removed.stdout and "has no second factor" in again.stdout
+    assert _totp_state(cli) == (False, False)
+    entries = [e for e in cli.json("audit") if e["action"].startswith("user.totp")]
+    assert [e["action"] for e in entries] == ["user.totp.setup", "user.totp.on", "user.totp.off"]
+    assert {e["via"] for e in entries} == {"cli"}
+
+
+def _totp_state(cli: Cli) -> tuple[bool, bool]:
+    [user] = cli.json("users", "list")
+    return user["totp"], user["totp_pending"]

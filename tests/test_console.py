@@ -17,14 +17,22 @@ from lxml import html as lxml_html
 from sqlalchemy import select
 
 from newsletter.accounts.models import AuditEntry, User
-from newsletter.accounts.users import create_user
+from newsletter.accounts.totp import current_code
+from newsletter.accounts.users import confirm_totp, create_user, get_user, start_totp
 from newsletter.audience.models import MailingList
 from newsletter.campaigns.models import Campaign, CampaignStatus
 from newsletter.cli.processes import build_app
 from newsletter.config import Settings
 from newsletter.db import make_engine, make_sessionmaker, utcnow
 from tests.api_server import PASSWORD, ServerThread
-from tests.factories import add_member, import_sample, make_list, series_digest, settings_for
+from tests.factories import (
+    add_member,
+    import_sample,
+    make_list,
+    series_digest,
+    settings_for,
+    wrong_totp_code,
+)
 from tests.smtp_sink import SmtpSink
 
 CSV = "email,name\nann@example.org,Ann\nbob@example.org,Bob\nnot-an-address,Broken\n"
@@ -279,24 +287,92 @@ def test_login_never_sends_anyone_to_another_site(stack: tuple[str, Settings]) -
         assert done.headers["location"] == "/admin/", target
 
 
-def test_a_second_factor_is_enrolled_with_a_qr_code_and_then_needed(
+def test_a_second_factor_is_set_up_with_a_qr_code_and_on_only_after_its_first_code(
     admin: Browser, stack: tuple[str, Settings]
 ) -> None:
     admin.get("/admin/account")
-    enrolled = admin.post("/admin/account/totp")
+    started = admin.post("/admin/account/totp")
+    assert started.status_code == 303 and started.headers["location"] == "/admin/account/totp"
+    shown = admin.get("/admin/account/totp")
 
-    assert enrolled.status_code == 200
-    qr = re.search(r'<img src="(data:image/svg\+xml[^"]+)"', enrolled.text)
+    assert shown.status_code == 200
+    qr = re.search(r'<img src="(data:image/svg\+xml[^"]+)"', shown.text)
     assert qr is not None
-    assert "img-src 'self' data:" in enrolled.headers["content-security-policy"]
-    secret = re.search(r'class="secret">([A-Z2-7]+)<', enrolled.text)
+    assert "img-src 'self' data:" in shown.headers["content-security-policy"]
+    secret = re.search(r'class="secret">([A-Z2-7]+)<', shown.text)
     assert secret is not None
+    code = pyotp.TOTP(secret.group(1))
+
+    wrong = admin.post("/admin/account/totp/confirm", {"code": wrong_totp_code(secret.group(1))})
+    assert wrong.status_code == 422 and "still off" in wrong.text
+    assert f'class="secret">{secret.group(1)}<' in wrong.text  # the same one, to try again
+    assert Browser(stack[0]).log_in("ann@clinic.example").status_code == 303  # password only
+    assert "waits for its first code" in admin.get("/admin/account").text
+
+    right = admin.post("/admin/account/totp/confirm", {"code": code.now()})
+    assert right.status_code == 303 and right.headers["location"].startswith("/admin/login")
     assert admin.get("/admin/").status_code == 303  # every session ended
     browser = Browser(stack[0])
     refused = browser.log_in("ann@clinic.example")
     assert refused.status_code == 401 and "one-time code" in refused.text
-    accepted = browser.log_in("ann@clinic.example", pyotp.TOTP(secret.group(1)).now())
+    accepted = browser.log_in("ann@clinic.example", code.now())
     assert accepted.status_code == 303
+    assert "An authenticator is on" in browser.page
+    assert {"user.totp.setup", "user.totp.on"} <= _actions(stack[1])
+
+
+def _switch_on_totp(settings: Settings, email: str) -> str:
+    """A second factor on for `email` (as if set up and confirmed); its secret."""
+    with _db(settings) as session:
+        user = get_user(session, email)
+        secret = start_totp(session, user).secret
+        confirm_totp(session, user, current_code(secret))
+        session.commit()
+    return secret
+
+
+def test_switching_ones_own_second_factor_off_needs_the_password_or_a_code(
+    stack: tuple[str, Settings],
+) -> None:
+    secret = _switch_on_totp(stack[1], "ann@clinic.example")
+    ann = Browser(stack[0])
+    assert ann.log_in("ann@clinic.example", current_code(secret)).status_code == 303
+    assert 'action="/admin/account/totp/off"' in ann.page
+
+    refused = ann.post("/admin/account/totp/off", {"proof": "not my password at all"})
+    assert refused.status_code == 422 and "nothing changed" in refused.text
+    off = ann.post("/admin/account/totp/off", {"proof": PASSWORD})
+
+    assert off.status_code == 303 and off.headers["location"].startswith("/admin/account")
+    assert Browser(stack[0]).log_in("ann@clinic.example").status_code == 303  # password only
+    with _db(stack[1]) as session:
+        entry = session.scalar(select(AuditEntry).where(AuditEntry.action == "user.totp.off"))
+    assert entry is not None and entry.actor == "ann@clinic.example (console)"
+
+
+def test_an_admin_removes_a_colleagues_second_factor_from_the_users_page(
+    admin: Browser, stack: tuple[str, Settings]
+) -> None:
+    _switch_on_totp(stack[1], "sam@clinic.example")
+    with _db(stack[1]) as session:
+        sam_id = get_user(session, "sam@clinic.example").id
+    sam = Browser(stack[0])
+    assert sam.log_in("sam@clinic.example").status_code == 401
+    page = admin.get("/admin/users").text
+    assert f'action="/admin/users/{sam_id}/totp/off"' in page
+
+    removed = admin.post(f"/admin/users/{sam_id}/totp/off")
+    own = admin.post("/admin/users/1/totp/off")
+
+    assert removed.status_code == 303 and "sam%40clinic.example" in removed.headers["location"]
+    assert own.status_code == 422  # one's own: under the account, with a password
+    assert sam.log_in("sam@clinic.example").status_code == 303
+    sam.get("/admin/account")
+    assert sam.post(f"/admin/users/{sam_id}/totp/off").status_code == 403  # a sender
+    with _db(stack[1]) as session:
+        entry = session.scalar(select(AuditEntry).where(AuditEntry.action == "user.totp.off"))
+    assert entry is not None and entry.target == f"user:{sam_id}"
+    assert entry.actor == "ann@clinic.example (console)"
 
 
 def test_changing_ones_password_ends_the_session(

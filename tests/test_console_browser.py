@@ -21,6 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pyotp
 import pytest
 from sqlalchemy import select
 
@@ -49,7 +50,7 @@ from tests.console_browser import (
     set_width,
     wait_for,
 )
-from tests.factories import POSTAL_ADDRESS, SAMPLE_ARTICLES, SERIES
+from tests.factories import POSTAL_ADDRESS, SAMPLE_ARTICLES, SERIES, wrong_totp_code
 from tests.smtp_sink import SmtpSink
 
 pytestmark = pytest.mark.slow
@@ -546,3 +547,44 @@ def test_screenshots_of_the_main_pages_at_1280_and_375(console: Console) -> None
         for width in (1280, 375):
             shots.append(screenshot(console.browser, name, width, load))
     assert all(shot.stat().st_size > 10_000 for shot in shots) and len(shots) == 8
+
+
+def test_an_authenticator_is_set_up_on_the_account_page_and_on_only_by_its_first_code(
+    console: Console,
+) -> None:
+    """A colleague of their own (the other tests' users keep logging in with a password)."""
+    tess = "tess@clinic.example"
+    with console.session() as session:
+        create_user(session, tess, "editor", password=PASSWORD)
+        session.commit()
+    console.browser.delete_all_cookies()
+    console.log_in(tess)
+    console.open("/admin/account")
+    console.submit("form[action='/admin/account/totp'] button")
+
+    assert console.browser.current_url.endswith("/admin/account/totp")
+    console.check()
+    secret = console.find(".secret").text
+    console.find("#code").send_keys(wrong_totp_code(secret))
+    console.submit("form[action='/admin/account/totp/confirm'] button")
+    assert "still off" in console.find("#totp-error").text
+    console.check()
+    console.find("#code").send_keys(pyotp.TOTP(secret).now())
+    console.submit("form[action='/admin/account/totp/confirm'] button")
+
+    assert "/admin/login" in console.browser.current_url
+    assert "log in again" in console.notice()
+    console.find("#email").send_keys(tess)
+    console.find("#password").send_keys(PASSWORD)
+    console.find("#code").send_keys(pyotp.TOTP(secret).now())
+    console.submit("form.stack button[type=submit]")
+    assert console.browser.current_url.endswith("/admin/")
+    console.open("/admin/account")
+    assert "An authenticator is on" in console.find("main").text
+    console.find("#proof").send_keys(PASSWORD)
+    console.submit("form[action='/admin/account/totp/off'] button")
+    assert "is off" in console.notice()
+    console.check()
+    broken = {path: found for path, found in console.visited.items() if found and "account" in path}
+    assert broken == {}, broken
+    console.browser.delete_all_cookies()

@@ -111,3 +111,39 @@ def test_tracking_gives_existing_lists_anonymous_counts_and_readers_their_tracki
     upgrade(empty_engine)
     with empty_engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM subscribers")).scalar_one() == 1
+
+
+def test_totp_pending_starts_empty_and_going_down_keeps_the_factor_on_and_the_tokens(
+    empty_engine: Engine,
+) -> None:
+    upgrade(empty_engine, "0012")
+    with empty_engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO users (email, name, role, password_hash, totp_secret, disabled,"
+                " created_at, updated_at) VALUES ('ann@clinic.example', 'Ann', 'admin', 'x',"
+                " 'JBSWY3DPEHPK3PXP', false, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO api_tokens (user_id, name, prefix, token_hash, scopes, created_at)"
+                " VALUES (1, 'ci', 'nl_abc', 'hash', '[]', CURRENT_TIMESTAMP)"
+            )
+        )
+
+    upgrade(empty_engine)
+    with empty_engine.begin() as conn:
+        assert conn.execute(text("SELECT totp_secret, totp_pending_secret FROM users")).one() == (
+            "JBSWY3DPEHPK3PXP",
+            None,
+        )
+        conn.execute(text("UPDATE users SET totp_pending_secret = 'KRSXG5CTMVRXEZLU'"))
+
+    downgrade(empty_engine, "0012")
+    with empty_engine.connect() as conn:
+        assert (
+            conn.execute(text("SELECT totp_secret FROM users")).scalar_one() == "JBSWY3DPEHPK3PXP"
+        )
+        assert conn.execute(text("SELECT count(*) FROM api_tokens")).scalar_one() == 1
+    upgrade(empty_engine)

@@ -24,6 +24,9 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(200), default="")
     # Base32 TOTP secret once enrolled (totp.py); None: no second factor.
     totp_secret: Mapped[str | None] = mapped_column(String(64))
+    # A secret being set up: shown to its owner, needed at login only once a code
+    # from it has been accepted (then it moves to totp_secret). None: nothing pending.
+    totp_pending_secret: Mapped[str | None] = mapped_column(String(64))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     # Editors and senders may be limited to some lists (their ids); None means all.
     list_ids: Mapped[list[int] | None] = mapped_column(JsonType)

@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pyotp
 
+from newsletter.errors import InvalidInputError
+
 ISSUER = "newsletter"
+
+
+@dataclass(frozen=True)
+class Setup:
+    """An authenticator being set up: what its owner types or scans."""
+
+    secret: str  # base32, for typing in by hand
+    uri: str  # otpauth://, for a QR code
+
+
+class WrongCode(InvalidInputError):
+    """A code (or password) that does not prove what was asked; `field` names the
+    input it came in."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.reason = message
 
 
 def new_secret() -> str:
@@ -14,6 +36,10 @@ def new_secret() -> str:
 def provisioning_uri(secret: str, email: str) -> str:
     """The otpauth:// URI an authenticator app reads (as a QR code or by hand)."""
     return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=ISSUER)
+
+
+def setup_of(secret: str, email: str) -> Setup:
+    return Setup(secret, provisioning_uri(secret, email))
 
 
 def verify_code(secret: str, code: str) -> bool:

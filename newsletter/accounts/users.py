@@ -1,7 +1,14 @@
 """Staff users: created, listed, disabled, given a new password, role or second factor.
 
 Every change is audited and ends the user's sessions where it should (a disabled
-user or a new password logs every browser out at once).
+user, a new password or a second factor switched on logs every browser out at once).
+
+A second factor (TOTP) is switched on in two steps, as GitHub does: `start_totp`
+stores a *pending* secret for the authenticator app, and only `confirm_totp` with a
+current code from that app makes login need it. A mis-scanned QR code therefore locks
+nobody out, and a pending secret left behind never affects login. `remove_totp`
+switches it off (an admin for a colleague, the CLI for the locked-out case);
+`remove_own_totp` does it for oneself, proved by one's password or a current code.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.accounts import audit, totp
 from newsletter.accounts.models import StaffSession, User
-from newsletter.accounts.passwords import hash_password
+from newsletter.accounts.passwords import hash_password, verify_password
 from newsletter.accounts.roles import LIST_SCOPED_ROLES, Role, parse_role
 from newsletter.db import utcnow
 from newsletter.errors import InvalidInputError, NotFoundError
@@ -38,6 +45,7 @@ def describe_user(user: User) -> dict[str, Any]:
         "role": user.role,
         "disabled": user.disabled,
         "totp": user.totp_secret is not None,
+        "totp_pending": user.totp_pending_secret is not None,
         "list_ids": user.list_ids,
         "created_at": user.created_at.isoformat() if user.created_at else None,
     }
@@ -167,11 +175,76 @@ def set_password(session: Session, user: User, password: str) -> None:
     audit.record(session, "user.password", f"user:{user.id}")
 
 
-def enroll_totp(session: Session, user: User) -> str:
-    """Give the user a new TOTP secret (replacing any); returns the otpauth:// URI.
-    From now on logging in needs a code."""
-    user.totp_secret = totp.new_secret()
+def _totp_state(user: User) -> dict[str, Any]:
+    return {
+        "totp": user.totp_secret is not None,
+        "totp_pending": user.totp_pending_secret is not None,
+    }
+
+
+def start_totp(session: Session, user: User) -> totp.Setup:
+    """Set up a second factor: a new pending secret (replacing any pending one) for
+    the user's authenticator app. Login is unchanged until `confirm_totp` accepts a
+    code from it; a factor already on keeps working meanwhile."""
+    before = _totp_state(user)
+    user.totp_pending_secret = totp.new_secret()
+    session.flush()
+    audit.record(
+        session, "user.totp.setup", f"user:{user.id}", before=before, after=_totp_state(user)
+    )
+    return totp.setup_of(user.totp_pending_secret, user.email)
+
+
+def pending_totp(user: User) -> totp.Setup | None:
+    """The authenticator the user is setting up (to show again until confirmed)."""
+    if user.totp_pending_secret is None:
+        return None
+    return totp.setup_of(user.totp_pending_secret, user.email)
+
+
+def confirm_totp(session: Session, user: User, code: str) -> None:
+    """Switch the pending secret on if `code` is a current code of it: from now on
+    logging in needs a code, and every session of the user ends (they were opened
+    without one). A wrong code changes nothing and raises `totp.WrongCode`; the
+    pending secret stays, so the next code can be tried."""
+    pending = user.totp_pending_secret
+    if pending is None:
+        raise totp.WrongCode("code", "no authenticator is being set up: set one up first")
+    if not totp.verify_code(pending, code):
+        raise totp.WrongCode(
+            "code",
+            "not the current code of the authenticator being set up; the second factor "
+            "is not switched on (try the next code the app shows, or set up again)",
+        )
+    before = _totp_state(user)
+    user.totp_secret, user.totp_pending_secret = pending, None
     end_sessions(session, user.id)
     session.flush()
-    audit.record(session, "user.totp", f"user:{user.id}", after={"totp": True})
-    return totp.provisioning_uri(user.totp_secret, user.email)
+    audit.record(session, "user.totp.on", f"user:{user.id}", before=before, after=_totp_state(user))
+
+
+def remove_totp(session: Session, user: User) -> bool:
+    """Switch the second factor off and drop one being set up: logging in needs the
+    password only. For an admin whose colleague lost their phone, and the CLI when
+    the last admin is locked out. False when there was nothing to remove."""
+    before = _totp_state(user)
+    if not any(before.values()):
+        return False
+    user.totp_secret = user.totp_pending_secret = None
+    session.flush()
+    audit.record(
+        session, "user.totp.off", f"user:{user.id}", before=before, after=_totp_state(user)
+    )
+    return True
+
+
+def remove_own_totp(session: Session, user: User, proof: str) -> bool:
+    """`remove_totp` for oneself, proved by one's password or a current code (an
+    open session alone, left on a desk or stolen, is not enough)."""
+    active = user.totp_secret
+    if not (
+        verify_password(user.password_hash, proof)
+        or (active is not None and totp.verify_code(active, proof))
+    ):
+        raise totp.WrongCode("proof", "neither your password nor a current code of your app")
+    return remove_totp(session, user)

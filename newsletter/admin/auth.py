@@ -1,5 +1,6 @@
 """Logging in and out, the colour theme, and one's own account: a new password and a
-second factor (TOTP, enrolled with a QR code drawn by segno as SVG)."""
+second factor (TOTP: set up with a QR code drawn by segno as SVG, switched on by a
+first code from the app, switched off with one's password or a code)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from newsletter.accounts import sessions as staff_sessions
-from newsletter.accounts import users
+from newsletter.accounts import totp, users
 from newsletter.accounts.audit import Actor, act_as
 from newsletter.accounts.passwords import verify_password
 from newsletter.admin.common import (
@@ -20,6 +21,8 @@ from newsletter.admin.common import (
     PREFIX,
     THEME_COOKIE,
     THEMES,
+    ReadSession,
+    Viewer,
     ViewerDep,
     client_ip,
     console_of,
@@ -173,19 +176,111 @@ def change_password(
     return response
 
 
+def _qr(setup: totp.Setup) -> str:
+    return segno.make(setup.uri, error="m").svg_data_uri(
+        scale=5, border=2, dark="#000", light="#fff"
+    )
+
+
+def _setup_page(
+    request: Request, viewer: Viewer, setup: totp.Setup, *, status: int = 200, error: str = ""
+) -> Response:
+    return render(
+        request,
+        "totp.html",
+        viewer,
+        title=_("Set up an authenticator"),
+        status=status,
+        error=error,
+        qr=_qr(setup),
+        secret=setup.secret,
+    )
+
+
 @router.post("/account/totp")
-def enrol_totp(request: Request, viewer: ViewerDep) -> Response:
-    """Enrol an authenticator: the QR code and the secret are shown once; every
-    session ends, and logging in from now on needs a code."""
+def start_totp(request: Request, viewer: ViewerDep) -> Response:
+    """Set up an authenticator: a pending secret (replacing one set up before), shown
+    on the next page with a field for its first code. Login is unchanged until then."""
+    write(
+        request,
+        viewer,
+        lambda session: users.start_totp(session, users.get_user_by_id(session, viewer.user_id)),
+    )
+    return redirect(PREFIX + "/account/totp")
 
-    def work(session: Session) -> str:
-        return users.enroll_totp(session, users.get_user_by_id(session, viewer.user_id))
 
-    uri = write(request, viewer, work)
-    qr = segno.make(uri, error="m").svg_data_uri(scale=5, border=2, dark="#000", light="#fff")
-    secret = uri.split("secret=", 1)[1].split("&", 1)[0]
-    response = render(
-        request, "totp.html", None, title=_("Authenticator enrolled"), qr=qr, secret=secret
+@router.get("/account/totp")
+def pending_totp(request: Request, viewer: ViewerDep, session: ReadSession) -> Response:
+    """The authenticator being set up: its QR code, its secret and the code field."""
+    setup = users.pending_totp(users.get_user_by_id(session, viewer.user_id))
+    if setup is None:
+        return redirect(PREFIX + "/account")
+    return _setup_page(request, viewer, setup)
+
+
+@router.post("/account/totp/confirm")
+def confirm_totp(
+    request: Request, viewer: ViewerDep, code: Annotated[str, Form(max_length=20)]
+) -> Response:
+    """A right first code switches the second factor on and ends every session of
+    yours; a wrong one leaves it off and shows the same QR code again."""
+    try:
+        write(
+            request,
+            viewer,
+            lambda session: users.confirm_totp(
+                session, users.get_user_by_id(session, viewer.user_id), code
+            ),
+        )
+    except totp.WrongCode:
+        with console_of(request).sessions() as session:
+            setup = users.pending_totp(users.get_user_by_id(session, viewer.user_id))
+        if setup is None:
+            return redirect(PREFIX + "/account", _("Nothing is being set up: start again."))
+        message = _(
+            "That is not the code your app shows now: the second factor is still off. "
+            "Type the next code, or check that the app has this secret."
+        )
+        return _setup_page(request, viewer, setup, status=422, error=message)
+    response = redirect(
+        PREFIX + "/login",
+        _("Your second factor is on: log in again with your password and a code from the app."),
     )
     response.delete_cookie(staff_sessions.COOKIE, path="/", secure=True, httponly=True)
     return response
+
+
+@router.post("/account/totp/off")
+def remove_totp(request: Request, viewer: ViewerDep, proof: Text) -> Response:
+    """Switch your second factor off, proved by your password or a current code; the
+    attempts count against the login limits (a password is checked)."""
+    console = console_of(request)
+    wait = staff_sessions.login_retry_after(
+        console.limiter, console.settings, viewer.ip, viewer.email
+    )
+    error = ""
+    if wait:
+        error = _("Too many attempts: wait {seconds} seconds and try again.").format(seconds=wait)
+    else:
+        try:
+            write(
+                request,
+                viewer,
+                lambda session: users.remove_own_totp(
+                    session, users.get_user_by_id(session, viewer.user_id), proof
+                ),
+            )
+        except totp.WrongCode:
+            error = _("That is neither your password nor a current code: nothing changed.")
+    if error:
+        return render(
+            request,
+            "account.html",
+            viewer,
+            title=_("Your account"),
+            status=429 if wait else 422,
+            error=error,
+        )
+    return redirect(
+        PREFIX + "/account", _("Your second factor is off: logging in needs your password only.")
+    )

@@ -138,6 +138,7 @@ class Viewer:
     scopes: frozenset[str]
     list_ids: list[int] | None
     has_totp: bool
+    totp_pending: bool  # an authenticator set up, waiting for its first code
     cookie: str
     csrf: str
     ip: str
@@ -219,6 +220,7 @@ def authenticate(request: Request) -> Viewer:
             scopes=effective_scopes(user.role),
             list_ids=user.list_ids,
             has_totp=user.totp_secret is not None,
+            totp_pending=user.totp_pending_secret is not None,
             cookie=cookie,
             csrf=csrf_token(console.settings.secret_key, cookie),
             ip=client_ip(request),

@@ -92,6 +92,29 @@ def update_user(
     return redirect(f"{PREFIX}/users", _("Saved."))
 
 
+@router.post("/users/{user_id}/totp/off")
+def remove_totp(user_id: int, request: Request, viewer: Admin) -> Response:
+    """Remove a colleague's second factor (a lost phone): they log in with their
+    password and can set up a new one. Your own is switched off under your account,
+    with your password or a code."""
+    if user_id == viewer.user_id:
+        raise InvalidInputError(
+            _("Switch your own second factor off under your account (it asks for your password).")
+        )
+
+    def work(session: Session) -> tuple[str, bool]:
+        user = users.get_user_by_id(session, user_id)
+        return user.email, users.remove_totp(session, user)
+
+    email, removed = write(request, viewer, work)
+    notice = (
+        _("The second factor of {email} is removed: they log in with their password.")
+        if removed
+        else _("{email} has no second factor.")
+    )
+    return redirect(f"{PREFIX}/users", notice.format(email=email))
+
+
 # --- tokens -----------------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ from newsletter.api.schemas import (
     TokenCreated,
     TokenIn,
     TokenOut,
+    TotpConfirmIn,
     TotpOut,
     UserIn,
     UserOut,
@@ -110,12 +111,45 @@ def set_password(user_id: Id, body: PasswordIn, caller: Admin, request: Request)
 
 
 @router.post("/users/{user_id}/totp", response_model=TotpOut, tags=["users"])
-def enroll_totp(user_id: Id, caller: Admin, request: Request) -> Response:
-    """Enrol a TOTP second factor; the URI is shown once."""
+def start_totp(user_id: Id, caller: Admin, request: Request) -> Response:
+    """Set up a TOTP second factor (replacing one set up before): the URI and secret
+    for the app. Login is unchanged until `POST …/totp/confirm` takes a code from it."""
 
     def work(session: Session) -> tuple[int, TotpOut, str]:
-        uri = users.enroll_totp(session, users.get_user_by_id(session, user_id))
-        return 200, TotpOut(provisioning_uri=uri), ""
+        user = users.get_user_by_id(session, user_id)
+        setup = users.start_totp(session, user)
+        out = TotpOut(
+            provisioning_uri=setup.uri,
+            secret=setup.secret,
+            user=UserOut(**users.describe_user(user)),
+        )
+        return 200, out, ""
+
+    return write(request, caller, None, work)
+
+
+@router.post("/users/{user_id}/totp/confirm", response_model=UserOut, tags=["users"])
+def confirm_totp(user_id: Id, body: TotpConfirmIn, caller: Admin, request: Request) -> Response:
+    """Switch on the second factor being set up, with a code its app shows now; the
+    user's sessions end. A wrong code is 422 on `code` and changes nothing."""
+
+    def work(session: Session) -> tuple[int, UserOut, str]:
+        user = users.get_user_by_id(session, user_id)
+        users.confirm_totp(session, user, body.code)
+        return 200, UserOut(**users.describe_user(user)), ""
+
+    return write(request, caller, body, work)
+
+
+@router.delete("/users/{user_id}/totp", response_model=UserOut, tags=["users"])
+def remove_totp(user_id: Id, caller: Admin, request: Request) -> Response:
+    """Remove the user's second factor (and one being set up): logging in needs the
+    password only, for someone who lost their authenticator."""
+
+    def work(session: Session) -> tuple[int, UserOut, str]:
+        user = users.get_user_by_id(session, user_id)
+        users.remove_totp(session, user)
+        return 200, UserOut(**users.describe_user(user)), ""
 
     return write(request, caller, None, work)
 

@@ -55,7 +55,10 @@ class UserOut(BaseModel):
     name: str
     role: str
     disabled: bool
-    totp: bool
+    totp: bool = Field(description="A second factor is on: logging in needs a code.")
+    totp_pending: bool = Field(
+        default=False, description="A second factor is set up and waits for its first code."
+    )
     list_ids: list[int] | None = None
     created_at: str | None = None
 
@@ -93,7 +96,15 @@ class PasswordIn(Strict):
 
 
 class TotpOut(BaseModel):
-    provisioning_uri: str
+    """A second factor being set up: not on until confirmed with a code from the app."""
+
+    provisioning_uri: str = Field(description="otpauth:// URI for the app (or a QR code).")
+    secret: str = Field(description="The same secret in base32, for typing in by hand.")
+    user: UserOut
+
+
+class TotpConfirmIn(Strict):
+    code: str = Field(min_length=1, max_length=10, description="The code the app shows now.")
 
 
 class TokenIn(Strict):

@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from newsletter.cli.common import JsonOption, console, open_session, print_json, settings
+from newsletter.cli.common import (
+    JsonOption,
+    console,
+    err_console,
+    open_session,
+    print_json,
+    settings,
+)
 from newsletter.errors import InvalidInputError
 
 users = typer.Typer(help="Staff users: roles, passwords, second factor.", no_args_is_help=True)
@@ -66,7 +73,8 @@ def users_list(as_json: JsonOption = False) -> None:
         return
     for r in rows:
         state = "disabled" if r["disabled"] else ("totp" if r["totp"] else "")
-        console.print(f"{r['id']:>4}  {r['email']:<40} {r['role']:<8} {state}")
+        pending = "totp-pending" if r["totp_pending"] else ""
+        console.print(f"{r['id']:>4}  {r['email']:<40} {r['role']:<8} {state} {pending}".rstrip())
 
 
 def _set_disabled(email: str, disabled: bool) -> None:
@@ -112,12 +120,43 @@ def users_reset_password(email: str, password_stdin: PasswordStdin = False) -> N
 
 @users.command("totp")
 def users_totp(email: str) -> None:
-    """Enrol (or renew) a TOTP second factor; prints the otpauth:// URI for an app."""
-    from newsletter.accounts.users import enroll_totp, get_user
+    """Set up a TOTP second factor: prints the otpauth:// URI for an app. It is on
+    only once `users totp-confirm` accepts a code from the app."""
+    from newsletter.accounts.users import get_user, start_totp
 
     with open_session(settings()) as session:
-        uri = enroll_totp(session, get_user(session, email))
-    typer.echo(uri)
+        setup = start_totp(session, get_user(session, email))
+    typer.echo(setup.uri)
+    err_console.print(
+        f"not on yet: add it to the app, then `newsletter users totp-confirm {email} CODE`"
+        " with the code the app shows"
+    )
+
+
+@users.command("totp-confirm")
+def users_totp_confirm(
+    email: str, code: Annotated[str, typer.Argument(help="The 6 digits the app shows now.")]
+) -> None:
+    """Switch on the second factor being set up, proved by a current code; the
+    user's sessions end and logging in needs a code from now on."""
+    from newsletter.accounts.users import confirm_totp, get_user
+
+    with open_session(settings()) as session:
+        confirm_totp(session, get_user(session, email), code)
+    console.print(f"second factor of {email} is on; their sessions ended")
+
+
+@users.command("totp-off")
+def users_totp_off(email: str) -> None:
+    """Remove the second factor (and one being set up): logging in needs the
+    password only. For a lost phone, or an admin locked out."""
+    from newsletter.accounts.users import get_user, remove_totp
+
+    with open_session(settings()) as session:
+        removed = remove_totp(session, get_user(session, email))
+    console.print(
+        f"second factor of {email} removed" if removed else f"{email} has no second factor"
+    )
 
 
 @tokens.command("create")
