@@ -31,7 +31,8 @@ from newsletter.config import Settings
 from newsletter.content.importer import import_articles
 from newsletter.db import make_engine, make_sessionmaker, session_scope, upgrade, utcnow
 from newsletter.delivery.content import list_headers
-from newsletter.delivery.mailers import OutgoingMessage, SmtpMailer
+from newsletter.delivery.mailers import SmtpMailer
+from newsletter.delivery.outgoing import Outgoing
 from newsletter.delivery.relays import RelaySummary, read_relay_summaries
 from newsletter.delivery.sending import subscriber_links
 from newsletter.errors import NewsletterError, NotFoundError
@@ -360,9 +361,9 @@ def _stage_costs(
     html = SlotTemplate.compile(snapshot.html, snapshot.marker)
     text = SlotTemplate.compile(snapshot.text, snapshot.marker)
     recipient = Recipient("reader0000001@bench.example", "Alex Meyer", values, "<bench@x>")
-    data = template.build(recipient)
     mailer = SmtpMailer(settings.mail_target)  # type: ignore[arg-type]
-    message = OutgoingMessage("bench@bench.example", "reader@bench.example", data, "<b@x>")
+    message = Outgoing("bench@bench.example", mailer).prepare(template, recipient)
+    data = message.data
     mailer.send(message)
     smtp_us = _time_per_call(lambda: mailer.send(message), seconds=1.0)
     smtp_cpu_us = _time_per_call(lambda: mailer.send(message), seconds=1.0, clock=time.process_time)
