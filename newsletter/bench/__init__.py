@@ -83,6 +83,8 @@ def as_rows(result: BenchResult) -> list[tuple[str, str]]:
             f"{r.smtp_source_rate:,.0f} msg/s" if r.smtp_source_rate else "-",
         ),
         ("bench / smtp-source", f"{r.ratio_to_smtp_source:.2f}" if r.ratio_to_smtp_source else "-"),
+        ("messages/s first to last hand-over", _or_dash(r.handover_rate)),
+        ("that / smtp-source", f"{r.handover_ratio:.2f}" if r.handover_ratio else "-"),
     ]
 
 
@@ -125,6 +127,10 @@ class BenchResult:
     smtp_source_sessions: int = 0
     smtp_source_rate: float | None = None
     ratio_to_smtp_source: float | None = None
+    # From the first message handed over to the last (the ledger's sent times): the
+    # sending itself, without the run's start (content frozen, first page of the ledger).
+    handover_rate: float | None = None
+    handover_ratio: float | None = None
 
 
 def _free_port() -> int:
@@ -431,10 +437,17 @@ def run_bench(
     with runtime().sessions() as session:
         run_id = session.scalar(select(Run.id).where(Run.campaign_id == campaign_id))
         counts = delivery_counts(session, run_id) if run_id is not None else {}
+        first, last = session.execute(
+            select(func.min(Delivery.sent_at), func.max(Delivery.sent_at)).where(
+                Delivery.run_id == run_id, Delivery.status == DeliveryStatus.sent
+            )
+        ).one()
     runtime().close()
     sent = counts.get(DeliveryStatus.sent, 0)
     worker_cpu_us = worker_cpu / sent * 1e6 if sent else 0.0
     rate = round(sent / wall, 1) if wall else 0.0
+    span = (last - first).total_seconds() if first is not None and last is not None else 0.0
+    handover_rate = round((sent - 1) / span, 1) if span > 0 else None
     used = sum(r.most_open for r in relays) if relays else None
     if used is None and proxied is not None:
         used = proxied[1].get("most")
@@ -468,6 +481,8 @@ def run_bench(
         smtp_source_sessions=sessions if compare else 0,
         smtp_source_rate=round(compare, 1) if compare else None,
         ratio_to_smtp_source=round(rate / compare, 2) if compare else None,
+        handover_rate=handover_rate,
+        handover_ratio=round(handover_rate / compare, 2) if compare and handover_rate else None,
     )
 
 
