@@ -5,7 +5,10 @@ optionally through the bench's delay proxy, with:
 
 - threads + smtplib (production): the relay pool the workers use (`RelayPool` over
   `SmtpMailer`: smtplib, our PIPELINING of MAIL/RCPT/DATA in one write, TCP_NODELAY),
-  driven by N threads taking a few messages at a time, as `sending.py` does;
+  driven by N threads taking a few messages at a time, as `sending.py` does; against
+  `smtp-sink`, which does not offer CHUNKING, so with DATA;
+- threads + smtplib BDAT: the same against our Python sink, which offers CHUNKING, so
+  `SmtpMailer` sends MAIL/RCPT/`BDAT size LAST` and the message in one write;
 - asyncio DATA: a minimal client on asyncio streams written here: EHLO once per
   connection, then per message MAIL/RCPT/DATA in one write (PIPELINING), the dot-stuffed
   message and "."; N connections as N tasks of one event loop;
@@ -292,6 +295,7 @@ def clients() -> list[Client]:
         Client("asyncio DATA", send_with_asyncio),
         Client("asyncio DATA", send_with_asyncio, chunking=True),  # beside BDAT, same sink
         Client("asyncio BDAT", partial(send_with_asyncio, bdat=True), chunking=True),
+        Client("threads + smtplib BDAT", send_with_threads, chunking=True),
     ]
     if UVLOOP:
         found += [

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import select
 import smtplib
 import socket
 import ssl
@@ -125,6 +126,49 @@ def classify_reply(code: int, message: bytes | str) -> None:
     raise TemporaryDeliveryError(f"unexpected SMTP reply: {text}", code)
 
 
+# Replies to a command the server does not know ("syntax error, command unrecognized",
+# "not implemented", "parameter not implemented").
+_NOT_RECOGNIZED = frozenset({500, 502, 504})
+
+
+class _BdatNotRecognized(Exception):
+    """A relay that offered CHUNKING answered BDAT as an unknown command."""
+
+    def __init__(self, code: int, text: bytes) -> None:
+        super().__init__(code, text)
+        self.code = code
+
+
+def _has_lone_dot_line(data: bytes) -> bool:
+    """Whether a line of `data` is a lone "." with any line end (CRLF, LF, CR).
+
+    Such a message never goes with BDAT: a relay that offers CHUNKING without knowing
+    BDAT reads the chunk as commands, and a "DATA" line followed by a "." line in it
+    would be a message of its own (SMTP smuggling). Without a lone "." nothing the
+    chunk says can complete a transaction.
+    """
+    for start in (b"\n.", b"\r."):
+        at = data.find(start)
+        while at >= 0:
+            if data[at + 2 : at + 3] in (b"\r", b"\n"):
+                return True
+            at = data.find(start, at + 1)
+    return False
+
+
+def _relay_has_spoken(smtp: smtplib.SMTP) -> bool:
+    """Whether the relay sent something (a 421, a TLS alert) or hung up on a session
+    that is between transactions: then it read nothing we send next."""
+    sock = smtp.sock
+    if sock is None:
+        return True
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)  # POLLHUP and POLLERR come unasked
+    return bool(poller.poll(0))
+
+
 class SmtpMailer:
     """One SMTP connection, opened on first use and kept open between messages (and
     reopened after `max_messages` of them, as providers cap messages per session).
@@ -134,6 +178,10 @@ class SmtpMailer:
     connection, timeout or 4xx reply during a transaction is a TemporaryDeliveryError
     and the connection is reopened on the next send; a 5xx reply is a
     PermanentDeliveryError. Not thread-safe: a pool (relays.py) gives each thread its own.
+
+    A message goes with BDAT (RFC 3030 CHUNKING) where the relay offers CHUNKING and
+    PIPELINING: MAIL, RCPT, `BDAT <size> LAST` and the message in one write, one round
+    trip, no dot-stuffing (see `_bdat_transaction`); otherwise with DATA.
     """
 
     def __init__(self, target: SmtpTarget, max_messages: int = 0) -> None:
@@ -142,6 +190,9 @@ class SmtpMailer:
         self.sent_on_connection = 0
         self._smtp: smtplib.SMTP | None = None
         self._handing_over = False  # the message itself is being sent: it may arrive
+        # The relay offered CHUNKING but answered BDAT "not recognized": DATA from now on,
+        # on every session of this connection.
+        self.bdat_refused = False
 
     def _connect(self) -> smtplib.SMTP:
         t = self.target
@@ -207,6 +258,14 @@ class SmtpMailer:
             if not address.isascii() or _NOT_IN_ADDRESS.search(address) is not None:
                 # We do not speak SMTPUTF8; such an address can never go through us.
                 raise PermanentDeliveryError(f"not a deliverable address: {address!r}")
+        try:
+            return self._hand_over(message)
+        except _BdatNotRecognized:
+            # Refused, so not handed over; the session was dropped (the relay read the
+            # message as commands) and this connection now speaks DATA: again at once.
+            return self._hand_over(message)
+
+    def _hand_over(self, message: OutgoingMessage) -> SendResult:
         if self._smtp is None:
             self._smtp = self._open()
         reused = self.sent_on_connection > 0
@@ -215,6 +274,9 @@ class SmtpMailer:
         # (newsletter_smtp_reply_total): a reply code, a timeout, or no answer at all.
         try:
             reply = self._transaction(self._smtp, message)
+        except _BdatNotRecognized as exc:
+            metrics.count_smtp_reply(exc.code)
+            raise
         except smtplib.SMTPResponseException as exc:
             metrics.count_smtp_reply(exc.smtp_code)
             self._after_error(exc.smtp_code)
@@ -240,6 +302,17 @@ class SmtpMailer:
         return SendResult(reply)
 
     def _transaction(self, smtp: smtplib.SMTP, message: OutgoingMessage) -> str:
+        """The message handed over in one transaction; its 250 reply, or an
+        SMTPResponseException with the first refusal, or the connection's error."""
+        pipelining = smtp.has_extn("pipelining")
+        bdat = pipelining and smtp.has_extn("chunking") and not self.bdat_refused
+        if bdat and (message.dot_free or not _has_lone_dot_line(message.data)):
+            return self._bdat_transaction(smtp, message)
+        return self._data_transaction(smtp, message, pipelining)
+
+    def _data_transaction(
+        self, smtp: smtplib.SMTP, message: OutgoingMessage, pipelining: bool
+    ) -> str:
         """MAIL, RCPT, DATA and the message; with PIPELINING (RFC 2920) the three
         commands go in one write, saving two round trips a message."""
         commands = [
@@ -247,7 +320,7 @@ class SmtpMailer:
             f"RCPT TO:<{message.recipient}>".encode("ascii"),
             b"DATA",
         ]
-        if smtp.has_extn("pipelining"):
+        if pipelining:
             smtp.send(b"".join(c + b"\r\n" for c in commands))
             replies = [smtp.getreply() for _ in commands]
         else:
@@ -276,6 +349,67 @@ class SmtpMailer:
         self._handing_over = True
         smtp.send(body + b".\r\n")
         code, text = smtp.getreply()
+        if code != 250:
+            raise smtplib.SMTPResponseException(code, text)
+        return _reply_text(code, text)
+
+    def _bdat_transaction(self, smtp: smtplib.SMTP, message: OutgoingMessage) -> str:
+        """MAIL, RCPT, `BDAT <size> LAST` and the message as it is (a chunk has a
+        size, so nothing is dot-stuffed) in one write, then the three replies: one
+        round trip a message instead of DATA's two.
+
+        Refusals are classified by the first failing reply: a RCPT refused with 550
+        is a hard bounce though BDAT is then refused too (503/554); a 421 ends the
+        session; after any other refusal the relay has read the whole chunk (its size
+        says where it ends) and RSET keeps the session usable. A relay that offered
+        CHUNKING but answers BDAT 500/502/504 ("not recognized") read the message as
+        commands: the session is dropped and the connection speaks DATA from then on
+        (`bdat_refused`; `send` tries the message again at once).
+
+        When was the message handed over? Envelope and message go in one write, so a
+        connection that fails after it cannot tell "the relay had closed this idle
+        session and read nothing" from "the relay took the message and its 250 was
+        lost": with SMTP a message is the relay's once it has decided to answer 250
+        to BDAT LAST, whether or not that answer reaches us. A message is retried at
+        once (RelayUnavailableError "stale", via `send`) only if the relay cannot
+        have it:
+        - the relay had already hung up or spoken (a 421 timeout) on the kept
+          session before the write: one poll() of the socket, before anything goes;
+        - the write itself failed (EPIPE, ECONNRESET, timeout): its last bytes, the
+          end of the chunk, never left, and no relay accepts a chunk short of its
+          size.
+        Any failure after the write is `_handing_over`: deferred, never resent at
+        once, since a duplicate is worse than a delay. Only a relay that closes
+        the session in the instant between the poll and its arrival costs a
+        deferral that was not needed.
+        """
+        if _relay_has_spoken(smtp):
+            raise smtplib.SMTPServerDisconnected("the relay closed the idle connection")
+        smtp.send(
+            f"MAIL FROM:<{message.sender}>\r\nRCPT TO:<{message.recipient}>\r\n".encode("ascii")
+            + b"BDAT %d LAST\r\n" % len(message.data)
+            + message.data
+        )
+        self._handing_over = True
+        refusal: tuple[int, bytes] | None = None
+        for step in ("MAIL", "RCPT", "BDAT"):
+            try:
+                code, text = smtp.getreply()
+            except smtplib.SMTPServerDisconnected:
+                if refusal is None:
+                    raise
+                break  # refused before the message: it cannot have been taken
+            if step == "BDAT" and code in _NOT_RECOGNIZED:
+                self.bdat_refused = True
+                self._drop()
+                if refusal is None:
+                    raise _BdatNotRecognized(code, text)
+            elif refusal is None and not 200 <= code < 300:
+                refusal = (code, text)
+            if code == 421:
+                break  # the relay is closing the session: nothing more will come
+        if refusal is not None:
+            raise smtplib.SMTPResponseException(*refusal)
         if code != 250:
             raise smtplib.SMTPResponseException(code, text)
         return _reply_text(code, text)
