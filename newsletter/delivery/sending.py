@@ -341,9 +341,9 @@ class ChunkSender:
         # concurrency, e.g. a relay pool's connections; 1 sends in this thread.
         self.concurrency = max(1, int(getattr(self.mailer, "concurrency", 1)))
         self._threads: ThreadPoolExecutor | None = None
-        # Messages measured one at a time, their wall and CPU seconds (see
+        # Messages measured one at a time, the least wall and CPU seconds of one (see
         # `_in_flight_wanted`), and when to measure again.
-        self._probed, self._probe_wall, self._probe_cpu = 0, float("inf"), 0.0
+        self._probed, self._probe_wall, self._probe_cpu = 0, float("inf"), float("inf")
         self._probe_due = 0.0
         # Building a message holds the GIL anyway; one at a time keeps the per-run
         # caches (variants, tracked links) single-threaded.
@@ -496,24 +496,24 @@ class ChunkSender:
 
     def _in_flight_wanted(self) -> int:
         """How many messages are worth having in flight (Little's law): one message's
-        time end to end over the CPU it takes here, rounded down, at least 1 and at most
-        the connections. A relay next door gets one (a second would wait for this
-        thread's CPU anyway, and threads fight over the interpreter); one 20 ms away,
-        dozens. 0: measure first (a few messages sent one at a time, at the start and
-        every PROBE_EVERY_SECONDS)."""
+        time end to end over the CPU it takes here, rounded up, at least 1 and at most
+        the connections. A relay next door gets one or two (more would only add
+        threads fighting over the interpreter); one 20 ms away, dozens. 0: measure
+        first (a few messages sent one at a time, at the start and every
+        PROBE_EVERY_SECONDS)."""
         if self.concurrency == 1:
             return 1
         if time.monotonic() >= self._probe_due:
             self._probe_due = time.monotonic() + PROBE_EVERY_SECONDS
-            self._probed, self._probe_wall, self._probe_cpu = 0, float("inf"), 0.0
+            self._probed, self._probe_wall, self._probe_cpu = 0, float("inf"), float("inf")
         if self._probed < PROBE_MESSAGES:
             return 0
         if self._probe_cpu <= 0:
             return self.concurrency
-        # The quickest message's time (the least disturbed by other work on the
-        # machine) over the mean CPU of one.
-        cpu = self._probe_cpu / self._probed
-        return max(1, min(self.concurrency, math.floor(self._probe_wall / cpu)))
+        # The quickest message's time over the cheapest one's CPU: the messages least
+        # disturbed by other work on the machine (the first of a process are also
+        # the slowest to build, caches cold).
+        return max(1, min(self.concurrency, math.ceil(self._probe_wall / self._probe_cpu)))
 
     def _send_measured(
         self, send: Callable[[list[Any]], list[Outcome]], rows: list[Any]
@@ -525,7 +525,7 @@ class ChunkSender:
         wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
         self._probed += len(rows)
         self._probe_wall = min(self._probe_wall, wall / len(rows))
-        self._probe_cpu += cpu
+        self._probe_cpu = min(self._probe_cpu, cpu / len(rows))
         return outcomes
 
     def _stopped(
