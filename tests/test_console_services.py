@@ -173,6 +173,21 @@ def test_a_local_time_send_is_a_band_over_the_zones(news: Session) -> None:
     assert entry.band_until == datetime(2027, 2, 10, 21, tzinfo=UTC)
 
 
+def test_a_local_time_send_is_confirmed_at_the_wall_clock_time_chosen(news: Session) -> None:
+    campaign = _digest(news, "Each reader at nine")
+    request = service.ScheduleRequest(
+        at="2027-02-10T09:00",
+        timezone="Europe/Berlin",
+        local_time=True,
+        postal_address=POSTAL_ADDRESS,
+    )
+
+    said = service.schedule(news, campaign.id, request)
+
+    # Nine in Berlin is 08:00 UTC; what each reader gets is nine, not eight.
+    assert said.endswith("scheduled for 2027-02-10 09:00 in each subscriber's time zone")
+
+
 def test_runs_and_articles_due_for_publication_appear_on_their_day(news: Session) -> None:
     campaign = series_digest(news, ["clinic-news"])
     add_member(news, get_list(news, "clinic-news"), "ann@example.org")

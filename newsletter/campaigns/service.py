@@ -269,8 +269,13 @@ def schedule(session: Session, campaign_id: int, request: ScheduleRequest) -> st
         postal_address=request.postal_address,
     )
     # Read by people (CLI, API, console): minutes, like every time the console shows.
-    where = " in each subscriber's time zone" if request.local_time else " UTC"
-    return f"campaign {campaign_id} scheduled for {send_at:%Y-%m-%d %H:%M}{where}"
+    if request.local_time:  # the wall-clock time chosen, as each reader's zone shows it
+        chosen = send_at.astimezone(ZoneInfo(request.timezone))
+        return (
+            f"campaign {campaign_id} scheduled for {chosen:%Y-%m-%d %H:%M} in each "
+            "subscriber's time zone"
+        )
+    return f"campaign {campaign_id} scheduled for {send_at:%Y-%m-%d %H:%M} UTC"
 
 
 def parse_local_time(value: str, zone: str) -> datetime:
