@@ -25,9 +25,15 @@ from newsletter.campaigns.service import schedule_campaign
 from newsletter.config import Settings, SmtpTarget, parse_mail_urls
 from newsletter.db import make_engine, make_sessionmaker, utcnow
 from newsletter.delivery.mailers import OutgoingMessage
-from newsletter.delivery.relays import REST_AFTER_DOWN, RelayPool, RelayReport, campaign_mailer
+from newsletter.delivery.relays import (
+    REST_AFTER_DOWN,
+    RelayPool,
+    RelayReport,
+    campaign_mailer,
+    single_mailer,
+)
 from newsletter.delivery.sending import ChunkSender
-from newsletter.errors import RelayUnavailableError, TemporaryDeliveryError
+from newsletter.errors import HardBounceError, RelayUnavailableError, TemporaryDeliveryError
 from newsletter.runs.ledger import Chunk
 from newsletter.runs.models import Delivery, DeliveryStatus
 from tests.factories import add_member, import_sample, make_list, series_digest, settings_for
@@ -189,6 +195,35 @@ def test_a_relay_that_is_down_rests_and_its_share_goes_to_the_other() -> None:
     assert states[down.name].sent == 0 and states[down.name].rests == 1
     assert states[down.name].down == REST_AFTER_DOWN
     assert states[down.name].resting_seconds > 50
+
+
+def test_single_messages_go_to_the_heaviest_relay_and_to_the_next_only_if_it_is_down() -> None:
+    with SmtpSink() as light, SmtpSink() as heavy:
+        targets = [target(light), replace(target(heavy), weight=3)]
+        mailer = single_mailer(targets)
+        mailer.send(MESSAGE)
+        mailer.close()
+        assert (heavy.handler.count(), light.handler.count()) == (1, 0)
+        down = SmtpTarget("127.0.0.1", free_port(), weight=3)  # nobody listens there
+        mailer = single_mailer([down, target(light)])
+        assert mailer.send(MESSAGE).reply.startswith("250")
+        mailer.close()
+        assert light.handler.count() == 1
+    gone = single_mailer([down, SmtpTarget("127.0.0.1", free_port())])
+    with pytest.raises(RelayUnavailableError, match="cannot connect"):
+        gone.send(MESSAGE)
+
+
+def test_a_single_message_refused_by_a_relay_is_not_tried_on_another() -> None:
+    # A refusal of the message itself (a 550) is the message's own: a second relay would
+    # give the reader a second copy if the first had taken it after all, or the same answer.
+    refusing = SinkHandler(rcpt_reply=lambda address: "550 no such user")
+    with SmtpSink(refusing) as first, SmtpSink() as second:
+        mailer = single_mailer([replace(target(first), weight=2), target(second)])
+        with pytest.raises(HardBounceError):
+            mailer.send(MESSAGE)
+        mailer.close()
+        assert second.handler.count() == 0
 
 
 def test_a_relay_rate_is_waited_for_under_its_own_key() -> None:

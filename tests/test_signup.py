@@ -350,6 +350,19 @@ def test_the_confirmation_email_carries_none_of_the_requesters_text(
     assert "List-Unsubscribe" not in mail.message
 
 
+def test_with_a_pool_of_relays_a_confirmation_goes_through_another_when_one_is_down(
+    database_url: str, session: Session, smtp_sink: SmtpSink
+) -> None:
+    down = f"smtp://127.0.0.1:{free_port()}?weight=3"  # the heaviest; nobody listens there
+    pooled = settings_for(database_url, mail_url=f"{down}, {smtp_sink.url}")
+    lists(session)
+    with client_for(pooled) as client:
+        client.post("/subscribe", data={"email": "new@example.org", "list": "events"})
+        settle(client)
+    [mail] = smtp_sink.handler.received
+    assert mail.recipient == "new@example.org" and confirm_links(mail)
+
+
 def test_an_existing_subscribers_name_is_not_changed_by_the_form(
     client: TestClient, session: Session
 ) -> None:

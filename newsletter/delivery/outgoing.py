@@ -20,7 +20,8 @@ from email.utils import parseaddr
 
 from newsletter.config import Settings
 from newsletter.delivery.dkim import DkimSigner, signer_from_settings
-from newsletter.delivery.mailers import Mailer, OutgoingMessage, SendResult, make_mailer
+from newsletter.delivery.mailers import Mailer, OutgoingMessage, SendResult
+from newsletter.delivery.relays import single_mailer
 from newsletter.rendering.mime import MessageTemplate, Recipient
 
 
@@ -38,7 +39,7 @@ class Outgoing:
         one is given."""
         return cls(
             parseaddr(settings.from_address)[1],
-            mailer if mailer is not None else make_mailer(settings.mail_target),
+            mailer if mailer is not None else single_mailer(settings.mail_targets),
             signer_from_settings(settings),
         )
 

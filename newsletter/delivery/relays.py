@@ -43,7 +43,7 @@ from typing import Any
 import redis
 
 from newsletter import metrics
-from newsletter.config import Settings, SmtpTarget
+from newsletter.config import MailTarget, Settings, SmtpTarget
 from newsletter.delivery.mailers import (
     Mailer,
     OutgoingMessage,
@@ -377,6 +377,39 @@ class RelayPool:
         for connection in idle:
             with contextlib.suppress(Exception):
                 connection.close()
+
+
+class FailoverMailer:
+    """A Mailer of single messages (a confirmation, a test send) over a pool of relays:
+    each relay in turn, the heaviest first, one connection each. The next relay is tried
+    only when this one cannot have received the message (no session:
+    RelayUnavailableError); any other error is the message's own, and stops."""
+
+    def __init__(self, targets: Sequence[SmtpTarget]) -> None:
+        ordered = sorted(targets, key=lambda t: -t.weight)  # (a stable sort: ties keep order)
+        self.mailers = [SmtpMailer(t) for t in ordered]
+
+    def send(self, message: OutgoingMessage) -> SendResult:
+        refusals = []
+        for mailer in self.mailers:
+            try:
+                return mailer.send(message)
+            except RelayUnavailableError as exc:
+                refusals.append(str(exc))
+        raise RelayUnavailableError("; ".join(refusals), "down")
+
+    def close(self) -> None:
+        for mailer in self.mailers:
+            mailer.close()
+
+
+def single_mailer(targets: Sequence[MailTarget]) -> Mailer:
+    """The mailer of single messages: NEWSLETTER_MAIL_URL's one relay (or outbox), or
+    its relays in turn (`FailoverMailer`)."""
+    smtp = [t for t in targets if isinstance(t, SmtpTarget)]
+    if len(smtp) < 2 or len(smtp) != len(targets):
+        return make_mailer(targets[0])
+    return FailoverMailer(smtp)
 
 
 def campaign_mailer(

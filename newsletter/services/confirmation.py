@@ -27,8 +27,9 @@ from newsletter.audience.signup import Confirmation, ListToConfirm, is_suppresse
 from newsletter.audience.tokens import Purpose, TokenSigner
 from newsletter.config import MailTarget, Settings, SmtpTarget
 from newsletter.delivery.dkim import DkimSigner, signer_from_settings
-from newsletter.delivery.mailers import Mailer, make_mailer
+from newsletter.delivery.mailers import Mailer
 from newsletter.delivery.outgoing import Outgoing
+from newsletter.delivery.relays import single_mailer
 from newsletter.errors import DeliveryError, InvalidInputError
 from newsletter.rendering.inline import inline_css
 from newsletter.rendering.library import TemplateLibrary, template_library
@@ -82,7 +83,7 @@ class ConfirmationSender:
             library=template_library(settings.templates_dir),
             envelope_from=parseaddr(settings.from_address)[1],
             dkim=signer_from_settings(settings),
-            make_mailer=lambda: make_mailer(_bounded(settings.mail_target)),
+            make_mailer=lambda: single_mailer([_bounded(t) for t in settings.mail_targets]),
         )
 
     def outgoing(self) -> Outgoing:
