@@ -521,7 +521,8 @@ class Settings(BaseSettings):
 
     @property
     def mail_target(self) -> MailTarget:
-        """The target of single messages (confirmations, test sends): the first relay."""
+        """The first relay (or outbox) of NEWSLETTER_MAIL_URL; single messages use them
+        all (delivery/relays.single_mailer)."""
         return parse_mail_urls(self.mail_url)[0]
 
     @property
