@@ -5,10 +5,8 @@ in-process, keeping what it receives."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
@@ -25,7 +23,7 @@ from newsletter.bench.clients import (
 from newsletter.bench.sink import EHLO_REPLY, SinkProtocol
 from newsletter.delivery.mailers import OutgoingMessage
 from newsletter.errors import NewsletterError
-from tests.smtp_sink import free_port
+from tests.smtp_sink import protocol_server
 
 # Lines that DATA must dot-stuff (the first one too), and one that looks like the end.
 DOTTED = (
@@ -51,29 +49,8 @@ def keeping_sink(
 ) -> Iterator[tuple[str, list[bytes]]]:
     """The bench's sink on a free port, in a thread; yields its URL and the messages."""
     kept: list[bytes] = []
-    port = free_port()
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        server = loop.run_until_complete(
-            loop.create_server(lambda: sink(kept, ehlo_reply), "127.0.0.1", port)
-        )
-        ready.set()
-        loop.run_forever()
-        server.close()
-        loop.run_until_complete(server.wait_closed())
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(5)
-    try:
+    with protocol_server(lambda: sink(kept, ehlo_reply)) as port:
         yield f"smtp://127.0.0.1:{port}", kept
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
 
 
 CLIENTS = {

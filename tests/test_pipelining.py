@@ -39,7 +39,7 @@ from newsletter.rendering.model import Snapshot
 from newsletter.rendering.slots import sentinel
 from newsletter.runs.models import DeliveryStatus
 from tests.processes import RedisServer
-from tests.smtp_sink import SmtpSink, free_port
+from tests.smtp_sink import SmtpSink, protocol_server
 from tests.test_delivery_engine import address, counts
 from tests.test_relay_faults import far_settings, run_to_the_end
 
@@ -102,29 +102,8 @@ def recording_relay(
     pipelining: bool = True, chunking: bool = False, sink: type[RecordingSmtp] = RecordingSmtp
 ) -> Iterator[tuple[SmtpTarget, Transcript]]:
     transcript = Transcript()
-    port = free_port()
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        server = loop.run_until_complete(
-            loop.create_server(lambda: sink(transcript, pipelining, chunking), "127.0.0.1", port)
-        )
-        ready.set()
-        loop.run_forever()
-        server.close()
-        loop.run_until_complete(server.wait_closed())
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(5)
-    try:
+    with protocol_server(lambda: sink(transcript, pipelining, chunking)) as port:
         yield SmtpTarget("127.0.0.1", port), transcript
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
 
 
 def envelope_reads(reads: list[bytes]) -> list[bytes]:
