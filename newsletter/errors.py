@@ -13,7 +13,8 @@
     │   ├── MissingFooterError       (rendering.footer) an email without its visible footer
     │   ├── HeaderInjectionError     (rendering.mime) a header value held CR or LF
     │   ├── UnsupportedAddressError  (rendering.mime) an address that needs SMTPUTF8
-    │   └── RuleError                (audience.segment_rules) a segment rule, named by its path
+    │   ├── RuleError                (audience.segment_rules) a segment rule, named by its path
+    │   └── WrongCode                (accounts.totp) a code or password that proves nothing
     ├── BrokerUnavailableError       the configured broker cannot do what was asked
     ├── NothingToSend                (campaigns.content) an empty digest skips its run
     ├── SegmentCompilerMissing       (runs.ledger) a segmented fan-out without its compiler
