@@ -17,6 +17,7 @@ from lxml import html as lxml_html
 from sqlalchemy import select
 
 from newsletter.accounts.models import AuditEntry, User
+from newsletter.accounts.passwords import verify_password
 from newsletter.accounts.totp import current_code
 from newsletter.accounts.users import confirm_totp, create_user, get_user, start_totp
 from newsletter.audience.models import MailingList
@@ -679,6 +680,27 @@ def test_logins_are_limited_per_account_with_a_clear_page(sqlite_url: str) -> No
     assert answers == [401, 401]
     assert limited.status_code == 429 and "Too many attempts" in limited.text
     assert "nl_session" not in browser.jar
+
+
+def test_changing_ones_password_counts_against_the_login_limits(sqlite_url: str) -> None:
+    # A stolen session must not guess the password it would need to take the account.
+    settings = settings_for(sqlite_url, login_limit_per_account=2)
+    with make_sessionmaker(make_engine(sqlite_url))() as session:
+        create_user(session, "ann@clinic.example", "admin", password=PASSWORD)
+        session.commit()
+    new = "a brand new passphrase"
+    with ServerThread(build_app(settings)) as server:
+        browser = Browser(server.url)
+        assert browser.log_in("ann@clinic.example").status_code == 303  # (one attempt)
+        browser.get("/admin/account")
+        wrong = {"current": "a guess", "new": new, "repeat": new}
+        first = browser.post("/admin/account/password", wrong)
+        limited = browser.post("/admin/account/password", {**wrong, "current": PASSWORD})
+
+    assert first.status_code == 422
+    assert limited.status_code == 429 and "Too many attempts" in limited.text
+    with make_sessionmaker(make_engine(sqlite_url))() as session:
+        assert verify_password(get_user(session, "ann@clinic.example").password_hash, PASSWORD)
 
 
 class Pseudo(gettext.NullTranslations):

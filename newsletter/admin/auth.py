@@ -152,7 +152,22 @@ def account(request: Request, viewer: ViewerDep) -> Response:
 def change_password(
     request: Request, viewer: ViewerDep, current: Text, new: Text, repeat: Text
 ) -> Response:
-    """A new password for yourself; every session of yours ends, this one too."""
+    """A new password for yourself; every session of yours ends, this one too. The
+    attempts count against the login limits (the current password is checked)."""
+    console = console_of(request)
+    wait = staff_sessions.login_retry_after(
+        console.limiter, console.settings, viewer.ip, viewer.email
+    )
+    if wait:
+        message = _("Too many attempts: wait {seconds} seconds and try again.")
+        return render(
+            request,
+            "account.html",
+            viewer,
+            title=_("Your account"),
+            status=429,
+            error=message.format(seconds=wait),
+        )
 
     def work(session: Session) -> str:
         user = users.get_user_by_id(session, viewer.user_id)
