@@ -148,26 +148,35 @@ def account(request: Request, viewer: ViewerDep) -> Response:
     return render(request, "account.html", viewer, title=_("Your account"))
 
 
+def _password_attempt_refused(request: Request, viewer: Viewer) -> Response | None:
+    """A form of the account page that checks a password counts as a login attempt:
+    the account page with a 429 once the login limits are spent, else None."""
+    console = console_of(request)
+    wait = staff_sessions.login_retry_after(
+        console.limiter, console.settings, viewer.ip, viewer.email
+    )
+    if not wait:
+        return None
+    message = _("Too many attempts: wait {seconds} seconds and try again.")
+    return render(
+        request,
+        "account.html",
+        viewer,
+        title=_("Your account"),
+        status=429,
+        error=message.format(seconds=wait),
+    )
+
+
 @router.post("/account/password")
 def change_password(
     request: Request, viewer: ViewerDep, current: Text, new: Text, repeat: Text
 ) -> Response:
     """A new password for yourself; every session of yours ends, this one too. The
     attempts count against the login limits (the current password is checked)."""
-    console = console_of(request)
-    wait = staff_sessions.login_retry_after(
-        console.limiter, console.settings, viewer.ip, viewer.email
-    )
-    if wait:
-        message = _("Too many attempts: wait {seconds} seconds and try again.")
-        return render(
-            request,
-            "account.html",
-            viewer,
-            title=_("Your account"),
-            status=429,
-            error=message.format(seconds=wait),
-        )
+    limited = _password_attempt_refused(request, viewer)
+    if limited is not None:
+        return limited
 
     def work(session: Session) -> str:
         user = users.get_user_by_id(session, viewer.user_id)
@@ -269,32 +278,21 @@ def confirm_totp(
 def remove_totp(request: Request, viewer: ViewerDep, proof: Text) -> Response:
     """Switch your second factor off, proved by your password or a current code; the
     attempts count against the login limits (a password is checked)."""
-    console = console_of(request)
-    wait = staff_sessions.login_retry_after(
-        console.limiter, console.settings, viewer.ip, viewer.email
-    )
-    error = ""
-    if wait:
-        error = _("Too many attempts: wait {seconds} seconds and try again.").format(seconds=wait)
-    else:
-        try:
-            write(
-                request,
-                viewer,
-                lambda session: users.remove_own_totp(
-                    session, users.get_user_by_id(session, viewer.user_id), proof
-                ),
-            )
-        except totp.WrongCode:
-            error = _("That is neither your password nor a current code: nothing changed.")
-    if error:
-        return render(
+    limited = _password_attempt_refused(request, viewer)
+    if limited is not None:
+        return limited
+    try:
+        write(
             request,
-            "account.html",
             viewer,
-            title=_("Your account"),
-            status=429 if wait else 422,
-            error=error,
+            lambda session: users.remove_own_totp(
+                session, users.get_user_by_id(session, viewer.user_id), proof
+            ),
+        )
+    except totp.WrongCode:
+        error = _("That is neither your password nor a current code: nothing changed.")
+        return render(
+            request, "account.html", viewer, title=_("Your account"), status=422, error=error
         )
     return redirect(
         PREFIX + "/account", _("Your second factor is off: logging in needs your password only.")
