@@ -63,7 +63,8 @@ UVLOOP = importlib.util.find_spec("uvloop") is not None
 
 
 def bench_message(size: int = MESSAGE_BYTES) -> OutgoingMessage:
-    """A plain-text message of about `size` bytes, CRLF line ends, no dot to stuff."""
+    """A plain-text message of about `size` bytes, CRLF line ends, no line starting with
+    a dot, and marked so (`dot_free`), as the workers' messages are."""
     head = (
         b"From: Clinic news <news@clinic.example>\r\nTo: reader@example.org\r\n"
         b"Subject: Clinic hours\r\nMessage-ID: <bench@clinic.example>\r\n"
@@ -71,7 +72,8 @@ def bench_message(size: int = MESSAGE_BYTES) -> OutgoingMessage:
     )
     line = b"The clinic opens at 8 on weekdays and at 10 on Saturdays; call ahead." + b"\r\n"
     body = line * max(1, (size - len(head)) // len(line))
-    return OutgoingMessage("news@clinic.example", "reader@example.org", head + body, "<b@x>")
+    data = head + body
+    return OutgoingMessage("news@clinic.example", "reader@example.org", data, "<b@x>", True)
 
 
 @dataclass(frozen=True)
@@ -143,12 +145,14 @@ def send_with_threads(url: str, message: OutgoingMessage, count: int, connection
 # --- (b, c) a minimal client on asyncio ----------------------------------------------
 
 
-def dot_stuffed(data: bytes) -> bytes:
+def dot_stuffed(message: OutgoingMessage) -> bytes:
     """The message as DATA carries it: a dot doubled at the start of each line (RFC
-    5321 4.5.2), ending in CRLF, then the terminating "."."""
-    body = data.replace(b"\n.", b"\n..")
-    if body.startswith(b"."):
-        body = b"." + body
+    5321 4.5.2) unless it has none (`dot_free`), ending in CRLF, then the final "."."""
+    body = message.data
+    if not message.dot_free:
+        body = body.replace(b"\n.", b"\n..")
+        if body.startswith(b"."):
+            body = b"." + body
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
     return body + b".\r\n"
@@ -222,7 +226,7 @@ class SmtpSession:
             await self._expect(250, "BDAT")
             return
         await self._expect(354, "DATA")
-        self.writer.write(dot_stuffed(message.data))
+        self.writer.write(dot_stuffed(message))
         await self._expect(250, "the message")
 
     async def close(self) -> None:
