@@ -431,3 +431,92 @@ def test_a_run_to_a_relay_offering_chunking_reaches_everyone_once_by_bdat(
     assert to == Counter({address(i): 1 for i in range(readers)})
     assert transcript.bdat == readers
     assert counts(campaign_id) == {DeliveryStatus.sent: readers}
+
+
+def reader(number: int, data: bytes = MESSAGE.data) -> OutgoingMessage:
+    return OutgoingMessage(MESSAGE.sender, f"r{number}@example.org", data, f"<{number}@x>")
+
+
+def test_a_messages_end_and_the_next_envelope_go_in_one_write_over_data() -> None:
+    messages = [reader(n) for n in range(4)]
+    with recording_relay(pipelining=True) as (target, transcript):
+        mailer = SmtpMailer(target)
+        results = [(m.recipient, r) for m, r in mailer.send_many(messages)]
+        mailer.close()
+    assert [(rcpt, getattr(r, "reply", r)) for rcpt, r in results] == [
+        (m.recipient, "250 2.0.0 queued") for m in messages
+    ]
+    assert transcript.messages == [MESSAGE.data] * 4
+    together = envelope_reads(transcript.reads)
+    assert together[0].startswith(b"MAIL FROM")  # the first envelope goes alone
+    for read, following in zip(together[1:], messages[1:], strict=True):
+        # The end of the message before and this one's MAIL, RCPT and DATA, one segment.
+        assert read.endswith(
+            b"\r\n.\r\nMAIL FROM:<news@clinic.example>\r\n"
+            + f"RCPT TO:<{following.recipient}>\r\nDATA\r\n".encode()
+        )
+
+
+def test_without_pipelining_each_message_has_its_own_envelope_writes() -> None:
+    with recording_relay(pipelining=False) as (target, transcript):
+        mailer = SmtpMailer(target)
+        assert all(
+            not isinstance(r, Exception) for _, r in mailer.send_many(reader(n) for n in range(3))
+        )
+        mailer.close()
+    assert transcript.messages == [MESSAGE.data] * 3
+    assert not any(b".\r\nMAIL" in read for read in transcript.reads)
+
+
+def test_a_refusal_ahead_fails_that_reader_alone_and_the_session_goes_on() -> None:
+    # bounce@ is refused (550) in the envelope that went with the message before; the
+    # reader before and after are delivered on the same session.
+    refused = OutgoingMessage(MESSAGE.sender, "bounce@example.org", MESSAGE.data, "<b@x>")
+    messages = [reader(1), refused, reader(2), reader(3)]
+    with recording_relay(sink=RefusingRelay) as (target, transcript):
+        mailer = SmtpMailer(target)
+        results = {m.recipient: r for m, r in mailer.send_many(messages)}
+        mailer.close()
+    assert isinstance(results["bounce@example.org"], HardBounceError)
+    assert all(results[f"r{n}@example.org"].reply.startswith("250") for n in (1, 2, 3))
+    assert transcript.messages == [MESSAGE.data] * 3
+    assert len(transcript.sessions) == 1
+
+
+class DroppingAfterSecond(RecordingSmtp):
+    """Answers the second message's end, then hangs up before the next envelope's
+    replies: the next reader was not handed over."""
+
+    def _message_ended(self, message: bytes) -> None:
+        super()._message_ended(message)  # (its 250 written)
+        if len(self.transcript.messages) == 2:
+            self.buffer = b""  # the next envelope, never answered
+            self.transport.close()
+
+
+def test_a_session_lost_after_a_messages_250_sends_the_next_on_a_new_one() -> None:
+    messages = [reader(n) for n in range(4)]
+    with recording_relay(sink=DroppingAfterSecond) as (target, transcript):
+        pool = RelayPool([target], connections=1)
+        try:
+            results = list(pool.send_many(messages))
+        finally:
+            pool.close()
+    assert [m.recipient for m, _ in results] == [m.recipient for m in messages]
+    assert all(not isinstance(r, Exception) for _, r in results), results
+    assert len(transcript.sessions) == 2
+    # Everyone once: the reader whose envelope went ahead on the lost session had
+    # not been handed over, so it went again, whole, on the new one.
+    assert len(transcript.messages) == 4
+
+
+def test_a_caller_that_stops_early_leaves_no_session_waiting_for_text() -> None:
+    with recording_relay() as (target, transcript):
+        mailer = SmtpMailer(target)
+        handed = mailer.send_many(reader(n) for n in range(3))
+        assert next(handed)[1].reply.startswith("250")  # the second's envelope went ahead
+        handed.close()
+        assert not mailer.connected  # in the second's DATA phase: dropped, not reused
+        assert mailer.send(reader(9)).reply.startswith("250")  # on a new session
+        mailer.close()
+    assert transcript.messages == [MESSAGE.data] * 2

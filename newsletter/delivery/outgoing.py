@@ -15,12 +15,13 @@ line break in a name) is an InvalidInputError at step 2, before anything is sent
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email.utils import parseaddr
 
 from newsletter.config import Settings
 from newsletter.delivery.dkim import DkimSigner, signer_from_settings
-from newsletter.delivery.mailers import Mailer, OutgoingMessage, SendResult
+from newsletter.delivery.mailers import Handed, Mailer, OutgoingMessage, SendResult, send_each
 from newsletter.delivery.relays import single_mailer
 from newsletter.rendering.mime import MessageTemplate, Recipient
 
@@ -64,6 +65,9 @@ class Outgoing:
 
     def send(self, message: OutgoingMessage) -> SendResult:
         return self.mailer.send(message)
+
+    def send_many(self, messages: Iterable[OutgoingMessage]) -> Iterator[Handed]:
+        return send_each(self.mailer, messages)
 
     def deliver(self, template: MessageTemplate, recipient: Recipient) -> SendResult:
         """Prepare and send one message at once (test sends, confirmations)."""

@@ -36,8 +36,9 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from itertools import chain
 from typing import Any
 
 import redis
@@ -45,11 +46,13 @@ import redis
 from newsletter import metrics
 from newsletter.config import MailTarget, Settings, SmtpTarget
 from newsletter.delivery.mailers import (
+    Handed,
     Mailer,
     OutgoingMessage,
     SendResult,
     SmtpMailer,
     make_mailer,
+    one_by_one,
 )
 from newsletter.errors import DeliveryError, RelayUnavailableError
 
@@ -246,6 +249,52 @@ class RelayPool:
             self._give_back(relay, connection, None)
             return result
 
+    def send_many(self, messages: Iterable[OutgoingMessage]) -> Iterator[Handed]:
+        """Each message's result as it comes, over one borrowed connection while it
+        lasts (`SmtpMailer.send_many`: a message's end and the next one's envelope in
+        one write); messages that connection could not hand over, and the rest, go
+        by `send`."""
+        queue = iter(messages)
+        first = next(queue, None)
+        if first is None:
+            return
+        try:
+            relay, connection = self._borrow(time.monotonic() + self.patience)
+        except RelayUnavailableError:
+            yield from one_by_one(self.send, chain([first], queue))  # (it waits, or says why)
+            return
+        left: list[OutgoingMessage] = []
+        last_error: DeliveryError | None = None
+        broken = True
+        handed = connection.send_many(self._paced(relay, first, queue))
+        try:
+            for message, result in handed:
+                if isinstance(result, RelayUnavailableError):
+                    left.append(message)
+                    last_error = result
+                    continue
+                with self._lock:
+                    self._note(relay, result if isinstance(result, DeliveryError) else None)
+                yield message, result
+            broken = False
+        finally:
+            handed.close()  # (stopped early: a session with an envelope ahead is dropped)
+            self._give_back(relay, connection, last_error, broken, counted=last_error is None)
+        yield from one_by_one(self.send, chain(left, queue))
+
+    def _paced(
+        self, relay: Relay, first: OutgoingMessage, rest: Iterator[OutgoingMessage]
+    ) -> Iterator[OutgoingMessage]:
+        """The messages for one connection of `relay`, each counted to the relay's
+        share and paced to its rate as it is taken."""
+        for number, message in enumerate(chain([first], rest)):
+            if number:
+                with self._lock:
+                    relay.assigned += 1
+            if relay.target.rate > 0 and self.pace is not None:
+                self.pace(f"relay:{relay.name}", relay.target.rate)
+            yield message
+
     def _borrow(self, deadline: float) -> tuple[Relay, SmtpMailer]:
         """A connection of a relay with room, waiting for one until `deadline`."""
         surplus: list[SmtpMailer] = []
@@ -312,27 +361,36 @@ class RelayPool:
                 with contextlib.suppress(Exception):
                     connection.close()
 
+    def _note(self, relay: Relay, error: DeliveryError | None, broken: bool = False) -> None:
+        """Count one message's result to its relay (with the lock held)."""
+        now = time.monotonic()
+        if isinstance(error, RelayUnavailableError):
+            if error.kind == "busy":
+                relay.note_busy(now, self.rest_seconds)
+            elif error.kind != "stale":  # (a kept session the relay had closed)
+                relay.note_down(now, self.rest_seconds)
+        elif error is not None:
+            relay.errors += 1
+            if error.code == 421:  # the relay closed the session: it is busy
+                relay.note_busy(now, self.rest_seconds)
+        elif not broken:
+            relay.note_sent(now)
+
     def _give_back(
         self,
         relay: Relay,
         connection: SmtpMailer,
         error: DeliveryError | None,
         broken: bool = False,
+        counted: bool = False,
     ) -> None:
+        """The connection back to its relay (kept idle, or closed), and unless
+        `counted` already, the last message's result counted."""
         with self._lock:
             relay.in_use -= 1
             now = time.monotonic()
-            if isinstance(error, RelayUnavailableError):
-                if error.kind == "busy":
-                    relay.note_busy(now, self.rest_seconds)
-                elif error.kind != "stale":  # (a kept session the relay had closed)
-                    relay.note_down(now, self.rest_seconds)
-            elif error is not None:
-                relay.errors += 1
-                if error.code == 421:  # the relay closed the session: it is busy
-                    relay.note_busy(now, self.rest_seconds)
-            elif not broken:
-                relay.note_sent(now)
+            if not counted:
+                self._note(relay, error, broken)
             keep = (
                 not broken
                 and connection.connected

@@ -39,12 +39,13 @@ from newsletter.db import utcnow
 from newsletter.delivery.content import list_headers, run_email, run_lists
 from newsletter.delivery.dkim import signer_from_settings
 from newsletter.delivery.journal import Journal, claimed_by, result_line
-from newsletter.delivery.mailers import Mailer, OutgoingMessage
+from newsletter.delivery.mailers import Mailer, OutgoingMessage, SendResult
 from newsletter.delivery.outgoing import Outgoing
 from newsletter.delivery.relays import RelayPool
 from newsletter.delivery.throttle import LocalThrottle, Throttle
 from newsletter.errors import (
     ConfigError,
+    DeliveryError,
     HardBounceError,
     InvalidInputError,
     PermanentDeliveryError,
@@ -463,7 +464,7 @@ class ChunkSender:
         date = message_date()
 
         def send(batch: list[Any]) -> list[Outcome]:
-            return [self._send_one(engine, row, claim, compiled, date) for row in batch]
+            return self._send_batch(engine, batch, claim, compiled, date)
 
         def count(outcomes: list[Outcome]) -> None:
             for outcome in outcomes:
@@ -565,15 +566,38 @@ class ChunkSender:
             suppress_address(session, email, "hard-bounce", reason)
             session.commit()
 
-    def _send_one(
-        self,
-        engine: Engine,
-        row: Any,
-        claim: str,
-        compiled: CompiledRun,
-        date: str,
-    ) -> Outcome:
-        """Send one claimed row and record the outcome at once (any thread)."""
+    def _send_batch(
+        self, engine: Engine, rows: list[Any], claim: str, compiled: CompiledRun, date: str
+    ) -> list[Outcome]:
+        """Send claimed rows over one connection and record each outcome as soon as it
+        is known (any thread). Each message is built when the mailer takes it, one
+        ahead of the results at most (see mailers.send_each)."""
+        outcomes: list[Outcome] = []
+        handed: dict[int, tuple[Any, str, str]] = {}  # id(message): row, message id, domain
+
+        def messages() -> Iterator[OutgoingMessage]:
+            for row in rows:
+                prepared = self._prepare(engine, row, claim, compiled, date)
+                if isinstance(prepared, Outcome):
+                    outcomes.append(prepared)
+                    continue
+                message, domain = prepared
+                handed[id(message)] = (row, message.message_id, domain)
+                yield message
+
+        started = time.perf_counter()
+        for message, result in self.outgoing.send_many(messages()):
+            now = time.perf_counter()
+            metrics.observe_send(now - started)
+            started = now
+            row, message_id, domain = handed.pop(id(message))
+            outcomes.append(self._result(engine, row, claim, message_id, domain, result))
+        return outcomes
+
+    def _prepare(
+        self, engine: Engine, row: Any, claim: str, compiled: CompiledRun, date: str
+    ) -> Outcome | tuple[OutgoingMessage, str]:
+        """One row's message and domain, or the outcome (recorded) that needs none."""
         if not row.still_subscribed:
             self._record(engine, row, claim, DeliveryStatus.suppressed, "left the list", "")
             return Outcome(DeliveryStatus.suppressed)
@@ -589,29 +613,36 @@ class ChunkSender:
         self.throttle.wait_turn(domain)
         try:
             with self._build_lock:
-                outgoing = self._build(row, compiled, message_id, date)
+                return self._build(row, compiled, message_id, date), domain
         except InvalidInputError as exc:
             # This one address or name cannot be put in a message (e.g. it needs
             # SMTPUTF8), or the templates fail for this reader's attributes; the rest
             # of the chunk goes on.
             self._record(engine, row, claim, DeliveryStatus.failed, str(exc), message_id)
             return Outcome(DeliveryStatus.failed)
-        started = time.perf_counter()
-        try:
-            result = self.outgoing.send(outgoing)
-        except TemporaryDeliveryError as exc:
-            metrics.observe_send(time.perf_counter() - started)
-            if isinstance(exc, ThrottledError):
+
+    def _result(
+        self,
+        engine: Engine,
+        row: Any,
+        claim: str,
+        message_id: str,
+        domain: str,
+        result: SendResult | DeliveryError,
+    ) -> Outcome:
+        """Record what the relay made of one row's message."""
+        if isinstance(result, TemporaryDeliveryError):
+            if isinstance(result, ThrottledError):
                 self.throttle.slow_down(domain, self.settings.domain_backoff_seconds)
-            self._defer(engine, row, claim, message_id, str(exc), 0.0)
+            self._defer(engine, row, claim, message_id, str(result), 0.0)
             return Outcome(DeliveryStatus.deferred)
-        except PermanentDeliveryError as exc:
-            metrics.observe_send(time.perf_counter() - started)
-            self._record(engine, row, claim, DeliveryStatus.failed, str(exc), message_id)
-            if isinstance(exc, HardBounceError):
-                return Outcome(DeliveryStatus.failed, (row.email, str(exc)))
+        if isinstance(result, PermanentDeliveryError):
+            self._record(engine, row, claim, DeliveryStatus.failed, str(result), message_id)
+            if isinstance(result, HardBounceError):
+                return Outcome(DeliveryStatus.failed, (row.email, str(result)))
             return Outcome(DeliveryStatus.failed)
-        metrics.observe_send(time.perf_counter() - started)
+        if isinstance(result, DeliveryError):
+            raise result
         self._record(engine, row, claim, DeliveryStatus.sent, result.reply, message_id)
         return Outcome(DeliveryStatus.sent)
 
