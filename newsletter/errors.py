@@ -37,7 +37,9 @@
             └── HardBounceError      the mailbox does not exist (550, 551, 553)
 
 The CLI prints `str(error)` of any NewsletterError as one line and exits non-zero;
-anything else is a bug.
+anything else is a bug. A message says what is wrong and what fixes it in words every
+face can show (CLI, API, console); an error may also carry its fix as data, a
+`Remedy`, which a face may put in its own terms (the CLI names the command).
 """
 
 from __future__ import annotations
@@ -45,8 +47,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+@dataclass(frozen=True)
+class Remedy:
+    """What fixes an error, as data: an `action` on a `thing` named by `key`, or on
+    one `field` of it (`Remedy("create", "list", "weekly")`, `Remedy("update", "list",
+    "weekly", "postal_address")`). Faces word it; the domain never does beyond the
+    message."""
+
+    action: str
+    thing: str
+    key: str = ""
+    field: str = ""
+
+
 class NewsletterError(Exception):
-    """Root of every error this package raises on purpose."""
+    """Root of every error this package raises on purpose; `remedy`, when given, is
+    what fixes it, as data."""
+
+    def __init__(self, *args: object, remedy: Remedy | None = None) -> None:
+        super().__init__(*args)
+        self.remedy = remedy
 
 
 class ConfigError(NewsletterError):

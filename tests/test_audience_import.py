@@ -19,7 +19,7 @@ from newsletter.audience.models import (
     Subscription,
     SubscriptionStatus,
 )
-from newsletter.errors import InvalidInputError, NotFoundError, Problem
+from newsletter.errors import InvalidInputError, NotFoundError, Problem, Remedy
 
 
 def write_csv(folder: Path, text: str, name: str = "people.csv", bom: bool = False) -> Path:
@@ -333,13 +333,12 @@ def test_create_list_rejects_taken_and_malformed_slugs(session: Session) -> None
     assert get_list(session, "news").opt_in is OptIn.single
 
 
-def test_get_list_says_how_to_create_a_missing_list(session: Session) -> None:
+def test_get_list_names_a_missing_list_and_its_remedy_creating_it(session: Session) -> None:
     with pytest.raises(NotFoundError) as raised:
         get_list(session, "weekly")
 
-    assert str(raised.value) == (
-        "no list 'weekly'; create it with `newsletter lists create weekly --name …`"
-    )
+    assert str(raised.value) == "no list 'weekly'"
+    assert raised.value.remedy == Remedy("create", "list", "weekly")
 
 
 def test_list_lists_counts_only_confirmed_members(

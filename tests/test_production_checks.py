@@ -172,6 +172,7 @@ def test_campaigns_schedule_without_a_postal_address_is_one_line_naming_the_sett
 
     assert refused.returncode == 1
     assert refused.stderr.startswith(f"error: {NO_ADDRESS}")
+    assert "`newsletter lists update clinic-news --postal-address '…'`" in refused.stderr
     assert refused.stderr.count("\n") == 1
     cli.ok("lists", "update", "clinic-news", "--postal-address", "1 Main Street\nSpringfield")
     cli.ok("campaigns", "schedule", "1", "--now", NEWSLETTER_POSTAL_ADDRESS="")

@@ -23,7 +23,7 @@ from newsletter.accounts import audit
 from newsletter.accounts.models import ApiToken, User
 from newsletter.accounts.roles import Role, check_scopes
 from newsletter.db import utcnow
-from newsletter.errors import InvalidInputError, NotFoundError
+from newsletter.errors import InvalidInputError, NotFoundError, Remedy
 
 TOKEN_PREFIX = "nl_"
 VISIBLE = 11  # "nl_" and 8 characters
@@ -135,7 +135,7 @@ def find_token(session: Session, ref: str) -> ApiToken:
         return get_token(session, int(ref))
     rows = list(session.scalars(select(ApiToken).where(ApiToken.prefix == ref[:VISIBLE])))
     if len(rows) != 1:
-        raise NotFoundError(f"no single token {ref!r}; give its id (`newsletter tokens list`)")
+        raise NotFoundError(f"no single token {ref!r}; give its id", remedy=Remedy("list", "token"))
     return rows[0]
 
 

@@ -506,7 +506,7 @@ def _schedule_request(
 
 def _check_postal_address(campaign: Campaign, postal_address: str) -> None:
     """Scheduling's own check (every email shows a postal address), worded for the
-    console: the domain's message names a CLI command."""
+    console: the lists by their names, and where staff see the setting."""
     try:
         require_postal_address(campaign.lists, postal_address)
     except InvalidInputError:

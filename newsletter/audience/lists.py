@@ -19,7 +19,7 @@ from newsletter.audience.models import (
     SubscriptionStatus,
     TrackingMode,
 )
-from newsletter.errors import InvalidInputError, NotFoundError
+from newsletter.errors import InvalidInputError, NotFoundError, Remedy
 from newsletter.rendering.model import Sender
 
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -94,12 +94,10 @@ def create_list(
 
 
 def get_list(session: Session, slug: str) -> MailingList:
-    """The list with this slug; NotFoundError (saying how to create it) otherwise."""
+    """The list with this slug; NotFoundError (whose remedy: create it) otherwise."""
     mailing_list = session.scalar(select(MailingList).where(MailingList.slug == slug))
     if mailing_list is None:
-        raise NotFoundError(
-            f"no list '{slug}'; create it with `newsletter lists create {slug} --name …`"
-        )
+        raise NotFoundError(f"no list '{slug}'", remedy=Remedy("create", "list", slug))
     return mailing_list
 
 
@@ -139,8 +137,8 @@ def require_postal_address(lists: Sequence[MailingList], default: str) -> None:
         return
     raise InvalidInputError(
         "NEWSLETTER_POSTAL_ADDRESS is not set: every campaign email must show the sender's "
-        "postal address (US CAN-SPAM). Set it, or give the list one with "
-        f"`newsletter lists update {missing[0]} --postal-address '…'`"
+        f"postal address (US CAN-SPAM). Set it, or give list '{missing[0]}' a postal address",
+        remedy=Remedy("update", "list", missing[0], "postal_address"),
     )
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.accounts import audit
 from newsletter.campaigns.models import Template, TemplateVersion
-from newsletter.errors import InvalidInputError, NotFoundError
+from newsletter.errors import InvalidInputError, NotFoundError, Remedy
 from newsletter.rendering.footer import MissingFooterError
 from newsletter.rendering.library import BUILTIN, EMAIL_TEMPLATES, TemplateLibrary
 from newsletter.rendering.model import ArticleView, EmailContent, Link, Snapshot, TemplateSource
@@ -258,9 +258,7 @@ def check_campaign_template(
 def get_template(session: Session, name: str) -> Template:
     template = session.scalar(select(Template).where(Template.name == name))
     if template is None:
-        raise NotFoundError(
-            f"no template {name!r}; save one with `newsletter templates save {name} …`"
-        )
+        raise NotFoundError(f"no template {name!r}", remedy=Remedy("create", "template", name))
     return template
 
 

@@ -31,6 +31,7 @@ from newsletter.cli import (
     webhooks,
 )
 from newsletter.cli.common import err_console
+from newsletter.cli.hints import with_hint
 from newsletter.errors import NewsletterError
 
 app = typer.Typer(
@@ -69,14 +70,15 @@ app.command("demo")(tools.demo)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point: every NewsletterError becomes one line on stderr and exit code 1.
+    """Entry point: every NewsletterError becomes one line on stderr (with the command
+    that fixes it, when there is one) and exit code 1.
 
     Click handles usage errors itself (a message and exit code 2).
     """
     try:
         app(args=list(argv) if argv is not None else None, prog_name="newsletter")
     except NewsletterError as exc:
-        fail(str(exc))
+        fail(with_hint(exc))
     except (OperationalError, ProgrammingError) as exc:
         fail(f"database: {' '.join(str(exc.orig).split())}")
 
