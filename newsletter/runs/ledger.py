@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, exists, func, literal, select, true, update
+from sqlalchemy import ColumnElement, Select, case, exists, func, literal, select, true, update
 from sqlalchemy.orm import Session
 
 from newsletter.audience.models import Subscriber, Subscription, SubscriptionStatus, Suppression
@@ -71,6 +71,14 @@ def _audience(list_ids: Sequence[int]) -> Any:
     return (Subscription.list_id.in_(list_ids)) & (
         Subscription.status == SubscriptionStatus.confirmed
     )
+
+
+def _page(first: int, last: int) -> Any:
+    """Subscribers first..last, on the subscriptions' side of the join: the range is
+    then part of the (list, status, subscriber) index scan. Said of subscribers.id,
+    the database read every confirmed subscription of the lists for each page (every
+    page: quadratic, 1,000,000 readers made 500 scans of 1,000,000 entries)."""
+    return Subscription.subscriber_id.between(first, last)
 
 
 def _narrowed(where: AudienceFilter | None) -> AudienceFilter:
@@ -161,7 +169,7 @@ def audience_page(
             suppressed.label("suppressed"),
         )
         .join(Subscription, Subscription.subscriber_id == Subscriber.id)
-        .where(_audience(list_ids), Subscriber.id.between(first, last), _narrowed(where))
+        .where(_audience(list_ids), _page(first, last), _narrowed(where))
         .group_by(Subscriber.id, Subscriber.email, Subscriber.timezone)
         .order_by(Subscriber.id)
     )
@@ -192,12 +200,27 @@ def insert_page(
     """Ledger rows for the audience with first <= id <= last (narrowed by `where`),
     written by the database itself (INSERT … SELECT: no row travels to us); existing
     rows are left alone."""
+    session.execute(
+        upsert_insert(session, Delivery)
+        .from_select(_LEDGER_COLUMNS, ledger_page(run_id, list_ids, first, last, where))
+        .on_conflict_do_nothing()
+    )
+
+
+def ledger_page(
+    run_id: int,
+    list_ids: Sequence[int],
+    first: int,
+    last: int,
+    where: AudienceFilter | None = None,
+) -> Select[Any]:
+    """The ledger rows `insert_page` writes, as a query."""
     suppressed = _suppressed()
     status = case(
         (suppressed, literal(DeliveryStatus.suppressed.value)),
         else_=literal(DeliveryStatus.pending.value),
     )
-    source = (
+    return (
         select(
             literal(run_id),
             Subscriber.id,
@@ -210,13 +233,8 @@ def insert_page(
             literal(utcnow(), UtcDateTime()),
         )
         .join(Subscription, Subscription.subscriber_id == Subscriber.id)
-        .where(_audience(list_ids), Subscriber.id.between(first, last), _narrowed(where))
+        .where(_audience(list_ids), _page(first, last), _narrowed(where))
         .group_by(Subscriber.id, Subscriber.email)
-    )
-    session.execute(
-        upsert_insert(session, Delivery)
-        .from_select(_LEDGER_COLUMNS, source)
-        .on_conflict_do_nothing()
     )
 
 
