@@ -74,7 +74,23 @@ class SinkHandler:
     # Return a reply such as "451 try later", or DROP to cut the connection mid-DATA.
     data_reply: Callable[[list[str]], str | None] = lambda rcpts: None
     delay: float = 0.0  # seconds to wait before answering DATA (a slow relay)
+    # Say PIPELINING in the EHLO reply: aiosmtpd reads pipelined commands in order but
+    # does not offer them, so clients would otherwise wait for each reply.
+    pipelining: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname  # (the hook's to do)
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
