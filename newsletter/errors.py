@@ -44,7 +44,7 @@ face can show (CLI, API, console); an error may also carry its fix as data, a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -83,10 +83,11 @@ class InvalidInputError(NewsletterError):
 
 @dataclass(frozen=True)
 class Problem:
-    """One rejected input item: where it was and why."""
+    """One rejected input item: where it was and why, and what fixes it as data."""
 
     where: str
     reason: str
+    remedy: Remedy | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         return f"{self.where}: {self.reason}"

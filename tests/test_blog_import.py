@@ -93,7 +93,7 @@ def test_jekyll_release_posts_keep_their_dates_authors_and_categories(session: S
         (
             "2017-03-09-jekyll-3-4-2-released.markdown",
             "1 link or image points into the old site (no address), which will not work "
-            "in an email; import with --site-url to resolve them",
+            "in an email; import with the old site's address to resolve them",
         ),
     }
 

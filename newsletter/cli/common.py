@@ -14,9 +14,10 @@ from sqlalchemy.orm import Session
 
 from newsletter import metrics
 from newsletter.accounts.audit import Actor, act_as
+from newsletter.cli.hints import with_hint
 from newsletter.config import Settings, load_settings
 from newsletter.db import is_migrated, make_engine, make_sessionmaker, schema_problem, session_scope
-from newsletter.errors import ConfigError
+from newsletter.errors import ConfigError, Problem
 
 # User text (CSV cells, names, subjects) is printed as it is: no Rich markup, and no
 # wrapping, so an error stays one line in logs too.
@@ -67,11 +68,16 @@ def print_json(data: Any) -> None:
 
 
 def report_problems(problems: Sequence[object], warnings: Sequence[object] = ()) -> None:
-    """Skipped items, then warnings about items that were imported all the same."""
+    """Skipped items, then warnings about items that were imported all the same; a
+    `Problem` with a remedy the CLI knows ends with the option that fixes it."""
     for problem in problems:
-        err_console.print(f"skipped {problem}", style="yellow")
+        err_console.print(f"skipped {_hinted(problem)}", style="yellow")
     for warning in warnings:
-        err_console.print(f"warning {warning}", style="yellow")
+        err_console.print(f"warning {_hinted(warning)}", style="yellow")
+
+
+def _hinted(item: object) -> str:
+    return with_hint(item) if isinstance(item, Problem) else str(item)
 
 
 def split_values(values: str | None) -> tuple[str, ...]:

@@ -1,13 +1,14 @@
-"""The command that fixes an error, added to its message on the terminal.
+"""The command or option that fixes an error, added to its message on the terminal.
 
-Domain errors say what is wrong in words every face can show, and may carry what
-fixes it as data (`errors.Remedy`); only here does a remedy become a `newsletter …`
-command, so the API and the console never advise one.
+Domain errors (and skipped or warned-about items, `errors.Problem`) say what is wrong
+in words every face can show, and may carry what fixes it as data (`errors.Remedy`);
+only here does a remedy become a `newsletter …` command or a `--flag`, so the API and
+the console never advise one.
 """
 
 from __future__ import annotations
 
-from newsletter.errors import NewsletterError
+from newsletter.errors import NewsletterError, Problem, Remedy
 
 # (action, thing, field) → the advice; `{key}` is the remedy's key.
 COMMANDS: dict[tuple[str, str, str], str] = {
@@ -17,15 +18,33 @@ COMMANDS: dict[tuple[str, str, str], str] = {
     ("update", "list", "postal_address"): (
         "for the list: `newsletter lists update {key} --postal-address '…'`"
     ),
+    # ("give", operation, field): the option of the command that takes that field.
+    ("give", "article import", "site_url"): "`--site-url` gives the old site's address",
+    ("give", "series insert", "at"): "`--at` is the position",
+    ("choose", "campaign content", ""): (
+        "the options are --articles, --latest, --series, --since-last, --tag"
+    ),
+    ("choose", "campaign schedule", ""): "give `--at TIME`, `--now` or `--cron EXPR`",
+    ("give", "campaign schedule", "at"): "`--at` takes the time, read in `--tz`",
+    ("choose", "sequence timing", ""): "give `--every PERIOD` or `--cron EXPR`",
+    ("give", "sequence", "every"): "`--every` takes the period",
+    ("give", "sequence", "delay"): "`--delay` takes the period",
+    ("give", "subscriber import", "map"): "`--map` takes the mapping",
+    ("give", "subscriber import", "email"): 'or map one with `--map "<column>=email"`',
+    ("give", "subscriber import", "status"): "`--status` takes it",
+    ("choose", "subscriber import", "status"): "or give one for every row with `--status`",
 }
 
 
-def with_hint(error: NewsletterError) -> str:
-    """The error's message, then the command that fixes it when the CLI has one."""
-    remedy = error.remedy
+def with_hint(error: NewsletterError | Problem) -> str:
+    """The error's (or item's) message, then the command that fixes it when the CLI
+    has one."""
+    advice = _advice(error.remedy)
+    return f"{error}; {advice}" if advice else str(error)
+
+
+def _advice(remedy: Remedy | None) -> str:
     if remedy is None:
-        return str(error)
+        return ""
     advice = COMMANDS.get((remedy.action, remedy.thing, remedy.field))
-    if advice is None:
-        return str(error)
-    return f"{error}; {advice.format(key=remedy.key)}"
+    return advice.format(key=remedy.key) if advice else ""

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from newsletter.accounts import audit
 from newsletter.content.models import Article, Series
 from newsletter.content.series import get_article, get_series, is_published
-from newsletter.errors import InvalidInputError
+from newsletter.errors import InvalidInputError, Remedy
 
 SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
@@ -98,7 +98,10 @@ def insert(session: Session, series_slug: str, article_slug: str, at: int) -> li
     before = in_order(session, series)
     articles = [a for a in before if a.id != article.id]
     if not 1 <= at <= len(articles) + 1:
-        raise InvalidInputError(f"--at must be between 1 and {len(articles) + 1}")
+        raise InvalidInputError(
+            f"at: must be between 1 and {len(articles) + 1}",
+            remedy=Remedy("give", "series insert", field="at"),
+        )
     articles.insert(at - 1, article)
     article.series_id = series.id
     _renumber(articles)

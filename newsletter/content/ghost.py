@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from newsletter.content.posts import ParsedArticle, parse_moment, relative_links_warning
+from newsletter.content.posts import SITE_URL, ParsedArticle, parse_moment, relative_links_warning
 from newsletter.content.text import (
     absolute_links,
     markdown_to_safe_html,
@@ -112,7 +112,7 @@ class _Export:
                 self.reading.articles.append(article)
         if self.relative_links:
             warning = relative_links_warning(self.relative_links)
-            self.reading.warnings.append(Problem(str(self.path), warning))
+            self.reading.warnings.append(Problem(str(self.path), warning, SITE_URL))
         if pages:
             noun = "page" if pages == 1 else "pages"
             reason = f"only posts are articles; not imported: {pages} {noun}"

@@ -34,7 +34,7 @@ from newsletter.content.text import (
     plain_text,
     slugify,
 )
-from newsletter.errors import Problem
+from newsletter.errors import Problem, Remedy
 
 MAX_POSITION = 2**31 - 1  # an INTEGER column on PostgreSQL
 OUR_FIELDS = frozenset(
@@ -236,12 +236,16 @@ def _where(path: str, line: int | None) -> str:
     return f"{path}:{line}" if line is not None else path
 
 
+# What resolves links into the old site: its address, given with the import.
+SITE_URL = Remedy("give", "article import", field="site_url")
+
+
 def relative_links_warning(count: int) -> str:
     """The warning about links and images that point into a site the email is not on."""
     what = "link or image points" if count == 1 else "links or images point"
     return (
         f"{count} {what} into the old site (no address), which will not work in an "
-        "email; import with --site-url to resolve them"
+        "email; import with the old site's address to resolve them"
     )
 
 
@@ -321,7 +325,7 @@ class _PostFields:
             markdown_to_safe_html(render_blog_syntax(body)), self.site_url
         )
         if relative:
-            self._warn("", relative_links_warning(relative))
+            self._warn("", relative_links_warning(relative), SITE_URL)
         return body_html
 
     # --- reporting ---------------------------------------------------------------------
@@ -330,9 +334,10 @@ class _PostFields:
         line = self.key_lines.get(key)
         self.errors.append((line or 0, Problem(_where(str(self.path), line), reason)))
 
-    def _warn(self, key: str, reason: str) -> None:
+    def _warn(self, key: str, reason: str, remedy: Remedy | None = None) -> None:
         line = self.key_lines.get(key)
-        self.warnings.append((line or 0, Problem(_where(str(self.path), line), reason)))
+        warning = Problem(_where(str(self.path), line), reason, remedy)
+        self.warnings.append((line or 0, warning))
 
     def _first_present(self, *keys: str) -> str | None:
         return next((key for key in keys if self.data.get(key) not in (None, "")), None)
@@ -426,7 +431,8 @@ class _PostFields:
             self._warn(
                 key,
                 f"{key} {raw!r} is a path on the old site, not an address; ignored "
-                "(import with --site-url to resolve it)",
+                "(import with the old site's address to resolve it)",
+                SITE_URL,
             )
             return ""
         self._error(key, f"{key} must be an http(s) address, not {raw!r}")

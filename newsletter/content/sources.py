@@ -19,7 +19,7 @@ from newsletter.content.importer import audit_import, read_markdown, save_parsed
 from newsletter.content.posts import ParsedArticle
 from newsletter.content.text import is_site_url
 from newsletter.content.wordpress import is_wordpress_export, read_wordpress_export
-from newsletter.errors import InvalidInputError
+from newsletter.errors import InvalidInputError, Remedy
 from newsletter.importing import ArticleImportReport, import_transaction
 
 SNIFF_BYTES = 4096
@@ -43,7 +43,10 @@ def import_sources(
     images of posts and exports absolute. Feeds given by URL are fetched with `fetch`.
     """
     if site_url and not is_site_url(site_url):
-        raise InvalidInputError(f"--site-url must be an http(s) address, not {site_url!r}")
+        raise InvalidInputError(
+            f"site URL: must be an http(s) address, not {site_url!r}",
+            remedy=Remedy("give", "article import", field="site_url"),
+        )
     report = ArticleImportReport(dry_run=dry_run)
     markdown: list[Path] = []
     articles: list[ParsedArticle] = []

@@ -20,7 +20,7 @@ from xml.etree.ElementTree import Element, ParseError
 import defusedxml.ElementTree as SafeXml
 from defusedxml import DefusedXmlException
 
-from newsletter.content.posts import ParsedArticle, parse_moment, relative_links_warning
+from newsletter.content.posts import SITE_URL, ParsedArticle, parse_moment, relative_links_warning
 from newsletter.content.shortcodes import render_wordpress_shortcodes
 from newsletter.content.text import absolute_links, plain_text, sanitize_html, slugify
 from newsletter.errors import Problem
@@ -147,7 +147,7 @@ class _Export:
                 self.reading.articles.append(article)
         if self.relative_links:
             warning = relative_links_warning(self.relative_links)
-            self.reading.warnings.append(Problem(str(self.path), warning))
+            self.reading.warnings.append(Problem(str(self.path), warning, SITE_URL))
         if others:
             listed = ", ".join(f"{count} {kind}" for kind, count in sorted(others.items()))
             self.reading.warnings.append(
