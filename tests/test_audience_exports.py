@@ -280,7 +280,8 @@ def test_mapping_a_column_the_file_lacks_is_refused_whole(
 ) -> None:
     path = write(tmp_path, "crm.csv", "Mail,Name\npam@example.org,Pam\n")
 
-    with pytest.raises(InvalidInputError, match=r"--map names column 'e-mail'.*'Mail', 'Name'"):
+    named = r"the column mapping names column 'e-mail'.*'Mail', 'Name'"
+    with pytest.raises(InvalidInputError, match=named):
         import_subscribers_csv(session, path, news, mapping=parse_mapping("E-Mail=email"))
     assert session.scalar(select(func.count(Subscriber.id))) == 0
 

@@ -500,7 +500,10 @@ def test_malformed_mail_url_is_named(cli: Cli) -> None:
                 "--series",
                 SERIES,
             ],
-            ["exactly one of --articles, --latest, --series"],
+            [
+                "exactly one of articles, latest, series, since_last, tag",
+                "the options are --articles, --latest, --series, --since-last, --tag",
+            ],
             id="latest-and-series",
         ),
         pytest.param(
@@ -510,7 +513,7 @@ def test_malformed_mail_url_is_named(cli: Cli) -> None:
         ),
         pytest.param(
             ["campaigns", "schedule", "1", "--at", "next tuesday"],
-            ["--at", "'next tuesday'"],
+            ["at: 'next tuesday' is not an ISO time", "`--at` takes the time"],
             id="bad-at",
         ),
     ],
@@ -593,6 +596,10 @@ def test_articles_import_of_a_jekyll_blog_tells_drafts_warnings_and_dry_run_apar
     assert "2014-03-27-jekyll-1-5-1-released.markdown:5: unknown field 'version' ignored" in (
         dry.stderr
     )
+    assert (
+        "import with the old site's address to resolve them; `--site-url` gives the old "
+        "site's address" in one_line(dry.stderr)
+    )
     assert cli.json("articles", "list") == []
 
     done = cli.ok("articles", "import", "blog", "--site-url", "https://jekyllrb.com/")
@@ -629,7 +636,9 @@ def test_subscribers_import_maps_columns(clinic: Cli) -> None:
     assert "1 created" in result.stdout
     assert "skipped row 3: Mail 'bad': not an email address" in one_line(result.stderr)
     bad_map = clinic.run("subscribers", "import", "crm.csv", "--list", "clinic-news", "--map", "x")
-    assert_clean_error(bad_map, "--map: 'x' must be 'Column=field'")
+    assert_clean_error(
+        bad_map, "column mapping: 'x' must be 'Column=field'; `--map` takes the mapping"
+    )
 
 
 def test_articles_import_of_only_broken_files_fails(cli: Cli) -> None:

@@ -1,7 +1,8 @@
 """Import subscribers into a mailing list from a CSV file: ours, or another tool's export.
 
 The whole file is read and checked first, so a file that cannot be imported at all
-(not UTF-8, no email column, a --map naming a column the file lacks) changes nothing.
+(not UTF-8, no email column, a column mapping naming a column the file lacks) changes
+nothing.
 The layout of the file is recognised from its header (layouts.py: Mailchimp, listmonk,
 Substack, Kit, Buttondown, Ghost members, Sendy); each row gets one of four statuses,
 and only `subscribed` people become confirmed members. People who opted out are kept
@@ -63,7 +64,7 @@ from newsletter.audience.models import (
     Suppression,
 )
 from newsletter.db import upsert_insert, utcnow
-from newsletter.errors import InvalidInputError, NotFoundError, Problem
+from newsletter.errors import InvalidInputError, NotFoundError, Problem, Remedy
 from newsletter.events.outbox import emit
 from newsletter.importing import ImportReport, import_transaction
 
@@ -351,8 +352,9 @@ class _ColumnPlan:
             if column not in folded:
                 found = ", ".join(repr(c) for c in columns if c) or "none"
                 raise InvalidInputError(
-                    f"{name}: --map names column {column!r}, which is not in the header row "
-                    f"(found: {found})"
+                    f"{name}: the column mapping names column {column!r}, which is not in "
+                    f"the header row (found: {found})",
+                    remedy=Remedy("give", "subscriber import", field="map"),
                 )
         layout = recognise(columns)
         if EMAIL not in (mapping.get(c) or _target(layout, c) for c in folded if c):
@@ -361,7 +363,8 @@ class _ColumnPlan:
             found = ", ".join(repr(c) for c in columns if c) or "none"
             raise InvalidInputError(
                 f"{name}: no 'email' column in the header row (found: {found}); "
-                'name it with --map "<column>=email"'
+                "call the column of addresses 'email'",
+                remedy=Remedy("give", "subscriber import", field="email"),
             )
         for column in folded:
             if column and folded.count(column) > 1:
@@ -390,8 +393,8 @@ class _ColumnPlan:
             raise InvalidInputError(
                 f"{name}: a Sendy export (no header row) says who is subscribed only in its "
                 "file name (…-active.csv, -unconfirmed, -unsubscribed, -bounced, "
-                "-marked-as-spam); an '-all' export mixes them: export each status, or "
-                "give --status"
+                "-marked-as-spam); an '-all' export mixes them: export each status",
+                remedy=Remedy("choose", "subscriber import", field="status"),
             )
         header = ["Name", "Email", *(f"field {index}" for index in range(3, len(cells) + 1))]
         targets = [NAME, EMAIL, *(f"{ATTRIBUTE_PREFIX}field_{i}" for i in range(3, len(cells) + 1))]

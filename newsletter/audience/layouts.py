@@ -10,7 +10,7 @@ its status values translate into one of four outcomes:
     suppressed     bounced, cleaned, blocklisted, complained: the address is suppressed
 
 A file whose columns match no layout is read as ours (`email`, `name`, anything else
-an attribute); `--map "Header=field"` maps or overrides columns in either case.
+an attribute); a column mapping ("Header=field") maps or overrides columns in either case.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from newsletter.errors import InvalidInputError
+from newsletter.errors import InvalidInputError, Remedy
 
 
 class RowStatus(enum.StrEnum):
@@ -311,9 +311,12 @@ def sendy_status(file_name: str) -> RowStatus | None:
     return next((status for suffix, status in SENDY_FILE_STATUSES if stem.endswith(suffix)), None)
 
 
+_MAP = Remedy("give", "subscriber import", field="map")
+
+
 def parse_mapping(text: str) -> dict[str, str]:
-    """`--map "Email Address=email,First Name=name,Plan=attr.plan,LEID=ignore"` as
-    {lower-cased header: field}. Raises InvalidInputError naming what is wrong."""
+    """A column mapping, "Email Address=email,First Name=name,Plan=attr.plan,LEID=ignore",
+    as {lower-cased header: field}. Raises InvalidInputError naming what is wrong."""
     mapping: dict[str, str] = {}
     for part in text.split(","):
         if not part.strip():
@@ -321,7 +324,9 @@ def parse_mapping(text: str) -> dict[str, str]:
         column, equals, target = part.partition("=")
         column, target = column.strip(), target.strip()
         if not equals or not column or not target:
-            raise InvalidInputError(f"--map: {part.strip()!r} must be 'Column=field'")
+            raise InvalidInputError(
+                f"column mapping: {part.strip()!r} must be 'Column=field'", remedy=_MAP
+            )
         if target.lower() in FIELDS:
             target = target.lower()
         elif target.lower() in ("-", "skip"):
@@ -331,20 +336,25 @@ def parse_mapping(text: str) -> dict[str, str]:
         ):
             choices = ", ".join(FIELDS)
             raise InvalidInputError(
-                f"--map: {target!r} for column {column!r} is not a field: use one of "
-                f"{choices} or attr.<name> (letters, digits, '-' and '_')"
+                f"column mapping: {target!r} for column {column!r} is not a field: use one "
+                f"of {choices} or attr.<name> (letters, digits, '-' and '_')",
+                remedy=_MAP,
             )
         mapping[column.lower()] = target
     return mapping
 
 
 def parse_status(text: str) -> RowStatus:
-    """`--status pending` as a RowStatus; InvalidInputError naming the choices."""
+    """A status given for every row ("pending") as a RowStatus; InvalidInputError
+    naming the choices."""
     try:
         return RowStatus(text.strip().lower())
     except ValueError as exc:
         choices = ", ".join(status.value for status in RowStatus)
-        raise InvalidInputError(f"--status must be one of {choices}, not {text!r}") from exc
+        raise InvalidInputError(
+            f"status: must be one of {choices}, not {text!r}",
+            remedy=Remedy("give", "subscriber import", field="status"),
+        ) from exc
 
 
 def is_true(value: str) -> bool | None:

@@ -20,7 +20,7 @@ from newsletter.campaigns.content import get_campaign, select_articles
 from newsletter.campaigns.models import Campaign, CampaignStatus, ContentKind
 from newsletter.campaigns.templates import check_campaign_template
 from newsletter.db import utcnow
-from newsletter.errors import InvalidInputError
+from newsletter.errors import InvalidInputError, Remedy
 from newsletter.events.outbox import emit
 from newsletter.recurrence import check_cron, next_occurrence, zone
 from newsletter.rendering.library import BUILTIN, TemplateLibrary
@@ -48,8 +48,8 @@ class ContentSpec:
             or (self.latest and (self.slugs or self.series))
         ):
             raise InvalidInputError(
-                "choose the content with exactly one of --articles, --latest, --series, "
-                "--since-last, --tag"
+                "choose the content with exactly one of articles, latest, series, since_last, tag",
+                remedy=Remedy("choose", "campaign content"),
             )
         if self.latest < 0 or (self.latest == 0 and not any(chosen)):
             raise InvalidInputError("latest: must be at least 1")
@@ -240,7 +240,9 @@ def schedule(session: Session, campaign_id: int, request: ScheduleRequest) -> st
     """Schedule the campaign as asked; returns a sentence saying when it goes."""
     if request.cron is not None:
         if request.now:
-            raise InvalidInputError("--cron and --now do not go together")
+            raise InvalidInputError(
+                "cron and now do not go together", remedy=Remedy("choose", "campaign schedule")
+            )
         starting = parse_local_time(request.at, request.timezone) if request.at else utcnow()
         schedule_recurring(
             session,
@@ -258,7 +260,10 @@ def schedule(session: Session, campaign_id: int, request: ScheduleRequest) -> st
             f"next {first:%Y-%m-%d %H:%M} UTC"
         )
     if request.now == (request.at is not None):
-        raise InvalidInputError("give exactly one of --at TIME, --now or --cron EXPR")
+        raise InvalidInputError(
+            "give exactly one of a time to send at, now, or a cron expression",
+            remedy=Remedy("choose", "campaign schedule"),
+        )
     send_at = utcnow() if request.now else parse_local_time(request.at or "", request.timezone)
     schedule_campaign(
         session,
@@ -288,7 +293,8 @@ def parse_local_time(value: str, zone: str) -> datetime:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:
         raise InvalidInputError(
-            f"--at: {value!r} is not an ISO time like 2026-12-01T09:00"
+            f"at: {value!r} is not an ISO time like 2026-12-01T09:00",
+            remedy=Remedy("give", "campaign schedule", field="at"),
         ) from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)

@@ -13,7 +13,7 @@ from newsletter.audience.lists import get_list, require_postal_address
 from newsletter.audience.models import Segment
 from newsletter.audience.segments import segment_id_for
 from newsletter.content.series import get_series
-from newsletter.errors import InvalidInputError, NotFoundError
+from newsletter.errors import InvalidInputError, NotFoundError, Remedy
 from newsletter.recurrence import check_cron, zone
 from newsletter.sequences.models import Enrollment, Sequence, SequenceStatus
 
@@ -21,12 +21,16 @@ _PERIOD = re.compile(r"(\d+)\s*([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_period(value: str, option: str = "--every") -> int:
-    """'7d', '12h', '1w', '90m', '30s' (or combinations like '1d12h') → seconds."""
+def parse_period(value: str, field: str = "every") -> int:
+    """'7d', '12h', '1w', '90m', '30s' (or combinations like '1d12h') → seconds; an
+    InvalidInputError names the sequence's `field` ("every" or "delay")."""
     text = value.strip().lower()
     parts = _PERIOD.findall(text)
     if not parts or _PERIOD.sub("", text).strip():
-        raise InvalidInputError(f"{option} {value!r}: use a period such as 7d, 12h, 1w or 90m")
+        raise InvalidInputError(
+            f"{field} {value!r}: use a period such as 7d, 12h, 1w or 90m",
+            remedy=Remedy("give", "sequence", field=field),
+        )
     return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in parts)
 
 
@@ -49,7 +53,10 @@ def create_sequence(
     without an address of its own is refused (each step is refused when sent anyway).
     """
     if (every is None) == (cron is None):
-        raise InvalidInputError("give exactly one of --every PERIOD or --cron EXPR")
+        raise InvalidInputError(
+            "give exactly one of every (a period) or cron (an expression)",
+            remedy=Remedy("choose", "sequence timing"),
+        )
     every_seconds = parse_period(every) if every else None
     if every_seconds is not None and every_seconds < 60:
         raise InvalidInputError("every: must be at least one minute")
@@ -71,7 +78,7 @@ def create_sequence(
         every_seconds=every_seconds,
         cron=check_cron(cron) if cron else None,
         timezone=timezone,
-        initial_delay_seconds=parse_period(initial_delay, "--delay") if initial_delay else 0,
+        initial_delay_seconds=parse_period(initial_delay, "delay") if initial_delay else 0,
         restart_on_rejoin=restart_on_rejoin,
         segment_id=segment_id_for(session, segment),
     )
