@@ -184,11 +184,12 @@ def _has_lone_dot_line(data: bytes) -> bool:
     return False
 
 
-def _deliverable(message: OutgoingMessage) -> bool:
-    return all(
-        address.isascii() and _NOT_IN_ADDRESS.search(address) is None
-        for address in (message.sender, message.recipient)
-    )
+def _undeliverable(message: OutgoingMessage) -> str | None:
+    """The envelope address we cannot send (we do not speak SMTPUTF8), if any."""
+    for address in (message.sender, message.recipient):
+        if not address.isascii() or _NOT_IN_ADDRESS.search(address) is not None:
+            return address
+    return None
 
 
 def _envelope(message: OutgoingMessage) -> bytes:
@@ -306,11 +307,9 @@ class SmtpMailer:
             # An envelope went ahead for a message that is not coming: the session is
             # in that message's DATA phase, and only a new one is safe.
             self._drop()
-        if not _deliverable(message):
-            # We do not speak SMTPUTF8; such an address can never go through us.
-            raise PermanentDeliveryError(
-                f"not a deliverable address: {message.sender!r} to {message.recipient!r}"
-            )
+        address = _undeliverable(message)
+        if address is not None:  # it can never go through us
+            raise PermanentDeliveryError(f"not a deliverable address: {address!r}")
         try:
             return self._hand_over(message, after)
         except _BdatNotRecognized:
@@ -354,7 +353,7 @@ class SmtpMailer:
         reused = self.sent_on_connection > 0
         self._handing_over = False
         if after is not None and (
-            not _deliverable(after)
+            _undeliverable(after) is not None
             or (self.max_messages and self.sent_on_connection + 1 >= self.max_messages)
         ):
             after = None  # it goes alone (refused, or on the next session)
@@ -407,7 +406,7 @@ class SmtpMailer:
         smtp: smtplib.SMTP,
         message: OutgoingMessage,
         pipelining: bool,
-        after: OutgoingMessage | None = None,
+        after: OutgoingMessage | None,
     ) -> str:
         """MAIL, RCPT, DATA and the message; with PIPELINING (RFC 2920) the three
         commands go in one write, saving two round trips a message, and with `after`

@@ -260,8 +260,10 @@ class RelayPool:
             return
         try:
             relay, connection = self._borrow(time.monotonic() + self.patience)
-        except RelayUnavailableError:
-            yield from one_by_one(self.send, chain([first], queue))  # (it waits, or says why)
+        except RelayUnavailableError as exc:
+            # The first message has waited its patience, as `send` would have made it.
+            yield first, exc
+            yield from one_by_one(self.send, queue)
             return
         left: list[OutgoingMessage] = []
         last_error: DeliveryError | None = None
